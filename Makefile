@@ -1,0 +1,34 @@
+# The two entry points of the README: `make run` (the main job) and `make test`.
+# Each creates its own virtualenv in .venv from pyproject.toml; no network but PyPI.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PREFECT_HOME ?= $(CURDIR)/.ftflow/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+
+.PHONY: install run test lint samples bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: install
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/ftflow prepare 'data/raw/*' --out .ftflow/runs/sample
+
+test: install
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+samples: install
+	$(BIN)/python data/generate_samples.py
+
+clean:
+	rm -rf $(VENV) .ftflow

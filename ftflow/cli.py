@@ -1,0 +1,143 @@
+"""The `ftflow` command line: each command runs a flow (or the local service) and prints a summary.
+
+Errors of ours (ftflow.errors) end the command with their exit code and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ftflow.errors import FtflowError
+from ftflow.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+@app.callback()
+def root() -> None:
+    """ftflow: raw conversations to fine-tuned chat models, as Prefect flows."""
+
+
+def run_reporting_errors(action: Callable[[], T]) -> T:
+    """Run an action; turn our errors into one line on stderr and the class's exit code."""
+    try:
+        return action()
+    except FtflowError as exc:
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except ValueError as exc:  # option parsing (KEY=value pairs and the like)
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def sql_url_parameter(url: str | None) -> str | None:
+    """Keep a database password out of flow-run parameters: pass it through the environment."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).password is None:
+        return url
+    os.environ["FTFLOW_SQL_URL"] = url
+    return "env:FTFLOW_SQL_URL"
+
+
+def print_prepare_summary(report: dict[str, Any]) -> None:
+    table = Table(title=f"prepared {report['dataset_sha256'][:12]} for {report['model']}", show_header=False)
+    rows = [
+        ("records read", f"{report['records_read']:,}"),
+        ("train / validation", f"{report['examples_written']['train']:,} / {report['examples_written']['validation']:,}"),
+        ("rejected", ", ".join(f"{k}={v}" for k, v in report["rejected"].items()) or "0"),
+        ("duplicates removed", str(report["duplicates_removed"])),
+        ("trimmed turns", str(report["trimmed_turns"])),
+        ("PII", ", ".join(f"{k}={v}" for k, v in report["pii"].items()) or "none"),
+        ("tokens total / p95 / max", f"{report['tokens']['total']:,} / {report['tokens']['p95_example']:,} / {report['tokens']['max_example']:,}"),
+        ("epochs x billing tokens", f"{report['n_epochs']} x -> {report['billing_tokens']:,}"),
+        ("estimated training cost", f"${report['estimated_cost_usd']:.4f} (prices {report['prices_as_of']})"),
+        ("quality", "passed" if report["quality"]["success"] else "FAILED"),
+        ("report", report["files"]["report.json"]),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def prepare(
+    sources: Annotated[list[str], typer.Argument(help="Files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz)")] = None,  # type: ignore[assignment]
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder")] = None,
+    format: Annotated[str, typer.Option("--format", help="auto|chat|nested|transcript|table|sql")] = "auto",
+    model: Annotated[str | None, typer.Option(help="Base model (default from settings)")] = None,
+    turns_key: Annotated[str | None, typer.Option(help="Key of the list of turns")] = None,
+    role_key: Annotated[str | None, typer.Option(help="Key of a turn's role")] = None,
+    content_key: Annotated[str | None, typer.Option(help="Key of a turn's text")] = None,
+    text_key: Annotated[str | None, typer.Option(help="Key of a transcript string in JSON lines")] = None,
+    role_map: Annotated[list[str] | None, typer.Option(help="SOURCE=role pairs, comma separated")] = None,
+    speaker: Annotated[list[str] | None, typer.Option(help="Transcript PREFIX=role (repeatable)")] = None,
+    id_column: Annotated[str, typer.Option(help="Table: conversation id column")] = "conversation_id",
+    order_column: Annotated[str, typer.Option(help="Table: turn order column")] = "turn",
+    role_column: Annotated[str, typer.Option(help="Table: role column")] = "role",
+    content_column: Annotated[str, typer.Option(help="Table: content column")] = "content",
+    sql_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL for --query")] = None,
+    query: Annotated[str | None, typer.Option(help="SQL returning message-per-row results")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt for every example")] = None,
+    system_prompt_mode: Annotated[str | None, typer.Option(help="replace|if-missing")] = None,
+    pii: Annotated[str | None, typer.Option(help="off|report|mask")] = None,
+    validation_fraction: Annotated[float | None, typer.Option(help="Held-out share")] = None,
+    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(help="Fail before upload above this")] = None,
+) -> None:
+    """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded)."""
+    from flows.prepare import prepare as prepare_flow
+    from tasks.extract import ExtractOptions
+    from tasks.report import GateOptions
+    from tasks.transform import TransformOptions, parse_mapping
+
+    def action() -> dict[str, Any]:
+        settings = get_settings(
+            model=model, system_prompt=system_prompt, system_prompt_mode=system_prompt_mode, pii=pii,
+            validation_fraction=validation_fraction, n_epochs=n_epochs, max_cost_usd=max_cost_usd,
+            out_dir=out,
+        )
+        extract = ExtractOptions(
+            format=format, turns_key=turns_key, role_key=role_key, content_key=content_key,  # type: ignore[arg-type]
+            text_key=text_key, speakers=parse_mapping(speaker, option="--speaker"),
+            id_column=id_column, order_column=order_column, role_column=role_column,
+            content_column=content_column, sql_url=sql_url_parameter(sql_url), query=query,
+            batch_size=settings.batch_size,
+        )
+        transform = TransformOptions(
+            role_map=parse_mapping(role_map, option="--role-map"), system_prompt=settings.system_prompt,
+            system_prompt_mode=settings.system_prompt_mode, pii=settings.pii,
+        )
+        gates = GateOptions(
+            validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
+            max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
+            max_rejected_share=settings.max_rejected_share,
+        )
+        return prepare_flow(
+            sources=list(sources or []), out_dir=str(settings.out_dir), model=settings.model,
+            extract=extract, transform=transform, gates=gates,
+        )
+
+    report = run_reporting_errors(action)
+    print_prepare_summary(report)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m ftflow.cli`
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

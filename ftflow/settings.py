@@ -1,0 +1,70 @@
+"""The one settings object: defaults < `ftflow.toml` < `FTFLOW_*` environment < CLI options.
+
+The TOML file is `./ftflow.toml`, or the path in `FTFLOW_CONFIG`. `ftflow.example.toml`
+documents every key. Secrets are not settings: API keys are read from the environment
+by the client factory inside the tasks, so they never reach flow-run parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+
+PiiMode = Literal["off", "report", "mask"]
+SystemPromptMode = Literal["replace", "if-missing"]
+Backend = Literal["local", "openai", "azure"]
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("FTFLOW_CONFIG", "ftflow.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTFLOW_", extra="ignore")
+
+    # prepare
+    model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
+    validation_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation."
+    )
+    pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
+    system_prompt: str | None = Field(None, description="System prompt to put in every example.")
+    system_prompt_mode: SystemPromptMode = Field(
+        "replace", description="replace: overwrite any system turn; if-missing: add only."
+    )
+    n_epochs: int | None = Field(None, ge=1, le=50, description="Epochs; None: OpenAI's rule.")
+    max_cost_usd: float | None = Field(None, ge=0, description="Stop before upload above this.")
+    min_train_examples: int = Field(10, ge=1, description="OpenAI's minimum is 10.")
+    max_rejected_share: float = Field(
+        0.25, ge=0, le=1, description="Quality gate: the largest share of records rejected."
+    )
+    batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
+    out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Return settings with the given (non-None) overrides applied on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

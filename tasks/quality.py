@@ -1,0 +1,374 @@
+"""Quality: per-example rules (OpenAI's file checks, the cookbook's), then dataset suites (GX).
+
+Layer 1, `check_example`: the rules OpenAI enforces on a chat fine-tuning file and the
+cookbook's format checks. A failing example goes to `rejected.jsonl` with one reason from
+`REASONS` (also documented in docs/rejections.md).
+
+Layer 2, `run_suites`: Great Expectations 1.x suites kept as JSON in `expectations/`, run on
+frames of numbers, never raw text: `examples.json` on one row per kept example,
+`dataset.json` on one row of dataset totals. Thresholds are suite parameters filled from
+settings (`$PARAMETER`), so the JSON files hold no model-specific numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tiktoken
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.encodings import PACKAGED_BPE, get_encoding
+from ftflow.jsonl import JsonlWriter, iter_records
+from tasks.budget import count_example_tokens
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
+
+# Every reason a record can be rejected for, at any stage. Stable names: reports key on them.
+REASONS = {
+    "invalid_utf8": "the line is not valid UTF-8",
+    "invalid_json": "the line is not valid JSON",
+    "data_type": "a record, message or field has the wrong JSON type",
+    "missing_messages": "no `messages` list (or list of turns, or transcript) or it is empty",
+    "unparseable_transcript": "no speaker prefix at a line start, or text before the first",
+    "missing_conversation_id": "a table row without a conversation id",
+    "conversation_not_contiguous": "table rows of one conversation are not together",
+    "unknown_key": "a key OpenAI does not accept, on the example or a message",
+    "unknown_role": "a role other than system, user, assistant, tool (after role mapping)",
+    "missing_content": "a message without content (assistant tool-call turns aside)",
+    "non_string_content": "content that is not a string",
+    "empty_content": "content that is empty after stripping whitespace",
+    "no_assistant_message": "no assistant message to learn from",
+    "malformed_tool_calls": "tool_calls or a tool message that does not follow OpenAI's shape",
+    "malformed_tools": "`tools` or `parallel_tool_calls` that does not follow OpenAI's shape",
+    "invalid_weight": "`weight` not 0 or 1, or on a non-assistant message",
+    "too_long": "more tokens than the model's training context",
+    "special_token": "text the tokenizer treats as a special token, e.g. <|endoftext|>",
+}
+EXAMPLE_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
+MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "weight", "function_call"}
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+class ExampleRejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@cache
+def special_token_pattern() -> re.Pattern[str]:
+    """Special tokens of every packaged encoding: OpenAI rejects them whatever the model."""
+    tokens = sorted({t for name in PACKAGED_BPE for t in get_encoding(name).special_tokens_set})
+    return re.compile("|".join(re.escape(t) for t in tokens))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _check_tool_calls(message: dict[str, Any], number: int) -> None:
+    calls = message["tool_calls"]
+    where = f"message {number}"
+    if message.get("role") != "assistant":
+        raise ExampleRejected("malformed_tool_calls", f"{where}: tool_calls on a non-assistant turn")
+    if not isinstance(calls, list) or not calls:
+        raise ExampleRejected("malformed_tool_calls", f"{where}: tool_calls must be a non-empty list")
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(call, dict)
+            and isinstance(call.get("id"), str)
+            and call.get("type", "function") == "function"
+            and isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise ExampleRejected("malformed_tool_calls", f"{where}: each call needs id, function.name, function.arguments")
+        try:
+            json.loads(function["arguments"])
+        except ValueError:
+            raise ExampleRejected("malformed_tool_calls", f"{where}: arguments are not valid JSON") from None
+
+
+def _check_tools(example: dict[str, Any]) -> None:
+    tools = example.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise ExampleRejected("malformed_tools", "tools must be a list")
+        for tool in tools:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not (
+                isinstance(tool, dict)
+                and tool.get("type") == "function"
+                and isinstance(function, dict)
+                and isinstance(function.get("name"), str)
+                and isinstance(function.get("parameters", {}), dict)
+            ):
+                raise ExampleRejected("malformed_tools", "each tool needs type function and function.name")
+    if "parallel_tool_calls" in example and not isinstance(example["parallel_tool_calls"], bool):
+        raise ExampleRejected("malformed_tools", "parallel_tool_calls must be true or false")
+
+
+def _check_message(message: Any, number: int) -> None:
+    where = f"message {number}"
+    if not isinstance(message, dict):
+        raise ExampleRejected("data_type", f"{where} is {type(message).__name__}, not an object")
+    unknown = sorted(set(message) - MESSAGE_KEYS)
+    if unknown:
+        raise ExampleRejected("unknown_key", f"{where}: unknown key(s) {unknown}")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ExampleRejected("unknown_role", f"{where}: role {role!r}")
+    if "name" in message and not isinstance(message["name"], str):
+        raise ExampleRejected("data_type", f"{where}: name must be a string")
+    if "tool_calls" in message:
+        _check_tool_calls(message, number)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise ExampleRejected("malformed_tool_calls", f"{where}: a tool message needs tool_call_id")
+    calls_tool = bool(message.get("tool_calls") or message.get("function_call"))
+    content = message.get("content")
+    if content is None:
+        if not calls_tool:
+            raise ExampleRejected("missing_content", f"{where} ({role}) has no content")
+    elif not isinstance(content, str):
+        raise ExampleRejected("non_string_content", f"{where}: content is {type(content).__name__}")
+    elif not content.strip() and not calls_tool:
+        raise ExampleRejected("empty_content", f"{where} ({role}) is empty")
+    if "weight" in message:
+        weight = message["weight"]
+        if role != "assistant" or isinstance(weight, bool) or weight not in (0, 1):
+            raise ExampleRejected("invalid_weight", f"{where}: weight {weight!r} on a {role} turn")
+
+
+def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tuple[int, int]:
+    """Return (tokens, assistant tokens) of a valid example; raise ExampleRejected otherwise."""
+    if not isinstance(example, dict):
+        raise ExampleRejected("data_type", f"example is {type(example).__name__}, not an object")
+    unknown = sorted(set(example) - EXAMPLE_KEYS)
+    if unknown:
+        raise ExampleRejected("unknown_key", f"unknown key(s) {unknown}")
+    messages = example.get("messages")
+    if not isinstance(messages, list):
+        raise ExampleRejected("data_type" if messages is not None else "missing_messages", "messages must be a list")
+    if not messages:
+        raise ExampleRejected("missing_messages", "messages is empty")
+    for number, message in enumerate(messages, 1):
+        _check_message(message, number)
+    _check_tools(example)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ExampleRejected("no_assistant_message", "no assistant message")
+    for text in _strings(example):
+        if match := special_token_pattern().search(text):
+            raise ExampleRejected("special_token", f"contains the special token {match.group(0)}")
+    tokens, assistant = count_example_tokens(example, encoding)
+    if tokens > limit:
+        raise ExampleRejected("too_long", f"{tokens} tokens, over the training context of {limit}")
+    return tokens, assistant
+
+
+# --- features --------------------------------------------------------------------------------
+
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("loc", pa.string()),
+        ("split", pa.string()),
+        ("n_messages", pa.int32()),
+        ("n_user", pa.int32()),
+        ("n_assistant", pa.int32()),
+        ("has_system", pa.bool_()),
+        ("last_role", pa.string()),
+        ("tokens", pa.int64()),
+        ("assistant_tokens", pa.int64()),
+        ("pii", pa.int32()),
+        ("content_sha256", pa.string()),
+    ]
+)
+
+
+class FeatureWriter:
+    """Write one row of numbers per kept example to Parquet, in bounded batches."""
+
+    BATCH = 10_000
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._rows: list[dict[str, Any]] = []
+        self._writer = pq.ParquetWriter(path, FEATURE_SCHEMA)
+
+    def add(self, record: dict[str, Any], *, split: str, content_sha256: str) -> None:
+        roles = [m["role"] for m in record["example"]["messages"]]
+        self._rows.append(
+            {
+                "source": record["source"],
+                "loc": record["loc"],
+                "split": split,
+                "n_messages": len(roles),
+                "n_user": roles.count("user"),
+                "n_assistant": roles.count("assistant"),
+                "has_system": "system" in roles,
+                "last_role": roles[-1],
+                "tokens": record["tokens"],
+                "assistant_tokens": record["assistant_tokens"],
+                "pii": record.get("pii", 0),
+                "content_sha256": content_sha256,
+            }
+        )
+        if len(self._rows) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=FEATURE_SCHEMA))
+            self._rows = []
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._flush()
+        self._writer.close()
+
+
+# --- stage on files --------------------------------------------------------------------------
+
+
+@dataclass
+class ValidateResult:
+    valid: int
+    rejected: dict[str, int]
+    valid_path: str
+    rejected_path: str
+
+
+def validate_file(normalized: Path, encoding: tiktoken.Encoding, limit: int, work_dir: Path) -> ValidateResult:
+    """Stream normalised examples through `check_example` into valid and rejected files."""
+    rejected: dict[str, int] = {}
+    with (
+        JsonlWriter(work_dir / "valid.jsonl") as good,
+        JsonlWriter(work_dir / "rejected-quality.jsonl") as bad,
+    ):
+        for record in iter_records(normalized):
+            try:
+                tokens, assistant = check_example(record["example"], encoding, limit)
+            except ExampleRejected as exc:
+                bad.write(
+                    {"source": record["source"], "loc": record["loc"], "reason": exc.reason,
+                     "detail": exc.detail, "record": record["example"]}
+                )
+                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+                continue
+            good.write({**record, "tokens": tokens, "assistant_tokens": assistant})
+    return ValidateResult(good.count, rejected, str(good.path), str(bad.path))
+
+
+# --- dataset suites (Great Expectations) -----------------------------------------------------
+
+
+def load_suite(name: str) -> Any:
+    import great_expectations as gx
+
+    with open(EXPECTATIONS_DIR / f"{name}.json", encoding="utf-8") as f:
+        return gx.ExpectationSuite(**json.load(f))
+
+
+@dataclass
+class QualityResult:
+    success: bool
+    failed: list[str]
+    suites: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "failed": self.failed}
+
+
+def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
+    failed = []
+    rows = []
+    for r in result.results:
+        config = r.expectation_config
+        kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        observed = r.result.get("observed_value", r.result.get("unexpected_count"))
+        rows.append({"expectation": config.type, "kwargs": kwargs, "success": bool(r.success),
+                     "observed": observed, "notes": config.meta.get("notes")})
+        if not r.success:
+            column = kwargs.get("column", "table")
+            failed.append(f"{suite_name}: {config.type}({column}) observed {observed}")
+    return failed, {"success": bool(result.success), "statistics": result.statistics, "results": rows}
+
+
+def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any]) -> QualityResult:
+    """Validate the example features and dataset totals against the suites in expectations/."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("ftflow")
+    frames = {"examples": features, "dataset": pd.DataFrame([totals])}
+    failed: list[str] = []
+    suites: dict[str, Any] = {}
+    for name, frame in frames.items():
+        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+            load_suite(name), result_format="SUMMARY", expectation_parameters=parameters
+        )
+        suite_failed, suites[name] = _describe(name, result)
+        failed += suite_failed
+    return QualityResult(success=not failed, failed=failed, suites=suites)
+
+
+def quality_markdown(result: QualityResult) -> str:
+    lines = [f"# Data quality: {'passed' if result.success else 'FAILED'}", ""]
+    for name, suite in result.suites.items():
+        lines += [f"## Suite `{name}`", "", "| expectation | arguments | observed | ok |", "|---|---|---|---|"]
+        for row in suite["results"]:
+            args = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
+            lines.append(f"| {row['expectation']} | {args} | {row['observed']} | {'yes' if row['success'] else '**no**'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@task(name="validate-examples", cache_policy=NO_CACHE)
+def validate_examples(normalized: str, model: str, limit: int, work_dir: Path) -> ValidateResult:
+    """Return counts of valid and rejected examples; writes `valid.jsonl`."""
+    from ftflow.encodings import encoding_for_model
+
+    return validate_file(Path(normalized), encoding_for_model(model), limit, work_dir)
+
+
+@task(name="check-quality", cache_policy=NO_CACHE)
+def check_quality(
+    features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path
+) -> QualityResult:
+    """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
+    features = pd.read_parquet(features_path)
+    result = run_suites(features, totals, parameters)
+    (out_dir / "quality.json").write_bytes(
+        orjson.dumps({"success": result.success, "failed": result.failed, "parameters": parameters,
+                      "suites": result.suites}, option=orjson.OPT_INDENT_2, default=str)
+    )
+    create_markdown_artifact(quality_markdown(result), key="ftflow-data-quality",
+                             description="Great Expectations suites on the prepared dataset")
+    return result
