@@ -132,36 +132,102 @@ def write_chat_jsonl(rng: random.Random, n: int) -> None:
     lines = [json.dumps({"messages": conversation(rng)}, ensure_ascii=False) for _ in range(n)]
     # Messy but valid: a split user turn (merged), a trailing user turn (trimmed), whitespace.
     split = conversation(rng)
-    lines.append(json.dumps({"messages": [split[0], {"role": "user", "content": "  Hallo!  "}, *split[1:],
-                                          {"role": "user", "content": "Danke!"}]}, ensure_ascii=False))
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    split[0],
+                    {"role": "user", "content": "  Hallo!  "},
+                    *split[1:],
+                    {"role": "user", "content": "Danke!"},
+                ]
+            },
+            ensure_ascii=False,
+        )
+    )
     # A tool-calling example with a weight-0 assistant turn, as OpenAI documents them.
-    tool_call = {"id": "call_1", "type": "function",
-                 "function": {"name": "bestellung_suchen", "arguments": '{"bestellnummer": "AR-12345"}'}}
-    lines.append(json.dumps({
-        "messages": [
-            {"role": "system", "content": PRODUCTION_PROMPT},
-            {"role": "user", "content": "Wo ist AR-12345?"},
-            {"role": "assistant", "content": "Ich schaue nach.", "weight": 0},
-            {"role": "assistant", "tool_calls": [tool_call]},
-            {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "versendet", "eta_tage": 2}'},
-            {"role": "assistant", "content": json.dumps({"intent": "bestellstatus", "antwort":
-                "Servus! Deine Bestellung AR-12345 ist versendet und kommt in 2 Werktagen an. Dein Alpenrad-Team"},
-                ensure_ascii=False)},
-        ],
-        "tools": [{"type": "function", "function": {"name": "bestellung_suchen", "parameters": {
-            "type": "object", "properties": {"bestellnummer": {"type": "string"}}}}}],
-    }, ensure_ascii=False))
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "bestellung_suchen", "arguments": '{"bestellnummer": "AR-12345"}'},
+    }
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": PRODUCTION_PROMPT},
+                    {"role": "user", "content": "Wo ist AR-12345?"},
+                    {"role": "assistant", "content": "Ich schaue nach.", "weight": 0},
+                    {"role": "assistant", "tool_calls": [tool_call]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "versendet", "eta_tage": 2}'},
+                    {
+                        "role": "assistant",
+                        "content": json.dumps(
+                            {
+                                "intent": "bestellstatus",
+                                "antwort": "Servus! Deine Bestellung AR-12345 ist versendet und kommt "
+                                "in 2 Werktagen an. Dein Alpenrad-Team",
+                            },
+                            ensure_ascii=False,
+                        ),
+                    },
+                ],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "bestellung_suchen",
+                            "parameters": {"type": "object", "properties": {"bestellnummer": {"type": "string"}}},
+                        },
+                    }
+                ],
+            },
+            ensure_ascii=False,
+        )
+    )
     lines.append(lines[3])  # bad: exact duplicate
     lines.append('{"messages": [{"role": "user", "content": "kaputt"')  # bad: invalid_json
     lines.append(json.dumps({"messages": [{"role": "user", "content": "Hallo?"}]}))  # bad: no assistant
-    lines.append(json.dumps({"messages": [{"role": "kunde", "content": "Hi"},  # bad: unknown_role
-                                          {"role": "assistant", "content": "Hallo"}]}))
-    lines.append(json.dumps({"messages": [{"role": "user", "content": "Test <|endoftext|> Test"},  # bad
-                                          {"role": "assistant", "content": "ok"}]}))
-    lines.append(json.dumps({"messages": [{"role": "user", "content": "Hi"},  # bad: invalid_weight
-                                          {"role": "assistant", "content": "Hallo", "weight": 2}]}))
-    lines.append(json.dumps({"messages": [{"role": "user"},  # bad: missing_content
-                                          {"role": "assistant", "content": "Hallo"}]}))
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "kunde", "content": "Hi"},  # bad: unknown_role
+                    {"role": "assistant", "content": "Hallo"},
+                ]
+            }
+        )
+    )
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Test <|endoftext|> Test"},  # bad
+                    {"role": "assistant", "content": "ok"},
+                ]
+            }
+        )
+    )
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Hi"},  # bad: invalid_weight
+                    {"role": "assistant", "content": "Hallo", "weight": 2},
+                ]
+            }
+        )
+    )
+    lines.append(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user"},  # bad: missing_content
+                    {"role": "assistant", "content": "Hallo"},
+                ]
+            }
+        )
+    )
     data = "\n".join(lines).encode("utf-8") + b"\n"
     data += b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n'  # bad: invalid_utf8 (latin-1)
     (RAW / "support_chat.jsonl").write_bytes(data)
@@ -172,10 +238,12 @@ def write_sharegpt_json(rng: random.Random, n: int) -> None:
     records = []
     for i in range(n):
         turns = conversation(rng)
-        records.append({
-            "id": f"sg-{i}",
-            "conversations": [{"from": role_names[t["role"]], "value": t["content"]} for t in turns],
-        })
+        records.append(
+            {
+                "id": f"sg-{i}",
+                "conversations": [{"from": role_names[t["role"]], "value": t["content"]} for t in turns],
+            }
+        )
     records.append({"id": "sg-empty", "conversations": []})  # bad: missing_messages
     (RAW / "sharegpt.json").write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", "utf-8")
 

@@ -57,12 +57,18 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
     table = Table(title=f"prepared {report['dataset_sha256'][:12]} for {report['model']}", show_header=False)
     rows = [
         ("records read", f"{report['records_read']:,}"),
-        ("train / validation", f"{report['examples_written']['train']:,} / {report['examples_written']['validation']:,}"),
+        (
+            "train / validation",
+            f"{report['examples_written']['train']:,} / {report['examples_written']['validation']:,}",
+        ),
         ("rejected", ", ".join(f"{k}={v}" for k, v in report["rejected"].items()) or "0"),
         ("duplicates removed", str(report["duplicates_removed"])),
         ("trimmed turns", str(report["trimmed_turns"])),
         ("PII", ", ".join(f"{k}={v}" for k, v in report["pii"].items()) or "none"),
-        ("tokens total / p95 / max", f"{report['tokens']['total']:,} / {report['tokens']['p95_example']:,} / {report['tokens']['max_example']:,}"),
+        (
+            "tokens total / p95 / max",
+            " / ".join(f"{report['tokens'][k]:,}" for k in ("total", "p95_example", "max_example")),
+        ),
         ("epochs x billing tokens", f"{report['n_epochs']} x -> {report['billing_tokens']:,}"),
         ("estimated training cost", f"${report['estimated_cost_usd']:.4f} (prices {report['prices_as_of']})"),
         ("quality", "passed" if report["quality"]["success"] else "FAILED"),
@@ -75,7 +81,9 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
 
 @app.command()
 def prepare(
-    sources: Annotated[list[str], typer.Argument(help="Files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz)")] = None,  # type: ignore[assignment]
+    sources: Annotated[
+        list[str], typer.Argument(help="Files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz)")
+    ] = None,  # type: ignore[assignment]
     out: Annotated[Path | None, typer.Option("--out", help="Output folder")] = None,
     format: Annotated[str, typer.Option("--format", help="auto|chat|nested|transcript|table|sql")] = "auto",
     model: Annotated[str | None, typer.Option(help="Base model (default from settings)")] = None,
@@ -106,29 +114,50 @@ def prepare(
 
     def action() -> dict[str, Any]:
         settings = get_settings(
-            model=model, system_prompt=system_prompt, system_prompt_mode=system_prompt_mode, pii=pii,
-            validation_fraction=validation_fraction, n_epochs=n_epochs, max_cost_usd=max_cost_usd,
+            model=model,
+            system_prompt=system_prompt,
+            system_prompt_mode=system_prompt_mode,
+            pii=pii,
+            validation_fraction=validation_fraction,
+            n_epochs=n_epochs,
+            max_cost_usd=max_cost_usd,
             out_dir=out,
         )
         extract = ExtractOptions(
-            format=format, turns_key=turns_key, role_key=role_key, content_key=content_key,  # type: ignore[arg-type]
-            text_key=text_key, speakers=parse_mapping(speaker, option="--speaker"),
-            id_column=id_column, order_column=order_column, role_column=role_column,
-            content_column=content_column, sql_url=sql_url_parameter(sql_url), query=query,
+            format=format,
+            turns_key=turns_key,
+            role_key=role_key,
+            content_key=content_key,  # type: ignore[arg-type]
+            text_key=text_key,
+            speakers=parse_mapping(speaker, option="--speaker"),
+            id_column=id_column,
+            order_column=order_column,
+            role_column=role_column,
+            content_column=content_column,
+            sql_url=sql_url_parameter(sql_url),
+            query=query,
             batch_size=settings.batch_size,
         )
         transform = TransformOptions(
-            role_map=parse_mapping(role_map, option="--role-map"), system_prompt=settings.system_prompt,
-            system_prompt_mode=settings.system_prompt_mode, pii=settings.pii,
+            role_map=parse_mapping(role_map, option="--role-map"),
+            system_prompt=settings.system_prompt,
+            system_prompt_mode=settings.system_prompt_mode,
+            pii=settings.pii,
         )
         gates = GateOptions(
-            validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
-            max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
+            validation_fraction=settings.validation_fraction,
+            n_epochs=settings.n_epochs,
+            max_cost_usd=settings.max_cost_usd,
+            min_train_examples=settings.min_train_examples,
             max_rejected_share=settings.max_rejected_share,
         )
         return prepare_flow(
-            sources=list(sources or []), out_dir=str(settings.out_dir), model=settings.model,
-            extract=extract, transform=transform, gates=gates,
+            sources=list(sources or []),
+            out_dir=str(settings.out_dir),
+            model=settings.model,
+            extract=extract,
+            transform=transform,
+            gates=gates,
         )
 
     report = run_reporting_errors(action)

@@ -56,9 +56,7 @@ class BudgetExceeded(DataError):
     """Raised when the estimated training cost is above the configured maximum."""
 
     def __init__(self, *, estimated_usd: float, max_usd: float) -> None:
-        super().__init__(
-            f"estimated training cost ${estimated_usd:.2f} is over the budget of ${max_usd:.2f}"
-        )
+        super().__init__(f"estimated training cost ${estimated_usd:.2f} is over the budget of ${max_usd:.2f}")
         self.estimated_usd = estimated_usd
         self.max_usd = max_usd
 

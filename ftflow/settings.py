@@ -35,9 +35,7 @@ class Settings(BaseSettings):
 
     # prepare
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
-    validation_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation."
-    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
     system_prompt: str | None = Field(None, description="System prompt to put in every example.")
     system_prompt_mode: SystemPromptMode = Field(

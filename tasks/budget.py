@@ -139,12 +139,20 @@ def estimate(
 
 @task(name="estimate-budget", cache_policy=NO_CACHE)
 def estimate_budget(
-    features_path: str, model: str, encoding: str, over_limit: int,
-    n_epochs: int | None, max_cost_usd: float | None,
+    features_path: str,
+    model: str,
+    encoding: str,
+    over_limit: int,
+    n_epochs: int | None,
+    max_cost_usd: float | None,
 ) -> Budget:
     """Return the token and cost budget of the prepared training set."""
     features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
     return estimate(
-        features, model=model, encoding=encoding, over_limit=over_limit,
-        n_epochs=n_epochs, max_cost_usd=max_cost_usd,
+        features,
+        model=model,
+        encoding=encoding,
+        over_limit=over_limit,
+        n_epochs=n_epochs,
+        max_cost_usd=max_cost_usd,
     )

@@ -332,9 +332,7 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         return (1, str(value))
 
 
-def group_rows(
-    rows: Iterable[tuple[str, dict[str, Any]]], source: str, options: ExtractOptions
-) -> Iterator[Item]:
+def group_rows(rows: Iterable[tuple[str, dict[str, Any]]], source: str, options: ExtractOptions) -> Iterator[Item]:
     """Group message-per-row rows (loc, row) by conversation id into examples.
 
     Rows of one conversation must be contiguous (sort the table or query by id); a
@@ -350,7 +348,9 @@ def group_rows(
         loc = current[0][0]
         if current_id in seen:
             yield Rejection(
-                source, loc, "conversation_not_contiguous",
+                source,
+                loc,
+                "conversation_not_contiguous",
                 f"rows of conversation {current_id!r} appear again after other conversations",
                 [row for _, row in current],
             )
@@ -358,8 +358,7 @@ def group_rows(
         seen.add(current_id)
         ordered = sorted(current, key=lambda item: _sort_key(item[1].get(options.order_column)))
         messages = [
-            {"role": row.get(options.role_column), "content": row.get(options.content_column)}
-            for _, row in ordered
+            {"role": row.get(options.role_column), "content": row.get(options.content_column)} for _, row in ordered
         ]
         yield Candidate(source, loc, {"messages": messages})
 
@@ -488,7 +487,9 @@ class ExtractResult:
 
 
 def extract_to_files(
-    paths: list[Path], options: ExtractOptions, work_dir: Path,
+    paths: list[Path],
+    options: ExtractOptions,
+    work_dir: Path,
     on_progress: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Stream every source into `candidates.jsonl` and `rejected-extract.jsonl` in work_dir."""
@@ -525,6 +526,4 @@ def read_sources(patterns: list[str], options: ExtractOptions, work_dir: Path) -
         raise InputError("no sources: give paths or globs, or --sql-url and --query")
     with Progress(SpinnerColumn(), TextColumn("reading {task.completed:,} records"), transient=True) as bar:
         counter = bar.add_task("read", total=None)
-        return extract_to_files(
-            paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n)
-        )
+        return extract_to_files(paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n))

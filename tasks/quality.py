@@ -104,7 +104,9 @@ def _check_tool_calls(message: dict[str, Any], number: int) -> None:
             and isinstance(function.get("name"), str)
             and isinstance(function.get("arguments"), str)
         ):
-            raise ExampleRejected("malformed_tool_calls", f"{where}: each call needs id, function.name, function.arguments")
+            raise ExampleRejected(
+                "malformed_tool_calls", f"{where}: each call needs id, function.name, function.arguments"
+            )
         try:
             json.loads(function["arguments"])
         except ValueError:
@@ -274,8 +276,13 @@ def validate_file(normalized: Path, encoding: tiktoken.Encoding, limit: int, wor
                 tokens, assistant = check_example(record["example"], encoding, limit)
             except ExampleRejected as exc:
                 bad.write(
-                    {"source": record["source"], "loc": record["loc"], "reason": exc.reason,
-                     "detail": exc.detail, "record": record["example"]}
+                    {
+                        "source": record["source"],
+                        "loc": record["loc"],
+                        "reason": exc.reason,
+                        "detail": exc.detail,
+                        "record": record["example"],
+                    }
                 )
                 rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
                 continue
@@ -310,8 +317,15 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
         config = r.expectation_config
         kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
         observed = r.result.get("observed_value", r.result.get("unexpected_count"))
-        rows.append({"expectation": config.type, "kwargs": kwargs, "success": bool(r.success),
-                     "observed": observed, "notes": config.meta.get("notes")})
+        rows.append(
+            {
+                "expectation": config.type,
+                "kwargs": kwargs,
+                "success": bool(r.success),
+                "observed": observed,
+                "notes": config.meta.get("notes"),
+            }
+        )
         if not r.success:
             column = kwargs.get("column", "table")
             failed.append(f"{suite_name}: {config.type}({column}) observed {observed}")
@@ -345,7 +359,9 @@ def quality_markdown(result: QualityResult) -> str:
         lines += [f"## Suite `{name}`", "", "| expectation | arguments | observed | ok |", "|---|---|---|---|"]
         for row in suite["results"]:
             args = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
-            lines.append(f"| {row['expectation']} | {args} | {row['observed']} | {'yes' if row['success'] else '**no**'} |")
+            lines.append(
+                f"| {row['expectation']} | {args} | {row['observed']} | {'yes' if row['success'] else '**no**'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -366,9 +382,15 @@ def check_quality(
     features = pd.read_parquet(features_path)
     result = run_suites(features, totals, parameters)
     (out_dir / "quality.json").write_bytes(
-        orjson.dumps({"success": result.success, "failed": result.failed, "parameters": parameters,
-                      "suites": result.suites}, option=orjson.OPT_INDENT_2, default=str)
+        orjson.dumps(
+            {"success": result.success, "failed": result.failed, "parameters": parameters, "suites": result.suites},
+            option=orjson.OPT_INDENT_2,
+            default=str,
+        )
     )
-    create_markdown_artifact(quality_markdown(result), key="ftflow-data-quality",
-                             description="Great Expectations suites on the prepared dataset")
+    create_markdown_artifact(
+        quality_markdown(result),
+        key="ftflow-data-quality",
+        description="Great Expectations suites on the prepared dataset",
+    )
     return result

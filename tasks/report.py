@@ -100,7 +100,9 @@ def build_report(
         raise FtflowError(f"accounting mismatch: read {extracted.records_read}, accounted {accounted}")
     gate_failures = list(quality.failed)
     if not budget.within_budget:
-        gate_failures.append(str(BudgetExceeded(estimated_usd=budget.estimated_cost_usd, max_usd=budget.max_cost_usd or 0)))
+        gate_failures.append(
+            str(BudgetExceeded(estimated_usd=budget.estimated_cost_usd, max_usd=budget.max_cost_usd or 0))
+        )
     return {
         "records_read": extracted.records_read,
         "examples_written": {"train": split.train, "validation": split.validation},
@@ -125,8 +127,15 @@ def build_report(
         "gate": {"passed": not gate_failures, "failures": gate_failures},
         "files": {
             name: str(out_dir / name)
-            for name in ("train.jsonl", "validation.jsonl", "rejected.jsonl", "duplicates.jsonl",
-                         "quality.json", "features.parquet", "report.json")
+            for name in (
+                "train.jsonl",
+                "validation.jsonl",
+                "rejected.jsonl",
+                "duplicates.jsonl",
+                "quality.json",
+                "features.parquet",
+                "report.json",
+            )
         },
     }
 
@@ -144,8 +153,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         ("estimated cost", f"${report['estimated_cost_usd']:.4f} (prices as of {report['prices_as_of']})"),
         ("gate", "passed" if report["gate"]["passed"] else "FAILED"),
     ]
-    lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "",
-             "| | |", "|---|---|"]
+    lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     if report["rejected"]:
         lines += ["", "| rejected for | records |", "|---|---|"]
@@ -175,12 +183,22 @@ def write_report(
     """Return the run report; writes `report.json` and `rejected.jsonl`, removes the work dir."""
     concatenate([Path(extracted.rejected_path), Path(validated.rejected_path)], out_dir / "rejected.jsonl")
     shutil.move(split.duplicates_path, out_dir / "duplicates.jsonl")
-    report = build_report(extracted=extracted, normalized=normalized, validated=validated,
-                          split=split, quality=quality, budget=budget, out_dir=out_dir)
+    report = build_report(
+        extracted=extracted,
+        normalized=normalized,
+        validated=validated,
+        split=split,
+        quality=quality,
+        budget=budget,
+        out_dir=out_dir,
+    )
     (out_dir / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     shutil.rmtree(work_dir, ignore_errors=True)
-    create_markdown_artifact(report_markdown(report), key="ftflow-prepare-report",
-                             description="What prepare read, kept, rejected and would cost")
+    create_markdown_artifact(
+        report_markdown(report),
+        key="ftflow-prepare-report",
+        description="What prepare read, kept, rejected and would cost",
+    )
     return report
 
 
@@ -188,7 +206,8 @@ def write_report(
 def enforce_gates(report: dict[str, Any]) -> None:
     """Raise when the quality suites or the budget failed; nothing may be uploaded then."""
     if report["quality"]["success"] is False:
-        raise QualityGateFailed("quality gate failed: " + "; ".join(report["quality"]["failed"]),
-                                failed=report["quality"]["failed"])
+        raise QualityGateFailed(
+            "quality gate failed: " + "; ".join(report["quality"]["failed"]), failed=report["quality"]["failed"]
+        )
     if report["max_cost_usd"] is not None and report["estimated_cost_usd"] > report["max_cost_usd"]:
         raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])

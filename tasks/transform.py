@@ -97,25 +97,32 @@ PII_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
     ),
     (
         "phone",
-        re.compile(r"(?<![\w+])(?:(?:\+|00)\d{1,3}[ ./-]?(?:\(0\)[ ./-]?)?|\(?0)\d{1,5}\)?(?:[ ./-]?\d{2,}){1,4}(?![\w])"),
+        re.compile(
+            r"(?<![\w+])(?:(?:\+|00)\d{1,3}[ ./-]?(?:\(0\)[ ./-]?)?|\(?0)\d{1,5}\)?(?:[ ./-]?\d{2,}){1,4}(?![\w])"
+        ),
         _digit_count_between(7, 15),
     ),
 ]
 
 
 def find_pii(text: str, mode: Literal["report", "mask"]) -> tuple[str, Counter[str]]:
-    """Return the text (masked as `[EMAIL]`, `[PHONE]`... when mode is mask) and counts by type."""
+    """Return the text (masked as `[EMAIL]`, `[PHONE]`... when mode is mask) and counts by type.
+
+    Detection always works on a masked copy, so a later rule never counts the digits of an
+    earlier match again (an IBAN is not also a phone number), whatever the mode.
+    """
     counts: Counter[str] = Counter()
+    masked = text
     for kind, pattern, is_real in PII_PATTERNS:
 
         def replace(match: re.Match[str], kind: str = kind, is_real: Callable = is_real) -> str:
             if not is_real(match.group(0)):
                 return match.group(0)
             counts[kind] += 1
-            return f"[{kind.upper()}]" if mode == "mask" else match.group(0)
+            return f"[{kind.upper()}]"
 
-        text = pattern.sub(replace, text)
-    return text, counts
+        masked = pattern.sub(replace, masked)
+    return (masked if mode == "mask" else text), counts
 
 
 # --- per example ----------------------------------------------------------------------------
@@ -157,7 +164,7 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
     messages = example.get("messages")
     if not isinstance(messages, list):
         return example, stats
-    cleaned: list[Any] = []
+    mapped: list[Any] = []
     for message in messages:
         if isinstance(message, dict):
             message = {**message, "role": map_role(message.get("role"), options.role_map)}
@@ -166,18 +173,21 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
                 if options.pii != "off":
                     message["content"], found = find_pii(message["content"], options.pii)
                     stats.pii.update(found)
+        mapped.append(message)
+    last_assistant = max(
+        (i for i, m in enumerate(mapped) if isinstance(m, dict) and m.get("role") == "assistant"),
+        default=None,
+    )
+    if last_assistant is not None:  # without one, quality rejects the example as a whole
+        stats.trimmed_turns = len(mapped) - last_assistant - 1
+        mapped = mapped[: last_assistant + 1]
+    cleaned: list[Any] = []
+    for message in mapped:
         if cleaned and _mergeable(cleaned[-1], message):
             cleaned[-1] = {**cleaned[-1], "content": cleaned[-1]["content"] + "\n" + message["content"]}
             stats.merged_turns += 1
         else:
             cleaned.append(message)
-    last_assistant = max(
-        (i for i, m in enumerate(cleaned) if isinstance(m, dict) and m.get("role") == "assistant"),
-        default=None,
-    )
-    if last_assistant is not None:
-        stats.trimmed_turns = len(cleaned) - last_assistant - 1
-        cleaned = cleaned[: last_assistant + 1]
     if options.system_prompt is not None:
         cleaned = _with_system_prompt(cleaned, options.system_prompt, options.system_prompt_mode)
     return {**example, "messages": cleaned}, stats

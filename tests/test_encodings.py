@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from ftflow import encodings
+from ftflow.catalog import load_catalog
+from ftflow.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("gpt-4.1-nano-2025-04-14", "o200k_base"),
+        ("gpt-3.5-turbo-0125", "cl100k_base"),
+        ("ft:gpt-4o-mini-2024-07-18:acme:support:abc123", "o200k_base"),
+        ("ft:gpt-3.5-turbo-0125:acme::xyz", "cl100k_base"),
+    ],
+)
+def test_encoding_follows_the_model_name(model, name):
+    assert encodings.encoding_name_for_model(model) == name
+
+
+def test_packaged_encodings_count_like_tiktoken_reference_values():
+    # Reference ids published with tiktoken: "hello world" is [15339, 1917] in cl100k_base.
+    assert encodings.get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+    assert encodings.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+
+
+def test_a_tampered_bpe_file_is_refused(monkeypatch):
+    encodings.get_encoding.cache_clear()
+    filename, _ = encodings.PACKAGED_BPE["cl100k_base"]
+    monkeypatch.setitem(encodings.PACKAGED_BPE, "cl100k_base", (filename, "0" * 64))
+    try:
+        with pytest.raises(ConfigError, match="expects another cl100k_base file"):
+            encodings.get_encoding("cl100k_base")
+    finally:
+        encodings.get_encoding.cache_clear()
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="no known tokenizer"):
+        encodings.encoding_name_for_model("llama-3")
+
+
+def test_catalog_has_the_required_models_with_dated_prices():
+    catalog = load_catalog()
+    assert catalog.as_of and catalog.source
+    for model in ["gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"]:
+        info = catalog.get(model)
+        assert info.training > 0 and info.finetuned_input > info.base_input
+    assert catalog.get("ft:gpt-4o-mini-2024-07-18:org:x:1").name == "gpt-4o-mini-2024-07-18"
+    with pytest.raises(ConfigError, match="not in the price table"):
+        catalog.get("davinci-002")

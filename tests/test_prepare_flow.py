@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.prepare import prepare
+from ftflow.cli import app
+from ftflow.errors import BudgetExceeded, QualityGateFailed
+from tasks.extract import ExtractOptions
+from tasks.report import GateOptions
+from tasks.transform import TransformOptions
+from tests.conftest import ROOT, chat, write_jsonl
+
+pytestmark = pytest.mark.flow
+
+
+def messy_sources(tmp_path):
+    good = [chat(f"Frage {i}: Wo ist Bestellung {i}?", f"Antwort {i}", system="LANG") for i in range(30)]
+    chat_file = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            *good,
+            good[0],
+            "{broken",
+            {"messages": [{"role": "user", "content": "nur Frage"}]},
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "<|endoftext|>"}]},
+        ],
+    )
+    (tmp_path / "t.txt").write_text("Human: Hallo, meine Mail ist a@b.de\nAssistant: Servus!\n---\nkein Sprecher\n")
+    (tmp_path / "m.csv").write_text(
+        "conversation_id,turn,role,content\nc1,1,USER,Hi\nc1,2,ASSISTANT,Hallo\n,1,USER,lost\n"
+    )
+    return [str(chat_file), str(tmp_path / "*.txt"), str(tmp_path / "m.csv")]
+
+
+def test_prepare_accounts_for_every_record(prefect_server, tmp_path):
+    out = tmp_path / "out"
+    report = prepare(messy_sources(tmp_path), out_dir=str(out), transform=TransformOptions(system_prompt="kurz"))
+    written = report["examples_written"]
+    assert report["records_read"] == 30 + 4 + 2 + 2
+    assert (
+        report["records_read"]
+        == written["train"] + written["validation"] + sum(report["rejected"].values()) + report["duplicates_removed"]
+    )
+    assert report["rejected"] == {
+        "invalid_json": 1,
+        "missing_conversation_id": 1,
+        "no_assistant_message": 1,
+        "special_token": 1,
+        "unparseable_transcript": 1,
+    }
+    assert report["duplicates_removed"] == 1 and report["pii"] == {"email": 1}
+    assert report["encoding"] == "o200k_base" and report["quality"]["success"] is True
+
+    lines = lambda name: (out / name).read_text().splitlines()  # noqa: E731
+    assert len(lines("train.jsonl")) == written["train"] and len(lines("validation.jsonl")) == written["validation"]
+    assert len(lines("rejected.jsonl")) == 5 and len(lines("duplicates.jsonl")) == 1
+    rejected = [json.loads(line) for line in lines("rejected.jsonl")]
+    assert {(r["reason"], r["loc"]) for r in rejected} >= {
+        ("invalid_json", "line 32"),
+        ("missing_conversation_id", "row 4"),
+    }
+    train = [json.loads(line) for line in lines("train.jsonl")]
+    assert all(ex["messages"][0] == {"role": "system", "content": "kurz"} for ex in train)
+    assert json.loads((out / "report.json").read_text())["dataset_sha256"] == report["dataset_sha256"]
+    assert (out / "quality.json").exists() and not (out / "work").exists()
+
+
+def test_same_input_gives_the_same_dataset(prefect_server, tmp_path):
+    sources = messy_sources(tmp_path)
+    first = prepare(sources, out_dir=str(tmp_path / "a"))
+    second = prepare(list(reversed(sources)), out_dir=str(tmp_path / "b"))
+    assert first["examples_written"] == second["examples_written"]
+    assert first["tokens"] == second["tokens"]
+
+
+def test_quality_gate_stops_the_flow_but_writes_the_report(prefect_server, tmp_path):
+    path = write_jsonl(tmp_path / "few.jsonl", [chat(f"q{i}", f"a{i}") for i in range(5)])
+    with pytest.raises(QualityGateFailed, match="train_examples"):
+        prepare([str(path)], out_dir=str(tmp_path / "out"), gates=GateOptions(validation_fraction=0.0))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["gate"]["passed"] is False and report["quality"]["success"] is False
+
+
+def test_budget_gate(prefect_server, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [chat(f"q{i}", f"a{i}") for i in range(20)])
+    with pytest.raises(BudgetExceeded, match="over the budget"):
+        prepare([str(path)], out_dir=str(tmp_path / "out"), gates=GateOptions(max_cost_usd=0.0))
+
+
+def test_cli_on_the_bundled_samples_and_its_exit_codes(prefect_server, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["prepare", str(ROOT / "data/raw/*"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["examples_written"]["train"] > 300 and len(report["rejected"]) >= 8
+    assert set(report["sources"]) >= {str(ROOT / "data/raw/messages.csv"), str(ROOT / "data/raw/sharegpt.json")}
+
+    failing = runner.invoke(
+        app, ["prepare", str(ROOT / "data/raw/*"), "--out", str(tmp_path / "f"), "--max-cost-usd", "0.01"]
+    )
+    assert failing.exit_code == 3
+    assert "over the budget of $0.01" in failing.output
+    missing = runner.invoke(app, ["prepare", str(tmp_path / "nothing*.jsonl"), "--out", str(tmp_path / "m")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_nested_and_sql_options_reach_the_flow(prefect_server, tmp_path):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE msg (cid TEXT, n INT, who TEXT, body TEXT)"))
+        for i in range(12):
+            conn.execute(
+                sa.text("INSERT INTO msg VALUES (:c, 1, 'KUNDE', :q), (:c, 2, 'BOT', :a)"),
+                {"c": f"c{i}", "q": f"Frage {i}", "a": f"Antwort {i}"},
+            )
+    report = prepare(
+        [],
+        out_dir=str(tmp_path / "out"),
+        extract=ExtractOptions(
+            sql_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+            query="SELECT * FROM msg",
+            id_column="cid",
+            order_column="n",
+            role_column="who",
+            content_column="body",
+        ),
+        transform=TransformOptions(role_map={"KUNDE": "user", "BOT": "assistant"}),
+        gates=GateOptions(validation_fraction=0.0),
+    )
+    assert report["examples_written"] == {"train": 12, "validation": 0} and not report["rejected"]
