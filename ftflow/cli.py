@@ -164,6 +164,18 @@ def prepare(
     print_prepare_summary(report)
 
 
+@app.command()
+def service(
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8765,
+    data_dir: Annotated[Path | None, typer.Option(help="State and blobs (default .ftflow/service)")] = None,
+) -> None:
+    """Run the local OpenAI-compatible fine-tuning service (a simulator) in the foreground."""
+    from localai.server import serve_forever
+
+    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m ftflow.cli`
     sys.exit(app())
 

@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from localai import routes
 from localai.chat import ChatBackend
@@ -89,16 +88,16 @@ def _bearer(scope: Scope) -> str | None:
 class GatewayMiddleware:
     """Authentication first, then the fault drawn for this request's operation."""
 
-    def __init__(self, app: ASGIApp, service: Service, fastapi_app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        self.fastapi_app = fastapi_app
+        self.operations = [(r.path_regex, r.methods, r.name) for r in [*routes.router.routes, *routes.admin.routes]]
 
     def _operation(self, scope: Scope) -> str | None:
-        for route in self.fastapi_app.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return getattr(route, "name", None)
+        """The route name (operation) of a request, e.g. `files.create`."""
+        for regex, methods, name in self.operations:
+            if scope["method"] in methods and regex.match(scope["path"]):
+                return name
         return None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -125,10 +124,27 @@ class GatewayMiddleware:
         if fault == "server_error":
             return await error_response(ServerError(self.service.faults.server_error_status()))(scope, receive, send)
         if fault == "slow":
+            receive = await self._buffered(receive)  # the request is in hand before the client gives up
             await asyncio.sleep(rule.slow_seconds)
         if fault == "lost_response":
             return await self._lose_response(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _buffered(receive: Any) -> Any:
+        """Read the whole request body now; replay it to the app later."""
+        messages = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        replay = iter(messages)
+
+        async def receive_again() -> Message:
+            return next(replay, {"type": "http.disconnect"})
+
+        return receive_again
 
     async def _lose_response(self, scope: Scope, receive: Any, send: Any) -> None:
         """Carry the operation out, then break the connection in the middle of the reply."""
@@ -181,5 +197,5 @@ def create_app(config: ServiceConfig) -> FastAPI:
         error.status = exc.status_code
         return error_response(error)
 
-    app.add_middleware(GatewayMiddleware, service=service, fastapi_app=app)
+    app.add_middleware(GatewayMiddleware, service=service)
     return app

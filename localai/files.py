@@ -71,12 +71,12 @@ class FilesBackend:
             "object": "file",
             "bytes": len(content),
             "created_at": now(),
-            "expires_at": None,
             "filename": filename,
             "purpose": purpose,
             "status": status,
-            "status_details": details,
         }
+        if details is not None:  # the spec types it as a string: absent rather than null
+            record["status_details"] = details
         return public(self.store.put("file", record))
 
     def get(self, file_id: str) -> dict[str, Any]:

@@ -34,3 +34,42 @@ def chat(user: str, assistant: str, system: str | None = None) -> dict:
 
 def postgres_url() -> str:
     return os.environ.get("FTFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+FAST = {"seconds_per_1k_tokens": 0.002, "tick_seconds": 0.05}
+
+
+@pytest.fixture
+def local_service(tmp_path):
+    """A fresh local service in a thread, on its own data dir and a free loopback port."""
+    from localai.server import LocalService
+
+    with LocalService(data_dir=tmp_path / "service", **FAST) as service:
+        yield service
+
+
+@pytest.fixture
+def client(local_service):
+    import openai
+
+    return openai.OpenAI(base_url=local_service.base_url, api_key=local_service.api_key, max_retries=0)
+
+
+def training_bytes(n: int = 12, offset: int = 0) -> bytes:
+    lines = [
+        json.dumps(chat(f"Frage {i}: Wo ist Bestellung AR-{i}?", f'{{"antwort": "Bestellung AR-{i} ist unterwegs"}}'))
+        for i in range(offset, offset + n)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def wait_for_job(client, job_id: str, *, statuses=("succeeded", "failed", "cancelled"), timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
