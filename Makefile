@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	@mkdir -p $(PREFECT_HOME)
-	$(BIN)/ftflow prepare 'data/raw/*' --out .ftflow/runs/sample
+	$(BIN)/ftflow retrain 'data/raw/*' --system-prompt "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON."
 
 test: install
 	@mkdir -p $(PREFECT_HOME)

@@ -165,6 +165,46 @@ def prepare(
 
 
 @app.command()
+def retrain(
+    sources: Annotated[list[str], typer.Argument(help="Files or globs")] = None,  # type: ignore[assignment]
+    runs_dir: Annotated[str, typer.Option(help="Folder of run folders")] = ".ftflow/runs",
+    model: Annotated[str | None, typer.Option(help="Base model")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="Short system prompt to train with")] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(help="Budget gate before upload")] = None,
+    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
+    force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
+) -> None:
+    """Run the whole pipeline once: prepare, budget, upload, fine-tune, record."""
+    from flows.retrain import retrain as retrain_flow
+
+    settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
+                            backend=backend)
+    record = run_reporting_errors(lambda: retrain_flow(
+        sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
+        system_prompt=settings.system_prompt, max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs,
+        suffix=settings.suffix, force=force, backend=settings.backend))
+    if not isinstance(record, dict):  # a Cancelled state
+        err_console.print(f"cancelled: {getattr(record, 'message', record)}")
+        raise typer.Exit(5)
+    print_prepare_summary(record["prepare"])
+    if record["status"] == "skipped":
+        console.print(f"[yellow]skipped[/]: {record['reason']}")
+        return
+    table = Table(title=f"run {record['run_id']}", show_header=False)
+    for key, value in [
+        ("fine-tuned model", record["fine_tuned_model"]),
+        ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"),
+        ("trained tokens", f"{record['trained_tokens']:,} (estimated {record['estimated_billing_tokens']:,})"),
+        ("estimated training cost", f"${record['estimated_cost_usd']:.4f}"),
+        ("final train loss", str(record["training_metrics"].get("final_train_loss"))),
+        ("run report", f"{record['run_dir']}/run.json"),
+    ]:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
 def service(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8765,

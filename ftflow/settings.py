@@ -50,6 +50,23 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
 
+    # provider
+    backend: Backend = Field("local", description="local (the bundled service), openai or azure.")
+    service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
+    service_data_dir: Path = Field(Path(".ftflow/service"), description="State of the in-process service.")
+    azure_endpoint: str | None = Field(None, description="Azure OpenAI endpoint (AZURE_OPENAI_ENDPOINT too).")
+    azure_api_version: str = Field("2025-04-01-preview", description="Azure OpenAI API version.")
+    request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
+
+    # fine-tuning
+    suffix: str | None = Field("ftflow", description="Suffix of the fine-tuned model name.")
+    upload_part_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Files larger go through Uploads.")
+    poll_initial_seconds: float = Field(2.0, gt=0, description="First polling interval.")
+    poll_max_seconds: float = Field(120.0, gt=0, description="Longest polling interval (backoff cap).")
+    poll_timeout_seconds: float = Field(6 * 3600, gt=0, description="Give up on a job after this long.")
+    cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
+    registry_url: str = Field("sqlite:///.ftflow/registry.sqlite3", description="Ledger and lineage DB.")
+
     @classmethod
     def settings_customise_sources(
         cls,

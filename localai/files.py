@@ -13,8 +13,11 @@ PURPOSES = {"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
 MIN_EXAMPLES = 10
 
 
-def check_fine_tune_jsonl(content: bytes) -> tuple[int, str | None]:
-    """Return (examples, None) for a valid chat fine-tuning file, or (n, reason) otherwise."""
+def check_fine_tune_jsonl(content: bytes, *, min_examples: int = 0) -> tuple[int, str | None]:
+    """Return (examples, None) for a valid chat fine-tuning file, or (n, reason) otherwise.
+
+    File processing checks the format; a job checks the training file's size too.
+    """
     examples = 0
     for number, raw in enumerate(content.splitlines(), 1):
         if not raw.strip():
@@ -32,8 +35,8 @@ def check_fine_tune_jsonl(content: bytes) -> tuple[int, str | None]:
         if not any(m["role"] == "assistant" for m in messages):
             return examples, f"Invalid file format. Example {number}: no assistant message."
         examples += 1
-    if examples < MIN_EXAMPLES:
-        return examples, f"Training file has {examples} example(s), but must have at least {MIN_EXAMPLES} examples."
+    if examples < min_examples:
+        return examples, f"Training file has {examples} example(s), but must have at least {min_examples} examples."
     return examples, None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from localai.common import new_id, now, paginate
 from localai.exceptions import InvalidRequest, NotFound, PermissionDenied
-from localai.files import FilesBackend, check_fine_tune_jsonl
+from localai.files import MIN_EXAMPLES, FilesBackend, check_fine_tune_jsonl
 from localai.models import ORG, ModelsBackend, base_models, base_of
 from localai.store import Store, public
 from localai.tokens import count_message_tokens
@@ -257,7 +257,7 @@ class JobsBackend:
             if file_id is None:
                 continue
             content = self.files.file_content(file_id)
-            n, reason = check_fine_tune_jsonl(content)
+            n, reason = check_fine_tune_jsonl(content, min_examples=MIN_EXAMPLES if param == "training_file" else 0)
             if reason and param == "training_file":
                 return self._fail(
                     job, "invalid_training_file", f"The job failed due to an invalid training file. {reason}", param

@@ -82,15 +82,17 @@ def test_cancel_pause_resume(local_service, client):
 
 
 def test_files_are_checked_as_openai_does(client):
-    too_few = upload(client, training_bytes(n=3))
-    assert too_few.status == "error" and "at least 10 examples" in too_few.status_details
     not_json = upload(client, b"{oops\n" + training_bytes())
     assert not_json.status == "error" and "Line 1 is not valid JSON" in not_json.status_details
     with pytest.raises(openai.BadRequestError, match="Must be .jsonl"):
         upload(client, name="train.csv")
     with pytest.raises(openai.BadRequestError) as info:
-        client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=too_few.id)
+        client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=not_json.id)
     assert info.value.body["param"] == "training_file"
+    too_few = upload(client, training_bytes(n=3))
+    assert too_few.status == "processed"  # the size of a training set is a job's check
+    job = wait_for_job(client, client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=too_few.id).id)
+    assert job.status == "failed" and "at least 10 examples" in job.error.message
 
 
 def test_bad_training_data_fails_the_job_like_openai(client):
