@@ -205,6 +205,37 @@ def retrain(
 
 
 @app.command()
+def finetune(
+    dataset_dir: Annotated[str, typer.Argument(help="A folder written by `ftflow prepare`")],
+    model: Annotated[str | None, typer.Option(help="Base model")] = None,
+    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
+    force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
+) -> None:
+    """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
+    from flows.finetune import finetune as finetune_flow
+
+    settings = get_settings(model=model, backend=backend)
+    result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
+                                                        n_epochs=n_epochs, force=force, backend=settings.backend))
+    if not isinstance(result, dict):
+        err_console.print(f"cancelled: {getattr(result, 'message', result)}")
+        raise typer.Exit(5)
+    console.print(f"fine-tuned model: [bold]{result['fine_tuned_model']}[/] (job {result['job_id']}, "
+                  f"{result['trained_tokens']:,} trained tokens)")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the deployments of prefect.yaml on this machine (schedules included), no worker needed."""
+    from prefect import serve as prefect_serve
+
+    from ftflow.deployments import load_deployments
+
+    prefect_serve(*run_reporting_errors(load_deployments))
+
+
+@app.command()
 def service(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8765,

@@ -34,7 +34,7 @@ def start(port: int, data_dir, env) -> subprocess.Popen:
 
 def test_a_running_job_survives_a_kill_and_restart(tmp_path):
     port = free_port()
-    env = {**os.environ, "FTFLOW_SERVICE_API_KEY": "sk-restart-test-key", "FTFLOW_SERVICE_SECONDS_PER_1K_TOKENS": "0.4",
+    env = {**os.environ, "FTFLOW_SERVICE_API_KEY": "sk-restart-test-key", "FTFLOW_SERVICE_SECONDS_PER_1K_TOKENS": "2.0",
            "FTFLOW_SERVICE_TICK_SECONDS": "0.05"}
     process = start(port, tmp_path / "svc", env)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=env["FTFLOW_SERVICE_API_KEY"], max_retries=0)

@@ -1,0 +1,126 @@
+"""The retrain and finetune flows end to end on the local service, with Prefect's test server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelling
+
+from flows.finetune import finetune
+from flows.prepare import prepare
+from flows.retrain import retrain
+from ftflow.errors import JobFailed, UploadRejected
+from tasks.jobs import KEY_FIELD
+from tests.conftest import ROOT, chat, write_jsonl
+
+pytestmark = [pytest.mark.flow, pytest.mark.service]
+SAMPLES = [str(ROOT / "data/raw/*")]
+
+
+@pytest.fixture
+def pipeline_env(local_service, tmp_path, monkeypatch):
+    """Settings that point the flows at the test's service and registry."""
+    monkeypatch.setenv("FTFLOW_SERVICE_URL", local_service.base_url)
+    monkeypatch.setenv("FTFLOW_SERVICE_API_KEY", local_service.api_key)
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    monkeypatch.setenv("FTFLOW_POLL_INITIAL_SECONDS", "0.05")
+    monkeypatch.setenv("FTFLOW_POLL_MAX_SECONDS", "0.2")
+    return local_service
+
+
+def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_env, tmp_path):
+    runs = str(tmp_path / "runs")
+    record = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
+    assert record["status"] == "succeeded"
+    assert record["fine_tuned_model"].startswith("ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:")
+    assert record["trained_tokens"] == record["estimated_billing_tokens"] == record["prepare"]["billing_tokens"]
+    assert record["training_metrics"]["steps"] > 0
+    run_json = json.loads((tmp_path / "runs" / record["run_id"] / "run.json").read_text())
+    assert run_json["job_id"] == record["job_id"]
+
+    again = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
+    assert again["status"] == "skipped" and "unchanged" in again["reason"]
+    state = pipeline_env.service
+    assert len(state.store.list("job")) == 1
+    assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # train + validation
+
+    forced = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", force=True)
+    assert forced["status"] == "succeeded" and forced["job_id"] != record["job_id"]
+    assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # reused, not re-uploaded
+
+
+def test_api_key_is_not_a_parameter_nor_in_the_records(prefect_server, pipeline_env, tmp_path):
+    record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), max_cost_usd=5.0)
+    key = pipeline_env.api_key
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs()
+
+    import asyncio
+
+    flow_runs = asyncio.run(runs())
+    assert flow_runs and all(key not in json.dumps(r.parameters, default=str) for r in flow_runs)
+    assert key not in json.dumps(record, default=str)
+    assert key not in (tmp_path / "runs" / record["run_id"] / "run.json").read_text()
+
+
+def dataset(tmp_path, lines: list, name: str = "ds"):
+    folder = tmp_path / name
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", lines)
+    (folder / "validation.jsonl").write_text("")
+    (folder / "report.json").write_text(json.dumps({"dataset_sha256": name * 8, "n_epochs": 2}))
+    return str(folder)
+
+
+def test_a_provider_rejected_file_fails_the_run(prefect_server, pipeline_env, tmp_path):
+    folder = dataset(tmp_path, ["{not json", *[chat(f"q{i}", f"a{i}") for i in range(12)]])
+    with pytest.raises(UploadRejected, match="not valid JSON"):
+        finetune(folder)
+
+
+def test_a_failed_job_fails_the_run_with_the_providers_error(prefect_server, pipeline_env, tmp_path):
+    folder = dataset(tmp_path, [chat("<|endoftext|>", "a"), *[chat(f"q{i}", f"a{i}") for i in range(12)]])
+    with pytest.raises(JobFailed, match="invalid_training_file.*special token"):
+        finetune(folder)
+
+
+def test_cancelling_the_flow_run_cancels_the_job(prefect_server, pipeline_env, tmp_path):
+    pipeline_env.service.jobs.seconds_per_1k_tokens = 20.0  # long enough to cancel mid-run
+    folder = dataset(tmp_path, [chat(f"Frage {i}", f"Antwort {i}") for i in range(40)])
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(state=finetune(folder, return_state=True)))
+    runner.start()
+    store = pipeline_env.service.store
+    deadline = time.monotonic() + 60
+    while not any(j["status"] == "running" for j in store.list("job")):
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.1)
+
+    async def cancel_running_finetune():
+        async with get_client() as client:
+            for run in await client.read_flow_runs():
+                if run.name.startswith("finetune") and run.state.is_running():
+                    await client.set_flow_run_state(run.id, Cancelling(), force=True)
+
+    import asyncio
+
+    asyncio.run(cancel_running_finetune())
+    runner.join(timeout=60)
+    assert outcome["state"].is_cancelled()
+    [job] = store.list("job")
+    assert job["status"] == "cancelled" and job["metadata"][KEY_FIELD]
+
+
+def test_prepare_then_finetune_reuses_files_across_flows(prefect_server, pipeline_env, tmp_path):
+    out = tmp_path / "prepared"
+    prepare(SAMPLES, out_dir=str(out))
+    first = finetune(str(out))
+    second = finetune(str(out))
+    assert second["job_id"] == first["job_id"] and second["created"] is False
+    assert second["training_file"] == first["training_file"]

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import tomllib
+
+from ftflow.settings import Settings, get_settings
+from tests.conftest import ROOT
+
+
+def test_example_toml_documents_every_setting():
+    example = tomllib.loads((ROOT / "ftflow.example.toml").read_text())
+    commented = {line.lstrip("# ").split(" =")[0] for line in (ROOT / "ftflow.example.toml").read_text().splitlines()
+                 if line.startswith("# ") and " = " in line}
+    assert set(Settings.model_fields) <= set(example) | commented
+    Settings(**example)  # and every value in it is valid
+
+
+def test_precedence_defaults_toml_env_overrides(tmp_path, monkeypatch):
+    config = tmp_path / "ftflow.toml"
+    config.write_text('model = "gpt-4.1-mini-2025-04-14"\nvalidation_fraction = 0.2\npii = "report"\n')
+    monkeypatch.setenv("FTFLOW_CONFIG", str(config))
+    monkeypatch.setenv("FTFLOW_PII", "off")
+    settings = get_settings(validation_fraction=0.3, model=None)
+    assert settings.model == "gpt-4.1-mini-2025-04-14"  # from the file
+    assert settings.pii == "off"  # env beats the file
+    assert settings.validation_fraction == 0.3  # an explicit option beats both
