@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	@mkdir -p $(PREFECT_HOME)
-	$(BIN)/ftflow retrain 'data/raw/*' --system-prompt "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON."
+	$(BIN)/ftflow retrain 'data/raw/*' --system-prompt "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON." \
+		--baseline-prompt-file data/production_prompt.txt --json-schema data/answer_schema.json
 
 test: install
 	@mkdir -p $(PREFECT_HOME)

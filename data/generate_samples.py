@@ -269,9 +269,24 @@ def write_messages_csv(rng: random.Random, n: int) -> None:
         writer.writerow(["", 0, "USER", "Zeile ohne Gesprächsnummer"])  # bad: missing_conversation_id
 
 
+ANSWER_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["intent", "antwort"],
+    "additionalProperties": False,
+    "properties": {
+        "intent": {"enum": sorted(INTENTS)},
+        "antwort": {"type": "string", "minLength": 1},
+    },
+}
+
+
 def main() -> None:
     rng = random.Random(SEED)
     RAW.mkdir(parents=True, exist_ok=True)
+    # The production prompt (the evaluation baseline's) and the schema answers must follow.
+    (RAW.parent / "production_prompt.txt").write_text(PRODUCTION_PROMPT + "\n", "utf-8")
+    (RAW.parent / "answer_schema.json").write_text(json.dumps(ANSWER_SCHEMA, indent=2) + "\n", "utf-8")
     write_chat_jsonl(rng, 160)
     write_sharegpt_json(rng, 90)
     write_transcripts(rng, 60)

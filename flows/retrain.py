@@ -1,7 +1,9 @@
-"""retrain: the scheduled pipeline. prepare -> unchanged? -> (budget gate in prepare) -> finetune -> record.
+"""retrain: the scheduled pipeline.
 
-Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, run.json)
-and one row in the registry, which the next run's unchanged-data check reads.
+prepare (with its quality and budget gates) -> skip if the data is unchanged -> finetune ->
+evaluate on held-out data -> cost case -> promotion gate -> record the run's lineage.
+Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, eval.json,
+run.json) and one row in the registry, which the next run's unchanged-data check reads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from prefect.states import Cancelled
 from flows.finetune import finetune
 from flows.prepare import prepare
 from ftflow.settings import DEFAULT_MODEL, get_settings
+from tasks.economics import compute_cost_case
+from tasks.evaluate import evaluate_models
 from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
+from tasks.promotion import current_model, decide_promotion
 from tasks.report import GateOptions
 from tasks.transform import TransformOptions
 
@@ -27,15 +32,19 @@ def retrain(
     runs_dir: str = ".ftflow/runs",
     model: str = DEFAULT_MODEL,
     system_prompt: str | None = None,
+    baseline_system_prompt: str | None = None,
+    eval_json_schema: str | None = None,
     max_cost_usd: float | None = None,
     n_epochs: int | None = None,
     suffix: str | None = "ftflow",
+    monthly_requests: int | None = None,
     force: bool = False,
     backend: str | None = None,
 ) -> dict[str, Any]:
-    """Return the run record: dataset, job, fine-tuned model, cost; or why nothing was trained."""
-    settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
-                            suffix=suffix, backend=backend)
+    """Return the run record: dataset, job, model, evaluation, cost case, promotion; or why it stopped."""
+    settings = get_settings(model=model, system_prompt=system_prompt, baseline_system_prompt=baseline_system_prompt,
+                            eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
+                            suffix=suffix, monthly_requests=monthly_requests, backend=backend)
     run_id = new_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
@@ -61,11 +70,18 @@ def retrain(
     if job.is_cancelled():
         record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
         return Cancelled(message=job.message)  # type: ignore[return-value]
-    result = job.result()
-    record = record_run({**base, **dataset, "status": "succeeded", **training_summary(result, report)}, settings,
-                        run_dir)
-    print(f"fine-tuned model: {record['fine_tuned_model']}  trained tokens: {record['trained_tokens']:,}  "
-          f"estimated cost: ${record['estimated_cost_usd']:.4f}  report: {run_dir}/run.json")
+    trained = training_summary(job.result(), report, settings.tokens_mismatch_tolerance)
+
+    current = current_model(settings)
+    evaluation = evaluate_models(run_dir, trained["fine_tuned_model"], current, settings)
+    economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
+    decision = decide_promotion(evaluation, run_id, settings)
+    record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],
+                         "economics": economics.to_dict(), "promotion": decision.to_dict(),
+                         "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
+    verdict = "promoted" if decision.promoted else "NOT promoted: " + "; ".join(decision.reasons)
+    print(f"fine-tuned model: {record['fine_tuned_model']} ({verdict}); trained tokens: {record['trained_tokens']:,}; "
+          f"estimated cost: ${record['estimated_cost_usd']:.4f}; report: {run_dir}/run.json")
     return record
 
 

@@ -53,8 +53,17 @@ def sql_url_parameter(url: str | None) -> str | None:
     return "env:FTFLOW_SQL_URL"
 
 
+def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    """A two-column table of figures; long values (model ids, paths) wrap instead of being cut."""
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
 def print_prepare_summary(report: dict[str, Any]) -> None:
-    table = Table(title=f"prepared {report['dataset_sha256'][:12]} for {report['model']}", show_header=False)
     rows = [
         ("records read", f"{report['records_read']:,}"),
         (
@@ -74,9 +83,30 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
         ("quality", "passed" if report["quality"]["success"] else "FAILED"),
         ("report", report["files"]["report.json"]),
     ]
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
+    console.print(kv_table(f"prepared {report['dataset_sha256'][:12]} for {report['model']}", rows))
+
+
+def print_run_summary(record: dict[str, Any]) -> None:
+    evaluation, economics, promotion = record["evaluation"], record["economics"], record["promotion"]
+    candidate, baseline = evaluation["candidate"], evaluation["baseline"]
+    tokens = record["tokens_reconciliation"]
+    rows = [
+        ("fine-tuned model", record["fine_tuned_model"]),
+        ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"),
+        ("trained tokens", f"{record['trained_tokens']:,} (estimated {tokens['estimated']:,}"
+                           f"{', MISMATCH' if tokens['flagged'] else ''})"),
+        ("training cost", f"${economics['training_cost_usd']:.4f}"),
+        ("F1 / JSON / language", f"{candidate['f1']:.2f} / {candidate['json_valid_rate']:.0%} / "
+                                 f"{candidate['language_rate']:.0%} (baseline {baseline['f1']:.2f} / "
+                                 f"{baseline['json_valid_rate']:.0%} / {baseline['language_rate']:.0%})"),
+        ("prompt tokens / request", f"{economics['prompt_tokens_after']:.0f} "
+                                    f"(was {economics['prompt_tokens_before']:.0f}, "
+                                    f"-{economics['prompt_token_reduction']:.0%})"),
+        ("monthly saving", f"${economics['monthly_saving_usd']:.2f} at {economics['monthly_requests']:,} requests"),
+        ("promotion", "promoted" if promotion["promoted"] else "not promoted: " + "; ".join(promotion["reasons"])),
+        ("run report", f"{record['run_dir']}/run.json"),
+    ]
+    console.print(kv_table(f"run {record['run_id']}", rows))
 
 
 @app.command()
@@ -170,20 +200,30 @@ def retrain(
     runs_dir: Annotated[str, typer.Option(help="Folder of run folders")] = ".ftflow/runs",
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="Short system prompt to train with")] = None,
+    baseline_prompt_file: Annotated[Path | None, typer.Option(help="The full production prompt (baseline)")] = None,
+    json_schema: Annotated[str | None, typer.Option(help="JSON schema answers must follow")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Budget gate before upload")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
+    monthly_requests: Annotated[int | None, typer.Option(help="Volume for the cost case")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
 ) -> None:
-    """Run the whole pipeline once: prepare, budget, upload, fine-tune, record."""
+    """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record."""
     from flows.retrain import retrain as retrain_flow
 
-    settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
-                            backend=backend)
-    record = run_reporting_errors(lambda: retrain_flow(
-        sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
-        system_prompt=settings.system_prompt, max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs,
-        suffix=settings.suffix, force=force, backend=settings.backend))
+    def action() -> Any:
+        baseline = baseline_prompt_file.read_text("utf-8").strip() if baseline_prompt_file else None
+        settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
+                                n_epochs=n_epochs, backend=backend, baseline_system_prompt=baseline,
+                                eval_json_schema=json_schema, monthly_requests=monthly_requests)
+        return retrain_flow(
+            sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
+            system_prompt=settings.system_prompt, baseline_system_prompt=settings.baseline_system_prompt,
+            eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
+            max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
+            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend)
+
+    record = run_reporting_errors(action)
     if not isinstance(record, dict):  # a Cancelled state
         err_console.print(f"cancelled: {getattr(record, 'message', record)}")
         raise typer.Exit(5)
@@ -191,17 +231,7 @@ def retrain(
     if record["status"] == "skipped":
         console.print(f"[yellow]skipped[/]: {record['reason']}")
         return
-    table = Table(title=f"run {record['run_id']}", show_header=False)
-    for key, value in [
-        ("fine-tuned model", record["fine_tuned_model"]),
-        ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"),
-        ("trained tokens", f"{record['trained_tokens']:,} (estimated {record['estimated_billing_tokens']:,})"),
-        ("estimated training cost", f"${record['estimated_cost_usd']:.4f}"),
-        ("final train loss", str(record["training_metrics"].get("final_train_loss"))),
-        ("run report", f"{record['run_dir']}/run.json"),
-    ]:
-        table.add_row(key, str(value))
-    console.print(table)
+    print_run_summary(record)
 
 
 @app.command()
@@ -233,6 +263,58 @@ def serve() -> None:
     from ftflow.deployments import load_deployments
 
     prefect_serve(*run_reporting_errors(load_deployments))
+
+
+models_app = typer.Typer(help="Fine-tuned models: the runs that made them, and the promoted one.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to show")] = 20) -> None:
+    """List the registry's runs, newest first."""
+    if ctx.invoked_subcommand:
+        return
+    from tasks.registry import Registry
+
+    table = Table("run", "status", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens")
+    for run in Registry(get_settings().registry_url).list_runs(limit):
+        f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
+        table.add_row(run["run_id"], run["status"], (run.get("dataset_sha256") or "")[:12],
+                      run.get("fine_tuned_model") or "-", f"{f1:.2f}" if f1 is not None else "-",
+                      "yes" if run.get("promoted") else "no",
+                      f"{run['trained_tokens']:,}" if run.get("trained_tokens") else "-")
+    console.print(table)
+
+
+@models_app.command("current")
+def models_current(model: Annotated[str | None, typer.Option(help="Base model (default: any)")] = None) -> None:
+    """Print the promoted fine-tuned model id: what downstream apps should use."""
+    from tasks.registry import Registry
+
+    promoted = Registry(get_settings().registry_url).current_promotion(model)
+    if promoted is None:
+        err_console.print("no model has been promoted yet")
+        raise typer.Exit(1)
+    print(promoted["model"])
+
+
+@app.command()
+def economics(
+    model: Annotated[str | None, typer.Option(help="Base model")] = None,
+    prompt_tokens_before: Annotated[float, typer.Option(help="Prompt tokens per request, base + long prompt")] = 600,
+    prompt_tokens_after: Annotated[float, typer.Option(help="Prompt tokens per request, fine-tuned")] = 60,
+    completion_tokens: Annotated[float, typer.Option(help="Completion tokens per request")] = 150,
+    trained_tokens: Annotated[int, typer.Option(help="Tokens the job trains (billing tokens)")] = 1_000_000,
+    monthly_requests: Annotated[int, typer.Option(help="Requests per month")] = 100_000,
+) -> None:
+    """What-if cost case: fine-tuned model + short prompt against base model + long prompt."""
+    from tasks.economics import cost_case, cost_case_markdown
+
+    case = run_reporting_errors(lambda: cost_case(
+        model=get_settings(model=model).model, prompt_tokens_before=prompt_tokens_before,
+        completion_tokens_before=completion_tokens, prompt_tokens_after=prompt_tokens_after,
+        completion_tokens_after=completion_tokens, trained_tokens=trained_tokens, monthly_requests=monthly_requests))
+    console.print(cost_case_markdown(case), highlight=False)
 
 
 @app.command()

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     poll_max_seconds: float = Field(120.0, gt=0, description="Longest polling interval (backoff cap).")
     poll_timeout_seconds: float = Field(6 * 3600, gt=0, description="Give up on a job after this long.")
     cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
+    # evaluation, promotion, economics
+    baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")
+    eval_language: str = Field("de", description="Language the answers must be in (ISO 639-1).")
+    eval_json_schema: Path | None = Field(None, description="JSON schema the answers must follow, if any.")
+    eval_max_examples: int = Field(50, ge=1, description="Held-out examples to evaluate at most.")
+    eval_concurrency: int = Field(4, ge=1, description="Parallel chat requests during evaluation.")
+    promotion_min_improvement: float = Field(0.05, ge=0, description="F1 points a model must beat the baseline by.")
+    promotion_max_regression: float = Field(0.02, ge=0, description="Largest drop allowed against the promoted model.")
+    monthly_requests: int = Field(100_000, ge=0, description="Request volume for the cost case.")
+    tokens_mismatch_tolerance: float = Field(0.05, ge=0, description="Flag estimated vs trained tokens beyond this.")
     registry_url: str = Field("sqlite:///.ftflow/registry.sqlite3", description="Ledger and lineage DB.")
 
     @classmethod

@@ -27,7 +27,16 @@ def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> 
     return None
 
 
-def training_summary(job: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+def reconcile_tokens(estimated: int, actual: int | None, tolerance: float) -> dict[str, Any]:
+    """Estimated billing tokens (prepare) against what the provider trained; flag a large gap."""
+    if actual is None or estimated == 0:
+        return {"estimated": estimated, "actual": actual, "difference_share": None, "flagged": actual is None}
+    share = (actual - estimated) / estimated
+    return {"estimated": estimated, "actual": actual, "difference_share": round(share, 4),
+            "flagged": abs(share) > tolerance}
+
+
+def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: float = 0.05) -> dict[str, Any]:
     """The run record's job part (pure: merges the job result with the prepare figures)."""
     return {
         "job_id": job["job_id"], "idempotency_key": job["idempotency_key"], "fine_tuned_model": job["fine_tuned_model"],
@@ -35,6 +44,7 @@ def training_summary(job: dict[str, Any], report: dict[str, Any]) -> dict[str, A
         "hyperparameters": job["hyperparameters"], "trained_tokens": job["trained_tokens"],
         "estimated_billing_tokens": report["billing_tokens"], "estimated_cost_usd": report["estimated_cost_usd"],
         "training_metrics": job["metrics"],
+        "tokens_reconciliation": reconcile_tokens(report["billing_tokens"], job["trained_tokens"], tolerance),
     }
 
 

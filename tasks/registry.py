@@ -1,9 +1,10 @@
 """Registry: the ledger of uploads and jobs (exactly-once) and the lineage of every run.
 
-SQLAlchemy Core; SQLite by default (`registry_url`), PostgreSQL by URL. Three tables:
+SQLAlchemy Core; SQLite by default (`registry_url`), PostgreSQL by URL. Four tables:
 - `uploaded_files`: (provider, sha256, purpose) -> file id, so equal content is uploaded once;
 - `fine_tuning_jobs`: (provider, idempotency key) -> job id, written before and after create;
-- `runs`: one row per retrain run, its figures and decisions as JSON.
+- `runs`: one row per retrain run, its figures and decisions as JSON;
+- `promotions`: each promotion; the newest per base model is what downstream apps read.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ runs = sa.Table(
     sa.Column("job_id", sa.String(200)),
     sa.Column("promoted", sa.Boolean, nullable=False, default=False),
     sa.Column("record", sa.Text, nullable=False),
+)
+
+promotions = sa.Table(
+    "promotions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("base_model", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(300), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("promoted_at", sa.Float, nullable=False),
 )
 
 
@@ -127,3 +137,17 @@ class Registry:
                                                              runs.c.base_model == base_model)
                               .order_by(runs.c.started_at.desc()).limit(1))
         return json.loads(row) if row else None
+
+    # --- promotions ------------------------------------------------------------------------
+    def promote(self, base_model: str, model: str, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(promotions).values(base_model=base_model, model=model, run_id=run_id,
+                                                      promoted_at=time.time()))
+
+    def current_promotion(self, base_model: str | None = None) -> dict[str, Any] | None:
+        query = sa.select(promotions).order_by(promotions.c.promoted_at.desc(), promotions.c.id.desc()).limit(1)
+        if base_model:
+            query = query.where(promotions.c.base_model == base_model)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None

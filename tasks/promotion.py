@@ -1,0 +1,67 @@
+"""Promotion gate: a new model is promoted only if it beats the baseline and does not regress.
+
+- beats the baseline: token F1 at least `min_improvement` above the baseline's, and no
+  tracked rate (valid JSON, schema, language) below the baseline's by more than `max_regression`;
+- no regression against the currently promoted model: no tracked metric (F1 and the rates)
+  below it by more than `max_regression`.
+Not being promoted is an outcome, not an error: the run ends normally and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.settings import Settings
+from tasks.registry import Registry
+
+RATES = ("json_valid_rate", "schema_valid_rate", "language_rate")
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reasons: list[str]
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(models: dict[str, dict[str, Any]], *, min_improvement: float, max_regression: float) -> Decision:
+    candidate, baseline, current = models["candidate"], models["baseline"], models.get("current")
+    reasons = []
+    if candidate["f1"] < baseline["f1"] + min_improvement:
+        reasons.append(f"F1 {candidate['f1']:.3f} does not beat the baseline's {baseline['f1']:.3f} "
+                       f"by {min_improvement:.3f}")
+    for metric in RATES:
+        if candidate.get(metric) is not None and baseline.get(metric) is not None \
+                and candidate[metric] < baseline[metric] - max_regression:
+            reasons.append(f"{metric} {candidate[metric]:.3f} is below the baseline's {baseline[metric]:.3f}")
+    if current:
+        for metric in ("f1", *RATES):
+            if candidate.get(metric) is not None and current.get(metric) is not None \
+                    and candidate[metric] < current[metric] - max_regression:
+                reasons.append(f"{metric} {candidate[metric]:.3f} regresses against the promoted "
+                               f"{current['model']} ({current[metric]:.3f}) by more than {max_regression:.3f}")
+    return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"])
+
+
+@task(name="current-model", cache_policy=NO_CACHE)
+def current_model(settings: Settings) -> str | None:
+    """Return the currently promoted model of this base model, if any."""
+    promoted = Registry(settings.registry_url).current_promotion(settings.model)
+    return promoted["model"] if promoted else None
+
+
+@task(name="decide-promotion", cache_policy=NO_CACHE)
+def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings) -> Decision:
+    """Return the promotion decision; a promotion is recorded in the registry."""
+    decision = decide(evaluation["models"], min_improvement=settings.promotion_min_improvement,
+                      max_regression=settings.promotion_max_regression)
+    if decision.promoted:
+        Registry(settings.registry_url).promote(settings.model, decision.model, run_id)
+    return decision
