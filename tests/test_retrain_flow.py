@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 import threading
 import time
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelling
+from typer.testing import CliRunner
 
 from flows.finetune import finetune
 from flows.prepare import prepare
 from flows.retrain import retrain
+from ftflow.cli import app
 from ftflow.errors import JobFailed, UploadRejected
 from tasks.jobs import KEY_FIELD
 from tests.conftest import ROOT, chat, write_jsonl
@@ -41,6 +45,15 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert record["training_metrics"]["steps"] > 0
     run_json = json.loads((tmp_path / "runs" / record["run_id"] / "run.json").read_text())
     assert run_json["job_id"] == record["job_id"]
+    # A useful dataset: the fine-tuned model beats the base model with the long prompt, and is promoted.
+    candidate, baseline = record["evaluation"]["candidate"], record["evaluation"]["baseline"]
+    assert candidate["f1"] > baseline["f1"] + 0.3 and candidate["json_valid_rate"] == 1.0
+    assert candidate["language_rate"] > 0.9 > baseline["language_rate"]
+    assert record["promoted"] is True and record["tokens_reconciliation"]["flagged"] is False
+    assert record["economics"]["training_cost_usd"] > 0
+    assert json.loads((tmp_path / "runs" / record["run_id"] / "eval.json").read_text())["examples"] > 0
+    current = CliRunner().invoke(app, ["models", "current"])
+    assert current.exit_code == 0 and current.output.strip() == record["fine_tuned_model"]
 
     again = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
@@ -51,6 +64,18 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     forced = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", force=True)
     assert forced["status"] == "succeeded" and forced["job_id"] != record["job_id"]
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # reused, not re-uploaded
+
+
+def test_a_dataset_of_unrelated_answers_is_not_promoted(prefect_server, pipeline_env, tmp_path):
+    rng = random.Random(3)
+    vocabulary = ["".join(rng.choice(string.ascii_lowercase) for _ in range(7)) for _ in range(2000)]
+    lines = [chat(f"Wo ist meine Bestellung AR-{i}? Ich warte auf mein Talblitz.", " ".join(rng.sample(vocabulary, 8)))
+             for i in range(60)]
+    source = write_jsonl(tmp_path / "unrelated.jsonl", lines)
+    record = retrain([str(source)], runs_dir=str(tmp_path / "runs"))
+    assert record["status"] == "succeeded" and record["promoted"] is False
+    assert "does not beat the baseline" in record["promotion"]["reasons"][0]
+    assert CliRunner().invoke(app, ["models", "current"]).exit_code == 1  # nothing promoted
 
 
 def test_api_key_is_not_a_parameter_nor_in_the_records(prefect_server, pipeline_env, tmp_path):

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from tasks.economics import cost_case
+from tasks.lineage import reconcile_tokens
+from tasks.promotion import decide
+
+
+def metrics(model="ft:m", f1=0.8, json_rate=1.0, language=1.0, schema=1.0):
+    return {"model": model, "f1": f1, "json_valid_rate": json_rate, "language_rate": language,
+            "schema_valid_rate": schema}
+
+
+def test_a_better_model_is_promoted():
+    decision = decide({"candidate": metrics(), "baseline": metrics("base", f1=0.2, json_rate=0.0)},
+                      min_improvement=0.05, max_regression=0.02)
+    assert decision.promoted and decision.reasons == []
+
+
+def test_not_beating_the_baseline_by_the_margin():
+    decision = decide({"candidate": metrics(f1=0.24), "baseline": metrics("base", f1=0.2)},
+                      min_improvement=0.05, max_regression=0.02)
+    assert not decision.promoted and "does not beat the baseline" in decision.reasons[0]
+
+
+def test_a_worse_rate_than_the_baseline_blocks_promotion():
+    decision = decide({"candidate": metrics(language=0.5), "baseline": metrics("base", f1=0.1, language=0.9)},
+                      min_improvement=0.05, max_regression=0.02)
+    assert not decision.promoted and decision.reasons == ["language_rate 0.500 is below the baseline's 0.900"]
+
+
+def test_regression_against_the_promoted_model_within_and_beyond_the_margin():
+    models = {"candidate": metrics(f1=0.79), "baseline": metrics("base", f1=0.1), "current": metrics("ft:old", f1=0.8)}
+    assert decide(models, min_improvement=0.05, max_regression=0.02).promoted
+    models["current"] = metrics("ft:old", f1=0.9)
+    decision = decide(models, min_improvement=0.05, max_regression=0.02)
+    assert not decision.promoted and "regresses against the promoted ft:old" in decision.reasons[0]
+
+
+def test_cost_case_from_measured_figures():
+    # gpt-4o-mini: base 0.15/0.60, fine-tuned 0.30/1.20, training 3.00 per 1M tokens.
+    case = cost_case(model="gpt-4o-mini", prompt_tokens_before=1000, completion_tokens_before=100,
+                     prompt_tokens_after=100, completion_tokens_after=100, trained_tokens=1_000_000,
+                     monthly_requests=10_000)
+    before = (1000 * 0.15 + 100 * 0.60) / 1e6
+    after = (100 * 0.30 + 100 * 1.20) / 1e6
+    assert case.cost_per_1k_requests_before_usd == pytest.approx(before * 1000)
+    assert case.cost_per_1k_requests_after_usd == pytest.approx(after * 1000)
+    assert case.prompt_token_reduction == 0.9 and case.training_cost_usd == 3.0
+    assert case.monthly_saving_usd == pytest.approx((before - after) * 10_000)
+    assert case.break_even_requests == 50_000  # 3.00 / 0.00006 per request
+    assert case.payback_months == pytest.approx(5.0)
+
+
+def test_cost_case_when_the_fine_tuned_model_costs_more():
+    case = cost_case(model="gpt-4o-mini", prompt_tokens_before=100, completion_tokens_before=100,
+                     prompt_tokens_after=90, completion_tokens_after=100, trained_tokens=10_000, monthly_requests=1000)
+    assert case.monthly_saving_usd < 0 and case.break_even_requests is None and case.payback_months is None
+
+
+def test_token_reconciliation_flags_large_differences():
+    assert reconcile_tokens(1000, 1000, 0.05) == {"estimated": 1000, "actual": 1000, "difference_share": 0.0,
+                                                  "flagged": False}
+    assert reconcile_tokens(1000, 1200, 0.05)["flagged"] is True
+    assert reconcile_tokens(1000, None, 0.05)["flagged"] is True

@@ -1,0 +1,72 @@
+"""The registry on SQLite and on the machine's PostgreSQL (FTFLOW_TEST_POSTGRES_URL)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.lineage import unchanged_since_last_success
+from tasks.registry import Registry
+from tests.conftest import postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+        return
+    admin = sa.create_engine(postgres_url())
+    try:
+        admin.connect().close()
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {postgres_url()}: {exc.orig}")
+    schema = f"ftflow_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield Registry(f"{postgres_url()}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def run(run_id: str, status: str = "succeeded", sha: str = "a" * 64, **extra) -> dict:
+    return {"run_id": run_id, "started_at": time.time(), "status": status, "dataset_sha256": sha,
+            "base_model": "gpt-4o-mini-2024-07-18", "fine_tuned_model": f"ft:x:{run_id}", "job_id": f"job-{run_id}",
+            "evaluation": {"candidate": {"f1": 0.9}}, **extra}
+
+
+def test_runs_lineage_and_the_unchanged_check(registry):
+    registry.save_run(run("r1"))
+    registry.save_run(run("r2", status="failed", sha="b" * 64))
+    assert [r["run_id"] for r in registry.list_runs()] == ["r2", "r1"]
+    assert registry.list_runs()[1]["evaluation"] == {"candidate": {"f1": 0.9}}
+    assert registry.last_successful_run("gpt-4o-mini-2024-07-18")["run_id"] == "r1"
+    report = {"model": "gpt-4o-mini-2024-07-18", "dataset_sha256": "a" * 64}
+    assert unchanged_since_last_success(registry, report)["run_id"] == "r1"
+    assert unchanged_since_last_success(registry, {**report, "dataset_sha256": "c" * 64}) is None
+    registry.save_run(run("r1", status="succeeded", promoted=True))  # saving again updates
+    assert len(registry.list_runs()) == 2
+
+
+def test_promotions_and_current_model(registry):
+    assert registry.current_promotion("gpt-4o-mini-2024-07-18") is None
+    registry.promote("gpt-4o-mini-2024-07-18", "ft:one", "r1")
+    registry.promote("gpt-4o-mini-2024-07-18", "ft:two", "r2")
+    registry.promote("gpt-4.1-nano-2025-04-14", "ft:nano", "r3")
+    assert registry.current_promotion("gpt-4o-mini-2024-07-18")["model"] == "ft:two"
+    assert registry.current_promotion()["model"] == "ft:nano"
+
+
+def test_ledger_of_files_and_jobs(registry):
+    registry.record_file("local:x", "s" * 64, "fine-tune", "file-1")
+    registry.record_file("local:x", "s" * 64, "fine-tune", "file-2")
+    assert registry.find_file("local:x", "s" * 64, "fine-tune") == "file-2"
+    assert registry.find_file("openai:y", "s" * 64, "fine-tune") is None
+    registry.record_job("local:x", "k1", job_id=None, status="creating", flow_run_id="fr1")
+    registry.record_job("local:x", "k1", job_id="job-1", status="created", flow_run_id="fr1")
+    assert registry.job_entry("local:x", "k1")["job_id"] == "job-1"
+    assert [j["job_id"] for j in registry.jobs_of_flow_run("fr1")] == ["job-1"]
