@@ -1,8 +1,9 @@
-"""Streaming JSONL helpers shared by the stages: gzip-aware, one record at a time."""
+"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,8 +18,13 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def dumps(record: Any) -> bytes:
-    return orjson.dumps(record)
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:

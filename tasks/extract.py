@@ -38,7 +38,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import InputError
-from ftflow.jsonl import JsonlWriter, open_binary
+from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
 
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
 
@@ -122,14 +122,6 @@ def resolve_sources(patterns: Iterable[str]) -> list[Path]:
     return list(paths)
 
 
-def fingerprint_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def redact_url(url: str) -> str:
     """A database URL without its password, fit for logs and reports."""
     return sa.engine.make_url(url).render_as_string(hide_password=True)
@@ -152,7 +144,7 @@ def sql_source_name(options: ExtractOptions) -> str:
 
 def fingerprint_sources(paths: list[Path], options: ExtractOptions) -> dict[str, str]:
     """Return {source: sha256}: file contents, or for SQL the redacted URL and the query."""
-    prints = {str(p): fingerprint_file(p) for p in paths}
+    prints = {str(p): file_sha256(p) for p in paths}
     if options.sql_url:
         text = f"{sql_source_name(options)}\n{options.query}"
         prints[sql_source_name(options)] = hashlib.sha256(text.encode()).hexdigest()

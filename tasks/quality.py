@@ -132,13 +132,18 @@ def _check_tools(example: dict[str, Any]) -> None:
         raise ExampleRejected("malformed_tools", "parallel_tool_calls must be true or false")
 
 
-def _check_message(message: Any, number: int) -> None:
-    where = f"message {number}"
-    if not isinstance(message, dict):
-        raise ExampleRejected("data_type", f"{where} is {type(message).__name__}, not an object")
-    unknown = sorted(set(message) - MESSAGE_KEYS)
+def _check_object(value: Any, allowed: set[str], where: str) -> None:
+    """An object with only the keys OpenAI accepts there."""
+    if not isinstance(value, dict):
+        raise ExampleRejected("data_type", f"{where} is {type(value).__name__}, not an object")
+    unknown = sorted(set(value) - allowed)
     if unknown:
         raise ExampleRejected("unknown_key", f"{where}: unknown key(s) {unknown}")
+
+
+def _check_message(message: Any, number: int) -> None:
+    where = f"message {number}"
+    _check_object(message, MESSAGE_KEYS, where)
     role = message.get("role")
     if role not in ROLES:
         raise ExampleRejected("unknown_role", f"{where}: role {role!r}")
@@ -165,11 +170,7 @@ def _check_message(message: Any, number: int) -> None:
 
 def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tuple[int, int]:
     """Return (tokens, assistant tokens) of a valid example; raise ExampleRejected otherwise."""
-    if not isinstance(example, dict):
-        raise ExampleRejected("data_type", f"example is {type(example).__name__}, not an object")
-    unknown = sorted(set(example) - EXAMPLE_KEYS)
-    if unknown:
-        raise ExampleRejected("unknown_key", f"unknown key(s) {unknown}")
+    _check_object(example, EXAMPLE_KEYS, "example")
     messages = example.get("messages")
     if not isinstance(messages, list):
         raise ExampleRejected("data_type" if messages is not None else "missing_messages", "messages must be a list")

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import BudgetExceeded, FtflowError, QualityGateFailed
+from ftflow.jsonl import file_sha256
 from tasks.budget import Budget
 from tasks.extract import ExtractResult
 from tasks.quality import QualityResult, ValidateResult
@@ -61,14 +62,6 @@ def suite_parameters(gates: GateOptions, training_context: int) -> dict[str, Any
         "max_rejected_share": gates.max_rejected_share,
         "min_validation_examples": 1 if gates.validation_fraction > 0 else 0,
     }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dataset_sha256(train: Path, validation: Path) -> str:

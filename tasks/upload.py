@@ -20,10 +20,10 @@ from prefect.cache_policies import NO_CACHE
 
 from ftflow.client import describe, make_client
 from ftflow.errors import UploadRejected
+from ftflow.jsonl import file_sha256
 from ftflow.provider import create_once, retry_on_transient
 from ftflow.settings import Settings
 from tasks.registry import Registry
-from tasks.report import file_sha256
 
 log = logging.getLogger("ftflow.upload")
 PURPOSE = "fine-tune"
