@@ -78,20 +78,34 @@ def test_a_dataset_of_unrelated_answers_is_not_promoted(prefect_server, pipeline
     assert CliRunner().invoke(app, ["models", "current"]).exit_code == 1  # nothing promoted
 
 
-def test_api_key_is_not_a_parameter_nor_in_the_records(prefect_server, pipeline_env, tmp_path):
-    record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), max_cost_usd=5.0)
-    key = pipeline_env.api_key
+def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
+        prefect_server, local_service, tmp_path, monkeypatch):
+    """The `openai` backend, pointed at the local service by OPENAI_BASE_URL: the same flow code."""
+    monkeypatch.setenv("OPENAI_BASE_URL", local_service.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", local_service.api_key)
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    monkeypatch.setenv("FTFLOW_POLL_INITIAL_SECONDS", "0.05")
+    record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), backend="openai", max_cost_usd=5.0)
+    assert record["status"] == "succeeded" and record["backend"] == "openai"
+    key = local_service.api_key
 
-    async def runs():
+    async def everything_prefect_stored():
         async with get_client() as client:
-            return await client.read_flow_runs()
+            runs = await client.read_flow_runs()
+            logs = await client.read_logs()
+            artifacts = await client.read_artifacts()
+            return runs, logs, artifacts
 
     import asyncio
 
-    flow_runs = asyncio.run(runs())
-    assert flow_runs and all(key not in json.dumps(r.parameters, default=str) for r in flow_runs)
+    runs, logs, artifacts = asyncio.run(everything_prefect_stored())
+    assert runs and logs and artifacts
+    assert all(key not in json.dumps(r.parameters, default=str) for r in runs)
+    assert all(key not in log.message for log in logs)
+    assert all(key not in json.dumps(a.data, default=str) for a in artifacts)
     assert key not in json.dumps(record, default=str)
-    assert key not in (tmp_path / "runs" / record["run_id"] / "run.json").read_text()
+    for path in (tmp_path / "runs" / record["run_id"]).iterdir():
+        assert key not in path.read_text(errors="replace"), path
 
 
 def dataset(tmp_path, lines: list, name: str = "ds"):
