@@ -137,12 +137,17 @@ def prepare(
     max_cost_usd: Annotated[float | None, typer.Option(help="Fail before upload above this")] = None,
 ) -> None:
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded)."""
+    from typing import get_args
+
     from flows.prepare import prepare as prepare_flow
-    from tasks.extract import ExtractOptions
+    from ftflow.errors import ConfigError
+    from tasks.extract import ExtractOptions, Format
     from tasks.report import GateOptions
     from tasks.transform import TransformOptions, parse_mapping
 
     def action() -> dict[str, Any]:
+        if format not in get_args(Format):
+            raise ConfigError(f"--format must be one of {', '.join(get_args(Format))}, not {format!r}")
         settings = get_settings(
             model=model,
             system_prompt=system_prompt,

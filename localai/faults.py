@@ -1,7 +1,8 @@
 """Fault injection, per operation and seedable: how retries and exactly-once are proven.
 
 A fault plan maps an operation name (`files.create`, `fine_tuning.jobs.create`, ...; `*`
-for all) to probabilities of each fault kind. For every request one seeded draw decides:
+for all) to probabilities of each fault kind. For every request one draw from that
+operation's own seeded stream decides:
 
 - `rate_limit`: 429 with `Retry-After` (seconds: `retry_after`), nothing is done;
 - `server_error`: 500, 502 or 503, nothing is done;
@@ -49,8 +50,14 @@ class FaultInjector:
     def configure(self, plan: FaultPlan) -> None:
         with self._lock:
             self.plan = plan
-            self._random = random.Random(plan.seed)
+            self._randoms: dict[str, random.Random] = {}
             self.injected: Counter[str] = Counter()
+
+    def _random(self, operation: str) -> random.Random:
+        """One seeded stream per operation: its draws do not depend on how often others are called."""
+        if operation not in self._randoms:
+            self._randoms[operation] = random.Random(f"{self.plan.seed}:{operation}")
+        return self._randoms[operation]
 
     def draw(self, operation: str) -> tuple[FaultKind | None, FaultRule | None]:
         """Decide the fault (if any) for one request of an operation."""
@@ -61,7 +68,7 @@ class FaultInjector:
             spent = sum(n for key, n in self.injected.items() if key.startswith(f"{operation}:"))
             if rule.max_faults is not None and spent >= rule.max_faults:
                 return None, rule
-            roll = self._random.random()
+            roll = self._random(operation).random()
             threshold = 0.0
             for kind in KINDS:
                 threshold += getattr(rule, kind)
@@ -76,4 +83,4 @@ class FaultInjector:
 
     def server_error_status(self) -> int:
         with self._lock:
-            return self._random.choice([500, 502, 503])
+            return self._random("server_error_status").choice([500, 502, 503])

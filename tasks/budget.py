@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import tiktoken
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
 
 TOKENS_PER_MESSAGE = 3
@@ -137,7 +137,7 @@ def estimate(
     )
 
 
-@task(name="estimate-budget", cache_policy=NO_CACHE)
+@task(name="estimate-budget", cache_policy=RUN_CACHE)
 def estimate_budget(
     features_path: str,
     model: str,

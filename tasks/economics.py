@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
 
 
@@ -88,7 +88,7 @@ def cost_case_markdown(case: CostCase) -> str:
     ])
 
 
-@task(name="compute-cost-case", cache_policy=NO_CACHE)
+@task(name="compute-cost-case", cache_policy=RUN_CACHE)
 def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str, monthly_requests: int) -> CostCase:
     """Return the cost case from the evaluation's measured token usage; also as an artifact."""
     from prefect.artifacts import create_markdown_artifact

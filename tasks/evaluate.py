@@ -23,8 +23,8 @@ from typing import Any
 import jsonschema
 import openai
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.catalog import base_model_of, load_catalog
 from ftflow.client import make_client
 from ftflow.jsonl import iter_records
@@ -204,7 +204,7 @@ def worst_examples_markdown(model: str, scores: list[Scored], cases: list[EvalCa
     return "\n".join(lines)
 
 
-@task(name="evaluate-models", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+@task(name="evaluate-models", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_on_transient)
 def evaluate_models(run_dir: str, candidate: str, current: str | None, settings: Settings) -> dict[str, Any]:
     """Return aggregated metrics of candidate, baseline (and current promoted model); writes eval.json."""

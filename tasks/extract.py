@@ -35,8 +35,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.errors import InputError
 from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
 
@@ -508,7 +508,7 @@ def extract_to_files(
     )
 
 
-@task(name="read-sources", cache_policy=NO_CACHE)
+@task(name="read-sources", cache_policy=RUN_CACHE)
 def read_sources(patterns: list[str], options: ExtractOptions, work_dir: Path) -> ExtractResult:
     """Return what was read from every source, written to the work dir."""
     from rich.progress import Progress, SpinnerColumn, TextColumn

@@ -20,8 +20,8 @@ from typing import Any
 
 import openai
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.client import describe, make_client
 from ftflow.errors import JobCancelled, JobFailed, JobTimeout
 from ftflow.provider import create_once, retry_on_transient
@@ -171,7 +171,7 @@ def training_metrics(client: openai.OpenAI, job: Any) -> dict[str, Any]:
 # --- tasks -----------------------------------------------------------------------------------
 
 
-@task(name="plan-job", cache_policy=NO_CACHE)
+@task(name="plan-job", cache_policy=RUN_CACHE)
 def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None, *, n_epochs: int | None,
              seed: int | None, force: bool) -> JobRequest:
     """Return the job request for a prepared dataset folder (its report gives the dataset sha256)."""
@@ -188,7 +188,7 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
 
 
 
-@task(name="create-job", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30],
+@task(name="create-job", cache_policy=RUN_CACHE, retries=3, retry_delay_seconds=[2, 10, 30],
       retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient)
 def create_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     """Return the job (created now or attached to) for this request's idempotency key."""
@@ -213,7 +213,7 @@ def _flow_run_cancelling() -> bool:
     return bool(state and (state.is_cancelling() or state.is_cancelled()))
 
 
-@task(name="wait-for-job", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60],
+@task(name="wait-for-job", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=retry_on_transient)
 def wait_for_job(job_id: str, settings: Settings) -> dict[str, Any]:
     """Return the finished job and its training metrics; stream its events into the run log."""

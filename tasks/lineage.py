@@ -11,12 +11,20 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    """`<start time>-<flow run id>`: stable when Prefect retries the flow run, so are its folder and caches."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    started = flow_run.get_scheduled_start_time()
+    if run_id and started:
+        return f"{started:%Y%m%dT%H%M%S}-{run_id[:8]}"
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -48,7 +56,7 @@ def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: flo
     }
 
 
-@task(name="check-unchanged", cache_policy=NO_CACHE)
+@task(name="check-unchanged", cache_policy=RUN_CACHE)
 def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> str | None:
     """Return why the run can stop here (same data as the last successful run), or None."""
     if force:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
@@ -50,14 +50,14 @@ def decide(models: dict[str, dict[str, Any]], *, min_improvement: float, max_reg
     return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"])
 
 
-@task(name="current-model", cache_policy=NO_CACHE)
+@task(name="current-model", cache_policy=RUN_CACHE)
 def current_model(settings: Settings) -> str | None:
     """Return the currently promoted model of this base model, if any."""
     promoted = Registry(settings.registry_url).current_promotion(settings.model)
     return promoted["model"] if promoted else None
 
 
-@task(name="decide-promotion", cache_policy=NO_CACHE)
+@task(name="decide-promotion", cache_policy=RUN_CACHE)
 def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings) -> Decision:
     """Return the promotion decision; a promotion is recorded in the registry."""
     decision = decide(evaluation["models"], min_improvement=settings.promotion_min_improvement,

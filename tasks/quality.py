@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import tiktoken
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, get_encoding
 from ftflow.jsonl import JsonlWriter, iter_records
 from tasks.budget import count_example_tokens
@@ -367,7 +367,7 @@ def quality_markdown(result: QualityResult) -> str:
     return "\n".join(lines)
 
 
-@task(name="validate-examples", cache_policy=NO_CACHE)
+@task(name="validate-examples", cache_policy=RUN_CACHE)
 def validate_examples(normalized: str, model: str, limit: int, work_dir: Path) -> ValidateResult:
     """Return counts of valid and rejected examples; writes `valid.jsonl`."""
     from ftflow.encodings import encoding_for_model
@@ -375,7 +375,7 @@ def validate_examples(normalized: str, model: str, limit: int, work_dir: Path) -
     return validate_file(Path(normalized), encoding_for_model(model), limit, work_dir)
 
 
-@task(name="check-quality", cache_policy=NO_CACHE)
+@task(name="check-quality", cache_policy=RUN_CACHE)
 def check_quality(
     features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path
 ) -> QualityResult:

@@ -17,6 +17,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
 from tasks.budget import Budget
@@ -156,13 +157,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@task(name="compute-totals", cache_policy=NO_CACHE)
+@task(name="compute-totals", cache_policy=RUN_CACHE)
 def compute_totals(extracted: ExtractResult, validated: ValidateResult, split: SplitResult) -> dict[str, Any]:
     """Return the dataset-level figures the `dataset` suite checks."""
     return dataset_totals(extracted, validated, split)
 
 
-@task(name="write-report", cache_policy=NO_CACHE)
+@task(name="write-report", cache_policy=RUN_CACHE)
 def write_report(
     extracted: ExtractResult,
     normalized: NormalizeResult,

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import orjson
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.jsonl import JsonlWriter, iter_records
 
 DEFAULT_ROLE_MAP = {
@@ -303,13 +303,13 @@ def split_file(valid: Path, validation_fraction: float, out_dir: Path, work_dir:
     )
 
 
-@task(name="normalize-conversations", cache_policy=NO_CACHE)
+@task(name="normalize-conversations", cache_policy=RUN_CACHE)
 def normalize_conversations(candidates: str, options: TransformOptions, work_dir: Path) -> NormalizeResult:
     """Return counts of what normalising changed; examples go to `normalized.jsonl`."""
     return normalize_file(Path(candidates), options, work_dir)
 
 
-@task(name="split-dataset", cache_policy=NO_CACHE)
+@task(name="split-dataset", cache_policy=RUN_CACHE)
 def split_dataset(valid: str, validation_fraction: float, out_dir: Path, work_dir: Path) -> SplitResult:
     """Return the split counts; writes `train.jsonl` and `validation.jsonl`."""
     return split_file(Path(valid), validation_fraction, out_dir, work_dir)

@@ -16,8 +16,8 @@ from typing import Any
 
 import openai
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from ftflow.caching import RUN_CACHE
 from ftflow.client import describe, make_client
 from ftflow.errors import UploadRejected
 from ftflow.jsonl import file_sha256
@@ -105,7 +105,7 @@ def ensure_uploaded(client: openai.OpenAI, registry: Registry, provider: str, pa
     return UploadedFile(file_id=file.id, sha256=sha256, bytes=file.bytes, reused=not created)
 
 
-@task(name="upload-file", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30],
+@task(name="upload-file", cache_policy=RUN_CACHE, retries=3, retry_delay_seconds=[2, 10, 30],
       retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient)
 def upload_file(path: str, settings: Settings) -> UploadedFile | None:
     """Return the provider file for this dataset file (uploaded now or reused); None if empty."""

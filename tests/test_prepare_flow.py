@@ -105,6 +105,8 @@ def test_cli_on_the_bundled_samples_and_its_exit_codes(prefect_server, tmp_path)
     assert "over the budget of $0.01" in failing.output
     missing = runner.invoke(app, ["prepare", str(tmp_path / "nothing*.jsonl"), "--out", str(tmp_path / "m")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+    bad_format = runner.invoke(app, ["prepare", str(ROOT / "data/raw/*"), "--format", "xml"])
+    assert bad_format.exit_code == 2 and "--format must be one of" in bad_format.output
 
 
 def test_nested_and_sql_options_reach_the_flow(prefect_server, tmp_path):
