@@ -13,11 +13,11 @@ from prefect.states import Cancelled
 
 from ftflow.errors import JobCancelled
 from ftflow.settings import DEFAULT_MODEL, get_settings
-from tasks.jobs import create_job, plan_job, wait_for_job
+from tasks.jobs import cancel_flow_run_jobs, create_job, plan_job, wait_for_job
 from tasks.upload import upload_file
 
 
-@flow(name="finetune", flow_run_name="finetune-{model}", log_prints=True)
+@flow(name="finetune", flow_run_name="finetune-{model}", log_prints=True, on_cancellation=[cancel_flow_run_jobs])
 def finetune(
     dataset_dir: str,
     model: str = DEFAULT_MODEL,

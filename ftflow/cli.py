@@ -5,8 +5,10 @@ Errors of ours (ftflow.errors) end the command with their exit code and one line
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -145,6 +147,8 @@ def prepare(
     from tasks.report import GateOptions
     from tasks.transform import TransformOptions, parse_mapping
 
+    started = time.time()
+
     def action() -> dict[str, Any]:
         if format not in get_args(Format):
             raise ConfigError(f"--format must be one of {', '.join(get_args(Format))}, not {format!r}")
@@ -195,7 +199,13 @@ def prepare(
             gates=gates,
         )
 
-    report = run_reporting_errors(action)
+    try:
+        report = run_reporting_errors(action)
+    except typer.Exit:
+        written = Path(str(get_settings(out_dir=out).out_dir)) / "report.json"
+        if written.exists() and written.stat().st_mtime > started:  # the gate failed after the report
+            print_prepare_summary(json.loads(written.read_text("utf-8")))
+        raise
     print_prepare_summary(report)
 
 
@@ -281,7 +291,9 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
         return
     from tasks.registry import Registry
 
-    table = Table("run", "status", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens")
+    table = Table()
+    for column in ("run", "status", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
+        table.add_column(column, overflow="fold")
     for run in Registry(get_settings().registry_url).list_runs(limit):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
         table.add_row(run["run_id"], run["status"], (run.get("dataset_sha256") or "")[:12],

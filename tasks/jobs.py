@@ -30,7 +30,8 @@ from tasks.registry import Registry
 
 log = logging.getLogger("ftflow.jobs")
 KEY_FIELD = "ftflow_idempotency_key"
-LIVE = ("validating_files", "queued", "running", "paused", "succeeded")
+RUNNING = ("validating_files", "queued", "running", "paused")
+LIVE = (*RUNNING, "succeeded")
 
 
 def idempotency_key(*, dataset_sha256: str, model: str, method: str, hyperparameters: dict[str, Any],
@@ -240,3 +241,21 @@ def wait_for_job(job_id: str, settings: Settings) -> dict[str, Any]:
     return {"job_id": job.id, "status": job.status, "fine_tuned_model": job.fine_tuned_model,
             "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters.model_dump(),
             "result_files": job.result_files, "metrics": metrics}
+
+
+def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_cancellation hook: cancel the provider jobs this flow run created or attached to.
+
+    Covers a worker that stops the process on cancellation, where the polling loop cannot
+    react. Jobs already finished are left alone.
+    """
+    from ftflow.settings import get_settings
+
+    settings = get_settings(backend=(flow_run.parameters or {}).get("backend"))
+    if not settings.cancel_job_on_flow_cancel:
+        return
+    client = make_client(settings)
+    for entry in Registry(settings.registry_url).jobs_of_flow_run(str(flow_run.id)):
+        if entry["job_id"] and client.fine_tuning.jobs.retrieve(entry["job_id"]).status in RUNNING:
+            client.fine_tuning.jobs.cancel(entry["job_id"])
+            log.info("cancelled fine-tuning job %s with flow run %s", entry["job_id"], flow_run.id)

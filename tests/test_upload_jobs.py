@@ -162,6 +162,25 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, client, regis
     assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"
 
 
+def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, client, registry, train_file,
+                                                               monkeypatch):
+    from types import SimpleNamespace
+
+    from tasks.jobs import cancel_flow_run_jobs
+
+    monkeypatch.setenv("FTFLOW_SERVICE_URL", local_service.base_url)
+    monkeypatch.setenv("FTFLOW_SERVICE_API_KEY", local_service.api_key)
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", str(registry.engine.url))
+    local_service.service.jobs.seconds_per_1k_tokens = 10.0
+    file = ensure_uploaded(client, registry, PROVIDER, train_file, part_bytes=1 << 20)
+    mine, _ = create_job_once(client, registry, PROVIDER, request_for(file.file_id), flow_run_id="run-1")
+    other, _ = create_job_once(client, registry, PROVIDER, request_for(file.file_id, suffix="o"), flow_run_id="run-2")
+    cancel_flow_run_jobs(None, SimpleNamespace(id="run-1", parameters={}), None)
+    assert client.fine_tuning.jobs.retrieve(mine.id).status == "cancelled"
+    assert client.fine_tuning.jobs.retrieve(other.id).status != "cancelled"
+    cancel_flow_run_jobs(None, SimpleNamespace(id="run-1", parameters={}), None)  # twice is harmless
+
+
 def test_provider_refusal_is_clear_and_not_retried(local_service, client, registry, train_file):
     file = ensure_uploaded(client, registry, PROVIDER, train_file, part_bytes=1 << 20)
     local_service.service.jobs.refusal = "Fine-tuning is no longer available for this organization."
