@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
-import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -293,28 +292,36 @@ def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
 
 
 def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
-    """One conversation per block; blocks are separated by a line of `---`."""
+    """One conversation per block; blocks are separated by a line of `---`. Streamed by line."""
     source = str(path)
-    with open_binary(path) as f:
+
+    def block_item(lines: list[str], start: int, bad_line: int | None) -> Item | None:
+        text = "".join(lines)
+        if bad_line is not None:
+            return Rejection(source, f"line {start}", "invalid_utf8", f"line {bad_line} is not valid UTF-8", text)
+        if not text.strip():
+            return None
         try:
-            lines = io.TextIOWrapper(f, encoding="utf-8").readlines()
-        except UnicodeDecodeError as exc:
-            yield Rejection(source, "line 1", "invalid_utf8", str(exc))
-            return
+            return Candidate(source, f"line {start}", {"messages": parse_transcript(text, options.speakers)})
+        except ValueError as exc:
+            return Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
+
     block: list[str] = []
-    start = 1
-    for number, line in enumerate([*lines, "---\n"], 1):
-        if TRANSCRIPT_SEPARATOR.match(line):
-            text = "".join(block)
-            if text.strip():
-                try:
-                    example = {"messages": parse_transcript(text, options.speakers)}
-                    yield Candidate(source, f"line {start}", example)
-                except ValueError as exc:
-                    yield Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
-            block, start = [], number + 1
-        else:
-            block.append(line)
+    start, bad_line, number = 1, None, 0
+    with open_binary(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
+            if TRANSCRIPT_SEPARATOR.match(line):
+                if item := block_item(block, start, bad_line):
+                    yield item
+                block, start, bad_line = [], number + 1, None
+            else:
+                block.append(line)
+    if item := block_item(block, start, bad_line):
+        yield item
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

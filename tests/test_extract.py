@@ -127,6 +127,9 @@ def test_transcript_files_and_text_fields(tmp_path):
         ("Candidate", "line 6"),
     ]
     assert got[1].reason == "unparseable_transcript"
+    broken = tmp_path / "b.txt"
+    broken.write_bytes(b"User: caf\xe9\nAssistant: b\n---\nUser: c\nAssistant: d\n")
+    assert [(i.loc, getattr(i, "reason", None)) for i in items([broken])] == [("line 1", "invalid_utf8"), ("line 4", None)]
     jl = write_jsonl(tmp_path / "t.jsonl", [{"body": "Human: x\nAssistant: y"}])
     [item] = items([jl], format="transcript", text_key="body")
     assert item.example["messages"][1] == {"role": "assistant", "content": "y"}
