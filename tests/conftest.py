@@ -36,6 +36,18 @@ def postgres_url() -> str:
     return os.environ.get("FTFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def postgres_engine_or_skip():
+    """An engine on the test PostgreSQL; the test skips, saying why, when none answers."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url())
+    try:
+        engine.connect().close()
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {postgres_url()}: {exc.orig}")
+    return engine
+
+
 FAST = {"seconds_per_1k_tokens": 0.002, "tick_seconds": 0.05}
 
 

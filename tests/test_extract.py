@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from ftflow.errors import InputError
 from tasks.extract import Candidate, ExtractOptions, Rejection, iter_items, parse_transcript, resolve_sources
-from tests.conftest import chat, postgres_url, write_jsonl
+from tests.conftest import chat, postgres_engine_or_skip, postgres_url, write_jsonl
 
 
 def items(paths, **options):
@@ -203,11 +203,7 @@ def test_sql_bad_query_is_an_input_error(tmp_path):
 
 @pytest.mark.postgres
 def test_sql_on_postgres_with_the_same_code():
-    engine = sa.create_engine(postgres_url())
-    try:
-        engine.connect().close()
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {postgres_url()}: {exc.orig}")
+    engine = postgres_engine_or_skip()
     table = f"ftflow_test_{uuid.uuid4().hex[:8]}"
     _load_messages(engine, table)
     try:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tasks.lineage import unchanged_since_last_success
 from tasks.registry import Registry
-from tests.conftest import postgres_url
+from tests.conftest import postgres_engine_or_skip, postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -18,11 +18,7 @@ def registry(request, tmp_path):
     if request.param == "sqlite":
         yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
         return
-    admin = sa.create_engine(postgres_url())
-    try:
-        admin.connect().close()
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {postgres_url()}: {exc.orig}")
+    admin = postgres_engine_or_skip()
     schema = f"ftflow_{uuid.uuid4().hex[:8]}"
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
