@@ -42,4 +42,4 @@ def finetune(
 
 
 if __name__ == "__main__":
-    finetune(".ftflow/runs/sample")
+    finetune(".ftflow/runs/prepare")  # the folder `python flows/prepare.py` writes

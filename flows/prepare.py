@@ -50,4 +50,4 @@ def prepare(
 
 
 if __name__ == "__main__":
-    prepare(["data/raw/*"])
+    prepare(["data/raw/*"], out_dir=".ftflow/runs/prepare")

@@ -23,7 +23,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.client import describe, make_client
-from ftflow.errors import JobCancelled, JobFailed, JobTimeout
+from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout
 from ftflow.provider import create_once, retry_on_transient
 from ftflow.settings import Settings
 from tasks.registry import Registry
@@ -179,6 +179,8 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
     import uuid
     from pathlib import Path
 
+    if train is None:
+        raise DataError(f"{dataset_dir}/train.jsonl is empty: nothing to fine-tune on")
     report = json.loads((Path(dataset_dir) / "report.json").read_text("utf-8"))
     return JobRequest(
         model=settings.model, training_file=train.file_id,
