@@ -163,3 +163,23 @@ def test_prepare_then_finetune_reuses_files_across_flows(prefect_server, pipelin
     second = finetune(str(out))
     assert second["job_id"] == first["job_id"] and second["created"] is False
     assert second["training_file"] == first["training_file"]
+
+
+def test_finetune_runs_under_faults_make_one_file_per_content_and_one_job(prefect_server, pipeline_env, tmp_path,
+                                                                           monkeypatch):
+    from tests.test_service_faults import set_faults
+
+    monkeypatch.setenv("FTFLOW_REQUEST_TIMEOUT_SECONDS", "0.5")
+    folder = dataset(tmp_path, [chat(f"Frage {i}", f"Antwort {i}") for i in range(20)])
+    creates = {"rate_limit": 0.2, "server_error": 0.2, "slow": 0.15, "lost_response": 0.25, "retry_after": 0.01,
+               "slow_seconds": 0.8}
+    set_faults(pipeline_env, {"files.create": creates, "fine_tuning.jobs.create": creates,
+                              "*": {"rate_limit": 0.05, "retry_after": 0.01}}, seed=11)
+    results = [finetune(folder) for _ in range(3)]
+    injected = dict(pipeline_env.service.faults.injected)
+    set_faults(pipeline_env, {})
+    assert any(k.startswith(("files.create", "fine_tuning.jobs.create")) for k in injected), injected
+    assert len({r["job_id"] for r in results}) == 1 and len({r["training_file"] for r in results}) == 1
+    state = pipeline_env.service.store
+    assert len([f for f in state.list("file") if f["purpose"] == "fine-tune"]) == 1
+    assert len(state.list("job")) == 1
