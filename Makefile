@@ -23,6 +23,7 @@ run: install
 
 test: install
 	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: install

@@ -91,3 +91,11 @@ def test_faults_are_seeded_and_repeatable(local_service, client):
 def test_admin_needs_the_key(local_service):
     response = httpx.get(f"{local_service.base_url.removesuffix('/v1')}/_admin/faults")
     assert response.status_code == 401
+
+
+def test_fault_plan_from_the_environment(monkeypatch):
+    from localai.config import ServiceConfig
+
+    monkeypatch.setenv("FTFLOW_SERVICE_FAULTS", '{"seed": 5, "rules": {"models.list": {"rate_limit": 1.0}}}')
+    config = ServiceConfig()
+    assert config.faults.seed == 5 and config.faults.rules["models.list"].rate_limit == 1.0
