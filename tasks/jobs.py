@@ -61,10 +61,21 @@ class JobRequest:
                                hyperparameters=self.hyperparameters, suffix=self.suffix, nonce=self.force_nonce)
 
 
-def find_live_job(client: openai.OpenAI, key: str) -> Any | None:
-    """The newest job with this key that is running or done (failed/cancelled ones may be redone)."""
+def find_live_job(client: openai.OpenAI, key: str, known_job_id: str | None = None) -> Any | None:
+    """The job with this key that is running or done (failed/cancelled ones may be redone).
+
+    The ledger's job id first, then the provider's list filtered by metadata; each candidate's
+    own metadata is checked too, in case a provider ignores the filter.
+    """
+    if known_job_id:
+        try:
+            job = client.fine_tuning.jobs.retrieve(known_job_id)
+            if job.status in LIVE:
+                return job
+        except openai.NotFoundError:
+            pass
     for job in client.fine_tuning.jobs.list(metadata={KEY_FIELD: key}, limit=20):
-        if job.status in LIVE:
+        if (job.metadata or {}).get(KEY_FIELD) == key and job.status in LIVE:
             return job
     return None
 
@@ -73,11 +84,12 @@ def create_job_once(client: openai.OpenAI, registry: Registry, provider: str, re
                     flow_run_id: str | None = None, grace_seconds: float = 2.0) -> tuple[Any, bool]:
     """Return (job, created_now). Attaches to the existing job of this key if there is one."""
     key = request.key
-    registry.record_job(provider, key, job_id=None, status="creating", flow_run_id=flow_run_id)
+    known = (registry.job_entry(provider, key) or {}).get("job_id")
+    registry.record_job(provider, key, job_id=known, status="creating", flow_run_id=flow_run_id)
     method_body = {"type": request.method, request.method: {"hyperparameters": request.hyperparameters}}
     creator = client.with_options(max_retries=0)
     job, created = create_once(
-        lambda: find_live_job(client, key),
+        lambda: find_live_job(client, key, known),
         lambda: creator.fine_tuning.jobs.create(
             model=request.model, training_file=request.training_file, validation_file=request.validation_file,
             suffix=request.suffix, seed=request.seed, method=method_body,

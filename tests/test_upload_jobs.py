@@ -71,6 +71,18 @@ def test_job_is_created_once_and_attached_to_afterwards(client, registry, train_
     assert created_other and other.id != job.id
 
 
+def test_a_provider_that_ignores_the_metadata_filter_does_not_fool_the_lookup(local_service, client, registry,
+                                                                              train_file, monkeypatch):
+    jobs = local_service.service.jobs
+    unfiltered = jobs.list_jobs
+    monkeypatch.setattr(jobs, "list_jobs", lambda *, after, limit, metadata: unfiltered(after=after, limit=limit,
+                                                                                      metadata=None))
+    file = ensure_uploaded(client, registry, PROVIDER, train_file, part_bytes=1 << 20)
+    first, _ = create_job_once(client, registry, PROVIDER, request_for(file.file_id))
+    second, created = create_job_once(client, registry, PROVIDER, request_for(file.file_id, suffix="other"))
+    assert created and second.id != first.id
+
+
 def test_crash_between_create_and_record_attaches_on_rerun(client, registry, train_file, monkeypatch):
     file = ensure_uploaded(client, registry, PROVIDER, train_file, part_bytes=1 << 20)
     request = request_for(file.file_id)
