@@ -50,14 +50,8 @@ def retrain(
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
             "backend": settings.backend, "sources": sources}
 
-    report = prepare(
-        sources, out_dir=run_dir, model=model,
-        transform=TransformOptions(system_prompt=settings.system_prompt, system_prompt_mode=settings.system_prompt_mode,
-                                   pii=settings.pii),
-        gates=GateOptions(validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
-                          max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
-                          max_rejected_share=settings.max_rejected_share),
-    )
+    report = prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
+                     gates=GateOptions.from_settings(settings))
     dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
     skip = check_unchanged(report, settings, force)
     if skip:

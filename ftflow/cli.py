@@ -177,19 +177,8 @@ def prepare(
             query=query,
             batch_size=settings.batch_size,
         )
-        transform = TransformOptions(
-            role_map=parse_mapping(role_map, option="--role-map"),
-            system_prompt=settings.system_prompt,
-            system_prompt_mode=settings.system_prompt_mode,
-            pii=settings.pii,
-        )
-        gates = GateOptions(
-            validation_fraction=settings.validation_fraction,
-            n_epochs=settings.n_epochs,
-            max_cost_usd=settings.max_cost_usd,
-            min_train_examples=settings.min_train_examples,
-            max_rejected_share=settings.max_rejected_share,
-        )
+        transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
+        gates = GateOptions.from_settings(settings)
         return prepare_flow(
             sources=list(sources or []),
             out_dir=str(settings.out_dir),

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
+from ftflow.settings import Settings
 from tasks.budget import Budget
 from tasks.extract import ExtractResult
 from tasks.quality import QualityResult, ValidateResult
@@ -33,6 +34,12 @@ class GateOptions:
     max_cost_usd: float | None = None
     min_train_examples: int = 10
     max_rejected_share: float = 0.25
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateOptions:
+        return cls(validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
+                   max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
+                   max_rejected_share=settings.max_rejected_share)
 
 
 def merge_counts(*counts: dict[str, int]) -> dict[str, int]:

@@ -22,6 +22,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.jsonl import JsonlWriter, iter_records
+from ftflow.settings import Settings
 
 DEFAULT_ROLE_MAP = {
     "system": "system",
@@ -46,6 +47,11 @@ class TransformOptions:
     system_prompt: str | None = None
     system_prompt_mode: Literal["replace", "if-missing"] = "replace"
     pii: Literal["off", "report", "mask"] = "mask"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, role_map: dict[str, str] | None = None) -> TransformOptions:
+        return cls(role_map=role_map or {}, system_prompt=settings.system_prompt,
+                   system_prompt_mode=settings.system_prompt_mode, pii=settings.pii)
 
 
 def parse_mapping(pairs: list[str] | None, *, option: str) -> dict[str, str]:
