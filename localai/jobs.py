@@ -33,7 +33,12 @@ MAX_TICK_SECONDS = 1.0  # downtime of the service does not count as training tim
 
 
 def default_epochs(n: int) -> int:
-    """OpenAI's rule: 3 epochs, clamped so that examples x epochs stays within 100..25,000."""
+    """OpenAI's rule: 3 epochs, clamped so that examples x epochs stays within 100..25,000.
+
+    This is the provider's side, kept apart from the pipeline's estimate (tasks/budget.py) on
+    purpose: the service imports nothing of the pipeline, so the end-to-end test that trained
+    tokens equal the estimated billing tokens checks the two against each other.
+    """
     if n * 3 < 100:
         return min(25, 100 // n)
     if n * 3 > 25_000:
@@ -392,6 +397,8 @@ class JobsBackend:
     def advance(self) -> None:
         """Move every active job along its lifecycle; called by the scheduler thread."""
         for job in self.store.list("job"):
+            if job["status"] not in ACTIVE:  # finished jobs never move again: no transaction for them
+                continue
             with self.store.transaction():
                 job = self.store.get("job", job["id"])
                 if job is None or job["status"] not in ACTIVE:

@@ -125,7 +125,7 @@ def build_report(
         "dataset_sha256": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
         "sources": extracted.fingerprints,
         "quality": quality.to_dict(),
-        "gate": {"passed": not gate_failures, "failures": gate_failures},
+        "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
         "files": {
             name: str(out_dir / name)
             for name in (
@@ -210,5 +210,5 @@ def enforce_gates(report: dict[str, Any]) -> None:
         raise QualityGateFailed(
             "quality gate failed: " + "; ".join(report["quality"]["failed"]), failed=report["quality"]["failed"]
         )
-    if report["max_cost_usd"] is not None and report["estimated_cost_usd"] > report["max_cost_usd"]:
+    if not report["gate"]["within_budget"]:
         raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
