@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
+    pii_regions: list[str] = Field(
+        ["DE", "AT", "CH", "GB", "US"],
+        min_length=1,
+        description="Regions (ISO 3166 codes) whose national phone formats PII detection knows.",
+    )
     system_prompt: str | None = Field(None, description="System prompt to put in every example.")
     system_prompt_mode: SystemPromptMode = Field(
         "replace", description="replace: overwrite any system turn; if-missing: add only."
@@ -76,6 +81,17 @@ class Settings(BaseSettings):
     monthly_requests: int = Field(100_000, ge=0, description="Request volume for the cost case.")
     tokens_mismatch_tolerance: float = Field(0.05, ge=0, description="Flag estimated vs trained tokens beyond this.")
     registry_url: str = Field("sqlite:///.ftflow/registry.sqlite3", description="Ledger and lineage DB.")
+
+    @field_validator("pii_regions")
+    @classmethod
+    def _known_phone_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers
+
+        regions = [r.strip().upper() for r in regions]
+        unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown phone region(s) {', '.join(unknown)}; use ISO 3166 codes such as DE, AT, CH")
+        return regions
 
     @classmethod
     def settings_customise_sources(

@@ -10,9 +10,7 @@ conversation always lands in the same split whatever the input order.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +21,7 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.jsonl import JsonlWriter, iter_records
 from ftflow.settings import Settings
+from tasks.pii import DEFAULT_REGIONS, scan_message
 
 DEFAULT_ROLE_MAP = {
     "system": "system",
@@ -47,11 +46,13 @@ class TransformOptions:
     system_prompt: str | None = None
     system_prompt_mode: Literal["replace", "if-missing"] = "replace"
     pii: Literal["off", "report", "mask"] = "mask"
+    pii_regions: tuple[str, ...] = DEFAULT_REGIONS
 
     @classmethod
     def from_settings(cls, settings: Settings, role_map: dict[str, str] | None = None) -> TransformOptions:
         return cls(role_map=role_map or {}, system_prompt=settings.system_prompt,
-                   system_prompt_mode=settings.system_prompt_mode, pii=settings.pii)
+                   system_prompt_mode=settings.system_prompt_mode, pii=settings.pii,
+                   pii_regions=tuple(settings.pii_regions))
 
 
 def parse_mapping(pairs: list[str] | None, *, option: str) -> dict[str, str]:
@@ -63,72 +64,6 @@ def parse_mapping(pairs: list[str] | None, *, option: str) -> dict[str, str]:
             raise ValueError(f"{option}: expected KEY=value, got {pair!r}")
         mapping[key.strip()] = value.strip()
     return mapping
-
-
-# --- PII -----------------------------------------------------------------------------------
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
-
-
-def _iban_ok(iban: str) -> bool:
-    iban = iban.replace(" ", "")
-    rearranged = iban[4:] + iban[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return 15 <= len(iban) <= 34 and int(number) % 97 == 1
-
-
-def _digit_count_between(low: int, high: int) -> Callable[[str], bool]:
-    return lambda text: low <= sum(c.isdigit() for c in text) <= high
-
-
-# Order matters: IBANs and card numbers are masked before the phone rule could see digits.
-PII_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
-    ("email", re.compile(r"\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), bool),
-    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban_ok),
-    (
-        "credit_card",
-        re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
-        lambda s: _luhn_ok(re.sub(r"\D", "", s)),
-    ),
-    (
-        "ip",
-        re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])"),
-        bool,
-    ),
-    (
-        "phone",
-        re.compile(
-            r"(?<![\w+])(?:(?:\+|00)\d{1,3}[ ./-]?(?:\(0\)[ ./-]?)?|\(?0)\d{1,5}\)?(?:[ ./-]?\d{2,}){1,4}(?![\w])"
-        ),
-        _digit_count_between(7, 15),
-    ),
-]
-
-
-def find_pii(text: str, mode: Literal["report", "mask"]) -> tuple[str, Counter[str]]:
-    """Return the text (masked as `[EMAIL]`, `[PHONE]`... when mode is mask) and counts by type.
-
-    Detection always works on a masked copy, so a later rule never counts the digits of an
-    earlier match again (an IBAN is not also a phone number), whatever the mode.
-    """
-    counts: Counter[str] = Counter()
-    masked = text
-    for kind, pattern, is_real in PII_PATTERNS:
-
-        def replace(match: re.Match[str], kind: str = kind, is_real: Callable = is_real) -> str:
-            if not is_real(match.group(0)):
-                return match.group(0)
-            counts[kind] += 1
-            return f"[{kind.upper()}]"
-
-        masked = pattern.sub(replace, masked)
-    return (masked if mode == "mask" else text), counts
 
 
 # --- per example ----------------------------------------------------------------------------
@@ -176,9 +111,9 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
             message = {**message, "role": map_role(message.get("role"), options.role_map)}
             if isinstance(message.get("content"), str):
                 message["content"] = message["content"].strip()
-                if options.pii != "off":
-                    message["content"], found = find_pii(message["content"], options.pii)
-                    stats.pii.update(found)
+            if options.pii != "off":
+                message, found = scan_message(message, options.pii, options.pii_regions)
+                stats.pii.update(found)
         mapped.append(message)
     last_assistant = max(
         (i for i, m in enumerate(mapped) if isinstance(m, dict) and m.get("role") == "assistant"),

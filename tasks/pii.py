@@ -1,0 +1,363 @@
+"""PII: find and mask e-mail addresses, phone numbers, IBANs, card numbers and IP addresses.
+
+Each string gets one pass of one candidate regex. Which alternatives that regex holds depends
+on cheap prefilters (`@` for e-mail, `:` for IPv6, a digit for the rest), so plain text costs
+a couple of `str`/`re` look-ups and nothing else. Every candidate is then validated by a
+library or a rule that knows the format:
+
+- phone: `phonenumbers` in the configured regions (`pii_regions`);
+- IBAN: `python-stdnum` (check digits and the country's BBAN structure), grouped with spaces
+  or dashes, any case;
+- credit card: Luhn, issuer ranges, and card context words or a card-shaped grouping, so
+  order and tracking numbers that happen to pass Luhn are not cards;
+- IP: `ipaddress`, IPv4 and IPv6.
+
+Numbers right after words such as "Kundennummer", "Auftrag" or "Sendung" are identifiers, not
+phones or cards, unless a nearer word says otherwise ("Rückruf an ...", "Karte ...").
+
+JSON strings (answers, tool-call arguments) are parsed and masked inside their string values,
+then re-serialised, so masking never breaks them; numbers in JSON are not scanned.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import Any, Literal
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+
+PII_TYPES = ("email", "phone", "iban", "credit_card", "ip")
+DEFAULT_REGIONS = ("DE", "AT", "CH", "GB", "US")
+PiiAction = Literal["report", "mask"]
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    kind: str
+
+
+# --- candidates ---------------------------------------------------------------------------
+
+_SEP = r"(?:[ \u00a0]?[-./][ \u00a0]?|[ \u00a0]?\((?=\d)|\)[ \u00a0]?|[ \u00a0])"
+_ALTERNATIVES = {  # (name, needs): the order is the priority at one start position
+    "email": (
+        r"(?<![\w.%+'-])[\w%+'-](?:[\w.%+'-]*[\w%+'-])?@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])",
+        "@",
+    ),
+    "ip6": (r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:])", ":"),
+    "ip4": (r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", "0"),
+    "iban": (r"(?<!\w)[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])", "0"),
+    # 7+ digits with phone/card separators; a leading "+" or "(" belongs to the number.
+    "number": (rf"(?<![\w+])(?<!\d[.,])(?<!\w[-/])(?:\+|\((?=\d))?\d(?:{_SEP}?\d){{6,}}(?!\w)", "0"),
+}
+_DIGIT = re.compile(r"\d")
+
+
+@cache
+def _candidate_regex(has_at: bool, has_colon: bool, has_digit: bool) -> re.Pattern[str] | None:
+    present = {"@": has_at, ":": has_colon and has_digit, "0": has_digit}
+    parts = [f"(?P<{name}>{pattern})" for name, (pattern, needs) in _ALTERNATIVES.items() if present[needs]]
+    return re.compile("|".join(parts)) if parts else None
+
+
+# --- context words ------------------------------------------------------------------------
+
+# Identifiers: a number right after one of these is not a phone or a card.
+_ID_WORDS = re.compile(
+    r"kunden|kd\.?-?nr|customer|client id|auftrag|order|bestell|rechnung|invoice|beleg|receipt|sendung|tracking"
+    r"|track|paket|parcel|shipment|lieferschein|ticket|vorgang|vertrag|contract|artikel|art\.-?nr|sku|serien|serial"
+    r"|s/n|referenz|reference|ref\.|aktenzeichen|\baz\b|mitglied|member|gutschein|voucher|coupon|transaktion"
+    r"|transaction|fahrgestell|\bvin\b|\bean\b|\bisbn\b|\bplz\b|\bzip\b|postcode|version|firmware|build|release"
+    r"|kapitel|chapter|abschnitt|section|\bid\b"
+)
+_PHONE_WORDS = re.compile(
+    r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreichbar|reach|whatsapp|festnetz|hotline|durchwahl|zentrale"
+)
+_CARD_WORDS = re.compile(
+    r"karte|card|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
+    r"|payment|bezahl|paid|pay\b|belast|charge|cvc|cvv|gültig bis|exp"
+)
+_CONTEXT_CHARS = 40
+
+
+def _nearest_is_id(before: str, positive: re.Pattern[str]) -> bool:
+    """True when an identifier word is nearer to the number than any `positive` word."""
+    window = before[-_CONTEXT_CHARS:].lower()
+    last_id = max((m.end() for m in _ID_WORDS.finditer(window)), default=-1)
+    last_positive = max((m.end() for m in positive.finditer(window)), default=-1)
+    return last_id > last_positive
+
+
+def _has_word(before: str, words: re.Pattern[str]) -> bool:
+    return words.search(before[-_CONTEXT_CHARS:].lower()) is not None
+
+
+# --- validators ---------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = {"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "tif", "tiff", "pdf"}
+
+
+def _email_ok(candidate: str) -> bool:
+    local, _, domain = candidate.rpartition("@")
+    tld = domain.rsplit(".", 1)[-1].lower()
+    return ".." not in local and tld not in _IMAGE_SUFFIXES  # `icon@2x.png` is a file name
+
+
+def _ip_ok(candidate: str, before: str) -> bool:
+    try:
+        address = ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    if address.version == 6:  # "::" alone or `std::` are code, not addresses
+        return any(c.isdigit() for c in candidate)
+    return not _nearest_is_id(before, _PHONE_WORDS)  # `Version 1.2.3.4`
+
+
+@lru_cache(maxsize=4096)
+def _iban_length(candidate: str) -> int:
+    """Length of the longest prefix (whole groups) that is a valid IBAN, or 0."""
+    groups = re.split(r"([ -])", candidate)
+    for end in range(len(groups), 0, -2):
+        prefix = "".join(groups[:end])
+        # Country modules also look banks up in a registry that goes stale; check digits and
+        # the BBAN structure are what make it an IBAN.
+        if stdnum_iban.is_valid(prefix.replace("-", ""), check_country=False):
+            return len(prefix)
+    return 0
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+# (first digits from, to, lengths): Visa, Mastercard, Amex, Discover, Diners, JCB, UnionPay, Maestro.
+_ISSUERS = [
+    ("4", "4", range(13, 20)),
+    ("51", "55", (16,)),
+    ("2221", "2720", (16,)),
+    ("34", "34", (15,)),
+    ("37", "37", (15,)),
+    ("6011", "6011", range(16, 20)),
+    ("644", "649", range(16, 20)),
+    ("65", "65", range(16, 20)),
+    ("300", "305", range(14, 20)),
+    ("36", "36", range(14, 20)),
+    ("38", "39", range(16, 20)),
+    ("3528", "3589", range(16, 20)),
+    ("62", "62", range(16, 20)),
+    ("5018", "5018", range(12, 20)),
+    ("5020", "5020", range(12, 20)),
+    ("5038", "5038", range(12, 20)),
+    ("5893", "5893", range(12, 20)),
+    ("6304", "6304", range(12, 20)),
+    ("6759", "6759", range(12, 20)),
+    ("6761", "6763", range(12, 20)),
+]
+# Card numbers as printed on cards: 4-4-4-4(-3), Amex/Diners 4-6-5 and 4-6-4.
+_CARD_GROUPING = re.compile(r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5}")
+
+
+def _issuer_ok(digits: str) -> bool:
+    return any(low <= digits[: len(low)] <= high and len(digits) in lengths for low, high, lengths in _ISSUERS)
+
+
+def _card_ok(candidate: str, digits: str, before: str) -> bool:
+    if not (12 <= len(digits) <= 19) or not re.fullmatch(r"[\d -]+", candidate):
+        return False
+    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _nearest_is_id(before, _CARD_WORDS):
+        return False
+    return _has_word(before, _CARD_WORDS) or _CARD_GROUPING.fullmatch(candidate) is not None
+
+
+_DATE = re.compile(r"(?<!\d)(\d{1,2})([./-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)|(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)")
+_NANP = re.compile(r"(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}")
+
+
+def _looks_like_date(candidate: str) -> bool:
+    for m in _DATE.finditer(candidate):
+        if m.group(1) is None or (1 <= int(m.group(1)) <= 31 and 1 <= int(m.group(3)) <= 12):
+            return True
+    return False
+
+
+@lru_cache(maxsize=65536)
+def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
+    """Phone if the shape is one people write and `phonenumbers` accepts it in a region.
+
+    International (+, 00) and North American (3-3-4) shapes only need a possible length: the
+    shape is evidence already, and fictional ranges (555, Ofcom's drama numbers) are still
+    personal in a chat. A national number (leading 0) must be valid in one of the regions.
+    """
+    digits = re.sub(r"\D", "", candidate)
+    if not 7 <= len(digits) <= 17 or _looks_like_date(candidate):
+        return False
+    try:
+        if candidate.startswith("+") or (digits.startswith("00") and not digits.startswith("000")):
+            number = phonenumbers.parse("+" + digits[2:] if not candidate.startswith("+") else candidate, None)
+            return phonenumbers.is_possible_number(number)
+        if "US" in regions and _NANP.fullmatch(candidate):
+            return phonenumbers.is_possible_number(phonenumbers.parse(candidate, "US"))
+        if digits.startswith("0"):
+            return any(phonenumbers.is_valid_number(phonenumbers.parse(candidate, r)) for r in regions)
+    except phonenumbers.NumberParseException:
+        return False
+    return False
+
+
+def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple[str, str] | None:
+    """Return (kind, matched text) for a digit run: a card or a phone, else None."""
+    if candidate.startswith("(") and candidate.count("(") > candidate.count(")"):
+        candidate = candidate[1:]  # "(0660 1234567)": the bracket is the sentence's
+    digits = re.sub(r"\D", "", candidate)
+    if _card_ok(candidate, digits, before):
+        return "credit_card", candidate
+    if _nearest_is_id(before, _PHONE_WORDS):
+        return None
+    if _phone_ok(candidate, regions):
+        return "phone", candidate
+    # A phone followed by an unrelated number ("0660 1234567 2 Stück"): try without the last group.
+    shorter = re.match(rf"(.*\d){_SEP}\d+$", candidate)
+    if shorter and _phone_ok(shorter.group(1), regions):
+        return "phone", shorter.group(1)
+    return None
+
+
+# --- finding and masking ------------------------------------------------------------------
+
+
+def find_pii(text: str, regions: Iterable[str] = DEFAULT_REGIONS, context: str = "") -> list[Span]:
+    """Return the PII spans in `text`, left to right. `context` is text that precedes it (a JSON key)."""
+    regex = _candidate_regex("@" in text, ":" in text, _DIGIT.search(text) is not None)
+    if regex is None:
+        return []
+    regions = tuple(regions)
+    spans: list[Span] = []
+    for m in regex.finditer(text):
+        name, candidate, start = m.lastgroup, m.group(), m.start()
+        before = text[max(0, start - _CONTEXT_CHARS) : start]
+        if context:
+            before = f"{context} {before}"
+        if name == "email":
+            if _email_ok(candidate):
+                spans.append(Span(start, m.end(), "email"))
+        elif name in ("ip4", "ip6"):
+            if _ip_ok(candidate, before):
+                spans.append(Span(start, m.end(), "ip"))
+        elif name == "iban":
+            length = _iban_length(candidate)
+            if length:
+                spans.append(Span(start, start + length, "iban"))
+        else:
+            found = _number_kind(candidate, before, regions)
+            if found:
+                kind, matched = found
+                offset = start + candidate.index(matched)
+                spans.append(Span(offset, offset + len(matched), kind))
+    return spans
+
+
+def mask_token(kind: str, *, bare: bool = False) -> str:
+    """`[PHONE]` in text; `PHONE` where brackets are not allowed (message and function names)."""
+    return kind.upper() if bare else f"[{kind.upper()}]"
+
+
+def _apply(text: str, spans: list[Span], bare: bool) -> str:
+    out, last = [], 0
+    for span in spans:
+        out += [text[last : span.start], mask_token(span.kind, bare=bare)]
+        last = span.end
+    return "".join(out) + text[last:]
+
+
+def scan_text(
+    text: str,
+    action: PiiAction,
+    counts: Counter[str],
+    regions: tuple[str, ...] = DEFAULT_REGIONS,
+    *,
+    bare: bool = False,
+) -> str:
+    """Count the PII in `text` into `counts`; return it masked (action mask) or unchanged.
+
+    A string that is a JSON object or array is scanned value by value and re-serialised only
+    if something was masked, so a JSON answer stays valid JSON.
+    """
+    if not ("@" in text or _DIGIT.search(text)):
+        return text
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict | list):
+            found_before = sum(counts.values())
+            masked = _scan_json(data, counts, regions, "")
+            changed = action == "mask" and sum(counts.values()) > found_before
+            return json.dumps(masked, ensure_ascii=False) if changed else text
+    spans = find_pii(text, regions)
+    counts.update(span.kind for span in spans)
+    return _apply(text, spans, bare) if action == "mask" and spans else text
+
+
+def _scan_json(value: Any, counts: Counter[str], regions: tuple[str, ...], key: str) -> Any:
+    if isinstance(value, str):
+        spans = find_pii(value, regions, context=key)
+        counts.update(span.kind for span in spans)
+        return _apply(value, spans, False) if spans else value
+    if isinstance(value, dict):
+        return {k: _scan_json(v, counts, regions, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scan_json(v, counts, regions, key) for v in value]
+    return value
+
+
+def scan_message(
+    message: dict[str, Any], action: PiiAction, regions: tuple[str, ...] = DEFAULT_REGIONS
+) -> tuple[dict[str, Any], Counter[str]]:
+    """Scan every string of a chat message the model trains on; return it (masked) and counts.
+
+    That is `content` (a string or text parts), `name`, and each tool call's function name and
+    arguments. Other fields are left alone.
+    """
+    counts: Counter[str] = Counter()
+    out = dict(message)
+    content = out.get("content")
+    if isinstance(content, str):
+        out["content"] = scan_text(content, action, counts, regions)
+    elif isinstance(content, list):
+        out["content"] = [
+            {**part, "text": scan_text(part["text"], action, counts, regions)}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+    if isinstance(out.get("name"), str):
+        out["name"] = scan_text(out["name"], action, counts, regions, bare=True)
+    if isinstance(out.get("tool_calls"), list):
+        out["tool_calls"] = [_scan_tool_call(call, action, counts, regions) for call in out["tool_calls"]]
+    return (out if action == "mask" else message), counts
+
+
+def _scan_tool_call(call: Any, action: PiiAction, counts: Counter[str], regions: tuple[str, ...]) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return call
+    function = dict(function)
+    if isinstance(function.get("name"), str):
+        function["name"] = scan_text(function["name"], action, counts, regions, bare=True)
+    if isinstance(function.get("arguments"), str):
+        function["arguments"] = scan_text(function["arguments"], action, counts, regions)
+    return {**call, "function": function}
