@@ -48,39 +48,53 @@ class Span:
 # --- candidates ---------------------------------------------------------------------------
 
 _SEP = r"(?:[ \u00a0]?[-./][ \u00a0]?|[ \u00a0]?\((?=\d)|\)[ \u00a0]?|[ \u00a0])"
-_ALTERNATIVES = {  # (name, needs): the order is the priority at one start position
-    "email": (
-        r"(?<![\w.%+'-])[\w%+'-](?:[\w.%+'-]*[\w%+'-])?@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])",
-        "@",
-    ),
-    "ip6": (r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:])", ":"),
-    "ip4": (r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", "0"),
-    "iban": (r"(?<!\w)[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])", "0"),
+_ALTERNATIVES = {  # the order is the priority at one start position
+    "email": r"(?<![\w.%+'-])[\w%+'-](?:[\w.%+'-]*[\w%+'-])?@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])",
+    "ip6": r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:])",
+    "ip4": r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)",
+    "iban": r"(?<!\w)[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])",
     # 7+ digits with phone/card separators; a leading "+" or "(" belongs to the number.
-    "number": (rf"(?<![\w+])(?<!\d[.,])(?<!\w[-/])(?:\+|\((?=\d))?\d(?:{_SEP}?\d){{6,}}(?!\w)", "0"),
+    "number": rf"(?<![\w+])(?<!\d[.,])(?<!\w[-/])(?:\+|\((?=\d))?\d(?:{_SEP}?\d){{6,}}(?![-/]?\w)",
+}
+# Prefilters: each finds a part that every match of its alternative contains, and starts with
+# a digit or a literal, which `re` skips to without trying the pattern at every position.
+_HINTS: dict[str, re.Pattern[str]] = {
+    "ip6": re.compile(r":[0-9A-Fa-f]{0,4}:"),
+    "ip4": re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d"),
+    "iban": re.compile(r"\d(?<=[A-Za-z]{2}\d)\d(?:[ -]?[A-Za-z0-9]{4}){2}"),
+    "number": re.compile(r"\d(?:\W{0,3}\d){6}"),
 }
 _DIGIT = re.compile(r"\d")
 
 
+def _candidate_regex(text: str) -> re.Pattern[str] | None:
+    """The one candidate regex for `text`: only the alternatives whose prefilter fires."""
+    if "@" not in text and not _DIGIT.search(text):
+        return None
+    names = tuple(
+        name for name in _ALTERNATIVES if ("@" in text if name == "email" else _HINTS[name].search(text))
+    )
+    return _compiled(names) if names else None
+
+
 @cache
-def _candidate_regex(has_at: bool, has_colon: bool, has_digit: bool) -> re.Pattern[str] | None:
-    present = {"@": has_at, ":": has_colon and has_digit, "0": has_digit}
-    parts = [f"(?P<{name}>{pattern})" for name, (pattern, needs) in _ALTERNATIVES.items() if present[needs]]
-    return re.compile("|".join(parts)) if parts else None
+def _compiled(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<{name}>{_ALTERNATIVES[name]})" for name in names))
 
 
 # --- context words ------------------------------------------------------------------------
 
 # Identifiers: a number right after one of these is not a phone or a card.
 _ID_WORDS = re.compile(
-    r"kunden|kd\.?-?nr|customer|client id|auftrag|order|bestell|rechnung|invoice|beleg|receipt|sendung|tracking"
-    r"|track|paket|parcel|shipment|lieferschein|ticket|vorgang|vertrag|contract|artikel|art\.-?nr|sku|serien|serial"
-    r"|s/n|referenz|reference|ref\.|aktenzeichen|\baz\b|mitglied|member|gutschein|voucher|coupon|transaktion"
-    r"|transaction|fahrgestell|\bvin\b|\bean\b|\bisbn\b|\bplz\b|\bzip\b|postcode|version|firmware|build|release"
-    r"|kapitel|chapter|abschnitt|section|\bid\b"
+    r"kunden(?:nummer|-?nr|-?id|konto)|kd\.?-?nr|customer (?:id|no|number|#)|client id|auftrag|order|bestell"
+    r"|rechnung|invoice|beleg|receipt|sendung|tracking|track|paket|parcel|shipment|lieferschein|ticket|vorgang"
+    r"|vertrag|contract|artikel|art\.-?nr|sku|serien|serial|s/n|referenz|reference|ref\.|aktenzeichen|\baz\b"
+    r"|mitglied|member|gutschein|voucher|coupon|transaktion|transaction|fahrgestell|\bvin\b|\bean\b|\bisbn\b"
+    r"|\bplz\b|\bzip\b|postcode|version|firmware|build|release|kapitel|chapter|abschnitt|section|modell|\bid\b"
 )
 _PHONE_WORDS = re.compile(
-    r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreichbar|reach|whatsapp|festnetz|hotline|durchwahl|zentrale"
+    r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreich|reach|kontakt|contact|whatsapp|festnetz|hotline"
+    r"|durchwahl|zentrale"
 )
 _CARD_WORDS = re.compile(
     r"karte|card|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
@@ -240,10 +254,12 @@ def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple
 
 def find_pii(text: str, regions: Iterable[str] = DEFAULT_REGIONS, context: str = "") -> list[Span]:
     """Return the PII spans in `text`, left to right. `context` is text that precedes it (a JSON key)."""
-    regex = _candidate_regex("@" in text, ":" in text, _DIGIT.search(text) is not None)
+    return _find(text, _candidate_regex(text), tuple(regions), context)
+
+
+def _find(text: str, regex: re.Pattern[str] | None, regions: tuple[str, ...], context: str) -> list[Span]:
     if regex is None:
         return []
-    regions = tuple(regions)
     spans: list[Span] = []
     for m in regex.finditer(text):
         name, candidate, start = m.lastgroup, m.group(), m.start()
@@ -295,9 +311,11 @@ def scan_text(
     A string that is a JSON object or array is scanned value by value and re-serialised only
     if something was masked, so a JSON answer stays valid JSON.
     """
-    if not ("@" in text or _DIGIT.search(text)):
+    regex = _candidate_regex(text)
+    is_json = text.lstrip()[:1] in ("{", "[")
+    if regex is None and not (is_json and "\\" in text):  # JSON escapes can hide PII from the prefilters
         return text
-    if text.lstrip()[:1] in ("{", "["):
+    if is_json:
         try:
             data = json.loads(text)
         except ValueError:
@@ -307,7 +325,7 @@ def scan_text(
             masked = _scan_json(data, counts, regions, "")
             changed = action == "mask" and sum(counts.values()) > found_before
             return json.dumps(masked, ensure_ascii=False) if changed else text
-    spans = find_pii(text, regions)
+    spans = _find(text, regex, regions, "")
     counts.update(span.kind for span in spans)
     return _apply(text, spans, bare) if action == "mask" and spans else text
 

@@ -44,7 +44,7 @@ def test_issue_identifiers_are_not_phones(text):
 
 def test_random_tracking_numbers_are_not_cards():
     rng = random.Random(11)
-    numbers = ["".join(rng.choice("0123456789") for _ in range(rng.randint(13, 16))) for _ in range(2000)]
+    numbers = ["".join(rng.choice("0123456789") for _ in range(rng.randint(13, 16))) for _ in range(600)]
     for template in ("Ihre Sendungsnummer: {}", "Tracking {}", "{}"):
         found = [n for n in numbers if any(s.kind == "credit_card" for s in find_pii(template.format(n)))]
         assert found == [], f"{template}: {len(found)} of {len(numbers)} taken for cards, e.g. {found[:3]}"
