@@ -91,13 +91,14 @@ _ID_WORDS = re.compile(
     r"|vertrag|contract|artikel|art\.-?nr|sku|serien|serial|s/n|referenz|reference|ref\.|aktenzeichen|\baz\b"
     r"|mitglied|member|gutschein|voucher|coupon|transaktion|transaction|fahrgestell|\bvin\b|\bean\b|\bisbn\b"
     r"|\bplz\b|\bzip\b|postcode|version|firmware|build|release|kapitel|chapter|abschnitt|section|modell|\bid\b"
+    r"|konto(?:nummer|-?nr)|\bkonto\b|bankleitzahl|\bblz\b|account (?:no|number|#)"
 )
 _PHONE_WORDS = re.compile(
     r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreich|reach|kontakt|contact|whatsapp|festnetz|hotline"
     r"|durchwahl|zentrale"
 )
 _CARD_WORDS = re.compile(
-    r"karte|card|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
+    r"karte|card|\bcc\b|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
     r"|payment|bezahl|paid|pay\b|belast|charge|cvc|cvv|gültig bis|exp"
 )
 _CONTEXT_CHARS = 40
