@@ -1,9 +1,9 @@
 """Multipart uploads streamed to disk: the file is written as it arrives, never held in memory.
 
 Once the file passes its limit nothing more is written (the partial file is deleted) and the
-rest of the request is read and dropped, so the client still gets its 400 `file_too_large`
-instead of a broken connection it would retry. Memory stays at one network chunk whatever
-the size of the upload.
+service answers 400 `file_too_large` at once; the HTTP server reads and drops the rest of the
+body, so the client still gets that answer rather than a broken connection it would retry.
+Memory stays at one network chunk whatever the size of the upload.
 """
 
 from __future__ import annotations
@@ -109,9 +109,10 @@ async def receive_form(request: Request, *, file_field: str, path: Path, max_byt
     parser = MultipartParser(options[b"boundary"], receiver.callbacks())
     try:
         async for chunk in request.stream():
-            if not receiver.form.too_large:
-                parser.write(chunk)
-        if not receiver.form.too_large:
+            parser.write(chunk)
+            if receiver.form.too_large:
+                break  # answer now; the server reads and drops the rest of the body
+        else:
             parser.finalize()
     except BaseException:
         receiver.discard()

@@ -17,6 +17,7 @@ from typing import Any
 from localai.tokens import count_example_tokens
 
 MIN_EXAMPLES = 10
+MAX_LINE_BYTES = 8 * 1024 * 1024  # far above any example within a 65,536-token context
 ROLES = {"system", "user", "assistant", "tool"}
 INPUT_ROLES = {"system", "developer", "user", "assistant", "tool"}
 SPECIAL_TOKEN = re.compile(r"<\|(endoftext|fim_prefix|fim_middle|fim_suffix|endofprompt)\|>")
@@ -30,7 +31,11 @@ class InvalidExample(ValueError):
 def read_examples(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, parsed object) for every non-blank line; InvalidExample on bad JSON."""
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+        number = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:  # never hold a giant line (or a file without newlines)
+                raise InvalidExample(f"Invalid file format. Line {number} is longer than {MAX_LINE_BYTES} bytes.")
             if not raw.strip():
                 continue
             try:
