@@ -32,24 +32,38 @@ def root() -> None:
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:
-    """Run an action; turn our errors into one line on stderr and the class's exit code."""
+    """Run an action; turn our errors into one line on stderr and the class's exit code.
+
+    Prefect's own report of the failed run (tracebacks) stays in the run log, off the terminal.
+    """
+    from ftflow.terminal import one_line_errors
+
     try:
-        return action()
+        with one_line_errors():
+            return action()
     except FtflowError as exc:
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(exc.exit_code) from None
     except ValueError as exc:  # option parsing (KEY=value pairs and the like)
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(2) from None
+
+
+def print_error(exc: BaseException) -> None:
+    """The one `error: ...` line: a message over several lines is joined, never cut."""
+    from rich.markup import escape
+
+    message = " ".join(str(exc).split())
+    err_console.print(f"[bold red]error[/]: {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def sql_url_parameter(url: str | None) -> str | None:
     """Keep a database password out of flow-run parameters: pass it through the environment."""
     if not url:
         return url
-    from sqlalchemy.engine import make_url
+    from tasks.extract import parse_sql_url
 
-    if make_url(url).password is None:
+    if parse_sql_url(url).password is None:
         return url
     os.environ["FTFLOW_SQL_URL"] = url
     return "env:FTFLOW_SQL_URL"

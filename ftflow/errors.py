@@ -20,6 +20,13 @@ The CLI maps each class to an exit code and prints its message on one line.
 from __future__ import annotations
 
 
+def usd(amount: float) -> str:
+    """Dollars with cents, or with as many decimals as it takes not to show a small amount as $0.00."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    return f"${amount:.6f}".rstrip("0")
+
+
 class FtflowError(Exception):
     """Base class; `exit_code` is what the CLI exits with."""
 
@@ -56,7 +63,7 @@ class BudgetExceeded(DataError):
     """Raised when the estimated training cost is above the configured maximum."""
 
     def __init__(self, *, estimated_usd: float, max_usd: float) -> None:
-        super().__init__(f"estimated training cost ${estimated_usd:.2f} is over the budget of ${max_usd:.2f}")
+        super().__init__(f"estimated training cost {usd(estimated_usd)} is over the budget of {usd(max_usd)}")
         self.estimated_usd = estimated_usd
         self.max_usd = max_usd
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +93,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown phone region(s) {', '.join(unknown)}; use ISO 3166 codes such as DE, AT, CH")
         return regions
 
+    @field_validator("out_dir")
+    @classmethod
+    def _out_dir_is_a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is an existing file, not a folder")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -106,6 +113,34 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
 
+# Settings whose command-line option is not simply --<name-with-dashes>.
+CLI_OPTIONS = {
+    "out_dir": "--out",
+    "baseline_system_prompt": "--baseline-prompt-file",
+    "eval_json_schema": "--json-schema",
+}
+
+
+def describe_invalid(error: dict) -> str:
+    """One validation error as one line: the option, its environment variable, what is wrong, the value."""
+    name = str(error["loc"][0]) if error.get("loc") else "settings"
+    option = CLI_OPTIONS.get(name, "--" + name.replace("_", "-"))
+    message = error["msg"].removeprefix("Value error, ")
+    shown = "" if error["type"] == "value_error" else f" (got {error.get('input')!r})"
+    return f"{option} / FTFLOW_{name.upper()}: {message}{shown}"
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Return settings with the given (non-None) overrides applied on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Return settings with the given (non-None) overrides applied on top.
+
+    Raises ConfigError with one line per bad setting, naming the option, instead of
+    pydantic's multi-line report.
+    """
+    from ftflow.errors import ConfigError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(describe_invalid(e) for e in exc.errors())) from None
+    except ValueError as exc:  # an unreadable ftflow.toml
+        raise ConfigError(f"{config_path()}: {exc}") from None

@@ -34,6 +34,8 @@ MAX_DEFAULT_EPOCHS = 25
 def _text_of(value: Any) -> str | None:
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        return "".join(str(p.get("text", "")) for p in value)  # content as text parts: the model sees the text
     if value is None or isinstance(value, bool | int | float):
         return None  # e.g. `weight`: not text the model sees
     return json.dumps(value, ensure_ascii=False)

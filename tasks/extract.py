@@ -2,13 +2,17 @@
 
 Every input record becomes exactly one `Candidate` (an OpenAI-shaped example with the
 roles as the source spelled them) or one `Rejection` (with source, location and reason).
-Nothing is loaded whole: JSONL is read line by line, JSON arrays with ijson, CSV and Parquet
-in pyarrow record batches, SQL results with a server-side cursor in `fetchmany` batches.
+Nothing is loaded whole: JSONL is read line by line, JSON arrays and documents value by value
+(a scanner finds where each record ends, orjson parses it as in JSONL), CSV row by row,
+Parquet in pyarrow record batches, SQL results with a server-side cursor in `fetchmany` batches.
+A file that is cut short or fails to read keeps every complete record before the fault; the
+rest is one rejection with the reason (`truncated_file`, `corrupt_file`, `read_error`).
 
 Supported shapes (auto-detected per record unless `--format` says otherwise):
 - chat: OpenAI fine-tuning JSONL, `{"messages": [...], "tools": [...], ...}`, kept as is;
 - nested: a list of turns under `conversations` / `turns` / `utterances` / `dialog` /
   `dialogue` (or `--turns-key`), each turn a dict with a role and a text key;
+  JSON may also be an array, pretty-printed, or one object wrapping the list (`{"data": [...]}`);
 - transcript: plain text with speaker prefixes at the start of a line (`.txt` files,
   conversations separated by a line `---`, or a string field of JSON lines);
 - table: message-per-row CSV or Parquet, rows grouped by conversation id;
@@ -19,24 +23,27 @@ from __future__ import annotations
 
 import csv
 import glob
+import gzip
 import hashlib
+import io
+import json
 import os
 import re
+import stat
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
-import ijson
 import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
-from ftflow.errors import InputError
+from ftflow.errors import ConfigError, InputError
 from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
 
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
@@ -45,6 +52,10 @@ TURNS_KEYS = ("conversations", "turns", "utterances", "dialog", "dialogue")
 ROLE_KEYS = ("role", "from", "speaker", "author", "sender")
 CONTENT_KEYS = ("content", "value", "text", "utterance", "message")
 TEXT_KEYS = ("text", "transcript")
+# Keys under which one JSON document may hold its list of records: {"data": [...]}.
+WRAPPER_KEYS = ("data", "conversations", "records", "examples", "items")
+BOM = b"\xef\xbb\xbf"
+READ_CHUNK = 1 << 20
 DEFAULT_SPEAKERS = {
     "human": "user",
     "user": "user",
@@ -109,21 +120,79 @@ Item = Candidate | Rejection
 # --- sources -----------------------------------------------------------------------------
 
 
-def resolve_sources(patterns: Iterable[str]) -> list[Path]:
-    """Expand paths and globs (sorted, de-duplicated); a pattern matching nothing is an error."""
+def unusable_reason(path: Path) -> str | None:
+    """Why a path cannot be read as a source file (a directory, a FIFO, a dangling link...), or None."""
+    try:
+        mode = path.stat().st_mode  # follows symbolic links
+    except FileNotFoundError:
+        return "a dangling symbolic link" if path.is_symlink() else "no such file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a file (give a glob such as DIR/*.jsonl)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file"
+    if not stat.S_ISREG(mode):
+        return "a socket or device, not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def resolve_sources(patterns: Iterable[str], skipped: list[str] | None = None) -> list[Path]:
+    """Expand paths and globs (sorted, de-duplicated) into readable regular files.
+
+    A path given by name that cannot be read is an error. A glob match that cannot be read
+    (special file, dangling link, no permission) is left out and described in `skipped`;
+    sub-folders a glob matches are left out without a word. A pattern with nothing readable
+    is an error.
+    """
     paths: dict[Path, None] = {}
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        files = [Path(m) for m in matches if Path(m).is_file()]
-        if not files:
+        if not glob.has_magic(pattern):
+            if reason := unusable_reason(Path(pattern)):
+                raise InputError(f"{pattern}: {reason}")
+            paths[Path(pattern)] = None
+            continue
+        found = 0
+        for match in sorted(glob.glob(pattern, recursive=True)):
+            path = Path(match)
+            reason = unusable_reason(path)
+            if reason is None:
+                paths[path] = None
+                found += 1
+            elif not path.is_dir() and skipped is not None:
+                skipped.append(f"{match}: skipped, {reason}")
+        if not found:
             raise InputError(f"{pattern}: no such file")
-        paths.update(dict.fromkeys(files))
     return list(paths)
+
+
+def parse_sql_url(url: str) -> sa.URL:
+    """A SQLAlchemy URL whose dialect and driver are installed; InputError saying what is wrong otherwise.
+
+    Messages never include the password: they name the URL as redacted by SQLAlchemy.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise InputError(
+            "--sql-url is not a database URL (expected dialect+driver://user@host/database, "
+            "e.g. postgresql+psycopg://user@localhost/db or sqlite:///file.db)"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        raise InputError(f"--sql-url {shown}: unknown database dialect {parsed.drivername!r}") from None
+    except ImportError as exc:
+        raise InputError(f"--sql-url {shown}: the driver is not installed ({exc})") from None
+    return parsed
 
 
 def redact_url(url: str) -> str:
     """A database URL without its password, fit for logs and reports."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    return parse_sql_url(url).render_as_string(hide_password=True)
 
 
 def resolved_sql_url(options: ExtractOptions) -> str:
@@ -248,7 +317,42 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
+_KEY_COLON = re.compile(rb'"\s*:')
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_key_count(v) for v in value)
+    return 0
+
+
+def duplicate_key(raw: bytes, record: Any) -> str | None:
+    """The first key that appears twice in one object of the JSON text, or None.
+
+    orjson keeps the last value of a repeated key without a word. Counting `"...":` in the
+    text is a cheap upper bound of the keys; only when it exceeds the keys parsed is the
+    text parsed again, with a hook that sees every pair.
+    """
+    if len(_KEY_COLON.findall(raw)) <= _key_count(record):
+        return None
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen and not repeated:
+                repeated.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(raw, object_pairs_hook=pairs_hook)
+    return repeated[0] if repeated else None
+
+
 def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
+    """One JSON record from its bytes: UTF-8, strict JSON (no lone surrogates), no repeated keys."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -256,8 +360,15 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return Rejection(source, loc, "invalid_json", str(exc), text.rstrip("\r\n"))
+        return Rejection(source, loc, "invalid_json", str(exc), _printable(text.rstrip("\r\n")))
+    if key := duplicate_key(raw, record):
+        return Rejection(source, loc, "duplicate_key", f"the key {key!r} appears twice in one object", text.strip())
     return _convert(source, loc, record, options)
+
+
+def _printable(text: str) -> str:
+    """Text with lone surrogates replaced: JSON output cannot hold them."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Item:
@@ -267,28 +378,339 @@ def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Ite
         return Rejection(source, loc, exc.reason, exc.detail, record)
 
 
+# --- reading bytes ---------------------------------------------------------------------------
+
+
+class ReadFault(Exception):
+    """The rest of a file cannot be read: compressed data cut short or corrupt, or an I/O error.
+
+    `partial` holds the bytes of the incomplete record read before the fault.
+    """
+
+    def __init__(self, reason: str, detail: str, partial: bytes = b"") -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.partial = partial
+
+    def rejection(self, source: str, loc: str) -> Rejection:
+        text = self.partial.decode("utf-8", "replace") if self.partial else None
+        return Rejection(source, loc, self.reason, f"{self.detail}; the rest of the file is unreadable", text)
+
+
+def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
+    """Classify an exception raised while reading a file."""
+    if isinstance(exc, EOFError):
+        return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return ReadFault("corrupt_file", f"corrupt compressed data ({exc})", partial)
+    if isinstance(exc, OSError):
+        return ReadFault("read_error", f"read error ({exc.strerror or exc})", partial)
+    return ReadFault("corrupt_file", f"unreadable data ({exc})", partial)
+
+
+READ_ERRORS = (EOFError, OSError, zlib.error)
+
+
+def read_chunks(f: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
+    """The file's bytes in chunks; a read error raises ReadFault.
+
+    `read1` makes one underlying read per call, so a gzip stream that is cut short gives up
+    every byte decompressed before the cut.
+    """
+    read = getattr(f, "read1", f.read)
+    while True:
+        try:
+            chunk = read(size)
+        except READ_ERRORS as exc:
+            raise read_fault(exc) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault."""
+    pending = b""
+    try:
+        for chunk in read_chunks(f):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+    except ReadFault as fault:
+        fault.partial = pending
+        raise
+    if pending:
+        yield pending
+
+
 # --- readers -----------------------------------------------------------------------------
 
 
 def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
+    number = 0
     with open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
-            if raw.strip():  # blank lines hold no record
-                yield _decode(source, f"line {number}", raw, options)
+        try:
+            for number, raw in enumerate(read_lines(f), 1):
+                if number == 1:
+                    raw = raw.removeprefix(BOM)
+                if raw.strip():  # blank lines hold no record
+                    yield _decode(source, f"line {number}", raw, options)
+        except ReadFault as fault:
+            yield fault.rejection(source, f"line {number + 1}")
+
+
+class _JsonScanner:
+    """Finds where top-level JSON values begin and end in a byte stream, without parsing them.
+
+    Only strings and brackets matter for that, so whole records are handed to orjson, the
+    same parser JSON Lines use: the same reasons, lone surrogates and repeated keys included.
+    """
+
+    STRUCTURAL = re.compile(rb'["\[\]{}]')
+    STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # after the opening quote
+    SCALAR_END = re.compile(rb"[\s,\]}]")
+    SPACE = re.compile(rb"\s*")
+
+    class Truncated(Exception):
+        """The data ends inside a value."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._chunks = read_chunks(f)
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self._lines = (0, 1)  # (position, line number there), counted lazily
+        self._more()
+        if self.buf.startswith(BOM):
+            self.pos, self._lines = len(BOM), (len(BOM), 1)
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = next(self._chunks, b"")
+        self.eof = not chunk
+        self.buf += chunk
+        return bool(chunk)
+
+    def compact(self) -> None:
+        """Forget what was consumed (only between values: positions of earlier values go stale)."""
+        if self.pos > READ_CHUNK:
+            line = self.line()
+            self.buf, self.pos, self._lines = self.buf[self.pos :], 0, (0, line)
+
+    def line(self) -> int:
+        """The line number of the current position."""
+        counted, line = self._lines
+        line += self.buf.count(b"\n", counted, self.pos)
+        self._lines = (self.pos, line)
+        return line
+
+    def peek(self) -> bytes:
+        """The next non-whitespace byte (whitespace is consumed), or b"" at the end."""
+        while True:
+            self.pos = self.SPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos : self.pos + 1]
+            if not self._more():
+                return b""
+
+    def expect(self, byte: bytes) -> bool:
+        if self.peek() == byte:
+            self.pos += 1
+            return True
+        return False
+
+    def value(self) -> bytes:
+        """The bytes of the next value; raises Truncated when the data ends inside it."""
+        first = self.peek()
+        start = self.pos
+        if first in (b"{", b"["):
+            depth = 0
+            while True:
+                match = self.STRUCTURAL.search(self.buf, self.pos)
+                if match is None:
+                    self.pos = len(self.buf)
+                    if not self._more():
+                        raise self.Truncated
+                    continue
+                self.pos = match.end()
+                char = match.group()
+                if char == b'"':
+                    self._string_rest()
+                    continue
+                depth += 1 if char in b"{[" else -1
+                if depth == 0:
+                    return self.buf[start : self.pos]
+        if first == b'"':
+            self.pos += 1
+            self._string_rest()
+            return self.buf[start : self.pos]
+        while (match := self.SCALAR_END.search(self.buf, self.pos)) is None and self._more():
+            pass
+        self.pos = match.start() if match else len(self.buf)
+        return self.buf[start : self.pos]
+
+    def _string_rest(self) -> None:
+        while (match := self.STRING_REST.match(self.buf, self.pos)) is None:
+            if not self._more():
+                raise self.Truncated
+        self.pos = match.end()
+
+    def rest(self) -> bytes:
+        return self.buf[self.pos :]
+
+class _BrokenJson(Exception):
+    def __init__(self, loc: str, detail: str, rest: bytes) -> None:
+        super().__init__(detail)
+        self.loc, self.detail, self.rest = loc, detail, rest
+
+
+def _array_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+    """The items of the array whose `[` the scanner just consumed; _BrokenJson for an unreadable rest."""
+    index = 0
+    if scanner.expect(b"]"):
+        return
+    while True:
+        index += 1
+        try:
+            raw = scanner.value()
+        except _JsonScanner.Truncated:
+            raise _BrokenJson(f"item {index}", f"the file ends inside item {index}", scanner.rest()) from None
+        yield _decode(source, f"item {index}", raw, options)
+        scanner.compact()
+        if scanner.expect(b"]"):
+            return
+        if not scanner.expect(b","):
+            raise _BrokenJson(f"item {index + 1}", f"expected ',' or ']' after item {index}", scanner.rest())
+
+
+def _looks_like_record(value: Any, options: ExtractOptions) -> bool:
+    return isinstance(value, dict) and (
+        "messages" in value
+        or _first_key(value, options.turns_key, TURNS_KEYS) is not None
+        or _first_key(value, options.text_key, TEXT_KEYS) is not None
+    )
+
+
+def _top_level_value(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Item:
+    line = scanner.line()
+    try:
+        raw = scanner.value()
+    except _JsonScanner.Truncated:
+        raise _BrokenJson(f"line {line}", "the file ends inside this value", scanner.rest()) from None
+    return _decode(source, f"line {line}", raw, options)
+
+
+def _wrapped_records(scanner: _JsonScanner, options: ExtractOptions) -> bool:
+    """Inside a top-level object: find a wrapper key holding a list of records.
+
+    True leaves the scanner just after that list's `[`; False means the object is not a
+    wrapper (the caller rewinds and reads it as one record).
+    """
+    if not scanner.expect(b"{"):
+        return False
+    while scanner.peek() == b'"':
+        key = orjson.loads(scanner.value())
+        if not scanner.expect(b":"):
+            return False
+        if key in WRAPPER_KEYS and scanner.expect(b"["):
+            array_start = scanner.pos
+            first = scanner.value() if scanner.peek() not in (b"]", b"") else b"null"
+            try:
+                is_list_of_records = _looks_like_record(orjson.loads(first), options)
+            except orjson.JSONDecodeError:
+                is_list_of_records = True  # its first item is broken: reject it as an item
+            scanner.pos = array_start
+            # `conversations` may also be one ShareGPT conversation's turns: then not a wrapper.
+            return is_list_of_records
+        scanner.value()
+        if not scanner.expect(b","):
+            return False
+    return False
+
+
+def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+    """Top-level values one after another; a lone object holding its records under a wrapper key is that list."""
+    start = scanner.pos
+    if scanner.peek() == b"[":
+        scanner.pos += 1
+        yield from _array_items(source, scanner, options)
+    else:
+        try:
+            wrapper = _wrapped_records(scanner, options)
+        except _JsonScanner.Truncated:
+            wrapper = False
+        if wrapper:
+            yield from _array_items(source, scanner, options)
+            _skip_rest_of_object(scanner)
+            return
+        scanner.pos = start
+        first = _top_level_value(source, scanner, options)
+        if isinstance(first, Rejection) and first.reason == "missing_messages" and not scanner.peek():
+            raise InputError(
+                f"{source}: one JSON object with no conversation in it and no list of records under "
+                f"{', '.join(WRAPPER_KEYS)}"
+            )
+        yield first
+    while scanner.peek():
+        scanner.compact()
+        yield _top_level_value(source, scanner, options)
+
+
+def _skip_rest_of_object(scanner: _JsonScanner) -> None:
+    """After a wrapper's list: the object's other keys (metadata) hold no records."""
+    while scanner.expect(b","):
+        scanner.value()
+        if not scanner.expect(b":"):
+            raise _BrokenJson("end", "expected ':' after a key", scanner.rest())
+        scanner.value()
+    if not scanner.expect(b"}"):
+        raise _BrokenJson("end", "expected '}' at the end of the object", scanner.rest())
+
+
+def _read_json(
+    path: Path,
+    items: Callable[[str, _JsonScanner, ExtractOptions], Iterator[Item]],
+    options: ExtractOptions,
+) -> Iterator[Item]:
+    source = str(path)
+    last = "the start"
+    with open_binary(path) as f:
+        try:
+            scanner = _JsonScanner(f)
+            for item in items(source, scanner, options):
+                last = item.loc
+                yield item
+            if scanner.peek():
+                raise _BrokenJson("end", "data after the end of the JSON value", scanner.rest())
+        except _BrokenJson as exc:
+            text = exc.rest.decode("utf-8", "replace")
+            yield Rejection(source, exc.loc, "invalid_json", f"{exc.detail}; the rest of the file is unreadable", text)
+        except ReadFault as fault:
+            yield fault.rejection(source, f"after {last}")
 
 
 def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
-    source = str(path)
-    index = 0
-    with open_binary(path) as f:
-        try:
-            for index, record in enumerate(ijson.items(f, "item", use_float=True), 1):
-                yield _convert(source, f"item {index}", record, options)
-        except (ijson.JSONError, UnicodeDecodeError) as exc:
-            # The rest of the array cannot be parsed; it is one rejected record, not lost silently.
-            reason = "invalid_utf8" if isinstance(exc, UnicodeDecodeError) else "invalid_json"
-            yield Rejection(source, f"item {index + 1}", reason, f"{exc}; the rest of the file is unreadable")
+    """A JSON array of records, streamed item by item."""
+
+    def items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+        if not scanner.expect(b"["):
+            raise _BrokenJson("item 1", "the file does not start with '['", scanner.rest())
+        yield from _array_items(source, scanner, options)
+
+    return _read_json(path, items, options)
+
+
+def read_json_document(path: Path, options: ExtractOptions) -> Iterator[Item]:
+    """Pretty-printed JSON: values one after another, or one object holding a list of records.
+
+    `{"data": [...]}` (or `conversations`, `records`, `examples`, `items`) is read as that
+    list, streamed; a single conversation object is one record.
+    """
+    return _read_json(path, _document_items, options)
 
 
 def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
@@ -309,17 +731,25 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
     block: list[str] = []
     start, bad_line, number = 1, None, 0
     with open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
-            if TRANSCRIPT_SEPARATOR.match(line):
-                if item := block_item(block, start, bad_line):
-                    yield item
-                block, start, bad_line = [], number + 1, None
-            else:
-                block.append(line)
+        try:
+            for number, raw in enumerate(read_lines(f), 1):
+                if number == 1:
+                    raw = raw.removeprefix(BOM)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
+                if TRANSCRIPT_SEPARATOR.match(line):
+                    if item := block_item(block, start, bad_line):
+                        yield item
+                    block, start, bad_line = [], number + 1, None
+                else:
+                    block.append(line)
+        except ReadFault as fault:
+            # The block being read may be cut short: it goes with the unreadable rest.
+            fault.partial = "".join(block).encode() + fault.partial
+            yield fault.rejection(source, f"line {start}")
+            return
     if item := block_item(block, start, bad_line):
         yield item
 
@@ -331,30 +761,82 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         return (1, str(value))
 
 
-def group_rows(rows: Iterable[tuple[str, dict[str, Any]]], source: str, options: ExtractOptions) -> Iterator[Item]:
+@dataclass(frozen=True)
+class RowProblem:
+    """A table row that cannot be used as read, in place of its values.
+
+    With a conversation id, the whole conversation is rejected for it (a conversation with a
+    turn missing would be silently changed); without one, the row is rejected on its own.
+    `ends_file` marks a read fault: the conversation being read and the rest of the file go.
+    """
+
+    reason: str
+    detail: str
+    record: Any = None
+    conversation_id: str | None = None
+    ends_file: bool = False
+
+
+JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _problem_in(row: dict[str, Any], options: ExtractOptions) -> tuple[str, str] | None:
+    """Why a table row's values cannot make a message: no turn order, or a value JSON cannot hold."""
+    order = row.get(options.order_column)
+    if order is None or (isinstance(order, str) and not order.strip()):
+        return "missing_turn_order", f"no {options.order_column!r} value, so the turn's place is unknown"
+    for column in (options.role_column, options.content_column):
+        value = row.get(column)
+        if not isinstance(value, (*JSON_SCALARS, list, dict)):
+            return "data_type", f"{column!r} is {type(value).__name__}, not text"
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    """A value for rejected.jsonl: bytes, decimals and the like as their repr."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str):
+        return _printable(value)
+    return value if isinstance(value, JSON_SCALARS) else repr(value)
+
+
+def group_rows(
+    rows: Iterable[tuple[str, dict[str, Any] | RowProblem]], source: str, options: ExtractOptions
+) -> Iterator[Item]:
     """Group message-per-row rows (loc, row) by conversation id into examples.
 
     Rows of one conversation must be contiguous (sort the table or query by id); a
     conversation whose rows appear again after another one started is rejected, not merged.
+    A conversation with a bad row (no turn order, a value that is not text, a ragged or
+    undecodable CSV row) is rejected whole, with the first bad row's reason and location.
     """
     seen: set[str] = set()
     current_id: str | None = None
-    current: list[tuple[str, dict[str, Any]]] = []
+    current: list[tuple[str, Any]] = []
+    problem: tuple[str, RowProblem] | None = None  # the current conversation's first bad row
 
     def flush() -> Iterator[Item]:
         if current_id is None:
             return
         loc = current[0][0]
+        records = [_json_safe(row.record if isinstance(row, RowProblem) else row) for _, row in current]
         if current_id in seen:
             yield Rejection(
                 source,
                 loc,
                 "conversation_not_contiguous",
                 f"rows of conversation {current_id!r} appear again after other conversations",
-                [row for _, row in current],
+                records,
             )
             return
         seen.add(current_id)
+        if problem is not None:
+            bad_loc, bad = problem
+            yield Rejection(source, loc, bad.reason, f"{bad_loc}: {bad.detail}", records)
+            return
         ordered = sorted(current, key=lambda item: _sort_key(item[1].get(options.order_column)))
         messages = [
             {"role": row.get(options.role_column), "content": row.get(options.content_column)} for _, row in ordered
@@ -362,15 +844,32 @@ def group_rows(rows: Iterable[tuple[str, dict[str, Any]]], source: str, options:
         yield Candidate(source, loc, {"messages": messages})
 
     for loc, row in rows:
-        conversation_id = row.get(options.id_column)
-        if conversation_id is None or str(conversation_id).strip() == "":
-            yield Rejection(source, loc, "missing_conversation_id", f"no {options.id_column!r}", row)
-            continue
-        conversation_id = str(conversation_id)
+        if isinstance(row, RowProblem):
+            if row.ends_file:
+                if current_id is not None:
+                    problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
+                    yield from flush()
+                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
+                return
+            conversation_id = row.conversation_id
+            if conversation_id is None or not conversation_id.strip():
+                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
+                continue
+        else:
+            conversation_id = row.get(options.id_column)
+            if conversation_id is None or str(conversation_id).strip() == "":
+                yield Rejection(source, loc, "missing_conversation_id", f"no {options.id_column!r}", _json_safe(row))
+                continue
+            conversation_id = str(conversation_id)
         if conversation_id != current_id:
             yield from flush()
-            current_id, current = conversation_id, []
+            current_id, current, problem = conversation_id, [], None
         current.append((loc, row))
+        if problem is None:
+            if isinstance(row, RowProblem):
+                problem = (loc, row)
+            elif found := _problem_in(row, options):
+                problem = (loc, RowProblem(*found))
     yield from flush()
 
 
@@ -381,35 +880,104 @@ def _check_columns(names: list[str], source: str, options: ExtractOptions) -> No
         raise InputError(f"{source}: missing column(s) {missing}; have {names}")
 
 
-def _batch_rows(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[tuple[str, dict]]:
+def _batch_rows(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[tuple[str, dict | RowProblem]]:
     row = first_row
-    for batch in batches:
-        for record in batch.to_pylist():
-            yield f"row {row}", record
-            row += 1
+    try:
+        for batch in batches:
+            for record in batch.to_pylist():
+                yield f"row {row}", record
+                row += 1
+    except (pa.ArrowException, *READ_ERRORS) as exc:
+        fault = read_fault(exc) if isinstance(exc, READ_ERRORS) else ReadFault("corrupt_file", str(exc))
+        yield f"row {row}", RowProblem(fault.reason, f"{fault.detail}; the rest of the file is unreadable",
+                                       ends_file=True)
+
+
+def _csv_rows(
+    reader: Iterator[list[str]], header: list[str], options: ExtractOptions
+) -> Iterator[tuple[str, dict | RowProblem]]:
+    """CSV rows as dicts (empty cells as None); ragged or undecodable rows as RowProblems.
+
+    Bytes that are not UTF-8 arrive as surrogate escapes, so one bad byte costs one row.
+    Rows are numbered as a spreadsheet shows them: the header is row 1.
+    """
+    id_index = header.index(options.id_column)
+    number = 1
+    while True:
+        number += 1
+        loc = f"row {number}"
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield loc, RowProblem("malformed_row", f"not valid CSV ({exc})")
+            continue
+        except ReadFault as fault:
+            yield loc, RowProblem(fault.reason, f"{fault.detail}; the rest of the file is unreadable", ends_file=True)
+            return
+        if not fields:
+            continue  # a blank line holds no row
+        conversation_id = fields[id_index] if len(fields) > id_index else None
+        if len(fields) != len(header):
+            detail = f"{len(fields)} fields where the header has {len(header)}"
+            yield loc, RowProblem("ragged_row", detail, fields, conversation_id)
+        elif any(_has_escapes(value) for value in fields):
+            yield loc, RowProblem("invalid_utf8", "bytes that are not valid UTF-8", fields, conversation_id)
+        else:
+            yield loc, {name: (value if value != "" else None) for name, value in zip(header, fields, strict=True)}
+
+
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _has_escapes(value: str) -> bool:
+    return _ESCAPED_BYTE.search(value) is not None
+
+
+class _FaultingReader(io.RawIOBase):
+    """A raw stream over read_chunks, so that read errors reach the CSV reader as ReadFault."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._chunks = read_chunks(f)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
 
 
 def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
+    csv.field_size_limit(1 << 30)  # a long message is not an error
     with open_binary(path) as f:
-        header = next(csv.reader([f.readline().decode("utf-8-sig")]), [])
-        _check_columns(header, source, options)
-        f.seek(0)
-        reader = pacsv.open_csv(
-            f,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=True
-            ),
+        text = io.TextIOWrapper(
+            io.BufferedReader(_FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        # Data rows are numbered from 2: the header is row 1, as a spreadsheet shows it.
-        yield from group_rows(_batch_rows(reader, 2), source, options)
+        reader = csv.reader(text, strict=True)
+        try:
+            header = next(reader, [])
+        except (ReadFault, csv.Error) as exc:
+            fault = exc if isinstance(exc, ReadFault) else ReadFault("malformed_row", f"not valid CSV ({exc})")
+            yield fault.rejection(source, "row 1")
+            return
+        _check_columns(header, source, options)
+        yield from group_rows(_csv_rows(reader, header, options), source, options)
 
 
 def read_parquet_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        yield Rejection(source, "row 1", "corrupt_file", f"not a readable Parquet file ({exc})")
+        return
     _check_columns(parquet.schema_arrow.names, source, options)
     columns = [options.id_column, options.order_column, options.role_column, options.content_column]
     batches = parquet.iter_batches(batch_size=options.batch_size, columns=columns)
@@ -421,7 +989,7 @@ def read_sql(options: ExtractOptions) -> Iterator[Item]:
     if not options.sql_url or not options.query:
         raise InputError("SQL extraction needs both --sql-url and --query")
     source = sql_source_name(options)
-    engine = sa.create_engine(resolved_sql_url(options))
+    engine = sa.create_engine(parse_sql_url(resolved_sql_url(options)))
     prep = engine.dialect.identifier_preparer
     ordered = sa.text(
         f"SELECT * FROM ({options.query.rstrip().rstrip(';')}) AS ftflow_source "
@@ -446,8 +1014,47 @@ def read_sql(options: ExtractOptions) -> Iterator[Item]:
         engine.dispose()
 
 
+def _first_line(path: Path, limit: int = 1 << 20) -> bytes | None:
+    """The first line of a file (BOM removed), or None when unreadable or longer than limit."""
+    head = b""
+    try:
+        with open_binary(path) as f:
+            for chunk in read_chunks(f, 1 << 16):
+                head += chunk
+                if b"\n" in head or len(head) > limit:
+                    break
+    except ReadFault:
+        return None
+    line = head.removeprefix(BOM).split(b"\n", 1)[0]
+    return line if len(line) <= limit else None
+
+
+def _json_reader(path: Path, options: ExtractOptions) -> Callable[[Path, ExtractOptions], Iterator[Item]]:
+    """JSON Lines, an array, or a pretty-printed or wrapped document, told apart by the content."""
+    line = _first_line(path)
+    head = line.lstrip() if line is not None else b""
+    if head.startswith(b"["):
+        return read_json_array
+    if head.startswith(b"{"):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return read_json_document  # `{` alone on line 1: pretty-printed
+        return read_json_document if _is_wrapper(record, options) else read_json_lines
+    return read_json_lines  # it reports what is wrong with each line
+
+
+def _is_wrapper(record: Any, options: ExtractOptions) -> bool:
+    """An object that is no conversation but holds a list under a wrapper key: `{"data": [...]}`."""
+    return (
+        isinstance(record, dict)
+        and not _looks_like_record(record, options)
+        and any(isinstance(record.get(key), list) for key in WRAPPER_KEYS)
+    )
+
+
 def reader_for(path: Path, options: ExtractOptions) -> Callable[[Path, ExtractOptions], Iterator[Item]]:
-    """Pick the reader from --format and the file name (`.gz` looked through)."""
+    """Pick the reader from --format, the file name (`.gz` looked through) and, for JSON, the content."""
     name = path.name.removesuffix(".gz").lower()
     if options.format == "sql":
         raise InputError(f"{path}: --format sql reads --sql-url/--query, not files")
@@ -459,12 +1066,7 @@ def reader_for(path: Path, options: ExtractOptions) -> Callable[[Path, ExtractOp
         raise InputError(f"{path}: tables must be .csv or .parquet")
     if name.endswith(".txt") or (options.format == "transcript" and not name.endswith((".json", ".jsonl"))):
         return read_transcript_file
-    if name.endswith(".json"):
-        with open_binary(path) as f:
-            head = f.read(4096).lstrip()
-        if head.startswith(b"["):
-            return read_json_array
-    return read_json_lines
+    return _json_reader(path, options)
 
 
 def iter_items(paths: list[Path], options: ExtractOptions) -> Iterator[Item]:
@@ -483,6 +1085,7 @@ class ExtractResult:
     fingerprints: dict[str, str]
     candidates_path: str
     rejected_path: str
+    skipped_sources: list[str] = field(default_factory=list)  # glob matches that could not be read
 
 
 def extract_to_files(
@@ -515,14 +1118,30 @@ def extract_to_files(
     )
 
 
+def check_out_dir(path: Path) -> None:
+    """ConfigError unless path is, or can become, a folder (no existing file in the way)."""
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                raise ConfigError(f"--out {path}: {part} is an existing file, not a folder")
+            return
+
+
 @task(name="read-sources", cache_policy=RUN_CACHE)
 def read_sources(patterns: list[str], options: ExtractOptions, work_dir: Path) -> ExtractResult:
     """Return what was read from every source, written to the work dir."""
+    from prefect import get_run_logger
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    paths = resolve_sources(patterns) if patterns else []
+    check_out_dir(work_dir.parent)
+    skipped: list[str] = []
+    paths = resolve_sources(patterns, skipped) if patterns else []
+    for message in skipped:
+        get_run_logger().warning(message)
     if not paths and not options.sql_url:
         raise InputError("no sources: give paths or globs, or --sql-url and --query")
     with Progress(SpinnerColumn(), TextColumn("reading {task.completed:,} records"), transient=True) as bar:
         counter = bar.add_task("read", total=None)
-        return extract_to_files(paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n))
+        result = extract_to_files(paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n))
+    result.skipped_sources = skipped
+    return result

@@ -39,6 +39,13 @@ EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 REASONS = {
     "invalid_utf8": "the line is not valid UTF-8",
     "invalid_json": "the line is not valid JSON",
+    "duplicate_key": "a JSON object with the same key twice",
+    "truncated_file": "a compressed file cut short: the rest after the last complete record",
+    "corrupt_file": "data that cannot be decompressed or decoded: the rest of the file",
+    "read_error": "the operating system failed to read the file: the rest of it",
+    "ragged_row": "a CSV row with more or fewer fields than the header",
+    "malformed_row": "a CSV row that is not valid CSV (e.g. a stray or unclosed quote)",
+    "missing_turn_order": "a table row without a turn-order value",
     "data_type": "a record, message or field has the wrong JSON type",
     "missing_messages": "no `messages` list (or list of turns, or transcript) or it is empty",
     "unparseable_transcript": "no speaker prefix at a line start, or text before the first",
@@ -47,10 +54,11 @@ REASONS = {
     "unknown_key": "a key OpenAI does not accept, on the example or a message",
     "unknown_role": "a role other than system, user, assistant, tool (after role mapping)",
     "missing_content": "a message without content (assistant tool-call turns aside)",
-    "non_string_content": "content that is not a string",
+    "non_string_content": "content that is neither a string nor a list of text parts",
     "empty_content": "content that is empty after stripping whitespace",
     "no_assistant_message": "no assistant message to learn from",
     "malformed_tool_calls": "tool_calls or a tool message that does not follow OpenAI's shape",
+    "unknown_tool_call_id": "a tool message whose tool_call_id answers no earlier assistant tool call",
     "malformed_tools": "`tools` or `parallel_tool_calls` that does not follow OpenAI's shape",
     "invalid_weight": "`weight` not 0 or 1, or on a non-assistant message",
     "too_long": "more tokens than the model's training context",
@@ -59,6 +67,7 @@ REASONS = {
 EXAMPLE_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
 MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "weight", "function_call"}
 ROLES = {"system", "user", "assistant", "tool"}
+TEXT_PART_KEYS = {"type", "text"}
 
 
 class ExampleRejected(Exception):
@@ -141,6 +150,19 @@ def _check_object(value: Any, allowed: set[str], where: str) -> None:
         raise ExampleRejected("unknown_key", f"{where}: unknown key(s) {unknown}")
 
 
+def _text_parts(content: list[Any], where: str) -> str:
+    """The text of content given as a list of parts; only text parts are accepted."""
+    texts = []
+    for part in content:
+        if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            raise ExampleRejected("non_string_content", f"{where}: content parts must be {{type: text, text: str}}")
+        unknown = sorted(set(part) - TEXT_PART_KEYS)
+        if unknown:
+            raise ExampleRejected("unknown_key", f"{where}: unknown key(s) {unknown} in a content part")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
 def _check_message(message: Any, number: int) -> None:
     where = f"message {number}"
     _check_object(message, MESSAGE_KEYS, where)
@@ -155,6 +177,8 @@ def _check_message(message: Any, number: int) -> None:
         raise ExampleRejected("malformed_tool_calls", f"{where}: a tool message needs tool_call_id")
     calls_tool = bool(message.get("tool_calls") or message.get("function_call"))
     content = message.get("content")
+    if isinstance(content, list):  # OpenAI also takes content as a list of text parts
+        content = _text_parts(content, where)
     if content is None:
         if not calls_tool:
             raise ExampleRejected("missing_content", f"{where} ({role}) has no content")
@@ -168,6 +192,19 @@ def _check_message(message: Any, number: int) -> None:
             raise ExampleRejected("invalid_weight", f"{where}: weight {weight!r} on a {role} turn")
 
 
+def _check_tool_call_ids(messages: list[dict[str, Any]]) -> None:
+    """Each tool message answers a call made by an earlier assistant message."""
+    called: set[str] = set()
+    for number, message in enumerate(messages, 1):
+        for call in message.get("tool_calls") or []:
+            called.add(call["id"])
+        if message["role"] == "tool" and message["tool_call_id"] not in called:
+            raise ExampleRejected(
+                "unknown_tool_call_id",
+                f"message {number}: tool_call_id {message['tool_call_id']!r} answers no earlier tool call",
+            )
+
+
 def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tuple[int, int]:
     """Return (tokens, assistant tokens) of a valid example; raise ExampleRejected otherwise."""
     _check_object(example, EXAMPLE_KEYS, "example")
@@ -178,6 +215,7 @@ def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tupl
         raise ExampleRejected("missing_messages", "messages is empty")
     for number, message in enumerate(messages, 1):
         _check_message(message, number)
+    _check_tool_call_ids(messages)
     _check_tools(example)
     if not any(m["role"] == "assistant" for m in messages):
         raise ExampleRejected("no_assistant_message", "no assistant message")
@@ -311,13 +349,48 @@ class QualityResult:
         return {"success": self.success, "failed": self.failed}
 
 
+def _observed(result: dict[str, Any]) -> Any:
+    """The value a gate saw: the aggregate, or the failing values themselves (not how many rows failed)."""
+    if "observed_value" in result:
+        return _plain(result["observed_value"])
+    values = [_plain(v) for v in result.get("partial_unexpected_list") or []]
+    if not values:
+        return f"{result.get('unexpected_count')} failing rows"
+    shown = values[0] if len(values) == 1 else values
+    total = result.get("unexpected_count", len(values))
+    return shown if total == len(values) else f"{shown} ({total} failing rows)"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers, floats rounded for a message."""
+    value = value.item() if hasattr(value, "item") else value
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _expected(expectation: str, kwargs: dict[str, Any]) -> str:
+    """The threshold of an expectation, as a reader would say it."""
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if "value_set" in kwargs:
+        return f"expected one of {kwargs['value_set']}"
+    if low is not None and high is not None:
+        return f"expected between {low} and {high}"
+    if low is not None:
+        return f"expected at least {low}"
+    if high is not None:
+        return f"expected at most {high}"
+    if "unique" in expectation:
+        return "expected unique values"
+    rest = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "column")
+    return f"expected {rest}" if rest else "expected no such values"
+
+
 def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
     failed = []
     rows = []
     for r in result.results:
         config = r.expectation_config
         kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-        observed = r.result.get("observed_value", r.result.get("unexpected_count"))
+        observed = _observed(r.result)
         rows.append(
             {
                 "expectation": config.type,
@@ -329,7 +402,8 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
         )
         if not r.success:
             column = kwargs.get("column", "table")
-            failed.append(f"{suite_name}: {config.type}({column}) observed {observed}")
+            expected = _expected(config.type, kwargs)
+            failed.append(f"{suite_name}: {config.type}({column}) observed {observed}, {expected}")
     return failed, {"success": bool(result.success), "statistics": result.statistics, "results": rows}
 
 

@@ -124,6 +124,8 @@ def build_report(
         "prices_as_of": budget.prices_as_of,
         "dataset_sha256": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
         "sources": extracted.fingerprints,
+        "sources_skipped": len(extracted.skipped_sources),
+        "skipped_sources": extracted.skipped_sources,
         "quality": quality.to_dict(),
         "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
         "files": {

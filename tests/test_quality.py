@@ -30,14 +30,30 @@ BAD_EXAMPLES = {
             {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": "{oops"}}]},
         ]
     },
+    "unknown_tool_call_id": {
+        "messages": [
+            U,
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "c2", "content": "{}"},
+            A,
+        ]
+    },
     "malformed_tools": {"messages": [U, A], "tools": [{"type": "function"}]},
     "invalid_weight": {"messages": [U, {**A, "weight": 0.5}]},
     "special_token": {"messages": [{"role": "user", "content": "x <|fim_suffix|> y"}, A]},
     "too_long": {"messages": [{"role": "user", "content": "wort " * 300}, A]},
 }
+# Tested with the readers (test_extract.py) and end to end (test_bad_inputs.py).
 RECORD_LEVEL = {
     "invalid_utf8",
     "invalid_json",
+    "duplicate_key",
+    "truncated_file",
+    "corrupt_file",
+    "read_error",
+    "ragged_row",
+    "malformed_row",
+    "missing_turn_order",
     "unparseable_transcript",
     "missing_conversation_id",
     "conversation_not_contiguous",
@@ -80,6 +96,7 @@ def test_every_reason_is_tested_and_documented():
             "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
             "parallel_tool_calls": False,
         },
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Wo ist "}, {"type": "text", "text": "sie?"}]}, A]},
     ],
 )
 def test_valid_examples_pass_with_token_counts(example):
@@ -131,3 +148,39 @@ def test_suites_name_what_failed(frame, totals, expected):
     result = run_suites(frame, totals, PARAMS)
     assert not result.success
     assert [f for f in result.failed if f.startswith(expected)], result.failed
+
+
+def test_text_parts_count_their_text_only_and_pass_the_same_checks():
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": U["content"]}]}, A]}
+    assert check_example(parts, ENC, limit=200) == check_example({"messages": [U, A]}, ENC, limit=200)
+    bad = {
+        "empty_content": [{"type": "text", "text": "  "}],
+        "non_string_content": [{"type": "image_url", "image_url": {"url": "x"}}],
+        "unknown_key": [{"type": "text", "text": "x", "mood": "happy"}],
+        "special_token": [{"type": "text", "text": "x <|endoftext|>"}],
+    }
+    for reason, content in bad.items():
+        with pytest.raises(ExampleRejected) as info:
+            check_example({"messages": [{"role": "user", "content": content}, A]}, ENC, limit=200)
+        assert info.value.reason == reason, (reason, info.value.detail)
+
+
+def test_a_tool_answer_must_follow_its_call():
+    answer_first = {
+        "messages": [
+            U,
+            {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            A,
+        ]
+    }
+    with pytest.raises(ExampleRejected, match="answers no earlier tool call") as info:
+        check_example(answer_first, ENC, limit=200)
+    assert info.value.reason == "unknown_tool_call_id"
+
+
+def test_gate_messages_say_the_observed_value_and_the_threshold():
+    result = run_suites(features(12), {**TOTALS, "rejected_share": 0.5}, PARAMS)
+    assert "dataset: expect_column_values_to_be_between(rejected_share) observed 0.5, expected between 0.0 and 0.2" in (
+        result.failed
+    )
