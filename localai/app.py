@@ -67,7 +67,7 @@ class Service:
         while not self._stop.wait(self.config.tick_seconds):
             try:
                 self.jobs.advance()
-            except Exception:  # keep scheduling; one bad job must not stop the others
+            except Exception:  # jobs fail alone inside advance(); this is the store itself failing
                 log.exception("scheduler tick failed")
 
     def stop(self) -> None:
