@@ -27,6 +27,10 @@ from localai.store import Store
 from localai.uploads import UploadsBackend
 
 log = logging.getLogger("localai")
+UNPARSABLE_BODY = (
+    "We could not parse the JSON body of your request. The API expects a JSON payload, but what was sent "
+    "was not valid JSON."
+)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
@@ -63,7 +67,7 @@ class Service:
         while not self._stop.wait(self.config.tick_seconds):
             try:
                 self.jobs.advance()
-            except Exception:  # keep scheduling; one bad job must not stop the others
+            except Exception:  # jobs fail alone inside advance(); this is the store itself failing
                 log.exception("scheduler tick failed")
 
     def stop(self) -> None:
@@ -215,6 +219,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+            return error_response(InvalidRequest(UNPARSABLE_BODY))
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return error_response(InvalidRequest(f"{first.get('msg', 'Invalid request')}: {param}", param=param))
 

@@ -173,8 +173,9 @@ def check_create_job(body: Any) -> dict[str, Any]:
     _string(request.get("training_file"), "training_file", required=True)
     _string(request.get("validation_file"), "validation_file")
     _string(request.get("suffix"), "suffix", max_length=64)
-    if request.get("seed") is not None:
-        Integer(0, 2_147_483_647, auto=False).check(request["seed"], "seed")
+    seed = request.get("seed")
+    if seed is not None:
+        seed = Integer(0, 2_147_483_647, auto=False).check(seed, "seed")
     integrations = request.get("integrations")
     if integrations is not None and (
         not isinstance(integrations, list) or not all(isinstance(i, dict) for i in integrations)
@@ -203,6 +204,7 @@ def check_create_job(body: Any) -> dict[str, Any]:
     hyper |= check_hyperparameters(own.get("hyperparameters"), kind, f"method.{kind}.hyperparameters")
     return {
         **request,
+        "seed": seed,
         "metadata": check_metadata(request.get("metadata")) or None,
         "method": {"type": kind, kind: {"hyperparameters": hyper}},
     }
