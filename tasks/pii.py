@@ -325,10 +325,21 @@ def scan_text(
             found_before = sum(counts.values())
             masked = _scan_json(data, counts, regions, "")
             changed = action == "mask" and sum(counts.values()) > found_before
-            return json.dumps(masked, ensure_ascii=False) if changed else text
+            return _dumps_like(text, masked) if changed else text
     spans = _find(text, regex, regions, "")
     counts.update(span.kind for span in spans)
     return _apply(text, spans, bare) if action == "mask" and spans else text
+
+
+_FIRST_KEY_SEPARATOR = re.compile(r'^\s*\{\s*"(?:[^"\\]|\\.)*"(\s*:\s*)')
+
+
+def _dumps_like(original: str, value: Any) -> str:
+    """Serialise the masked value in the original's style (compact or not, \\u escapes or not),
+    so masked answers look like the unmasked ones the model also learns from."""
+    first = _FIRST_KEY_SEPARATOR.match(original)
+    separators = (",", ":") if first and first.group(1) == ":" else None
+    return json.dumps(value, ensure_ascii="\\u" in original, separators=separators)
 
 
 def _scan_json(value: Any, counts: Counter[str], regions: tuple[str, ...], key: str) -> Any:

@@ -114,6 +114,12 @@ def test_json_answers_stay_valid_json_and_untouched_json_keeps_its_bytes():
     assert mask(clean) == (clean, {})
 
 
+def test_masked_json_keeps_the_original_style():
+    assert mask('{"a":"x@example.com","b":[1,2]}')[0] == '{"a":"[EMAIL]","b":[1,2]}'
+    assert mask('{"a": "x@example.com", "b": "M\\u00fcnchen"}')[0] == '{"a": "[EMAIL]", "b": "M\\u00fcnchen"}'
+    assert mask('{"a": "x@example.com", "b": "München"}')[0] == '{"a": "[EMAIL]", "b": "München"}'
+
+
 def test_json_keys_are_context_for_their_values():
     assert mask('{"kartennummer": "4111111111111111"}')[0] == '{"kartennummer": "[CREDIT_CARD]"}'
     assert mask('{"sendungsnummer": "4111111111111111"}')[1] == {}
@@ -169,8 +175,10 @@ def test_national_formats_follow_the_regions_setting():
     assert mask("Ruf +1 212 555 0123", regions=("DE",))[1] == {"phone": 1}  # international: any region
 
 
-def test_regions_setting_is_validated_and_reaches_the_transform():
+def test_regions_setting_is_validated_and_reaches_the_transform(monkeypatch):
     settings = Settings(pii_regions=["fr", "DE"])
     assert TransformOptions.from_settings(settings).pii_regions == ("FR", "DE")
+    monkeypatch.setenv("FTFLOW_PII_REGIONS", "de, at")
+    assert Settings().pii_regions == ["DE", "AT"]
     with pytest.raises(ValueError, match="unknown phone region"):
         Settings(pii_regions=["XX"])
