@@ -99,17 +99,22 @@ _PHONE_WORDS = re.compile(
 )
 _CARD_WORDS = re.compile(
     r"karte|card|\bcc\b|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
-    r"|payment|bezahl|paid|pay\b|belast|charge|cvc|cvv|gültig bis|exp"
+    r"|payment|bezahl|paid|pay\b|belast|\bcharged?\b|cvc|cvv|gültig bis|\bexp\b"
 )
+# Dotted numbers after these are versions or sections, not IPv4 addresses.
+_VERSION_WORDS = re.compile(
+    r"version|firmware|build|release|update|kapitel|chapter|abschnitt|section|paragraph|§|\bv\b|\bnr\b"
+)
+_IP_WORDS = re.compile(r"\bip|adress|address|host|server|router|gateway|dns|ping|login|zugriff|access|client")
 _CONTEXT_CHARS = 40
 
 
-def _nearest_is_id(before: str, positive: re.Pattern[str]) -> bool:
-    """True when an identifier word is nearer to the number than any `positive` word."""
+def _nearest_is(negative: re.Pattern[str], positive: re.Pattern[str], before: str) -> bool:
+    """True when a `negative` word is nearer to the candidate than any `positive` word."""
     window = before[-_CONTEXT_CHARS:].lower()
-    last_id = max((m.end() for m in _ID_WORDS.finditer(window)), default=-1)
+    last_negative = max((m.end() for m in negative.finditer(window)), default=-1)
     last_positive = max((m.end() for m in positive.finditer(window)), default=-1)
-    return last_id > last_positive
+    return last_negative > last_positive
 
 
 def _has_word(before: str, words: re.Pattern[str]) -> bool:
@@ -134,7 +139,7 @@ def _ip_ok(candidate: str, before: str) -> bool:
         return False
     if address.version == 6:  # "::" alone or `std::` are code, not addresses
         return any(c.isdigit() for c in candidate)
-    return not _nearest_is_id(before, _PHONE_WORDS)  # `Version 1.2.3.4`
+    return not _nearest_is(_VERSION_WORDS, _IP_WORDS, before)  # `Version 1.2.3.4`
 
 
 @lru_cache(maxsize=4096)
@@ -192,7 +197,7 @@ def _issuer_ok(digits: str) -> bool:
 def _card_ok(candidate: str, digits: str, before: str) -> bool:
     if not (12 <= len(digits) <= 19) or not re.fullmatch(r"[\d -]+", candidate):
         return False
-    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _nearest_is_id(before, _CARD_WORDS):
+    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _nearest_is(_ID_WORDS, _CARD_WORDS, before):
         return False
     return _has_word(before, _CARD_WORDS) or _CARD_GROUPING.fullmatch(candidate) is not None
 
@@ -239,7 +244,7 @@ def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple
     digits = re.sub(r"\D", "", candidate)
     if _card_ok(candidate, digits, before):
         return "credit_card", candidate
-    if _nearest_is_id(before, _PHONE_WORDS):
+    if _nearest_is(_ID_WORDS, _PHONE_WORDS, before):
         return None
     if _phone_ok(candidate, regions):
         return "phone", candidate
