@@ -93,9 +93,12 @@ _ID_WORDS = re.compile(
     r"|\bplz\b|\bzip\b|postcode|version|firmware|build|release|kapitel|chapter|abschnitt|section|modell|\bid\b"
     r"|konto(?:nummer|-?nr)|\bkonto\b|bankleitzahl|\bblz\b|account (?:no|number|#)"
 )
+# Labels that make any number an identifier ("Rahmen-Nr.", "Gewinnspielcode"), unless they
+# carry a positive word themselves ("Telefonnummer", "Tel.-Nr.", "Kartennummer").
+_ID_LABELS = re.compile(r"[a-zäöüß]{3,}-?(?:nr|nummer|code|id)\b|\bnr\b")
 _PHONE_WORDS = re.compile(
     r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreich|reach|kontakt|contact|whatsapp|festnetz|hotline"
-    r"|durchwahl|zentrale"
+    r"|durchwahl|zentrale|service(?:nummer|-?nr)"
 )
 _CARD_WORDS = re.compile(
     r"karte|card|\bcc\b|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
@@ -109,12 +112,23 @@ _IP_WORDS = re.compile(r"\bip|adress|address|host|server|router|gateway|dns|ping
 _CONTEXT_CHARS = 40
 
 
-def _nearest_is(negative: re.Pattern[str], positive: re.Pattern[str], before: str) -> bool:
-    """True when a `negative` word is nearer to the candidate than any `positive` word."""
+def _last_end(words: re.Pattern[str], window: str) -> int:
+    return max((m.end() for m in words.finditer(window)), default=-1)
+
+
+def _is_identifier(before: str, positive: re.Pattern[str]) -> bool:
+    """True when an identifier word or label is nearer to the number than any `positive` word."""
     window = before[-_CONTEXT_CHARS:].lower()
-    last_negative = max((m.end() for m in negative.finditer(window)), default=-1)
-    last_positive = max((m.end() for m in positive.finditer(window)), default=-1)
-    return last_negative > last_positive
+    last_id = _last_end(_ID_WORDS, window)
+    for label in _ID_LABELS.finditer(window):
+        if not positive.search(window, max(0, label.start() - 8), label.end()):
+            last_id = max(last_id, label.end())
+    return last_id > _last_end(positive, window)
+
+
+def _is_version(before: str) -> bool:
+    window = before[-_CONTEXT_CHARS:].lower()
+    return _last_end(_VERSION_WORDS, window) > _last_end(_IP_WORDS, window)
 
 
 def _has_word(before: str, words: re.Pattern[str]) -> bool:
@@ -139,7 +153,7 @@ def _ip_ok(candidate: str, before: str) -> bool:
         return False
     if address.version == 6:  # "::" alone or `std::` are code, not addresses
         return any(c.isdigit() for c in candidate)
-    return not _nearest_is(_VERSION_WORDS, _IP_WORDS, before)  # `Version 1.2.3.4`
+    return not _is_version(before)  # `Version 1.2.3.4`
 
 
 @lru_cache(maxsize=4096)
@@ -197,7 +211,7 @@ def _issuer_ok(digits: str) -> bool:
 def _card_ok(candidate: str, digits: str, before: str) -> bool:
     if not (12 <= len(digits) <= 19) or not re.fullmatch(r"[\d -]+", candidate):
         return False
-    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _nearest_is(_ID_WORDS, _CARD_WORDS, before):
+    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _is_identifier(before, _CARD_WORDS):
         return False
     return _has_word(before, _CARD_WORDS) or _CARD_GROUPING.fullmatch(candidate) is not None
 
@@ -244,7 +258,7 @@ def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple
     digits = re.sub(r"\D", "", candidate)
     if _card_ok(candidate, digits, before):
         return "credit_card", candidate
-    if _nearest_is(_ID_WORDS, _PHONE_WORDS, before):
+    if _is_identifier(before, _PHONE_WORDS):
         return None
     if _phone_ok(candidate, regions):
         return "phone", candidate
