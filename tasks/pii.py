@@ -251,22 +251,29 @@ def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
     return False
 
 
-def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple[str, str] | None:
-    """Return (kind, matched text) for a digit run: a card or a phone, else None."""
-    if candidate.startswith("(") and candidate.count("(") > candidate.count(")"):
-        candidate = candidate[1:]  # "(0660 1234567)": the bracket is the sentence's
-    digits = re.sub(r"\D", "", candidate)
-    if _card_ok(candidate, digits, before):
-        return "credit_card", candidate
+def _number_spans(run: str, before: str, regions: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """Return (start, end, kind) within a digit run: a card, or phones, or nothing."""
+    if run.startswith("(") and run.count("(") > run.count(")"):
+        return [(start + 1, end + 1, kind) for start, end, kind in _number_spans(run[1:], before, regions)]
+    digits = re.sub(r"\D", "", run)
+    if _card_ok(run, digits, before):
+        return [(0, len(run), "credit_card")]
     if _is_identifier(before, _PHONE_WORDS):
-        return None
-    if _phone_ok(candidate, regions):
-        return "phone", candidate
-    # A phone followed by an unrelated number ("0660 1234567 2 Stück"): try without the last group.
-    shorter = re.match(rf"(.*\d){_SEP}\d+$", candidate)
-    if shorter and _phone_ok(shorter.group(1), regions):
-        return "phone", shorter.group(1)
-    return None
+        return []
+    if _phone_ok(run, regions):
+        return [(0, len(run), "phone")]
+    spans = []
+    # Alternatives ("0512 123456 / 0660 1234567"), and a phone followed by an unrelated number
+    # ("0660 1234567 2 Stück"): each piece whole, else without its last group.
+    offset = 0
+    for piece in re.split(r"( [-/] )", run):
+        shorter = re.match(rf"(.*\d){_SEP}\d+$", piece)
+        for phone in (piece, shorter.group(1) if shorter else None):
+            if phone and _phone_ok(phone, regions):
+                spans.append((offset, offset + len(phone), "phone"))
+                break
+        offset += len(piece)
+    return spans
 
 
 # --- finding and masking ------------------------------------------------------------------
@@ -297,11 +304,7 @@ def _find(text: str, regex: re.Pattern[str] | None, regions: tuple[str, ...], co
             if length:
                 spans.append(Span(start, start + length, "iban"))
         else:
-            found = _number_kind(candidate, before, regions)
-            if found:
-                kind, matched = found
-                offset = start + candidate.index(matched)
-                spans.append(Span(offset, offset + len(matched), kind))
+            spans += [Span(start + a, start + b, kind) for a, b, kind in _number_spans(candidate, before, regions)]
     return spans
 
 

@@ -153,6 +153,19 @@ def test_each_type_is_masked(text, kind, masked):
 
 
 @pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("Tel. 0512 123456 / 0660 1234567", "Tel. [PHONE] / [PHONE]"),
+        ("(0660 1234567)", "([PHONE])"),
+        ("Ruf 0660 1234567, 2 Stück", "Ruf [PHONE], 2 Stück"),
+        ("Telefon-Nr. 0512 123456, Rahmen-Nr. 0660123456", "Telefon-Nr. [PHONE], Rahmen-Nr. 0660123456"),
+    ],
+)
+def test_phone_boundaries(text, masked):
+    assert mask(text)[0] == masked
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "card 4111 1111 1111 1112",  # fails the Luhn check
