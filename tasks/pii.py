@@ -231,17 +231,23 @@ def _looks_like_date(candidate: str) -> bool:
 def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
     """Phone if the shape is one people write and `phonenumbers` accepts it in a region.
 
-    International (+, 00) and North American (3-3-4) shapes only need a possible length: the
-    shape is evidence already, and fictional ranges (555, Ofcom's drama numbers) are still
-    personal in a chat. A national number (leading 0) must be valid in one of the regions.
+    International (+, 00) and North American (3-3-4) shapes with separators only need a
+    possible length: the shape is evidence already, and fictional ranges (555, Ofcom's drama
+    numbers) are still personal in a chat. A national number (leading 0) must be valid in one
+    of the regions.
     """
     digits = re.sub(r"\D", "", candidate)
     if not 7 <= len(digits) <= 17 or _looks_like_date(candidate):
         return False
+    # Written without any separator, a long number is as likely an order or tracking number:
+    # it has to be a valid number, and a national one at most 12 digits (0176 12345678).
+    compact = candidate.lstrip("+").isdigit()
     try:
         if candidate.startswith("+") or (digits.startswith("00") and not digits.startswith("000")):
             number = phonenumbers.parse("+" + digits[2:] if not candidate.startswith("+") else candidate, None)
-            return phonenumbers.is_possible_number(number)
+            return (phonenumbers.is_valid_number if compact else phonenumbers.is_possible_number)(number)
+        if compact and len(digits) > 12:
+            return False
         if "US" in regions and _NANP.fullmatch(candidate):
             return phonenumbers.is_possible_number(phonenumbers.parse(candidate, "US"))
         if digits.startswith("0"):
