@@ -7,13 +7,15 @@ by the client factory inside the tasks, so they never reach flow-run parameters.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
-    pii_regions: list[str] = Field(
+    pii_regions: Annotated[list[str], NoDecode] = Field(
         ["DE", "AT", "CH", "GB", "US"],
         min_length=1,
         description="Regions (ISO 3166 codes) whose national phone formats PII detection knows.",
@@ -82,12 +84,14 @@ class Settings(BaseSettings):
     tokens_mismatch_tolerance: float = Field(0.05, ge=0, description="Flag estimated vs trained tokens beyond this.")
     registry_url: str = Field("sqlite:///.ftflow/registry.sqlite3", description="Ledger and lineage DB.")
 
-    @field_validator("pii_regions")
+    @field_validator("pii_regions", mode="before")
     @classmethod
-    def _known_phone_regions(cls, regions: list[str]) -> list[str]:
+    def _known_phone_regions(cls, regions: str | list[str]) -> list[str]:
         import phonenumbers
 
-        regions = [r.strip().upper() for r in regions]
+        if isinstance(regions, str):  # FTFLOW_PII_REGIONS=DE,AT,CH or ["DE", "AT", "CH"]
+            regions = json.loads(regions) if regions.lstrip().startswith("[") else regions.split(",")
+        regions = [str(r).strip().upper() for r in regions if str(r).strip()]
         unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
         if unknown:
             raise ValueError(f"unknown phone region(s) {', '.join(unknown)}; use ISO 3166 codes such as DE, AT, CH")

@@ -93,23 +93,42 @@ _ID_WORDS = re.compile(
     r"|\bplz\b|\bzip\b|postcode|version|firmware|build|release|kapitel|chapter|abschnitt|section|modell|\bid\b"
     r"|konto(?:nummer|-?nr)|\bkonto\b|bankleitzahl|\bblz\b|account (?:no|number|#)"
 )
+# Labels that make any number an identifier ("Rahmen-Nr.", "Gewinnspielcode"), unless they
+# carry a positive word themselves ("Telefonnummer", "Tel.-Nr.", "Kartennummer").
+_ID_LABELS = re.compile(r"[a-zäöüß]{3,}-?(?:nr|nummer|code|id)\b|\bnr\b")
 _PHONE_WORDS = re.compile(
     r"tel\b|telefon|phone|call|ruf|handy|mobil|fax|erreich|reach|kontakt|contact|whatsapp|festnetz|hotline"
-    r"|durchwahl|zentrale"
+    r"|durchwahl|zentrale|service(?:nummer|-?nr)"
 )
 _CARD_WORDS = re.compile(
     r"karte|card|\bcc\b|visa|master|amex|american express|kredit|credit|debit|maestro|discover|jcb|diners|zahlung"
-    r"|payment|bezahl|paid|pay\b|belast|charge|cvc|cvv|gültig bis|exp"
+    r"|payment|bezahl|paid|pay\b|belast|\bcharged?\b|cvc|cvv|gültig bis|\bexp\b"
 )
+# Dotted numbers after these are versions or sections, not IPv4 addresses.
+_VERSION_WORDS = re.compile(
+    r"version|firmware|build|release|update|kapitel|chapter|abschnitt|section|paragraph|§|\bv\b|\bnr\b"
+)
+_IP_WORDS = re.compile(r"\bip|adress|address|host|server|router|gateway|dns|ping|login|zugriff|access|client")
 _CONTEXT_CHARS = 40
 
 
-def _nearest_is_id(before: str, positive: re.Pattern[str]) -> bool:
-    """True when an identifier word is nearer to the number than any `positive` word."""
+def _last_end(words: re.Pattern[str], window: str) -> int:
+    return max((m.end() for m in words.finditer(window)), default=-1)
+
+
+def _is_identifier(before: str, positive: re.Pattern[str]) -> bool:
+    """True when an identifier word or label is nearer to the number than any `positive` word."""
     window = before[-_CONTEXT_CHARS:].lower()
-    last_id = max((m.end() for m in _ID_WORDS.finditer(window)), default=-1)
-    last_positive = max((m.end() for m in positive.finditer(window)), default=-1)
-    return last_id > last_positive
+    last_id = _last_end(_ID_WORDS, window)
+    for label in _ID_LABELS.finditer(window):
+        if not positive.search(window, max(0, label.start() - 8), label.end()):
+            last_id = max(last_id, label.end())
+    return last_id > _last_end(positive, window)
+
+
+def _is_version(before: str) -> bool:
+    window = before[-_CONTEXT_CHARS:].lower()
+    return _last_end(_VERSION_WORDS, window) > _last_end(_IP_WORDS, window)
 
 
 def _has_word(before: str, words: re.Pattern[str]) -> bool:
@@ -134,7 +153,7 @@ def _ip_ok(candidate: str, before: str) -> bool:
         return False
     if address.version == 6:  # "::" alone or `std::` are code, not addresses
         return any(c.isdigit() for c in candidate)
-    return not _nearest_is_id(before, _PHONE_WORDS)  # `Version 1.2.3.4`
+    return not _is_version(before)  # `Version 1.2.3.4`
 
 
 @lru_cache(maxsize=4096)
@@ -192,7 +211,7 @@ def _issuer_ok(digits: str) -> bool:
 def _card_ok(candidate: str, digits: str, before: str) -> bool:
     if not (12 <= len(digits) <= 19) or not re.fullmatch(r"[\d -]+", candidate):
         return False
-    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _nearest_is_id(before, _CARD_WORDS):
+    if not (_luhn_ok(digits) and _issuer_ok(digits)) or _is_identifier(before, _CARD_WORDS):
         return False
     return _has_word(before, _CARD_WORDS) or _CARD_GROUPING.fullmatch(candidate) is not None
 
@@ -212,17 +231,23 @@ def _looks_like_date(candidate: str) -> bool:
 def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
     """Phone if the shape is one people write and `phonenumbers` accepts it in a region.
 
-    International (+, 00) and North American (3-3-4) shapes only need a possible length: the
-    shape is evidence already, and fictional ranges (555, Ofcom's drama numbers) are still
-    personal in a chat. A national number (leading 0) must be valid in one of the regions.
+    International (+, 00) and North American (3-3-4) shapes with separators only need a
+    possible length: the shape is evidence already, and fictional ranges (555, Ofcom's drama
+    numbers) are still personal in a chat. A national number (leading 0) must be valid in one
+    of the regions.
     """
     digits = re.sub(r"\D", "", candidate)
     if not 7 <= len(digits) <= 17 or _looks_like_date(candidate):
         return False
+    # Written without any separator, a long number is as likely an order or tracking number:
+    # it has to be a valid number, and a national one at most 12 digits (0176 12345678).
+    compact = candidate.lstrip("+").isdigit()
     try:
         if candidate.startswith("+") or (digits.startswith("00") and not digits.startswith("000")):
             number = phonenumbers.parse("+" + digits[2:] if not candidate.startswith("+") else candidate, None)
-            return phonenumbers.is_possible_number(number)
+            return (phonenumbers.is_valid_number if compact else phonenumbers.is_possible_number)(number)
+        if compact and len(digits) > 12:
+            return False
         if "US" in regions and _NANP.fullmatch(candidate):
             return phonenumbers.is_possible_number(phonenumbers.parse(candidate, "US"))
         if digits.startswith("0"):
@@ -232,22 +257,29 @@ def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
     return False
 
 
-def _number_kind(candidate: str, before: str, regions: tuple[str, ...]) -> tuple[str, str] | None:
-    """Return (kind, matched text) for a digit run: a card or a phone, else None."""
-    if candidate.startswith("(") and candidate.count("(") > candidate.count(")"):
-        candidate = candidate[1:]  # "(0660 1234567)": the bracket is the sentence's
-    digits = re.sub(r"\D", "", candidate)
-    if _card_ok(candidate, digits, before):
-        return "credit_card", candidate
-    if _nearest_is_id(before, _PHONE_WORDS):
-        return None
-    if _phone_ok(candidate, regions):
-        return "phone", candidate
-    # A phone followed by an unrelated number ("0660 1234567 2 Stück"): try without the last group.
-    shorter = re.match(rf"(.*\d){_SEP}\d+$", candidate)
-    if shorter and _phone_ok(shorter.group(1), regions):
-        return "phone", shorter.group(1)
-    return None
+def _number_spans(run: str, before: str, regions: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """Return (start, end, kind) within a digit run: a card, or phones, or nothing."""
+    if run.startswith("(") and run.count("(") > run.count(")"):
+        return [(start + 1, end + 1, kind) for start, end, kind in _number_spans(run[1:], before, regions)]
+    digits = re.sub(r"\D", "", run)
+    if _card_ok(run, digits, before):
+        return [(0, len(run), "credit_card")]
+    if _is_identifier(before, _PHONE_WORDS):
+        return []
+    if _phone_ok(run, regions):
+        return [(0, len(run), "phone")]
+    spans = []
+    # Alternatives ("0512 123456 / 0660 1234567"), and a phone followed by an unrelated number
+    # ("0660 1234567 2 Stück"): each piece whole, else without its last group.
+    offset = 0
+    for piece in re.split(r"( [-/] )", run):
+        shorter = re.match(rf"(.*\d){_SEP}\d+$", piece)
+        for phone in (piece, shorter.group(1) if shorter else None):
+            if phone and _phone_ok(phone, regions):
+                spans.append((offset, offset + len(phone), "phone"))
+                break
+        offset += len(piece)
+    return spans
 
 
 # --- finding and masking ------------------------------------------------------------------
@@ -278,11 +310,7 @@ def _find(text: str, regex: re.Pattern[str] | None, regions: tuple[str, ...], co
             if length:
                 spans.append(Span(start, start + length, "iban"))
         else:
-            found = _number_kind(candidate, before, regions)
-            if found:
-                kind, matched = found
-                offset = start + candidate.index(matched)
-                spans.append(Span(offset, offset + len(matched), kind))
+            spans += [Span(start + a, start + b, kind) for a, b, kind in _number_spans(candidate, before, regions)]
     return spans
 
 
@@ -325,10 +353,21 @@ def scan_text(
             found_before = sum(counts.values())
             masked = _scan_json(data, counts, regions, "")
             changed = action == "mask" and sum(counts.values()) > found_before
-            return json.dumps(masked, ensure_ascii=False) if changed else text
+            return _dumps_like(text, masked) if changed else text
     spans = _find(text, regex, regions, "")
     counts.update(span.kind for span in spans)
     return _apply(text, spans, bare) if action == "mask" and spans else text
+
+
+_FIRST_KEY_SEPARATOR = re.compile(r'^\s*\{\s*"(?:[^"\\]|\\.)*"(\s*:\s*)')
+
+
+def _dumps_like(original: str, value: Any) -> str:
+    """Serialise the masked value in the original's style (compact or not, \\u escapes or not),
+    so masked answers look like the unmasked ones the model also learns from."""
+    first = _FIRST_KEY_SEPARATOR.match(original)
+    separators = (",", ":") if first and first.group(1) == ":" else None
+    return json.dumps(value, ensure_ascii="\\u" in original, separators=separators)
 
 
 def _scan_json(value: Any, counts: Counter[str], regions: tuple[str, ...], key: str) -> Any:
