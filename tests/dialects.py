@@ -20,18 +20,18 @@ def root(service) -> str:
     return service.base_url.removesuffix("/v1")
 
 
-def azure_dated(service, **options) -> openai.AzureOpenAI:
+def azure_dated(service, max_retries: int = 0) -> openai.AzureOpenAI:
     return openai.AzureOpenAI(
-        azure_endpoint=root(service), api_key=service.api_key, api_version=API_VERSION, max_retries=0, **options
+        azure_endpoint=root(service), api_key=service.api_key, api_version=API_VERSION, max_retries=max_retries
     )
 
 
-def azure_v1(service, **options) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{root(service)}/openai/v1/", api_key=service.api_key, max_retries=0, **options)
+def azure_v1(service, max_retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{root(service)}/openai/v1/", api_key=service.api_key, max_retries=max_retries)
 
 
-def together_client(service, **options) -> together.Together:
-    return together.Together(base_url=f"{root(service)}/together", api_key=service.api_key, max_retries=0, **options)
+def together_client(service, max_retries: int = 0) -> together.Together:
+    return together.Together(base_url=f"{root(service)}/together", api_key=service.api_key, max_retries=max_retries)
 
 
 def arm(service, method: str, name: str, body: dict | None = None) -> httpx.Response:

@@ -215,7 +215,8 @@ class TogetherBackend:
         return view
 
     def list_files(self) -> dict[str, Any]:
-        return {"data": [self.file_view(r) for r in self.store.list("together.file", newest_first=True)]}
+        records = self.store.list("together.file", newest_first=True)
+        return {"data": [self.file_view(r) for r in records if r.get("_core")]}  # announced only: not a file yet
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         record = self.get_file(file_id)
