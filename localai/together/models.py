@@ -357,12 +357,27 @@ class TogetherBackend:
         model = body.get("model")
         messages = body.get("messages") or []
         if model in MODELS:
-            reply = self.chat.create_chat_completion(model=STAND_IN, messages=messages)
-            return reply | {"model": model}
+            return together_reply(self.chat.create_chat_completion(model=STAND_IN, messages=messages), str(model))
         job = next((j for j in self.store.list("job") if output_name(j) == model), None)
         if job is None or self.status(job) != "completed":
             raise model_not_available(str(model))
-        return self.chat.create_chat_completion(model=job["fine_tuned_model"], messages=messages) | {"model": model}
+        reply = self.chat.create_chat_completion(model=job["fine_tuned_model"], messages=messages)
+        return together_reply(reply, str(model))
+
+
+def together_reply(reply: dict[str, Any], model: str) -> dict[str, Any]:
+    """The engine's chat completion in Together's shape: its model name, a `prompt` list, no OpenAI-only fields."""
+    choices = [
+        {
+            "index": c["index"],
+            "message": {"role": "assistant", "content": c["message"]["content"]},
+            "finish_reason": c["finish_reason"],
+            "logprobs": None,
+        }
+        for c in reply["choices"]
+    ]
+    keep = ("id", "object", "created", "usage")
+    return {k: reply[k] for k in keep} | {"model": model, "choices": choices, "prompt": []}
 
 
 class DuplicateFile(TogetherError):
