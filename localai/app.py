@@ -128,7 +128,8 @@ class GatewayMiddleware:
             if started:  # too late for a reply (or a lost response injected on purpose)
                 raise
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            await error_response(ServerError(500))(scope, receive, send)
+            dialect = dialect_of(self.service, scope.get("path", "")) or Dialect()
+            await error_response(dialect.server_error(500))(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -220,10 +221,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
-            return error_response(InvalidRequest(UNPARSABLE_BODY))
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         dialect = dialect_of(service, request.url.path) or Dialect()
+        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+            return error_response(dialect.invalid(UNPARSABLE_BODY))
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return error_response(dialect.invalid(f"{first.get('msg', 'Invalid request')}: {param}", param=param))
 
     @app.exception_handler(HTTPException)

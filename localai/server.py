@@ -91,7 +91,7 @@ def announcement(config: ServiceConfig, *, host: str, port: int, generated: bool
         lines.append(f"OPENAI_BASE_URL={url} OPENAI_API_KEY={config.api_key}")
     else:
         lines.append(f"OPENAI_BASE_URL={url}; clients use the key from FTFLOW_SERVICE_API_KEY (not shown)")
-    lines.append(f"Azure OpenAI: AZURE_OPENAI_ENDPOINT=http://{host}:{port} (api-key header; ARM under /subscriptions/...)")
+    lines.append(f"Azure OpenAI: AZURE_OPENAI_ENDPOINT=http://{host}:{port} (api-key header; ARM under /subscriptions)")
     lines.append(f"Together: TOGETHER_BASE_URL=http://{host}:{port}/together")
     return lines
 
