@@ -24,6 +24,8 @@ REPLY_PRIMING_TOKENS = 3
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        return "".join(str(p.get("text", "")) for p in value)  # content as text parts: the model reads the text
     if value is None or isinstance(value, bool | int | float):
         return None
     return json.dumps(value, ensure_ascii=False)
