@@ -787,9 +787,19 @@ def _problem_in(row: dict[str, Any], options: ExtractOptions) -> tuple[str, str]
         return "missing_turn_order", f"no {options.order_column!r} value, so the turn's place is unknown"
     for column in (options.role_column, options.content_column):
         value = row.get(column)
-        if not isinstance(value, (*JSON_SCALARS, list, dict)):
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return "invalid_utf8", f"{column!r} holds bytes that are not valid UTF-8"
+        elif not isinstance(value, (*JSON_SCALARS, list, dict)):
             return "data_type", f"{column!r} is {type(value).__name__}, not text"
     return None
+
+
+def _text_value(value: Any) -> Any:
+    """Binary text columns (Parquet BYTE_ARRAY without a UTF-8 annotation, SQL BLOBs) as text."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _json_safe(value: Any) -> Any:
@@ -839,7 +849,8 @@ def group_rows(
             return
         ordered = sorted(current, key=lambda item: _sort_key(item[1].get(options.order_column)))
         messages = [
-            {"role": row.get(options.role_column), "content": row.get(options.content_column)} for _, row in ordered
+            {"role": _text_value(row.get(options.role_column)), "content": _text_value(row.get(options.content_column))}
+            for _, row in ordered
         ]
         yield Candidate(source, loc, {"messages": messages})
 
@@ -1014,33 +1025,42 @@ def read_sql(options: ExtractOptions) -> Iterator[Item]:
         engine.dispose()
 
 
-def _first_line(path: Path, limit: int = 1 << 20) -> bytes | None:
-    """The first line of a file (BOM removed), or None when unreadable or longer than limit."""
+def _first_lines(path: Path, count: int = 5, limit: int = 1 << 20) -> list[bytes]:
+    """Up to `count` non-blank lines from the start of a file (BOM removed); fewer when unreadable or long."""
     head = b""
     try:
         with open_binary(path) as f:
             for chunk in read_chunks(f, 1 << 16):
                 head += chunk
-                if b"\n" in head or len(head) > limit:
+                if head.count(b"\n") > 4 * count or len(head) > limit:
                     break
     except ReadFault:
-        return None
-    line = head.removeprefix(BOM).split(b"\n", 1)[0]
-    return line if len(line) <= limit else None
+        pass
+    lines = [line for line in head.removeprefix(BOM).split(b"\n") if line.strip()]
+    return lines[:count]
+
+
+def _parses_to_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _json_reader(path: Path, options: ExtractOptions) -> Callable[[Path, ExtractOptions], Iterator[Item]]:
-    """JSON Lines, an array, or a pretty-printed or wrapped document, told apart by the content."""
-    line = _first_line(path)
-    head = line.lstrip() if line is not None else b""
+    """JSON Lines, an array, or a pretty-printed or wrapped document, told apart by the content.
+
+    JSON Lines: some of the first lines are objects on their own (a broken line among them
+    stays a broken line). Pretty-printed: none is (`{` alone, `"key": [`...).
+    """
+    lines = _first_lines(path)
+    head = lines[0].lstrip() if lines else b""
     if head.startswith(b"["):
         return read_json_array
     if head.startswith(b"{"):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return read_json_document  # `{` alone on line 1: pretty-printed
-        return read_json_document if _is_wrapper(record, options) else read_json_lines
+        if _parses_to_object(lines[0]):
+            return read_json_document if _is_wrapper(orjson.loads(lines[0]), options) else read_json_lines
+        return read_json_lines if any(_parses_to_object(line) for line in lines[1:]) else read_json_document
     return read_json_lines  # it reports what is wrong with each line
 
 
