@@ -367,8 +367,12 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
 
 
 def _printable(text: str) -> str:
-    """Text with lone surrogates replaced: JSON output cannot hold them."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """Text without surrogates, which JSON output cannot hold: an undecodable byte becomes U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # bytes that were not UTF-8, as read
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Item:
