@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import csv
 import glob
-import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import stat
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -45,6 +43,16 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import ConfigError, InputError
 from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from ftflow.reading import (
+    BOM,
+    READ_ERRORS,
+    FaultingReader,
+    JsonScanner,
+    ReadFault,
+    read_chunks,
+    read_fault,
+    read_lines,
+)
 
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
 
@@ -54,8 +62,6 @@ CONTENT_KEYS = ("content", "value", "text", "utterance", "message")
 TEXT_KEYS = ("text", "transcript")
 # Keys under which one JSON document may hold its list of records: {"data": [...]}.
 WRAPPER_KEYS = ("data", "conversations", "records", "examples", "items")
-BOM = b"\xef\xbb\xbf"
-READ_CHUNK = 1 << 20
 DEFAULT_SPEAKERS = {
     "human": "user",
     "user": "user",
@@ -382,74 +388,13 @@ def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Ite
         return Rejection(source, loc, exc.reason, exc.detail, record)
 
 
-# --- reading bytes ---------------------------------------------------------------------------
-
-
-class ReadFault(Exception):
-    """The rest of a file cannot be read: compressed data cut short or corrupt, or an I/O error.
-
-    `partial` holds the bytes of the incomplete record read before the fault.
-    """
-
-    def __init__(self, reason: str, detail: str, partial: bytes = b"") -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.partial = partial
-
-    def rejection(self, source: str, loc: str) -> Rejection:
-        text = self.partial.decode("utf-8", "replace") if self.partial else None
-        return Rejection(source, loc, self.reason, f"{self.detail}; the rest of the file is unreadable", text)
-
-
-def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
-    """Classify an exception raised while reading a file."""
-    if isinstance(exc, EOFError):
-        return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
-    if isinstance(exc, gzip.BadGzipFile | zlib.error):
-        return ReadFault("corrupt_file", f"corrupt compressed data ({exc})", partial)
-    if isinstance(exc, OSError):
-        return ReadFault("read_error", f"read error ({exc.strerror or exc})", partial)
-    return ReadFault("corrupt_file", f"unreadable data ({exc})", partial)
-
-
-READ_ERRORS = (EOFError, OSError, zlib.error)
-
-
-def read_chunks(f: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
-    """The file's bytes in chunks; a read error raises ReadFault.
-
-    `read1` makes one underlying read per call, so a gzip stream that is cut short gives up
-    every byte decompressed before the cut.
-    """
-    read = getattr(f, "read1", f.read)
-    while True:
-        try:
-            chunk = read(size)
-        except READ_ERRORS as exc:
-            raise read_fault(exc) from None
-        if not chunk:
-            return
-        yield chunk
-
-
-def read_lines(f: IO[bytes]) -> Iterator[bytes]:
-    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault."""
-    pending = b""
-    try:
-        for chunk in read_chunks(f):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-    except ReadFault as fault:
-        fault.partial = pending
-        raise
-    if pending:
-        yield pending
-
-
 # --- readers -----------------------------------------------------------------------------
+
+
+def fault_rejection(fault: ReadFault, source: str, loc: str) -> Rejection:
+    """The one rejection that stands for the unreadable rest of a file."""
+    text = fault.partial.decode("utf-8", "replace") if fault.partial else None
+    return Rejection(source, loc, fault.reason, f"{fault.detail}; the rest of the file is unreadable", text)
 
 
 def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
@@ -463,108 +408,8 @@ def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
                 if raw.strip():  # blank lines hold no record
                     yield _decode(source, f"line {number}", raw, options)
         except ReadFault as fault:
-            yield fault.rejection(source, f"line {number + 1}")
+            yield fault_rejection(fault, source, f"line {number + 1}")
 
-
-class _JsonScanner:
-    """Finds where top-level JSON values begin and end in a byte stream, without parsing them.
-
-    Only strings and brackets matter for that, so whole records are handed to orjson, the
-    same parser JSON Lines use: the same reasons, lone surrogates and repeated keys included.
-    """
-
-    STRUCTURAL = re.compile(rb'["\[\]{}]')
-    STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # after the opening quote
-    SCALAR_END = re.compile(rb"[\s,\]}]")
-    SPACE = re.compile(rb"\s*")
-
-    class Truncated(Exception):
-        """The data ends inside a value."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._chunks = read_chunks(f)
-        self.buf = b""
-        self.pos = 0
-        self.eof = False
-        self._lines = (0, 1)  # (position, line number there), counted lazily
-        self._more()
-        if self.buf.startswith(BOM):
-            self.pos, self._lines = len(BOM), (len(BOM), 1)
-
-    def _more(self) -> bool:
-        if self.eof:
-            return False
-        chunk = next(self._chunks, b"")
-        self.eof = not chunk
-        self.buf += chunk
-        return bool(chunk)
-
-    def compact(self) -> None:
-        """Forget what was consumed (only between values: positions of earlier values go stale)."""
-        if self.pos > READ_CHUNK:
-            line = self.line()
-            self.buf, self.pos, self._lines = self.buf[self.pos :], 0, (0, line)
-
-    def line(self) -> int:
-        """The line number of the current position."""
-        counted, line = self._lines
-        line += self.buf.count(b"\n", counted, self.pos)
-        self._lines = (self.pos, line)
-        return line
-
-    def peek(self) -> bytes:
-        """The next non-whitespace byte (whitespace is consumed), or b"" at the end."""
-        while True:
-            self.pos = self.SPACE.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf):
-                return self.buf[self.pos : self.pos + 1]
-            if not self._more():
-                return b""
-
-    def expect(self, byte: bytes) -> bool:
-        if self.peek() == byte:
-            self.pos += 1
-            return True
-        return False
-
-    def value(self) -> bytes:
-        """The bytes of the next value; raises Truncated when the data ends inside it."""
-        first = self.peek()
-        start = self.pos
-        if first in (b"{", b"["):
-            depth = 0
-            while True:
-                match = self.STRUCTURAL.search(self.buf, self.pos)
-                if match is None:
-                    self.pos = len(self.buf)
-                    if not self._more():
-                        raise self.Truncated
-                    continue
-                self.pos = match.end()
-                char = match.group()
-                if char == b'"':
-                    self._string_rest()
-                    continue
-                depth += 1 if char in b"{[" else -1
-                if depth == 0:
-                    return self.buf[start : self.pos]
-        if first == b'"':
-            self.pos += 1
-            self._string_rest()
-            return self.buf[start : self.pos]
-        while (match := self.SCALAR_END.search(self.buf, self.pos)) is None and self._more():
-            pass
-        self.pos = match.start() if match else len(self.buf)
-        return self.buf[start : self.pos]
-
-    def _string_rest(self) -> None:
-        while (match := self.STRING_REST.match(self.buf, self.pos)) is None:
-            if not self._more():
-                raise self.Truncated
-        self.pos = match.end()
-
-    def rest(self) -> bytes:
-        return self.buf[self.pos :]
 
 class _BrokenJson(Exception):
     def __init__(self, loc: str, detail: str, rest: bytes) -> None:
@@ -572,7 +417,7 @@ class _BrokenJson(Exception):
         self.loc, self.detail, self.rest = loc, detail, rest
 
 
-def _array_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
     """The items of the array whose `[` the scanner just consumed; _BrokenJson for an unreadable rest."""
     index = 0
     if scanner.expect(b"]"):
@@ -581,7 +426,7 @@ def _array_items(source: str, scanner: _JsonScanner, options: ExtractOptions) ->
         index += 1
         try:
             raw = scanner.value()
-        except _JsonScanner.Truncated:
+        except JsonScanner.Truncated:
             raise _BrokenJson(f"item {index}", f"the file ends inside item {index}", scanner.rest()) from None
         yield _decode(source, f"item {index}", raw, options)
         scanner.compact()
@@ -599,16 +444,16 @@ def _looks_like_record(value: Any, options: ExtractOptions) -> bool:
     )
 
 
-def _top_level_value(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Item:
+def _top_level_value(source: str, scanner: JsonScanner, options: ExtractOptions) -> Item:
     line = scanner.line()
     try:
         raw = scanner.value()
-    except _JsonScanner.Truncated:
+    except JsonScanner.Truncated:
         raise _BrokenJson(f"line {line}", "the file ends inside this value", scanner.rest()) from None
     return _decode(source, f"line {line}", raw, options)
 
 
-def _wrapped_records(scanner: _JsonScanner, options: ExtractOptions) -> bool:
+def _wrapped_records(scanner: JsonScanner, options: ExtractOptions) -> bool:
     """Inside a top-level object: find a wrapper key holding a list of records.
 
     True leaves the scanner just after that list's `[`; False means the object is not a
@@ -636,7 +481,7 @@ def _wrapped_records(scanner: _JsonScanner, options: ExtractOptions) -> bool:
     return False
 
 
-def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+def _document_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
     """Top-level values one after another; a lone object holding its records under a wrapper key is that list."""
     start = scanner.pos
     if scanner.peek() == b"[":
@@ -645,7 +490,7 @@ def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions)
     else:
         try:
             wrapper = _wrapped_records(scanner, options)
-        except _JsonScanner.Truncated:
+        except JsonScanner.Truncated:
             wrapper = False
         if wrapper:
             yield from _array_items(source, scanner, options)
@@ -664,7 +509,7 @@ def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions)
         yield _top_level_value(source, scanner, options)
 
 
-def _skip_rest_of_object(scanner: _JsonScanner) -> None:
+def _skip_rest_of_object(scanner: JsonScanner) -> None:
     """After a wrapper's list: the object's other keys (metadata) hold no records."""
     while scanner.expect(b","):
         scanner.value()
@@ -677,14 +522,14 @@ def _skip_rest_of_object(scanner: _JsonScanner) -> None:
 
 def _read_json(
     path: Path,
-    items: Callable[[str, _JsonScanner, ExtractOptions], Iterator[Item]],
+    items: Callable[[str, JsonScanner, ExtractOptions], Iterator[Item]],
     options: ExtractOptions,
 ) -> Iterator[Item]:
     source = str(path)
     last = "the start"
     with open_binary(path) as f:
         try:
-            scanner = _JsonScanner(f)
+            scanner = JsonScanner(f)
             for item in items(source, scanner, options):
                 last = item.loc
                 yield item
@@ -694,13 +539,13 @@ def _read_json(
             text = exc.rest.decode("utf-8", "replace")
             yield Rejection(source, exc.loc, "invalid_json", f"{exc.detail}; the rest of the file is unreadable", text)
         except ReadFault as fault:
-            yield fault.rejection(source, f"after {last}")
+            yield fault_rejection(fault, source, f"after {last}")
 
 
 def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
     """A JSON array of records, streamed item by item."""
 
-    def items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+    def items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
         if not scanner.expect(b"["):
             raise _BrokenJson("item 1", "the file does not start with '['", scanner.rest())
         yield from _array_items(source, scanner, options)
@@ -752,7 +597,7 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
         except ReadFault as fault:
             # The block being read may be cut short: it goes with the unreadable rest.
             fault.partial = "".join(block).encode() + fault.partial
-            yield fault.rejection(source, f"line {start}")
+            yield fault_rejection(fault, source, f"line {start}")
             return
     if item := block_item(block, start, bad_line):
         yield item
@@ -950,37 +795,19 @@ def _has_escapes(value: str) -> bool:
     return _ESCAPED_BYTE.search(value) is not None
 
 
-class _FaultingReader(io.RawIOBase):
-    """A raw stream over read_chunks, so that read errors reach the CSV reader as ReadFault."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._chunks = read_chunks(f)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._pending:
-            self._pending = next(self._chunks, b"")
-        size = min(len(buffer), len(self._pending))
-        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
-        return size
-
-
 def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
     csv.field_size_limit(1 << 30)  # a long message is not an error
     with open_binary(path) as f:
         text = io.TextIOWrapper(
-            io.BufferedReader(_FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
+            io.BufferedReader(FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
         reader = csv.reader(text, strict=True)
         try:
             header = next(reader, [])
         except (ReadFault, csv.Error) as exc:
             fault = exc if isinstance(exc, ReadFault) else ReadFault("malformed_row", f"not valid CSV ({exc})")
-            yield fault.rejection(source, "row 1")
+            yield fault_rejection(fault, source, "row 1")
             return
         _check_columns(header, source, options)
         yield from group_rows(_csv_rows(reader, header, options), source, options)
