@@ -323,25 +323,19 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-_KEY_COLON = re.compile(rb'"\s*:')
-
-
-def _key_count(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_key_count(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_key_count(v) for v in value)
-    return 0
+def _key_marks(text: bytes) -> int:
+    """Roughly the keys in a JSON text: quotes followed by a colon, less escaped quotes followed by one."""
+    return text.count(b'":') + text.count(b'" :') - text.count(b'\\":')
 
 
 def duplicate_key(raw: bytes, record: Any) -> str | None:
     """The first key that appears twice in one object of the JSON text, or None.
 
-    orjson keeps the last value of a repeated key without a word. Counting `"...":` in the
-    text is a cheap upper bound of the keys; only when it exceeds the keys parsed is the
-    text parsed again, with a hook that sees every pair.
+    orjson keeps the last value of a repeated key without a word. Counted the same rough way,
+    the text has more keys than the parsed record written back out only if a key repeats (or
+    in rare spellings); only then is the text parsed again with a hook that sees every pair.
     """
-    if len(_KEY_COLON.findall(raw)) <= _key_count(record):
+    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
         return None
     repeated: list[str] = []
 
