@@ -92,7 +92,7 @@ def test_bad_input_through_the_cli(case, corpus, prefect_server, tmp_path, reque
     assert Counter(r["reason"] for r in rejected) == Counter(case["rejected"])
     assert all(r["source"] and r["loc"] and r["detail"] for r in rejected), rejected
     assert report["sources_skipped"] == case["skipped"]
-    assert sum(", skipped, " in line for line in result.stderr.splitlines()) == case["skipped"]
+    assert sum(": skipped, " in line for line in result.stderr.splitlines()) == case["skipped"], result.stderr
     if case["exit"] == 0:
         assert sorted(good_tags(out / "train.jsonl") + good_tags(out / "validation.jsonl")) == sorted(case["good"])
 

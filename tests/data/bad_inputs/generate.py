@@ -267,7 +267,7 @@ def build(root: Path) -> list[dict[str, Any]]:
     # A conversation is complete when the next one has started before the cut.
     good = [t for t, nxt in zip(tags, tags[1:], strict=False) if f"\n{nxt},1,".encode() in seen]
     c.add("gz_truncated_csv", {"messages.csv.gz": cut}, good=good, rejected={"truncated_file": 2})
-    tags = c.tags("gz_truncated_json_array", 60)
+    tags = c.tags("gz_truncated_json_array", 300)
     cut, seen = truncated_gzip(b"[" + b",\n".join(c.lines(tags)) + b"]", rng)
     good = [t for t, line in zip(tags, c.lines(tags), strict=True) if line in seen]
     c.add("gz_truncated_json_array", {"data.json.gz": cut}, good=good, rejected={"truncated_file": 1})
@@ -336,6 +336,8 @@ def build(root: Path) -> list[dict[str, Any]]:
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
     c.cases[-1].update(exit=3, message="observed 0.4, expected between 0.0 and 0.25")
 
+    for case in c.cases:
+        assert case["exit"] != 0 or len(case["good"]) >= 10, case["kind"]  # else the train-size gate fails
     (root / "cases.json").write_text(json.dumps(c.cases, indent=1, ensure_ascii=False) + "\n")
     return c.cases
 
