@@ -14,8 +14,12 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
+import orjson
+
 BOM = b"\xef\xbb\xbf"
 READ_CHUNK = 1 << 20
+QUOTE = ord('"')
+OPENING = b"{["
 
 
 class ReadFault(Exception):
@@ -85,7 +89,8 @@ class JsonScanner:
     same parser JSON Lines use: the same reasons, lone surrogates and repeated keys included.
     """
 
-    STRUCTURAL = re.compile(rb'["\[\]{}]')
+    OBJECT_END = re.compile(rb"\}(?=\s*[,\]])")
+    BETWEEN_BRACKETS = re.compile(rb'(?:[^"\[\]{}]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.S)
     STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # after the opening quote
     SCALAR_END = re.compile(rb"[\s,\]}]")
     SPACE = re.compile(rb"\s*")
@@ -143,21 +148,20 @@ class JsonScanner:
         """The bytes of the next value; raises Truncated when the data ends inside it."""
         first = self.peek()
         start = self.pos
+        if first == b"{" and (end := self._object_end_by_parsing(start)):
+            self.pos = end
+            return self.buf[start:end]
         if first in (b"{", b"["):
             depth = 0
             while True:
-                match = self.STRUCTURAL.search(self.buf, self.pos)
-                if match is None:
-                    self.pos = len(self.buf)
+                # Jump over everything but brackets, strings included, in one match.
+                self.pos = self.BETWEEN_BRACKETS.match(self.buf, self.pos).end()
+                if self.pos == len(self.buf) or self.buf[self.pos] == QUOTE:  # the data ends, maybe in a string
                     if not self._more():
                         raise self.Truncated
                     continue
-                self.pos = match.end()
-                char = match.group()
-                if char == b'"':
-                    self._string_rest()
-                    continue
-                depth += 1 if char in b"{[" else -1
+                depth += 1 if self.buf[self.pos] in OPENING else -1
+                self.pos += 1
                 if depth == 0:
                     return self.buf[start : self.pos]
         if first == b'"':
@@ -168,6 +172,35 @@ class JsonScanner:
             pass
         self.pos = match.start() if match else len(self.buf)
         return self.buf[start : self.pos]
+
+    def _object_end_by_parsing(self, start: int, attempts: int = 4) -> int | None:
+        """Where the object at start ends, found fast: the first `}` before `,` or `]` up to which it parses.
+
+        A shorter prefix cannot parse (it would leave a string or bracket open), so the first
+        one that does is the whole object. Only prefixes whose brackets balance (strings
+        counted too, which rarely matters) are parsed. None (then brackets are counted one by
+        one) for a broken object.
+        """
+        balance, counted = 0, start
+        for candidates, match in enumerate(self.OBJECT_END.finditer(self.buf, start)):
+            if candidates > 64:  # e.g. a `}` inside a string keeps the count off: count brackets instead
+                return None
+            end = match.end()
+            buf = self.buf
+            balance += (buf.count(b"{", counted, end) + buf.count(b"[", counted, end)
+                        - buf.count(b"}", counted, end) - buf.count(b"]", counted, end))
+            counted = end
+            if balance:
+                continue
+            try:
+                orjson.loads(buf[start:end])
+            except orjson.JSONDecodeError:
+                attempts -= 1
+                if not attempts:
+                    return None
+                continue
+            return end
+        return None
 
     def _string_rest(self) -> None:
         while (match := self.STRING_REST.match(self.buf, self.pos)) is None:
