@@ -49,13 +49,14 @@ def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
 READ_ERRORS = (EOFError, OSError, zlib.error)
 
 
-def read_chunks(f: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
+def read_chunks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
     """The file's bytes in chunks; a read error raises ReadFault.
 
     `read1` makes one underlying read per call, so a gzip stream that is cut short gives up
     every byte decompressed before the cut.
     """
     read = getattr(f, "read1", f.read)
+    size = size or READ_CHUNK
     while True:
         try:
             chunk = read(size)

@@ -393,3 +393,20 @@ def test_bad_sql_urls_say_what_is_wrong_without_the_password(url, message):
     with pytest.raises(InputError, match=message) as info:
         parse_sql_url(url)
     assert "secret" not in str(info.value)
+
+
+def test_json_arrays_over_several_chunks_with_brackets_and_escapes_in_strings(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.setattr("ftflow.reading.READ_CHUNK", 4096)
+    rng = random.Random(7)
+    pieces = ['}', '{', ']', '[', '\\', '"', '},', '}]', ':', ',', 'ü', '\n', 'x' * 50]
+    records = [
+        chat("".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))), json.dumps({"antwort": f"a{i}}}"}))
+        for i in range(300)
+    ]
+    for name, text in (("compact.json", json.dumps(records)), ("pretty.json", json.dumps(records, indent=2))):
+        (tmp_path / name).write_text(text)
+        assert len(text) > 10 * 4096  # many read chunks, items across their borders
+        got = items([tmp_path / name])
+        assert [i.example for i in got] == records, name
