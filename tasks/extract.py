@@ -664,7 +664,8 @@ def group_rows(
     Rows of one conversation must be contiguous (sort the table or query by id); a
     conversation whose rows appear again after another one started is rejected, not merged.
     A conversation with a bad row (no turn order, a value that is not text, a ragged or
-    undecodable CSV row) is rejected whole, with the first bad row's reason and location.
+    undecodable CSV row, a row without an id between two of its rows) is rejected whole,
+    with the first bad row's reason and location: never written with a turn missing.
     """
     seen: set[str] = set()
     current_id: str | None = None
@@ -697,26 +698,41 @@ def group_rows(
         ]
         yield Candidate(source, loc, {"messages": messages})
 
+    # Bad rows without a conversation id wait here: if the rows around them belong to one
+    # conversation, they were part of it, and it goes with them; otherwise each goes alone.
+    orphans: list[tuple[str, RowProblem]] = []
+
+    def orphan_rejections() -> Iterator[Item]:
+        for loc, bad in orphans:
+            yield Rejection(source, loc, bad.reason, bad.detail, _json_safe(bad.record))
+        orphans.clear()
+
     for loc, row in rows:
+        if isinstance(row, RowProblem) and row.ends_file:
+            if current_id is not None:
+                problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
+                yield from flush()
+            yield from orphan_rejections()
+            yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
+            return
         if isinstance(row, RowProblem):
-            if row.ends_file:
-                if current_id is not None:
-                    problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
-                    yield from flush()
-                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
-                return
-            conversation_id = row.conversation_id
-            if conversation_id is None or not conversation_id.strip():
-                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
-                continue
+            conversation_id = row.conversation_id if row.conversation_id and row.conversation_id.strip() else None
         else:
-            conversation_id = row.get(options.id_column)
-            if conversation_id is None or str(conversation_id).strip() == "":
-                yield Rejection(source, loc, "missing_conversation_id", f"no {options.id_column!r}", _json_safe(row))
-                continue
-            conversation_id = str(conversation_id)
+            value = row.get(options.id_column)
+            conversation_id = str(value) if value is not None and str(value).strip() else None
+        if conversation_id is None:
+            bad = row if isinstance(row, RowProblem) else RowProblem(
+                "missing_conversation_id", f"no {options.id_column!r}", row)
+            orphans.append((loc, bad))
+            continue
+        if conversation_id == current_id and orphans:
+            for orphan_loc, bad in orphans:
+                current.append((orphan_loc, bad))
+                problem = problem or (orphan_loc, bad)
+            orphans.clear()
         if conversation_id != current_id:
             yield from flush()
+            yield from orphan_rejections()
             current_id, current, problem = conversation_id, [], None
         current.append((loc, row))
         if problem is None:
@@ -725,6 +741,7 @@ def group_rows(
             elif found := _problem_in(row, options):
                 problem = (loc, RowProblem(*found))
     yield from flush()
+    yield from orphan_rejections()
 
 
 def _check_columns(names: list[str], source: str, options: ExtractOptions) -> None:

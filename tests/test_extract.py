@@ -410,3 +410,18 @@ def test_json_arrays_over_several_chunks_with_brackets_and_escapes_in_strings(tm
         assert len(text) > 10 * 4096  # many read chunks, items across their borders
         got = items([tmp_path / name])
         assert [i.example for i in got] == records, name
+
+
+def test_a_row_without_an_id_inside_a_conversation_takes_the_conversation_with_it(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(
+        b"conversation_id,turn,role,content\n"
+        b"a,1,user,q\n,2,assistant,lost\na,3,user,q\na,4,assistant,r\n"  # inside a: a goes
+        b"b,1,user,q\nb,2,assistant,r\n"
+        b',1,user,"x"y\n'  # between b and c: alone
+        b"c,1,user,q\nc,2,assistant,r\n"
+    )
+    got = sorted(items([path]), key=lambda i: int(i.loc.split()[1]))
+    assert reasons(got) == [("row 2", "missing_conversation_id"), ("row 6", "ok"), ("row 8", "malformed_row"),
+                            ("row 9", "ok")]
+    assert "row 3" in got[0].detail and len(got[0].record) == 4
