@@ -162,6 +162,7 @@ def prepare(
     from tasks.transform import TransformOptions, parse_mapping
 
     started = time.time()
+    report_file: list[Path] = []  # known once the settings are valid
 
     def action() -> dict[str, Any]:
         if format not in get_args(Format):
@@ -176,6 +177,7 @@ def prepare(
             max_cost_usd=max_cost_usd,
             out_dir=out,
         )
+        report_file.append(Path(settings.out_dir) / "report.json")
         extract = ExtractOptions(
             format=format,
             turns_key=turns_key,
@@ -205,8 +207,8 @@ def prepare(
     try:
         report = run_reporting_errors(action)
     except typer.Exit:
-        written = Path(str(get_settings(out_dir=out).out_dir)) / "report.json"
-        if written.exists() and written.stat().st_mtime > started:  # the gate failed after the report
+        written = report_file[0] if report_file else None
+        if written and written.exists() and written.stat().st_mtime > started:  # the gate failed after the report
             print_prepare_summary(json.loads(written.read_text("utf-8")))
         raise
     print_prepare_summary(report)
@@ -263,7 +265,7 @@ def finetune(
     """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
     from flows.finetune import finetune as finetune_flow
 
-    settings = get_settings(model=model, backend=backend)
+    settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend))
     result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
                                                         n_epochs=n_epochs, force=force, backend=settings.backend))
     if not isinstance(result, dict):

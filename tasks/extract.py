@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import csv
 import glob
-import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import stat
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -45,6 +43,16 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import ConfigError, InputError
 from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from ftflow.reading import (
+    BOM,
+    READ_ERRORS,
+    FaultingReader,
+    JsonScanner,
+    ReadFault,
+    read_chunks,
+    read_fault,
+    read_lines,
+)
 
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
 
@@ -54,8 +62,6 @@ CONTENT_KEYS = ("content", "value", "text", "utterance", "message")
 TEXT_KEYS = ("text", "transcript")
 # Keys under which one JSON document may hold its list of records: {"data": [...]}.
 WRAPPER_KEYS = ("data", "conversations", "records", "examples", "items")
-BOM = b"\xef\xbb\xbf"
-READ_CHUNK = 1 << 20
 DEFAULT_SPEAKERS = {
     "human": "user",
     "user": "user",
@@ -317,25 +323,19 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-_KEY_COLON = re.compile(rb'"\s*:')
-
-
-def _key_count(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_key_count(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_key_count(v) for v in value)
-    return 0
+def _key_marks(text: bytes) -> int:
+    """Roughly the keys in a JSON text: quotes followed by a colon, less escaped quotes followed by one."""
+    return text.count(b'":') + text.count(b'" :') - text.count(b'\\":')
 
 
 def duplicate_key(raw: bytes, record: Any) -> str | None:
     """The first key that appears twice in one object of the JSON text, or None.
 
-    orjson keeps the last value of a repeated key without a word. Counting `"...":` in the
-    text is a cheap upper bound of the keys; only when it exceeds the keys parsed is the
-    text parsed again, with a hook that sees every pair.
+    orjson keeps the last value of a repeated key without a word. Counted the same rough way,
+    the text has more keys than the parsed record written back out only if a key repeats (or
+    in rare spellings); only then is the text parsed again with a hook that sees every pair.
     """
-    if len(_KEY_COLON.findall(raw)) <= _key_count(record):
+    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
         return None
     repeated: list[str] = []
 
@@ -367,8 +367,12 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
 
 
 def _printable(text: str) -> str:
-    """Text with lone surrogates replaced: JSON output cannot hold them."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """Text without surrogates, which JSON output cannot hold: an undecodable byte becomes U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # bytes that were not UTF-8, as read
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Item:
@@ -378,74 +382,13 @@ def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Ite
         return Rejection(source, loc, exc.reason, exc.detail, record)
 
 
-# --- reading bytes ---------------------------------------------------------------------------
-
-
-class ReadFault(Exception):
-    """The rest of a file cannot be read: compressed data cut short or corrupt, or an I/O error.
-
-    `partial` holds the bytes of the incomplete record read before the fault.
-    """
-
-    def __init__(self, reason: str, detail: str, partial: bytes = b"") -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.partial = partial
-
-    def rejection(self, source: str, loc: str) -> Rejection:
-        text = self.partial.decode("utf-8", "replace") if self.partial else None
-        return Rejection(source, loc, self.reason, f"{self.detail}; the rest of the file is unreadable", text)
-
-
-def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
-    """Classify an exception raised while reading a file."""
-    if isinstance(exc, EOFError):
-        return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
-    if isinstance(exc, gzip.BadGzipFile | zlib.error):
-        return ReadFault("corrupt_file", f"corrupt compressed data ({exc})", partial)
-    if isinstance(exc, OSError):
-        return ReadFault("read_error", f"read error ({exc.strerror or exc})", partial)
-    return ReadFault("corrupt_file", f"unreadable data ({exc})", partial)
-
-
-READ_ERRORS = (EOFError, OSError, zlib.error)
-
-
-def read_chunks(f: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
-    """The file's bytes in chunks; a read error raises ReadFault.
-
-    `read1` makes one underlying read per call, so a gzip stream that is cut short gives up
-    every byte decompressed before the cut.
-    """
-    read = getattr(f, "read1", f.read)
-    while True:
-        try:
-            chunk = read(size)
-        except READ_ERRORS as exc:
-            raise read_fault(exc) from None
-        if not chunk:
-            return
-        yield chunk
-
-
-def read_lines(f: IO[bytes]) -> Iterator[bytes]:
-    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault."""
-    pending = b""
-    try:
-        for chunk in read_chunks(f):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-    except ReadFault as fault:
-        fault.partial = pending
-        raise
-    if pending:
-        yield pending
-
-
 # --- readers -----------------------------------------------------------------------------
+
+
+def fault_rejection(fault: ReadFault, source: str, loc: str) -> Rejection:
+    """The one rejection that stands for the unreadable rest of a file."""
+    text = fault.partial.decode("utf-8", "replace") if fault.partial else None
+    return Rejection(source, loc, fault.reason, f"{fault.detail}; the rest of the file is unreadable", text)
 
 
 def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
@@ -459,108 +402,8 @@ def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
                 if raw.strip():  # blank lines hold no record
                     yield _decode(source, f"line {number}", raw, options)
         except ReadFault as fault:
-            yield fault.rejection(source, f"line {number + 1}")
+            yield fault_rejection(fault, source, f"line {number + 1}")
 
-
-class _JsonScanner:
-    """Finds where top-level JSON values begin and end in a byte stream, without parsing them.
-
-    Only strings and brackets matter for that, so whole records are handed to orjson, the
-    same parser JSON Lines use: the same reasons, lone surrogates and repeated keys included.
-    """
-
-    STRUCTURAL = re.compile(rb'["\[\]{}]')
-    STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # after the opening quote
-    SCALAR_END = re.compile(rb"[\s,\]}]")
-    SPACE = re.compile(rb"\s*")
-
-    class Truncated(Exception):
-        """The data ends inside a value."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._chunks = read_chunks(f)
-        self.buf = b""
-        self.pos = 0
-        self.eof = False
-        self._lines = (0, 1)  # (position, line number there), counted lazily
-        self._more()
-        if self.buf.startswith(BOM):
-            self.pos, self._lines = len(BOM), (len(BOM), 1)
-
-    def _more(self) -> bool:
-        if self.eof:
-            return False
-        chunk = next(self._chunks, b"")
-        self.eof = not chunk
-        self.buf += chunk
-        return bool(chunk)
-
-    def compact(self) -> None:
-        """Forget what was consumed (only between values: positions of earlier values go stale)."""
-        if self.pos > READ_CHUNK:
-            line = self.line()
-            self.buf, self.pos, self._lines = self.buf[self.pos :], 0, (0, line)
-
-    def line(self) -> int:
-        """The line number of the current position."""
-        counted, line = self._lines
-        line += self.buf.count(b"\n", counted, self.pos)
-        self._lines = (self.pos, line)
-        return line
-
-    def peek(self) -> bytes:
-        """The next non-whitespace byte (whitespace is consumed), or b"" at the end."""
-        while True:
-            self.pos = self.SPACE.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf):
-                return self.buf[self.pos : self.pos + 1]
-            if not self._more():
-                return b""
-
-    def expect(self, byte: bytes) -> bool:
-        if self.peek() == byte:
-            self.pos += 1
-            return True
-        return False
-
-    def value(self) -> bytes:
-        """The bytes of the next value; raises Truncated when the data ends inside it."""
-        first = self.peek()
-        start = self.pos
-        if first in (b"{", b"["):
-            depth = 0
-            while True:
-                match = self.STRUCTURAL.search(self.buf, self.pos)
-                if match is None:
-                    self.pos = len(self.buf)
-                    if not self._more():
-                        raise self.Truncated
-                    continue
-                self.pos = match.end()
-                char = match.group()
-                if char == b'"':
-                    self._string_rest()
-                    continue
-                depth += 1 if char in b"{[" else -1
-                if depth == 0:
-                    return self.buf[start : self.pos]
-        if first == b'"':
-            self.pos += 1
-            self._string_rest()
-            return self.buf[start : self.pos]
-        while (match := self.SCALAR_END.search(self.buf, self.pos)) is None and self._more():
-            pass
-        self.pos = match.start() if match else len(self.buf)
-        return self.buf[start : self.pos]
-
-    def _string_rest(self) -> None:
-        while (match := self.STRING_REST.match(self.buf, self.pos)) is None:
-            if not self._more():
-                raise self.Truncated
-        self.pos = match.end()
-
-    def rest(self) -> bytes:
-        return self.buf[self.pos :]
 
 class _BrokenJson(Exception):
     def __init__(self, loc: str, detail: str, rest: bytes) -> None:
@@ -568,7 +411,7 @@ class _BrokenJson(Exception):
         self.loc, self.detail, self.rest = loc, detail, rest
 
 
-def _array_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
     """The items of the array whose `[` the scanner just consumed; _BrokenJson for an unreadable rest."""
     index = 0
     if scanner.expect(b"]"):
@@ -577,7 +420,7 @@ def _array_items(source: str, scanner: _JsonScanner, options: ExtractOptions) ->
         index += 1
         try:
             raw = scanner.value()
-        except _JsonScanner.Truncated:
+        except JsonScanner.Truncated:
             raise _BrokenJson(f"item {index}", f"the file ends inside item {index}", scanner.rest()) from None
         yield _decode(source, f"item {index}", raw, options)
         scanner.compact()
@@ -595,16 +438,16 @@ def _looks_like_record(value: Any, options: ExtractOptions) -> bool:
     )
 
 
-def _top_level_value(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Item:
+def _top_level_value(source: str, scanner: JsonScanner, options: ExtractOptions) -> Item:
     line = scanner.line()
     try:
         raw = scanner.value()
-    except _JsonScanner.Truncated:
+    except JsonScanner.Truncated:
         raise _BrokenJson(f"line {line}", "the file ends inside this value", scanner.rest()) from None
     return _decode(source, f"line {line}", raw, options)
 
 
-def _wrapped_records(scanner: _JsonScanner, options: ExtractOptions) -> bool:
+def _wrapped_records(scanner: JsonScanner, options: ExtractOptions) -> bool:
     """Inside a top-level object: find a wrapper key holding a list of records.
 
     True leaves the scanner just after that list's `[`; False means the object is not a
@@ -632,7 +475,7 @@ def _wrapped_records(scanner: _JsonScanner, options: ExtractOptions) -> bool:
     return False
 
 
-def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+def _document_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
     """Top-level values one after another; a lone object holding its records under a wrapper key is that list."""
     start = scanner.pos
     if scanner.peek() == b"[":
@@ -641,7 +484,7 @@ def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions)
     else:
         try:
             wrapper = _wrapped_records(scanner, options)
-        except _JsonScanner.Truncated:
+        except JsonScanner.Truncated:
             wrapper = False
         if wrapper:
             yield from _array_items(source, scanner, options)
@@ -660,7 +503,7 @@ def _document_items(source: str, scanner: _JsonScanner, options: ExtractOptions)
         yield _top_level_value(source, scanner, options)
 
 
-def _skip_rest_of_object(scanner: _JsonScanner) -> None:
+def _skip_rest_of_object(scanner: JsonScanner) -> None:
     """After a wrapper's list: the object's other keys (metadata) hold no records."""
     while scanner.expect(b","):
         scanner.value()
@@ -673,14 +516,14 @@ def _skip_rest_of_object(scanner: _JsonScanner) -> None:
 
 def _read_json(
     path: Path,
-    items: Callable[[str, _JsonScanner, ExtractOptions], Iterator[Item]],
+    items: Callable[[str, JsonScanner, ExtractOptions], Iterator[Item]],
     options: ExtractOptions,
 ) -> Iterator[Item]:
     source = str(path)
     last = "the start"
     with open_binary(path) as f:
         try:
-            scanner = _JsonScanner(f)
+            scanner = JsonScanner(f)
             for item in items(source, scanner, options):
                 last = item.loc
                 yield item
@@ -690,13 +533,13 @@ def _read_json(
             text = exc.rest.decode("utf-8", "replace")
             yield Rejection(source, exc.loc, "invalid_json", f"{exc.detail}; the rest of the file is unreadable", text)
         except ReadFault as fault:
-            yield fault.rejection(source, f"after {last}")
+            yield fault_rejection(fault, source, f"after {last}")
 
 
 def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
     """A JSON array of records, streamed item by item."""
 
-    def items(source: str, scanner: _JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+    def items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
         if not scanner.expect(b"["):
             raise _BrokenJson("item 1", "the file does not start with '['", scanner.rest())
         yield from _array_items(source, scanner, options)
@@ -748,7 +591,7 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
         except ReadFault as fault:
             # The block being read may be cut short: it goes with the unreadable rest.
             fault.partial = "".join(block).encode() + fault.partial
-            yield fault.rejection(source, f"line {start}")
+            yield fault_rejection(fault, source, f"line {start}")
             return
     if item := block_item(block, start, bad_line):
         yield item
@@ -787,9 +630,19 @@ def _problem_in(row: dict[str, Any], options: ExtractOptions) -> tuple[str, str]
         return "missing_turn_order", f"no {options.order_column!r} value, so the turn's place is unknown"
     for column in (options.role_column, options.content_column):
         value = row.get(column)
-        if not isinstance(value, (*JSON_SCALARS, list, dict)):
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return "invalid_utf8", f"{column!r} holds bytes that are not valid UTF-8"
+        elif not isinstance(value, (*JSON_SCALARS, list, dict)):
             return "data_type", f"{column!r} is {type(value).__name__}, not text"
     return None
+
+
+def _text_value(value: Any) -> Any:
+    """Binary text columns (Parquet BYTE_ARRAY without a UTF-8 annotation, SQL BLOBs) as text."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _json_safe(value: Any) -> Any:
@@ -811,7 +664,8 @@ def group_rows(
     Rows of one conversation must be contiguous (sort the table or query by id); a
     conversation whose rows appear again after another one started is rejected, not merged.
     A conversation with a bad row (no turn order, a value that is not text, a ragged or
-    undecodable CSV row) is rejected whole, with the first bad row's reason and location.
+    undecodable CSV row, a row without an id between two of its rows) is rejected whole,
+    with the first bad row's reason and location: never written with a turn missing.
     """
     seen: set[str] = set()
     current_id: str | None = None
@@ -839,30 +693,46 @@ def group_rows(
             return
         ordered = sorted(current, key=lambda item: _sort_key(item[1].get(options.order_column)))
         messages = [
-            {"role": row.get(options.role_column), "content": row.get(options.content_column)} for _, row in ordered
+            {"role": _text_value(row.get(options.role_column)), "content": _text_value(row.get(options.content_column))}
+            for _, row in ordered
         ]
         yield Candidate(source, loc, {"messages": messages})
 
+    # Bad rows without a conversation id wait here: if the rows around them belong to one
+    # conversation, they were part of it, and it goes with them; otherwise each goes alone.
+    orphans: list[tuple[str, RowProblem]] = []
+
+    def orphan_rejections() -> Iterator[Item]:
+        for loc, bad in orphans:
+            yield Rejection(source, loc, bad.reason, bad.detail, _json_safe(bad.record))
+        orphans.clear()
+
     for loc, row in rows:
+        if isinstance(row, RowProblem) and row.ends_file:
+            if current_id is not None:
+                problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
+                yield from flush()
+            yield from orphan_rejections()
+            yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
+            return
         if isinstance(row, RowProblem):
-            if row.ends_file:
-                if current_id is not None:
-                    problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
-                    yield from flush()
-                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
-                return
-            conversation_id = row.conversation_id
-            if conversation_id is None or not conversation_id.strip():
-                yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
-                continue
+            conversation_id = row.conversation_id if row.conversation_id and row.conversation_id.strip() else None
         else:
-            conversation_id = row.get(options.id_column)
-            if conversation_id is None or str(conversation_id).strip() == "":
-                yield Rejection(source, loc, "missing_conversation_id", f"no {options.id_column!r}", _json_safe(row))
-                continue
-            conversation_id = str(conversation_id)
+            value = row.get(options.id_column)
+            conversation_id = str(value) if value is not None and str(value).strip() else None
+        if conversation_id is None:
+            bad = row if isinstance(row, RowProblem) else RowProblem(
+                "missing_conversation_id", f"no {options.id_column!r}", row)
+            orphans.append((loc, bad))
+            continue
+        if conversation_id == current_id and orphans:
+            for orphan_loc, bad in orphans:
+                current.append((orphan_loc, bad))
+                problem = problem or (orphan_loc, bad)
+            orphans.clear()
         if conversation_id != current_id:
             yield from flush()
+            yield from orphan_rejections()
             current_id, current, problem = conversation_id, [], None
         current.append((loc, row))
         if problem is None:
@@ -871,6 +741,7 @@ def group_rows(
             elif found := _problem_in(row, options):
                 problem = (loc, RowProblem(*found))
     yield from flush()
+    yield from orphan_rejections()
 
 
 def _check_columns(names: list[str], source: str, options: ExtractOptions) -> None:
@@ -935,37 +806,19 @@ def _has_escapes(value: str) -> bool:
     return _ESCAPED_BYTE.search(value) is not None
 
 
-class _FaultingReader(io.RawIOBase):
-    """A raw stream over read_chunks, so that read errors reach the CSV reader as ReadFault."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._chunks = read_chunks(f)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._pending:
-            self._pending = next(self._chunks, b"")
-        size = min(len(buffer), len(self._pending))
-        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
-        return size
-
-
 def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
     csv.field_size_limit(1 << 30)  # a long message is not an error
     with open_binary(path) as f:
         text = io.TextIOWrapper(
-            io.BufferedReader(_FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
+            io.BufferedReader(FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
         reader = csv.reader(text, strict=True)
         try:
             header = next(reader, [])
         except (ReadFault, csv.Error) as exc:
             fault = exc if isinstance(exc, ReadFault) else ReadFault("malformed_row", f"not valid CSV ({exc})")
-            yield fault.rejection(source, "row 1")
+            yield fault_rejection(fault, source, "row 1")
             return
         _check_columns(header, source, options)
         yield from group_rows(_csv_rows(reader, header, options), source, options)
@@ -1014,33 +867,42 @@ def read_sql(options: ExtractOptions) -> Iterator[Item]:
         engine.dispose()
 
 
-def _first_line(path: Path, limit: int = 1 << 20) -> bytes | None:
-    """The first line of a file (BOM removed), or None when unreadable or longer than limit."""
+def _first_lines(path: Path, count: int = 5, limit: int = 1 << 20) -> list[bytes]:
+    """Up to `count` non-blank lines from the start of a file (BOM removed); fewer when unreadable or long."""
     head = b""
     try:
         with open_binary(path) as f:
             for chunk in read_chunks(f, 1 << 16):
                 head += chunk
-                if b"\n" in head or len(head) > limit:
+                if head.count(b"\n") > 4 * count or len(head) > limit:
                     break
     except ReadFault:
-        return None
-    line = head.removeprefix(BOM).split(b"\n", 1)[0]
-    return line if len(line) <= limit else None
+        pass
+    lines = [line for line in head.removeprefix(BOM).split(b"\n") if line.strip()]
+    return lines[:count]
+
+
+def _parses_to_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _json_reader(path: Path, options: ExtractOptions) -> Callable[[Path, ExtractOptions], Iterator[Item]]:
-    """JSON Lines, an array, or a pretty-printed or wrapped document, told apart by the content."""
-    line = _first_line(path)
-    head = line.lstrip() if line is not None else b""
+    """JSON Lines, an array, or a pretty-printed or wrapped document, told apart by the content.
+
+    JSON Lines: some of the first lines are objects on their own (a broken line among them
+    stays a broken line). Pretty-printed: none is (`{` alone, `"key": [`...).
+    """
+    lines = _first_lines(path)
+    head = lines[0].lstrip() if lines else b""
     if head.startswith(b"["):
         return read_json_array
     if head.startswith(b"{"):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return read_json_document  # `{` alone on line 1: pretty-printed
-        return read_json_document if _is_wrapper(record, options) else read_json_lines
+        if _parses_to_object(lines[0]):
+            return read_json_document if _is_wrapper(orjson.loads(lines[0]), options) else read_json_lines
+        return read_json_lines if any(_parses_to_object(line) for line in lines[1:]) else read_json_document
     return read_json_lines  # it reports what is wrong with each line
 
 

@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+import errno
 import gzip
+import io
 import json
+import os
 import sqlite3
 import uuid
+import zlib
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from ftflow.errors import InputError
-from tasks.extract import Candidate, ExtractOptions, Rejection, iter_items, parse_transcript, resolve_sources
+from tasks.extract import (
+    Candidate,
+    ExtractOptions,
+    Rejection,
+    iter_items,
+    parse_sql_url,
+    parse_transcript,
+    resolve_sources,
+)
 from tests.conftest import chat, postgres_engine_or_skip, postgres_url, write_jsonl
 
 
@@ -212,3 +224,204 @@ def test_sql_on_postgres_with_the_same_code():
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table}"))
+
+
+# --- bad input: every record kept or quarantined, never changed --------------------------
+
+
+def reasons(got) -> list:
+    return [(i.loc, i.reason) if isinstance(i, Rejection) else (i.loc, "ok") for i in got]
+
+
+def test_a_cut_gzip_keeps_every_complete_line_and_rejects_the_rest_once(tmp_path):
+    data = b"".join(json.dumps(chat(f"q{i}", f"a{i}")).encode() + b"\n" for i in range(300))
+    packed = gzip.compress(data)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    complete = zlib.decompressobj(31).decompress(packed[: len(packed) // 2]).count(b"\n")
+    got = items([path])
+    assert [r for _, r in reasons(got)] == ["ok"] * complete + ["truncated_file"]
+    assert got[-1].loc == f"line {complete + 1}" and got[-1].record  # the incomplete line, as far as it got
+
+
+def test_a_read_error_is_quarantined_with_its_reason(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "a.jsonl", [chat("q", "a")] * 3)
+
+    class FailingDisk(io.BytesIO):
+        def read1(self, size=-1):
+            if self.tell():
+                raise OSError(errno.EIO, "Input/output error")
+            return super().read1(len(self.getvalue()) - 5)  # all but the end of the last line
+
+    monkeypatch.setattr("tasks.extract.open_binary", lambda p: FailingDisk(p.read_bytes()))
+    assert reasons(items([path])) == [("line 1", "ok"), ("line 2", "ok"), ("line 3", "read_error")]
+
+
+def test_a_gz_that_is_not_gzip_is_one_corrupt_file_rejection(tmp_path):
+    path = tmp_path / "plain.jsonl.gz"
+    path.write_bytes(b'{"messages": []}\n')
+    [only] = items([path])
+    assert only.reason == "corrupt_file" and "Not a gzipped file" in only.detail
+
+
+def test_repeated_keys_and_lone_surrogates_are_rejected_in_lines_and_arrays(tmp_path):
+    dup = b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}'
+    lone = b'{"messages": [{"role": "user", "content": "x\\ud800"}]}'
+    good = json.dumps(chat("q", "a")).encode()
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join([dup, lone, good]))
+    (tmp_path / "b.json").write_bytes(b"[" + b", ".join([dup, lone, good]) + b"]")
+    for name, loc in (("a.jsonl", "line"), ("b.json", "item")):
+        assert reasons(items([tmp_path / name])) == [
+            (f"{loc} 1", "duplicate_key"), (f"{loc} 2", "invalid_json"), (f"{loc} 3", "ok")
+        ]
+    # Keys that only look repeated (`"…":` inside a string) are not.
+    tricky = {"messages": [{"role": "user", "content": 'he said "content": x'}]}
+    assert reasons(items([write_jsonl(tmp_path / "c.jsonl", [tricky])])) == [("line 1", "ok")]
+
+
+def test_a_byte_order_mark_is_dropped_everywhere(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    line = json.dumps(chat("q", "a")).encode()
+    files = {
+        "a.jsonl": bom + line + b"\n",
+        "a.json": bom + b"[" + line + b"]",
+        "a.txt": bom + b"User: q\nAssistant: a\n",
+        "a.csv": bom + b"conversation_id,turn,role,content\nc,1,user,q\nc,2,assistant,a\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        [item] = items([tmp_path / name])
+        assert isinstance(item, Candidate) and item.example["messages"][0]["content"].strip() == "q", name
+
+
+def test_wrapped_and_pretty_printed_json(tmp_path):
+    records = [chat("q1", "a1"), chat("q2", "a2")]
+    (tmp_path / "w.json").write_text(json.dumps({"version": 1, "data": records, "meta": {"n": [1]}}, indent=2))
+    (tmp_path / "p.json").write_text("\n".join(json.dumps(r, indent=2) for r in records))
+    sharegpt = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    (tmp_path / "s.json").write_text(json.dumps(sharegpt, indent=2))
+    assert reasons(items([tmp_path / "w.json"])) == [("item 1", "ok"), ("item 2", "ok")]
+    second = len(json.dumps(records[0], indent=2).splitlines()) + 1
+    assert reasons(items([tmp_path / "p.json"])) == [("line 1", "ok"), (f"line {second}", "ok")]
+    [one] = items([tmp_path / "s.json"])  # `conversations` holding turns: one conversation
+    assert len(one.example["messages"]) == 2
+    (tmp_path / "x.json").write_text(json.dumps({"name": "settings", "values": [1, 2]}, indent=2))
+    with pytest.raises(InputError, match="no conversation in it and no list of records"):
+        items([tmp_path / "x.json"])
+
+
+def test_a_broken_line_at_the_top_does_not_turn_json_lines_into_one_document(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"messages": [\n' + json.dumps(chat("q", "a")) + "\n")
+    assert reasons(items([path])) == [("line 1", "invalid_json"), ("line 2", "ok")]
+
+
+def test_csv_rejects_bad_rows_with_their_conversation_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(
+        b"conversation_id,turn,role,content\n"
+        b"a,1,user,q\na,2,assistant,r\n"
+        b"b,1,user,q,extra\nb,2,assistant,r\n"  # ragged: conversation b goes
+        b"c,1,user,caf\xe9\nc,2,assistant,r\n"  # not UTF-8: conversation c goes
+        b"d,1,user,q\nd,,assistant,r\n"  # no turn order
+        b'e,1,user,"q"x\n'  # not CSV
+        b"f,1,user,NA\nf,2,assistant,null\n"  # text, not missing values
+    )
+    got = sorted(items([path]), key=lambda i: int(i.loc.split()[1]))
+    assert reasons(got) == [
+        ("row 2", "ok"), ("row 4", "ragged_row"), ("row 6", "invalid_utf8"), ("row 8", "missing_turn_order"),
+        ("row 10", "malformed_row"), ("row 11", "ok"),
+    ]
+    assert got[2].record[0][3] == "caf\ufffd" and "row 6" in got[2].detail
+    assert [m["content"] for m in got[-1].example["messages"]] == ["NA", "null"]
+
+
+def test_a_cut_gzip_csv_keeps_finished_conversations_only(tmp_path):
+    rows = "".join(f"c{i},1,user,q{i}\nc{i},2,assistant,a{i}\n" for i in range(200))
+    packed = gzip.compress(("conversation_id,turn,role,content\n" + rows).encode())
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    got = items([path])
+    assert [r for _, r in reasons(got)][-2:] == ["truncated_file", "truncated_file"]
+    assert all(len(i.example["messages"]) == 2 for i in got[:-2])
+
+
+def test_parquet_and_sql_values_that_are_not_text(tmp_path):
+    frame = pd.DataFrame({"conversation_id": ["a", "a", "b", "b"], "turn": [1, 2, 1, None],
+                          "role": ["user", "assistant", "user", "assistant"], "content": [b"q", b"r", b"q", b"r"]})
+    frame.to_parquet(tmp_path / "m.parquet")
+    got = items([tmp_path / "m.parquet"])
+    assert reasons(got) == [("row 1", "ok"), ("row 3", "missing_turn_order")]
+    assert got[0].example["messages"][0]["content"] == "q"
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    assert reasons(items([tmp_path / "bad.parquet"])) == [("row 1", "corrupt_file")]
+
+
+def test_sources_that_are_not_files(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [chat("q", "a")])
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    (tmp_path / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")
+    (tmp_path / "sub.jsonl").mkdir()
+    skipped: list[str] = []
+    assert resolve_sources([str(tmp_path / "*.jsonl")], skipped) == [tmp_path / "a.jsonl"]
+    assert skipped == [
+        f"{tmp_path / 'gone.jsonl'}: skipped, a dangling symbolic link",
+        f"{tmp_path / 'pipe.jsonl'}: skipped, a FIFO (named pipe), not a regular file",
+    ]
+    for name, message in (("pipe.jsonl", "a FIFO"), ("sub.jsonl", "a directory, not a file"),
+                          ("gone.jsonl", "dangling symbolic link"), ("nope.jsonl", "no such file")):
+        with pytest.raises(InputError, match=message):
+            resolve_sources([str(tmp_path / name)])
+
+
+def test_unreadable_files_are_named(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "a.jsonl", [chat("q", "a")])
+    monkeypatch.setattr("tasks.extract.os.access", lambda *a: False)
+    with pytest.raises(InputError, match="permission denied"):
+        resolve_sources([str(path)])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "--sql-url is not a database URL"),
+        ("foodb://u:secret@host/db", "unknown database dialect 'foodb'"),
+        ("postgresql+nodriver://u:secret@host/db", "unknown database dialect"),
+    ],
+)
+def test_bad_sql_urls_say_what_is_wrong_without_the_password(url, message):
+    with pytest.raises(InputError, match=message) as info:
+        parse_sql_url(url)
+    assert "secret" not in str(info.value)
+
+
+def test_json_arrays_over_several_chunks_with_brackets_and_escapes_in_strings(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.setattr("ftflow.reading.READ_CHUNK", 4096)
+    rng = random.Random(7)
+    pieces = ['}', '{', ']', '[', '\\', '"', '},', '}]', ':', ',', 'ü', '\n', 'x' * 50]
+    records = [
+        chat("".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))), json.dumps({"antwort": f"a{i}}}"}))
+        for i in range(300)
+    ]
+    for name, text in (("compact.json", json.dumps(records)), ("pretty.json", json.dumps(records, indent=2))):
+        (tmp_path / name).write_text(text)
+        assert len(text) > 10 * 4096  # many read chunks, items across their borders
+        got = items([tmp_path / name])
+        assert [i.example for i in got] == records, name
+
+
+def test_a_row_without_an_id_inside_a_conversation_takes_the_conversation_with_it(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(
+        b"conversation_id,turn,role,content\n"
+        b"a,1,user,q\n,2,assistant,lost\na,3,user,q\na,4,assistant,r\n"  # inside a: a goes
+        b"b,1,user,q\nb,2,assistant,r\n"
+        b',1,user,"x"y\n'  # between b and c: alone
+        b"c,1,user,q\nc,2,assistant,r\n"
+    )
+    got = sorted(items([path]), key=lambda i: int(i.loc.split()[1]))
+    assert reasons(got) == [("row 2", "missing_conversation_id"), ("row 6", "ok"), ("row 8", "malformed_row"),
+                            ("row 9", "ok")]
+    assert "row 3" in got[0].detail and len(got[0].record) == 4

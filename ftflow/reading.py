@@ -1,0 +1,231 @@
+"""Reading raw bytes without losing any: chunks and lines that report where a file failed, and a
+scanner that finds where each JSON value ends without parsing it.
+
+A file that is cut short (gzip without its end marker), corrupt or failing on the disk raises
+ReadFault from these helpers, after every complete piece before the fault was handed out.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+import orjson
+
+BOM = b"\xef\xbb\xbf"
+READ_CHUNK = 1 << 20
+QUOTE = ord('"')
+OPENING = b"{["
+
+
+class ReadFault(Exception):
+    """The rest of a file cannot be read: compressed data cut short or corrupt, or an I/O error.
+
+    `partial` holds the bytes of the incomplete record read before the fault.
+    """
+
+    def __init__(self, reason: str, detail: str, partial: bytes = b"") -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.partial = partial
+
+
+def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
+    """Classify an exception raised while reading a file."""
+    if isinstance(exc, EOFError):
+        return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return ReadFault("corrupt_file", f"corrupt compressed data ({exc})", partial)
+    if isinstance(exc, OSError):
+        return ReadFault("read_error", f"read error ({exc.strerror or exc})", partial)
+    return ReadFault("corrupt_file", f"unreadable data ({exc})", partial)
+
+
+READ_ERRORS = (EOFError, OSError, zlib.error)
+
+
+def read_chunks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
+    """The file's bytes in chunks; a read error raises ReadFault.
+
+    `read1` makes one underlying read per call, so a gzip stream that is cut short gives up
+    every byte decompressed before the cut.
+    """
+    read = getattr(f, "read1", f.read)
+    size = size or READ_CHUNK
+    while True:
+        try:
+            chunk = read(size)
+        except READ_ERRORS as exc:
+            raise read_fault(exc) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault."""
+    pending = b""
+    try:
+        for chunk in read_chunks(f):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+    except ReadFault as fault:
+        fault.partial = pending
+        raise
+    if pending:
+        yield pending
+
+
+class JsonScanner:
+    """Finds where top-level JSON values begin and end in a byte stream, without parsing them.
+
+    Only strings and brackets matter for that, so whole records are handed to orjson, the
+    same parser JSON Lines use: the same reasons, lone surrogates and repeated keys included.
+    """
+
+    OBJECT_END = re.compile(rb"\}(?=\s*[,\]])")
+    BETWEEN_BRACKETS = re.compile(rb'(?:[^"\[\]{}]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.S)
+    STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # after the opening quote
+    SCALAR_END = re.compile(rb"[\s,\]}]")
+    SPACE = re.compile(rb"\s*")
+
+    class Truncated(Exception):
+        """The data ends inside a value."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._chunks = read_chunks(f)
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self._lines = (0, 1)  # (position, line number there), counted lazily
+        self._more()
+        if self.buf.startswith(BOM):
+            self.pos, self._lines = len(BOM), (len(BOM), 1)
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = next(self._chunks, b"")
+        self.eof = not chunk
+        self.buf += chunk
+        return bool(chunk)
+
+    def compact(self) -> None:
+        """Forget what was consumed (only between values: positions of earlier values go stale)."""
+        if self.pos > READ_CHUNK:
+            line = self.line()
+            self.buf, self.pos, self._lines = self.buf[self.pos :], 0, (0, line)
+
+    def line(self) -> int:
+        """The line number of the current position."""
+        counted, line = self._lines
+        line += self.buf.count(b"\n", counted, self.pos)
+        self._lines = (self.pos, line)
+        return line
+
+    def peek(self) -> bytes:
+        """The next non-whitespace byte (whitespace is consumed), or b"" at the end."""
+        while True:
+            self.pos = self.SPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos : self.pos + 1]
+            if not self._more():
+                return b""
+
+    def expect(self, byte: bytes) -> bool:
+        if self.peek() == byte:
+            self.pos += 1
+            return True
+        return False
+
+    def value(self) -> bytes:
+        """The bytes of the next value; raises Truncated when the data ends inside it."""
+        first = self.peek()
+        start = self.pos
+        if first == b"{" and (end := self._object_end_by_parsing(start)):
+            self.pos = end
+            return self.buf[start:end]
+        if first in (b"{", b"["):
+            depth = 0
+            while True:
+                # Jump over everything but brackets, strings included, in one match.
+                self.pos = self.BETWEEN_BRACKETS.match(self.buf, self.pos).end()
+                if self.pos == len(self.buf) or self.buf[self.pos] == QUOTE:  # the data ends, maybe in a string
+                    if not self._more():
+                        raise self.Truncated
+                    continue
+                depth += 1 if self.buf[self.pos] in OPENING else -1
+                self.pos += 1
+                if depth == 0:
+                    return self.buf[start : self.pos]
+        if first == b'"':
+            self.pos += 1
+            self._string_rest()
+            return self.buf[start : self.pos]
+        while (match := self.SCALAR_END.search(self.buf, self.pos)) is None and self._more():
+            pass
+        self.pos = match.start() if match else len(self.buf)
+        return self.buf[start : self.pos]
+
+    def _object_end_by_parsing(self, start: int, attempts: int = 4) -> int | None:
+        """Where the object at start ends, found fast: the first `}` before `,` or `]` up to which it parses.
+
+        A shorter prefix cannot parse (it would leave a string or bracket open), so the first
+        one that does is the whole object. Only prefixes whose brackets balance (strings
+        counted too, which rarely matters) are parsed. None (then brackets are counted one by
+        one) for a broken object.
+        """
+        balance, counted = 0, start
+        for candidates, match in enumerate(self.OBJECT_END.finditer(self.buf, start)):
+            if candidates > 64:  # e.g. a `}` inside a string keeps the count off: count brackets instead
+                return None
+            end = match.end()
+            buf = self.buf
+            balance += (buf.count(b"{", counted, end) + buf.count(b"[", counted, end)
+                        - buf.count(b"}", counted, end) - buf.count(b"]", counted, end))
+            counted = end
+            if balance:
+                continue
+            try:
+                orjson.loads(buf[start:end])
+            except orjson.JSONDecodeError:
+                attempts -= 1
+                if not attempts:
+                    return None
+                continue
+            return end
+        return None
+
+    def _string_rest(self) -> None:
+        while (match := self.STRING_REST.match(self.buf, self.pos)) is None:
+            if not self._more():
+                raise self.Truncated
+        self.pos = match.end()
+
+    def rest(self) -> bytes:
+        return self.buf[self.pos :]
+
+
+class FaultingReader(io.RawIOBase):
+    """A raw stream over read_chunks, so that read errors reach the CSV reader as ReadFault."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._chunks = read_chunks(f)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
