@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import tiktoken
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -147,6 +149,8 @@ def estimate_budget(
     max_cost_usd: float | None,
 ) -> Budget:
     """Return the token and cost budget of the prepared training set."""
+    import pandas as pd
+
     features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
     return estimate(
         features,
