@@ -145,7 +145,9 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> dict:
     """Run a command; wall time and the peak RSS of it and every descendant (sampled from /proc)."""
     peaks: dict[int, tuple[str, int]] = {}
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+    # The Makefile's start-up allowance for Prefect's temporary server, also when run directly.
+    base = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **os.environ}
+    process = subprocess.Popen(command, cwd=ROOT, env={**base, **(env or {})}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
