@@ -156,7 +156,8 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> dict:
         stack = [process.pid]
         while stack:
             pid = stack.pop()
-            if (seen := _peak_kib(pid)) is not None:
+            seen = _peak_kib(pid)
+            if seen is not None and seen[1] >= peaks.get(pid, ("", 0))[1]:  # a zombie reports no VmHWM
                 peaks[pid] = seen
             stack += _children(pid)
         time.sleep(0.2)
@@ -200,6 +201,7 @@ def cookbook_child(path: str) -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # each figure shows as soon as it is measured
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("n", type=int, nargs="?", default=100_000)
     parser.add_argument("--scaling-n", type=int, help="Conversations for the Dask scaling figure (default N)")
@@ -216,14 +218,13 @@ def main() -> None:
         write_input(source, args.n)
         print(f"input: {args.n:,} conversations, {source.stat().st_size / 2**20:.0f} MiB, {os.cpu_count()} cores")
 
+        full = prepare(source, tmp_path / "out", tmp_path / "work")
+        print(describe("ftflow prepare (CLI, defaults)", full))
+        print_peaks(full)
         book = timed([sys.executable, __file__, "--cookbook-child", str(source)])
         book_result = json.loads(book["output"].strip().splitlines()[-1])
         print(f"{'cookbook loop (1 process)':<34} {book['seconds']:8.1f} s   peak RSS "
               f"{book_result['peak_kib'] / 1024:.0f} MiB, {book_result['tokens']:,} tokens")
-
-        full = prepare(source, tmp_path / "out", tmp_path / "work")
-        print(describe("ftflow prepare (CLI, defaults)", full))
-        print_peaks(full)
         print(f"ratio cookbook / ftflow: {book['seconds'] / full['seconds']:.2f}x "
               f"(shards {full['report']['shards']['total']}, {full['report']['records_read']:,} records read, "
               f"{full['report']['tokens']['total']:,} tokens)")
