@@ -22,6 +22,7 @@ from tasks.report import (
     GateOptions,
     clear_previous_outputs,
     compute_totals,
+    count_too_long,
     enforce_gates,
     publish_dataset,
     suite_parameters,
@@ -51,8 +52,7 @@ def prepare(
     totals = compute_totals(results, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
                             Path(out_dir))
-    over_limit = sum(r.rejected["quality"].get("too_long", 0) for r in results)
-    budget = estimate_budget(split.features_path, model, settings.encoding, over_limit, gates.n_epochs,
+    budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
     report = write_report(results, plan.fingerprints, split, quality, budget, out_dir)
     enforce_gates(report, staged)

@@ -87,6 +87,11 @@ def add_up(results: list[ShardResult]) -> ShardTotals:
     )
 
 
+def count_too_long(results: list[ShardResult]) -> int:
+    """Examples rejected for more tokens than the training context (the budget reports them)."""
+    return sum(r.rejected["quality"].get("too_long", 0) for r in results)
+
+
 def dataset_totals(results: list[ShardResult], split: ReduceResult) -> dict[str, Any]:
     """One row of dataset figures for the `dataset` suite."""
     totals = add_up(results)

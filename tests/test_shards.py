@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -176,3 +177,17 @@ def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
     assert pq.read_table(tmp_path / "a" / "features.parquet").equals(pq.read_table(tmp_path / "b" / "features.parquet"))
     assert (whole.train, whole.validation, whole.duplicates_removed) == (parts.train, parts.validation,
                                                                          parts.duplicates_removed)
+
+
+def test_task_runner_small_input_in_process_larger_on_all_cores_or_dask(tmp_path):
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from tasks.shards import task_runner_for
+
+    sources = [str(write_jsonl(tmp_path / "a.jsonl", records()))]
+    assert isinstance(task_runner_for(sources, None, None, 1 << 20), ThreadPoolTaskRunner)
+    pool = task_runner_for(sources, None, None, 1000)
+    assert isinstance(pool, ProcessPoolTaskRunner) and pool._max_workers == os.cpu_count()
+    assert task_runner_for(sources, 3, None, 1000)._max_workers == 3
+    assert isinstance(task_runner_for(sources, None, "tcp://127.0.0.1:8786", 1000), DaskTaskRunner)
