@@ -36,6 +36,7 @@ from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter
 from tasks.extract import (
+    TRANSCRIPT_SEPARATOR,
     Candidate,
     ExtractOptions,
     Item,
@@ -106,13 +107,9 @@ def _kind_of(path: Path, options: ExtractOptions) -> ShardKind:
 
 def _boundary_after(f: Any, position: int, kind: ShardKind) -> int:
     """The first record boundary at or after position: a line start, or after a `---` line."""
-    from tasks.extract import TRANSCRIPT_SEPARATOR
-
-    f.seek(position)
-    if position > 0:
-        f.seek(position - 1)
-        if f.read(1) != b"\n":
-            f.readline()  # finish the line the position falls into
+    f.seek(position - 1)
+    if f.read(1) != b"\n":
+        f.readline()  # finish the line the position falls into
     if kind == "transcript":
         while line := f.readline():
             if TRANSCRIPT_SEPARATOR.match(line.decode("utf-8", "replace")):
