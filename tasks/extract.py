@@ -38,11 +38,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from prefect import task
 
-from ftflow.caching import RUN_CACHE
-from ftflow.errors import ConfigError, InputError
-from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from ftflow.errors import InputError
+from ftflow.jsonl import file_sha256, open_binary
 from ftflow.reading import (
     BOM,
     READ_ERRORS,
@@ -73,7 +71,6 @@ DEFAULT_SPEAKERS = {
 }
 TRANSCRIPT_SEPARATOR = re.compile(r"^-{3,}\s*$")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -391,12 +388,23 @@ def fault_rejection(fault: ReadFault, source: str, loc: str) -> Rejection:
     return Rejection(source, loc, fault.reason, f"{fault.detail}; the rest of the file is unreadable", text)
 
 
-def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
+def read_json_lines(
+    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
     source = str(path)
-    number = 0
+    number = first_line - 1
     with open_binary(path) as f:
+        if start:
+            f.seek(start)
+        lines, position = read_lines(f), start
         try:
-            for number, raw in enumerate(read_lines(f), 1):
+            # Stop at the shard's end before reading on: what lies beyond belongs to the next shard.
+            while end is None or position < end:
+                if (raw := next(lines, None)) is None:
+                    break
+                number += 1
+                position += len(raw)
                 if number == 1:
                     raw = raw.removeprefix(BOM)
                 if raw.strip():  # blank lines hold no record
@@ -556,8 +564,13 @@ def read_json_document(path: Path, options: ExtractOptions) -> Iterator[Item]:
     return _read_json(path, _document_items, options)
 
 
-def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
-    """One conversation per block; blocks are separated by a line of `---`. Streamed by line."""
+def read_transcript_file(
+    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """One conversation per block; blocks are separated by a line of `---`. Streamed by line.
+
+    A shard reads bytes [start, end), which begin and end at block boundaries, numbered from first_line.
+    """
     source = str(path)
 
     def block_item(lines: list[str], start: int, bad_line: int | None) -> Item | None:
@@ -572,10 +585,18 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
             return Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
 
     block: list[str] = []
-    start, bad_line, number = 1, None, 0
+    block_start, bad_line, number = first_line, None, first_line - 1
     with open_binary(path) as f:
+        if start:
+            f.seek(start)
+        lines, position = read_lines(f), start
         try:
-            for number, raw in enumerate(read_lines(f), 1):
+            # Stop at the shard's end before reading on: what lies beyond belongs to the next shard.
+            while end is None or position < end:
+                if (raw := next(lines, None)) is None:
+                    break
+                number += 1
+                position += len(raw)
                 if number == 1:
                     raw = raw.removeprefix(BOM)
                 try:
@@ -583,17 +604,17 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
                 except UnicodeDecodeError:
                     line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
                 if TRANSCRIPT_SEPARATOR.match(line):
-                    if item := block_item(block, start, bad_line):
+                    if item := block_item(block, block_start, bad_line):
                         yield item
-                    block, start, bad_line = [], number + 1, None
+                    block, block_start, bad_line = [], number + 1, None
                 else:
                     block.append(line)
         except ReadFault as fault:
             # The block being read may be cut short: it goes with the unreadable rest.
             fault.partial = "".join(block).encode() + fault.partial
-            yield fault_rejection(fault, source, f"line {start}")
+            yield fault_rejection(fault, source, f"line {block_start}")
             return
-    if item := block_item(block, start, bad_line):
+    if item := block_item(block, block_start, bad_line):
         yield item
 
 
@@ -824,7 +845,10 @@ def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
         yield from group_rows(_csv_rows(reader, header, options), source, options)
 
 
-def read_parquet_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
+def read_parquet_table(
+    path: Path, options: ExtractOptions, *, row_groups: list[int] | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """Rows of the given row groups (a shard; all when None), numbered from first_line."""
     source = str(path)
     try:
         parquet = pq.ParquetFile(path)
@@ -833,8 +857,8 @@ def read_parquet_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
         return
     _check_columns(parquet.schema_arrow.names, source, options)
     columns = [options.id_column, options.order_column, options.role_column, options.content_column]
-    batches = parquet.iter_batches(batch_size=options.batch_size, columns=columns)
-    yield from group_rows(_batch_rows(batches, 1), source, options)
+    batches = parquet.iter_batches(batch_size=options.batch_size, row_groups=row_groups, columns=columns)
+    yield from group_rows(_batch_rows(batches, first_line), source, options)
 
 
 def read_sql(options: ExtractOptions) -> Iterator[Item]:
@@ -937,73 +961,3 @@ def iter_items(paths: list[Path], options: ExtractOptions) -> Iterator[Item]:
         yield from reader_for(path, options)(path, options)
     if options.sql_url or options.query:
         yield from read_sql(options)
-
-
-@dataclass
-class ExtractResult:
-    records_read: int
-    candidates: int
-    rejected: dict[str, int]
-    fingerprints: dict[str, str]
-    candidates_path: str
-    rejected_path: str
-    skipped_sources: list[str] = field(default_factory=list)  # glob matches that could not be read
-
-
-def extract_to_files(
-    paths: list[Path],
-    options: ExtractOptions,
-    work_dir: Path,
-    on_progress: Callable[[int], None] | None = None,
-) -> ExtractResult:
-    """Stream every source into `candidates.jsonl` and `rejected-extract.jsonl` in work_dir."""
-    rejected: dict[str, int] = {}
-    with (
-        JsonlWriter(work_dir / "candidates.jsonl") as good,
-        JsonlWriter(work_dir / "rejected-extract.jsonl") as bad,
-    ):
-        for item in iter_items(paths, options):
-            if isinstance(item, Candidate):
-                good.write({"source": item.source, "loc": item.loc, "example": item.example})
-            else:
-                bad.write(item.to_dict())
-                rejected[item.reason] = rejected.get(item.reason, 0) + 1
-            if on_progress and (good.count + bad.count) % PROGRESS_EVERY == 0:
-                on_progress(good.count + bad.count)
-    return ExtractResult(
-        records_read=good.count + bad.count,
-        candidates=good.count,
-        rejected=rejected,
-        fingerprints=fingerprint_sources(paths, options),
-        candidates_path=str(good.path),
-        rejected_path=str(bad.path),
-    )
-
-
-def check_out_dir(path: Path) -> None:
-    """ConfigError unless path is, or can become, a folder (no existing file in the way)."""
-    for part in (path, *path.parents):
-        if part.exists() or part.is_symlink():
-            if not part.is_dir():
-                raise ConfigError(f"--out {path}: {part} is an existing file, not a folder")
-            return
-
-
-@task(name="read-sources", cache_policy=RUN_CACHE)
-def read_sources(patterns: list[str], options: ExtractOptions, work_dir: Path) -> ExtractResult:
-    """Return what was read from every source, written to the work dir."""
-    from prefect import get_run_logger
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    check_out_dir(work_dir.parent)
-    skipped: list[str] = []
-    paths = resolve_sources(patterns, skipped) if patterns else []
-    for message in skipped:
-        get_run_logger().warning(message)
-    if not paths and not options.sql_url:
-        raise InputError("no sources: give paths or globs, or --sql-url and --query")
-    with Progress(SpinnerColumn(), TextColumn("reading {task.completed:,} records"), transient=True) as bar:
-        counter = bar.add_task("read", total=None)
-        result = extract_to_files(paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n))
-    result.skipped_sources = skipped
-    return result
