@@ -148,7 +148,10 @@ def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_i
     """Runs of row groups of about shard_bytes; a cut never falls inside one conversation's rows."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError):  # one whole-file shard: its reader quarantines the file with the reason
+        return [Shard(first_index, str(path), "parquet", fingerprint=sha)]
     meta = parquet.metadata
     if options.id_column not in parquet.schema_arrow.names or meta.num_row_groups <= 1:
         return [Shard(first_index, str(path), "parquet", fingerprint=sha)]  # the reader reports missing columns
