@@ -16,7 +16,7 @@ from ftflow.encodings import encoding_name_for_model
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions, read_sources
-from tasks.quality import check_quality, validate_examples
+from tasks.quality import DriftOptions, check_quality, validate_examples
 from tasks.report import GateOptions, compute_totals, enforce_gates, suite_parameters, write_report
 from tasks.transform import TransformOptions, normalize_conversations, split_dataset
 
@@ -29,6 +29,7 @@ def prepare(
     extract: ExtractOptions = ExtractOptions(),
     transform: TransformOptions = TransformOptions(),
     gates: GateOptions = GateOptions(),
+    drift: DriftOptions = DriftOptions(),
 ) -> dict[str, Any]:
     """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
     out = Path(out_dir)
@@ -41,7 +42,7 @@ def prepare(
     validated = validate_examples(normalized.path, model, context, work)
     split = split_dataset(validated.valid_path, gates.validation_fraction, out, work)
     totals = compute_totals(extracted, validated, split)
-    quality = check_quality(split.features_path, totals, suite_parameters(gates, context), out)
+    quality = check_quality(split.features_path, totals, suite_parameters(gates, context), out, drift)
     over_limit = validated.rejected.get("too_long", 0)
     budget = estimate_budget(split.features_path, model, encoding, over_limit, gates.n_epochs, gates.max_cost_usd)
     report = write_report(extracted, normalized, validated, split, quality, budget, out, work)
