@@ -8,8 +8,10 @@ files through `importlib.resources`, never relative to a source tree.
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
 from importlib.abc import Traversable
+from pathlib import Path
 
 
 def resource(name: str) -> Traversable:
@@ -19,3 +21,10 @@ def resource(name: str) -> Traversable:
 
 def resource_text(name: str) -> str:
     return resource(name).read_text("utf-8")
+
+
+def code_root() -> Path:
+    """The directory holding the `flows` package (site-packages, or the checkout): entrypoints are relative to it."""
+    spec = importlib.util.find_spec("flows")
+    assert spec is not None and spec.submodule_search_locations, "ftflow is installed without its flows package"
+    return Path(next(iter(spec.submodule_search_locations))).parent
