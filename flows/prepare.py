@@ -16,7 +16,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions
-from tasks.quality import check_quality
+from tasks.quality import DriftOptions, check_quality
 from tasks.reduce import reduce_shards
 from tasks.report import (
     GateOptions,
@@ -42,6 +42,7 @@ def prepare(
     gates: GateOptions = GateOptions(),
     work_dir: str = ".ftflow/work",
     shard_bytes: int = DEFAULT_SHARD_MB << 20,
+    drift: DriftOptions = DriftOptions(),
 ) -> dict[str, Any]:
     """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
@@ -51,7 +52,7 @@ def prepare(
     split = reduce_shards(results, staged, out_dir)
     totals = compute_totals(results, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
-                            Path(out_dir))
+                            Path(out_dir), drift)
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
     report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir)

@@ -22,6 +22,7 @@ from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
 from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
 from tasks.promotion import current_model, decide_promotion
+from tasks.quality import DriftOptions, last_success_features
 from tasks.report import GateOptions
 from tasks.transform import TransformOptions
 
@@ -51,7 +52,8 @@ def retrain(
             "backend": settings.backend, "sources": sources}
 
     report = prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
-                     gates=GateOptions.from_settings(settings))
+                     gates=GateOptions.from_settings(settings),
+                     drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)))
     dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
     skip = check_unchanged(report, settings, force)
     if skip:
@@ -71,7 +73,8 @@ def retrain(
     economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
     decision = decide_promotion(evaluation, run_id, settings)
     record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],
-                         "economics": economics.to_dict(), "promotion": decision.to_dict(),
+                         "eval_examples": evaluation["examples"], "eval_examples_sha256": evaluation["examples_sha256"],
+                         "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
                          "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
     verdict = "promoted" if decision.promoted else "NOT promoted: " + "; ".join(decision.reasons)
     print(f"fine-tuned model: {record['fine_tuned_model']} ({verdict}); trained tokens: {record['trained_tokens']:,}; "

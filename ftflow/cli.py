@@ -104,21 +104,26 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
 
 def print_run_summary(record: dict[str, Any]) -> None:
     evaluation, economics, promotion = record["evaluation"], record["economics"], record["promotion"]
-    candidate, baseline = evaluation["candidate"], evaluation["baseline"]
     tokens = record["tokens_reconciliation"]
     rows = [
         ("fine-tuned model", record["fine_tuned_model"]),
         ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"),
         ("trained tokens", f"{record['trained_tokens']:,} (estimated {tokens['estimated']:,}"
                            f"{', MISMATCH' if tokens['flagged'] else ''})"),
-        ("training cost", f"${economics['training_cost_usd']:.4f}"),
-        ("F1 / JSON / language", f"{candidate['f1']:.2f} / {candidate['json_valid_rate']:.0%} / "
-                                 f"{candidate['language_rate']:.0%} (baseline {baseline['f1']:.2f} / "
-                                 f"{baseline['json_valid_rate']:.0%} / {baseline['language_rate']:.0%})"),
-        ("prompt tokens / request", f"{economics['prompt_tokens_after']:.0f} "
-                                    f"(was {economics['prompt_tokens_before']:.0f}, "
-                                    f"-{economics['prompt_token_reduction']:.0%})"),
-        ("monthly saving", f"${economics['monthly_saving_usd']:.2f} at {economics['monthly_requests']:,} requests"),
+    ]
+    if evaluation:
+        candidate, baseline = evaluation["candidate"], evaluation["baseline"]
+        rows += [
+            ("training cost", f"${economics['training_cost_usd']:.4f}"),
+            ("F1 / JSON / language", f"{candidate['f1']:.2f} / {candidate['json_valid_rate']:.0%} / "
+                                     f"{candidate['language_rate']:.0%} (baseline {baseline['f1']:.2f} / "
+                                     f"{baseline['json_valid_rate']:.0%} / {baseline['language_rate']:.0%})"),
+            ("prompt tokens / request", f"{economics['prompt_tokens_after']:.0f} "
+                                        f"(was {economics['prompt_tokens_before']:.0f}, "
+                                        f"-{economics['prompt_token_reduction']:.0%})"),
+            ("monthly saving", f"${economics['monthly_saving_usd']:.2f} at {economics['monthly_requests']:,} requests"),
+        ]
+    rows += [
         ("promotion", "promoted" if promotion["promoted"] else "not promoted: " + "; ".join(promotion["reasons"])),
         ("run report", f"{record['run_dir']}/run.json"),
     ]

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.abc import Traversable
 from typing import Any
 
 import yaml
 
 from ftflow.errors import ConfigError
+from ftflow.resources import code_root, resource
 
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+PREFECT_YAML = resource("prefect.yaml")
 
 
-def load_deployments(path: Path = PREFECT_YAML) -> list[Any]:
+def load_deployments(path: Traversable = PREFECT_YAML) -> list[Any]:
     """Return RunnerDeployments built from prefect.yaml (entrypoint, schedule, parameters, tags)."""
     from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load(path.read_text("utf-8"))
     deployments = []
     for entry in spec.get("deployments", []):
-        entrypoint = str(path.parent / entry["entrypoint"])
+        entrypoint = str(code_root() / entry["entrypoint"])
         try:
             flow = load_flow_from_entrypoint(entrypoint)
         except Exception as exc:  # a broken entrypoint must name itself

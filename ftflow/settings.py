@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     max_rejected_share: float = Field(
         0.25, ge=0, le=1, description="Quality gate: the largest share of records rejected."
     )
+    drift_max_token_change: float = Field(
+        0.5, ge=0, description="Drift gate: relative change of p50/p95 tokens per example vs the last success."
+    )
+    drift_max_role_mix_shift: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: total variation distance of the role mix vs the last success."
+    )
+    drift_max_pii_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the share of examples with PII (absolute)."
+    )
+    drift_max_rejected_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the rejected share of records (absolute)."
+    )
+    drift_max_duplicate_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the duplicate share (absolute)."
+    )
     batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
     work_dir: Path = Field(

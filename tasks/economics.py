@@ -14,6 +14,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+from tasks.evaluate import NOT_EVALUATED
 
 
 @dataclass
@@ -89,10 +90,13 @@ def cost_case_markdown(case: CostCase) -> str:
 
 
 @task(name="compute-cost-case", cache_policy=RUN_CACHE)
-def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str, monthly_requests: int) -> CostCase:
-    """Return the cost case from the evaluation's measured token usage; also as an artifact."""
+def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str,
+                      monthly_requests: int) -> CostCase | None:
+    """Return the cost case from the evaluation's measured token usage (also as an artifact); None unmeasured."""
     from prefect.artifacts import create_markdown_artifact
 
+    if evaluation["status"] == NOT_EVALUATED:
+        return None
     before, after = evaluation["models"]["baseline"], evaluation["models"]["candidate"]
     case = cost_case(model=model, prompt_tokens_before=before["prompt_tokens_mean"],
                      completion_tokens_before=before["completion_tokens_mean"],

@@ -2,25 +2,36 @@
 
 The candidate is the fine-tuned model with the short prompt it was trained with (the
 validation examples as prepared); the baseline is the base model with the full production
-prompt (`baseline_system_prompt`). Per example and aggregated:
+prompt (`baseline_system_prompt`); the currently promoted model, if any, answers the same
+examples. Per example and aggregated:
 - format: valid JSON rate, and JSON-schema validity when a schema is configured;
 - language: share of answers in the target language (langdetect, offline profiles);
-- similarity to the reference answer: token F1 (SQuAD-style, multiset overlap);
+- similarity to the reference answer: word F1 (SQuAD-style, multiset overlap). A JSON
+  reference is compared field by field on the values only (keys never count), and the F1 is
+  the mean over the fields of either answer; plain text is compared as a whole;
+- exact match per JSON field of the reference;
 - prompt and completion tokens actually used (the API's `usage`), and what they cost.
+Every rate and mean carries a seeded bootstrap 95% interval, and the candidate's difference
+to each other model a paired one (same examples, resampled together), which the promotion
+gate reads. No held-out example: "not evaluated", and nothing is asked of any model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
+import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import openai
 from prefect import task
 
@@ -30,17 +41,35 @@ from ftflow.client import make_client
 from ftflow.jsonl import iter_records
 from ftflow.provider import retry_on_transient
 from ftflow.settings import Settings
+from tasks.transform import content_hash
 
 WORD = re.compile(r"\w+", re.UNICODE)
 _langdetect_lock = threading.Lock()
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed: the same answers always give the same intervals
+NOT_EVALUATED = "not evaluated"
 
 
 # --- metric functions (pure) ------------------------------------------------------------------
 
 
+def words(text: str) -> list[str]:
+    """SQuAD's normalisation (without English articles): case-folded, punctuation removed, split on spaces.
+
+    Removing rather than splitting at punctuation keeps an id whole: `AR-20417` is one word,
+    so a wrong order number shares nothing with the right one.
+    """
+    return "".join(c for c in text.casefold() if not unicodedata.category(c).startswith("P")).split()
+
+
 def token_f1(answer: str, reference: str) -> float:
-    """Token-overlap F1 between an answer and the reference (case-folded words, as multisets)."""
-    a, r = Counter(WORD.findall(answer.casefold())), Counter(WORD.findall(reference.casefold()))
+    """Token-overlap F1 between an answer and the reference (normalised words, as multisets).
+
+    Two texts without words (e.g. two empty values) match only when they are equal.
+    """
+    a, r = Counter(words(answer)), Counter(words(reference))
+    if not a or not r:
+        return float(not a and not r and answer.strip() == reference.strip())
     overlap = sum((a & r).values())
     if overlap == 0:
         return 0.0
@@ -53,6 +82,71 @@ def parse_json(text: str) -> Any | None:
         return json.loads(text)
     except (ValueError, TypeError):
         return None
+
+
+def json_fields(value: Any, path: str = "") -> dict[str, Any]:
+    """The leaf values of a JSON document by path (`kunde.name`, `artikel[0]`); keys are only paths."""
+    if isinstance(value, dict):
+        fields: dict[str, Any] = {}
+        for key, item in value.items():
+            fields.update(json_fields(item, f"{path}.{key}" if path else str(key)))
+        return fields
+    if isinstance(value, list):
+        fields = {}
+        for i, item in enumerate(value):
+            fields.update(json_fields(item, f"{path}[{i}]"))
+        return fields
+    return {path: value}
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _same_value(answer: Any, reference: Any) -> bool:
+    if isinstance(answer, str) and isinstance(reference, str):
+        return " ".join(answer.split()) == " ".join(reference.split())
+    return answer == reference and type(answer) is type(reference)
+
+
+def reference_fields(reference: str) -> dict[str, Any] | None:
+    """The fields of a JSON-object or -array reference; None for a plain-text reference."""
+    parsed = parse_json(reference)
+    return json_fields(parsed) if isinstance(parsed, dict | list) and parsed else None
+
+
+def answer_f1(answer: str, reference: str) -> float:
+    """Word F1 of an answer: per JSON field on the values (mean over both answers' fields), else on the text.
+
+    An answer that is not JSON where the reference is gets 0: no field can be read from it.
+    """
+    wanted = reference_fields(reference)
+    if wanted is None:
+        return token_f1(answer, reference)
+    parsed = parse_json(answer)
+    given = json_fields(parsed) if isinstance(parsed, dict | list) else {}
+    paths = wanted.keys() | given.keys()
+    return sum(token_f1(_value_text(given.get(p)), _value_text(wanted.get(p))) if p in given and p in wanted
+               else 0.0 for p in paths) / len(paths)
+
+
+def field_matches(answer: str, reference: str) -> dict[str, bool]:
+    """For each field of a JSON reference: does the answer hold exactly that value there?"""
+    wanted = reference_fields(reference) or {}
+    parsed = parse_json(answer)
+    given = json_fields(parsed) if isinstance(parsed, dict | list) else {}
+    return {p: p in given and _same_value(given[p], v) for p, v in wanted.items()}
+
+
+def bootstrap_interval(values: Sequence[float], *, seed: int = BOOTSTRAP_SEED,
+                       resamples: int = BOOTSTRAP_RESAMPLES) -> list[float] | None:
+    """Percentile bootstrap 95% interval of the mean of `values`; None without values."""
+    if not len(values):
+        return None
+    data = np.asarray(values, dtype=float)
+    means = data[np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return [round(float(low), 4), round(float(high), 4)]
 
 
 def prose_of(text: str) -> str:
@@ -107,6 +201,7 @@ class Scored:
     answer: str
     reference: str
     f1: float
+    fields: dict[str, bool]  # exact match per field of a JSON reference
     json_valid: bool
     schema_valid: bool | None
     language: str | None
@@ -121,26 +216,81 @@ def score(index: int, answer: str, reference: str, *, usage: Any, language: str,
     detected = detect_language(prose_of(answer))
     prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
     return Scored(
-        index=index, answer=answer, reference=reference, f1=round(token_f1(answer, reference), 4),
+        index=index, answer=answer, reference=reference, f1=round(answer_f1(answer, reference), 4),
+        fields=field_matches(answer, reference),
         json_valid=parse_json(answer) is not None, schema_valid=schema_valid(answer, schema), language=detected,
         in_language=detected == language, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         cost_usd=(prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000,
     )
 
 
+# Each tracked figure: its name in the results and its per-example value (None: not applicable).
+METRICS = {
+    "f1": lambda s: s.f1,
+    "json_valid_rate": lambda s: float(s.json_valid),
+    "schema_valid_rate": lambda s: None if s.schema_valid is None else float(s.schema_valid),
+    "language_rate": lambda s: float(s.in_language),
+    "prompt_tokens_mean": lambda s: s.prompt_tokens,
+    "completion_tokens_mean": lambda s: s.completion_tokens,
+}
+
+
+def metric_values(scores: list[Scored], metric: str) -> list[float]:
+    return [v for v in map(METRICS[metric], scores) if v is not None]
+
+
 def aggregate(scores: list[Scored]) -> dict[str, Any]:
-    n = len(scores) or 1
-    with_schema = [s.schema_valid for s in scores if s.schema_valid is not None]
-    return {
-        "examples": len(scores),
-        "f1": round(sum(s.f1 for s in scores) / n, 4),
-        "json_valid_rate": round(sum(s.json_valid for s in scores) / n, 4),
-        "schema_valid_rate": round(sum(with_schema) / len(with_schema), 4) if with_schema else None,
-        "language_rate": round(sum(s.in_language for s in scores) / n, 4),
-        "prompt_tokens_mean": round(sum(s.prompt_tokens for s in scores) / n, 2),
-        "completion_tokens_mean": round(sum(s.completion_tokens for s in scores) / n, 2),
-        "cost_usd": round(sum(s.cost_usd for s in scores), 6),
-    }
+    """Mean of every tracked figure with its bootstrap 95% interval, and exact match per JSON field."""
+    result: dict[str, Any] = {"examples": len(scores)}
+    ci95: dict[str, list[float] | None] = {}
+    for metric in METRICS:
+        values = metric_values(scores, metric)
+        result[metric] = round(sum(values) / len(values), 4) if values else None
+        ci95[metric] = bootstrap_interval(values)
+    result["ci95"] = ci95
+    fields: dict[str, dict[str, Any]] = {}
+    for path in sorted({p for s in scores for p in s.fields}):
+        matches = [float(s.fields[path]) for s in scores if path in s.fields]
+        fields[path] = {"examples": len(matches), "exact_match_rate": round(sum(matches) / len(matches), 4),
+                        "ci95": bootstrap_interval(matches)}
+    result["fields"] = fields
+    result["cost_usd"] = round(sum(s.cost_usd for s in scores), 6)
+    return result
+
+
+def paired_differences(candidate: list[Scored], other: list[Scored]) -> dict[str, dict[str, Any]]:
+    """Candidate minus other per tracked figure, with a paired bootstrap 95% interval (same examples)."""
+    assert [s.index for s in candidate] == [s.index for s in other], "both models must answer the same examples"
+    differences = {}
+    for metric in METRICS:
+        pairs = [(a, b) for a, b in zip(map(METRICS[metric], candidate), map(METRICS[metric], other), strict=True)
+                 if a is not None and b is not None]
+        if pairs:
+            deltas = [a - b for a, b in pairs]
+            differences[metric] = {"difference": round(sum(deltas) / len(deltas), 4),
+                                   "ci95": bootstrap_interval(deltas)}
+    return differences
+
+
+def examples_digest(case_ids: list[str]) -> str:
+    """sha256 of the held-out examples' ids (sorted): equal digests mean the same examples."""
+    return hashlib.sha256("\n".join(sorted(case_ids)).encode()).hexdigest()
+
+
+def summarize(candidate: str, cases: list[EvalCase], scores: dict[str, list[Scored]],
+              models: dict[str, str]) -> dict[str, Any]:
+    """The evaluation result: per-model figures, the candidate's paired differences, the examples' digest."""
+    digest = examples_digest([c.id for c in cases])
+    result: dict[str, Any] = {"status": "evaluated" if cases else NOT_EVALUATED, "candidate": candidate,
+                              "examples": len(cases), "examples_sha256": digest, "models": {}, "differences": {}}
+    if not cases:
+        result["reason"] = "no held-out validation examples (validation.jsonl is empty)"
+        return result
+    for role, role_scores in scores.items():
+        result["models"][role] = {"model": models[role], **aggregate(role_scores), "examples_sha256": digest}
+        if role != "candidate":
+            result["differences"][role] = paired_differences(scores["candidate"], role_scores)
+    return result
 
 
 # --- calling the models -----------------------------------------------------------------------
@@ -148,6 +298,7 @@ def aggregate(scores: list[Scored]) -> dict[str, Any]:
 
 @dataclass
 class EvalCase:
+    id: str  # the example's content hash, as in features.parquet
     messages: list[dict[str, Any]]  # everything before the reference answer
     reference: str
 
@@ -159,7 +310,8 @@ def cases_from(validation: Path, limit: int) -> list[EvalCase]:
         messages = example["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         if isinstance(messages[last].get("content"), str):
-            cases.append(EvalCase(messages=messages[:last], reference=messages[last]["content"]))
+            cases.append(EvalCase(id=content_hash(example), messages=messages[:last],
+                                  reference=messages[last]["content"]))
         if len(cases) >= limit:
             break
     return cases
@@ -204,30 +356,56 @@ def worst_examples_markdown(model: str, scores: list[Scored], cases: list[EvalCa
     return "\n".join(lines)
 
 
+def evaluate(run_dir: Path, candidate: str, current: str | None,
+             settings: Settings) -> tuple[dict[str, Any], dict[str, list[Scored]], list[EvalCase]]:
+    """Ask candidate, baseline (and the promoted model) the same held-out examples; return the summary."""
+    cases = cases_from(run_dir / "validation.jsonl", settings.eval_max_examples)
+    models = {"candidate": candidate, "baseline": base_model_of(candidate)}
+    if current and current != candidate:
+        models["current"] = current
+    scores: dict[str, list[Scored]] = {}
+    if cases:
+        schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
+        client = make_client(settings, max_retries=5)
+        prompts = {"baseline": settings.baseline_system_prompt}
+        for role, model in models.items():
+            scores[role] = evaluate_model(client, model, cases, system_prompt=prompts.get(role),
+                                          language=settings.eval_language, schema=schema,
+                                          concurrency=settings.eval_concurrency)
+    result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}
+    return result, scores, cases
+
+
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
+
+
+def evaluation_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per model: each tracked figure with its 95% interval."""
+    return [{"role": role, "model": figures["model"], "examples": figures["examples"],
+             **{metric: _with_interval(figures[metric], figures["ci95"][metric]) for metric in METRICS}}
+            for role, figures in result["models"].items()]
+
+
 @task(name="evaluate-models", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_on_transient)
 def evaluate_models(run_dir: str, candidate: str, current: str | None, settings: Settings) -> dict[str, Any]:
-    """Return aggregated metrics of candidate, baseline (and current promoted model); writes eval.json."""
+    """Return the figures of candidate, baseline (and promoted model) with intervals; writes eval.json."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.logging import get_run_logger
 
-    cases = cases_from(Path(run_dir) / "validation.jsonl", settings.eval_max_examples)
-    schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
-    client = make_client(settings, max_retries=5)
-    runs = {"candidate": (candidate, None), "baseline": (base_model_of(candidate), settings.baseline_system_prompt)}
-    if current and current != candidate:
-        runs["current"] = (current, None)
-    results: dict[str, Any] = {"examples": len(cases), "language": settings.eval_language, "models": {}}
-    per_example: dict[str, list[dict[str, Any]]] = {}
-    for role, (model, prompt) in runs.items():
-        scores = evaluate_model(client, model, cases, system_prompt=prompt, language=settings.eval_language,
-                                schema=schema, concurrency=settings.eval_concurrency)
-        results["models"][role] = {"model": model, **aggregate(scores)}
-        per_example[role] = [asdict(s) for s in scores]
-        if role == "candidate":
-            create_markdown_artifact(worst_examples_markdown(model, scores, cases), key="ftflow-eval-worst-examples",
-                                     description="Held-out examples the fine-tuned model answered worst")
-    Path(run_dir, "eval.json").write_text(json.dumps({**results, "per_example": per_example}, indent=2,
+    result, scores, cases = evaluate(Path(run_dir), candidate, current, settings)
+    per_example = {role: [asdict(s) for s in role_scores] for role, role_scores in scores.items()}
+    Path(run_dir, "eval.json").write_text(json.dumps({**result, "per_example": per_example}, indent=2,
                                                      ensure_ascii=False), "utf-8")
-    create_table_artifact([{"role": role, **metrics} for role, metrics in results["models"].items()],
-                          key="ftflow-eval", description="Held-out evaluation: fine-tuned vs baseline")
-    return results
+    if result["status"] == NOT_EVALUATED:
+        get_run_logger().warning("%s: %s", NOT_EVALUATED, result["reason"])
+        return result
+    create_markdown_artifact(worst_examples_markdown(candidate, scores["candidate"], cases),
+                             key="ftflow-eval-worst-examples",
+                             description="Held-out examples the fine-tuned model answered worst")
+    create_table_artifact(evaluation_table(result), key="ftflow-eval",
+                          description="Held-out evaluation with bootstrap 95% intervals: fine-tuned vs baseline")
+    return result

@@ -6,8 +6,10 @@ cookbook's format checks. A failing example goes to `rejected.jsonl` with one re
 
 Layer 2, `run_suites`: Great Expectations 1.x suites kept as JSON in `expectations/`, run on
 frames of numbers, never raw text: `examples.json` on one row per kept example,
-`dataset.json` on one row of dataset totals. Thresholds are suite parameters filled from
-settings (`$PARAMETER`), so the JSON files hold no model-specific numbers.
+`dataset.json` on one row of dataset totals, `drift.json` on one row of how far this run's
+feature summary moved from the last successful run's. Thresholds are suite parameters filled
+from settings (`$PARAMETER`), so the JSON files hold no model-specific numbers. Every
+expectation there can fail on the pipeline's own output (tests/test_suites_flow.py shows each).
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, get_encoding
+from ftflow.resources import resource_text
+from ftflow.settings import Settings
 from tasks.budget import count_example_tokens
 
 if TYPE_CHECKING:
     import pandas as pd
-
-EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 
 # Every reason a record can be rejected for, at any stage. Stable names: reports key on them.
 REASONS = {
@@ -308,12 +310,79 @@ class FeatureWriter:
 
 # --- dataset suites (Great Expectations) -----------------------------------------------------
 
+SUITES = ("examples", "dataset", "drift")
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """How far this run's features may move from the last successful run's before the gate fails.
+
+    `previous` is that run's `feature_summary` (None: first run, drift is not checked).
+    Token changes are relative (0.5: p50 or p95 moved by half); shares are absolute points;
+    the role mix is compared by total variation distance (0: same mix, 1: disjoint).
+    """
+
+    previous: dict[str, Any] | None = None
+    max_token_change: float = 0.5
+    max_role_mix_shift: float = 0.1
+    max_pii_share_change: float = 0.1
+    max_rejected_share_change: float = 0.1
+    max_duplicate_share_change: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, previous: dict[str, Any] | None = None) -> DriftOptions:
+        return cls(previous=previous, max_token_change=settings.drift_max_token_change,
+                   max_role_mix_shift=settings.drift_max_role_mix_shift,
+                   max_pii_share_change=settings.drift_max_pii_share_change,
+                   max_rejected_share_change=settings.drift_max_rejected_share_change,
+                   max_duplicate_share_change=settings.drift_max_duplicate_share_change)
+
+    def parameters(self) -> dict[str, float]:
+        return {f"drift_{name}": getattr(self, name) for name in (
+            "max_token_change", "max_role_mix_shift", "max_pii_share_change", "max_rejected_share_change",
+            "max_duplicate_share_change")}
+
+
+def feature_summary(features: pd.DataFrame, totals: dict[str, Any]) -> dict[str, Any]:
+    """The figures the next run's drift checks compare against (stored in report.json)."""
+    kept = len(features)
+    messages = int(features["n_messages"].sum())
+    roles = {"system": int(features["has_system"].sum()), "user": int(features["n_user"].sum()),
+             "assistant": int(features["n_assistant"].sum())}
+    roles["tool"] = messages - sum(roles.values())
+    deduplicated = kept + totals["duplicates_removed"]
+    return {
+        "examples": kept,
+        "tokens_p50": round(float(features["tokens"].quantile(0.5)), 2) if kept else 0.0,
+        "tokens_p95": round(float(features["tokens"].quantile(0.95)), 2) if kept else 0.0,
+        "role_mix": {role: round(n / messages, 4) if messages else 0.0 for role, n in roles.items()},
+        "pii_share": round(float((features["pii"] > 0).mean()), 4) if kept else 0.0,
+        "rejected_share": round(totals["rejected_share"], 4),
+        "duplicate_share": round(totals["duplicates_removed"] / deduplicated, 4) if deduplicated else 0.0,
+    }
+
+
+def drift_changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, float]:
+    """One row for the `drift` suite: how far each figure moved since the previous summary."""
+
+    def relative(key: str) -> float:
+        return round(abs(current[key] - previous[key]) / max(previous[key], 1.0), 4)
+
+    roles = current["role_mix"].keys() | previous["role_mix"].keys()
+    return {
+        "p50_tokens_change": relative("tokens_p50"),
+        "p95_tokens_change": relative("tokens_p95"),
+        "role_mix_shift": round(sum(abs(current["role_mix"].get(r, 0.0) - previous["role_mix"].get(r, 0.0))
+                                    for r in roles) / 2, 4),
+        **{f"{key}_change": round(abs(current[key] - previous[key]), 4)
+           for key in ("pii_share", "rejected_share", "duplicate_share")},
+    }
+
 
 def load_suite(name: str) -> Any:
     import great_expectations as gx
 
-    with open(EXPECTATIONS_DIR / f"{name}.json", encoding="utf-8") as f:
-        return gx.ExpectationSuite(**json.load(f))
+    return gx.ExpectationSuite(**json.loads(resource_text(f"expectations/{name}.json")))
 
 
 @dataclass
@@ -321,55 +390,45 @@ class QualityResult:
     success: bool
     failed: list[str]
     suites: dict[str, Any]
+    features: dict[str, Any]
+    drift: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"success": self.success, "failed": self.failed}
+        return {"success": self.success, "failed": self.failed, "features": self.features, "drift": self.drift}
 
 
-def _observed(result: dict[str, Any]) -> Any:
-    """The value a gate saw: the aggregate, or the failing values themselves (not how many rows failed)."""
-    if "observed_value" in result:
-        return _plain(result["observed_value"])
-    values = [_plain(v) for v in result.get("partial_unexpected_list") or []]
-    if not values:
-        return f"{result.get('unexpected_count')} failing rows"
-    shown = values[0] if len(values) == 1 else values
-    total = result.get("unexpected_count", len(values))
-    return shown if total == len(values) else f"{shown} ({total} failing rows)"
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python numbers, floats rounded for a message."""
-    value = value.item() if hasattr(value, "item") else value
-    return round(value, 4) if isinstance(value, float) else value
-
-
-def _expected(expectation: str, kwargs: dict[str, Any]) -> str:
-    """The threshold of an expectation, as a reader would say it."""
-    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+def _bounds(kwargs: dict[str, Any]) -> str:
+    bounds = [f"{op} {_number(kwargs[key])}" for key, op in (("min_value", ">="), ("max_value", "<=")) if
+              kwargs.get(key) is not None]
     if "value_set" in kwargs:
-        return f"expected one of {kwargs['value_set']}"
-    if low is not None and high is not None:
-        return f"expected between {low} and {high}"
-    if low is not None:
-        return f"expected at least {low}"
-    if high is not None:
-        return f"expected at most {high}"
-    if "unique" in expectation:
-        return "expected unique values"
-    rest = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "column")
-    return f"expected {rest}" if rest else "expected no such values"
+        bounds.append(f"in {kwargs['value_set']}")
+    text = " and ".join(bounds)
+    return f"{text} in at least {kwargs['mostly']:.0%} of rows" if kwargs.get("mostly", 1) < 1 else text
+
+
+def _observed(result: dict[str, Any]) -> str:
+    if "unexpected_count" in result:  # a per-row expectation: how many rows broke it
+        return (f"{result['unexpected_count']} of {result['element_count']} rows "
+                f"({result.get('unexpected_percent') or 0:.1f}%) outside")
+    return _number(result.get("observed_value"))
 
 
 def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
+    """Each expectation is named `<suite>.<column>`; a failure says what was seen and what was expected."""
     failed = []
     rows = []
     for r in result.results:
         config = r.expectation_config
         kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        name = f"{suite_name}.{kwargs.get('column', 'table')}"
         observed = _observed(r.result)
         rows.append(
             {
+                "name": name,
                 "expectation": config.type,
                 "kwargs": kwargs,
                 "success": bool(r.success),
@@ -378,50 +437,78 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
             }
         )
         if not r.success:
-            column = kwargs.get("column", "table")
-            expected = _expected(config.type, kwargs)
-            failed.append(f"{suite_name}: {config.type}({column}) observed {observed}, {expected}")
+            failed.append(f"{name}: {observed}, expected {_bounds(kwargs)}")
     return failed, {"success": bool(result.success), "statistics": result.statistics, "results": rows}
 
 
-def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any]) -> QualityResult:
-    """Validate the example features and dataset totals against the suites in expectations/."""
+def _quiet_gx() -> None:
+    """No 'Created temporary directory' notices: GX sets some of its module loggers to INFO on import."""
+    import logging
+
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations.")]:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any],
+               drift: DriftOptions = DriftOptions()) -> QualityResult:
+    """Validate example features, dataset totals and their drift against the suites in expectations/."""
     import great_expectations as gx
     import pandas as pd
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("ftflow")
+    _quiet_gx()
+    summary = feature_summary(features, totals)
     frames = {"examples": features, "dataset": pd.DataFrame([totals])}
+    drift_info: dict[str, Any] = {"checked": drift.previous is not None, "previous": drift.previous}
+    if drift.previous is not None:
+        drift_info["changes"] = drift_changes(summary, drift.previous)
+        frames["drift"] = pd.DataFrame([drift_info["changes"]])
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
+    source = context.data_sources.add_pandas("ftflow")
     failed: list[str] = []
     suites: dict[str, Any] = {}
     for name, frame in frames.items():
         batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
         result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-            load_suite(name), result_format="SUMMARY", expectation_parameters=parameters
+            load_suite(name), result_format="SUMMARY", expectation_parameters={**parameters, **drift.parameters()}
         )
         suite_failed, suites[name] = _describe(name, result)
         failed += suite_failed
-    return QualityResult(success=not failed, failed=failed, suites=suites)
+    return QualityResult(success=not failed, failed=failed, suites=suites, features=summary, drift=drift_info)
 
 
 def quality_markdown(result: QualityResult) -> str:
     lines = [f"# Data quality: {'passed' if result.success else 'FAILED'}", ""]
     for name, suite in result.suites.items():
-        lines += [f"## Suite `{name}`", "", "| expectation | arguments | observed | ok |", "|---|---|---|---|"]
+        lines += [f"## Suite `{name}`", "", "| check | expected | observed | ok |", "|---|---|---|---|"]
         for row in suite["results"]:
-            args = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
             lines.append(
-                f"| {row['expectation']} | {args} | {row['observed']} | {'yes' if row['success'] else '**no**'} |"
+                f"| `{row['name']}` | {_bounds(row['kwargs'])} | {row['observed']} | "
+                f"{'yes' if row['success'] else '**no**'} |"
             )
         lines.append("")
+    if not result.drift["checked"]:
+        lines.append("Drift not checked: no earlier successful run to compare with.")
     return "\n".join(lines)
+
+
+@task(name="last-success-features", cache_policy=RUN_CACHE)
+def last_success_features(settings: Settings) -> dict[str, Any] | None:
+    """Return the feature summary of the last successful run of this base model (drift baseline), if any."""
+    from tasks.registry import Registry
+
+    last = Registry(settings.registry_url).last_successful_run(settings.model)
+    return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
 
 
 @task(name="check-quality", cache_policy=RUN_CACHE)
 def check_quality(
-    features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path
+    features_path: str,
+    totals: dict[str, Any],
+    parameters: dict[str, Any],
+    out_dir: Path,
+    drift: DriftOptions = DriftOptions(),
 ) -> QualityResult:
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
     import pandas as pd
@@ -429,10 +516,10 @@ def check_quality(
     # Where each example came from is text no suite checks; leaving it out halves the frame.
     columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc")]
     features = pd.read_parquet(features_path, columns=columns)
-    result = run_suites(features, totals, parameters)
+    result = run_suites(features, totals, parameters, drift)
     (out_dir / "quality.json").write_bytes(
         orjson.dumps(
-            {"success": result.success, "failed": result.failed, "parameters": parameters, "suites": result.suites},
+            {**result.to_dict(), "parameters": {**parameters, **drift.parameters()}, "suites": result.suites},
             option=orjson.OPT_INDENT_2,
             default=str,
         )

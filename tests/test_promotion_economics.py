@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.economics import cost_case
+from tasks.economics import compute_cost_case, cost_case
 from tasks.lineage import reconcile_tokens
 from tasks.promotion import decide
 
@@ -12,30 +12,56 @@ def metrics(model="ft:m", f1=0.8, json_rate=1.0, language=1.0, schema=1.0):
             "schema_valid_rate": schema}
 
 
-def test_a_better_model_is_promoted():
-    decision = decide({"candidate": metrics(), "baseline": metrics("base", f1=0.2, json_rate=0.0)},
-                      min_improvement=0.05, max_regression=0.02)
+def evaluation(candidate, baseline, gain_interval, current=None, examples=40):
+    models = {"candidate": candidate, "baseline": baseline, **({"current": current} if current else {})}
+    gain = round(candidate["f1"] - baseline["f1"], 4)
+    return {"status": "evaluated", "candidate": candidate["model"], "examples": examples, "models": models,
+            "differences": {"baseline": {"f1": {"difference": gain, "ci95": list(gain_interval)}}}}
+
+
+def decide_default(result):
+    return decide(result, min_improvement=0.05, max_regression=0.02)
+
+
+def test_a_clearly_better_model_is_promoted():
+    decision = decide_default(evaluation(metrics(), metrics("base", f1=0.2, json_rate=0.0), (0.5, 0.7)))
     assert decision.promoted and decision.reasons == []
 
 
+def test_a_gain_whose_interval_does_not_clear_the_margin_is_not_promoted():
+    # The point estimate (0.10) beats the margin, but the interval reaches down to 0.01: noise could explain it.
+    decision = decide_default(evaluation(metrics(f1=0.3), metrics("base", f1=0.2), (0.01, 0.19), examples=12))
+    assert not decision.promoted
+    assert decision.reasons == ["F1 0.300 does not beat the baseline's 0.200 by 0.050 with 95% confidence "
+                                "(gain +0.100, interval +0.010 to +0.190, n=12)"]
+
+
 def test_not_beating_the_baseline_by_the_margin():
-    decision = decide({"candidate": metrics(f1=0.24), "baseline": metrics("base", f1=0.2)},
-                      min_improvement=0.05, max_regression=0.02)
+    decision = decide_default(evaluation(metrics(f1=0.24), metrics("base", f1=0.2), (0.02, 0.06)))
     assert not decision.promoted and "does not beat the baseline" in decision.reasons[0]
 
 
 def test_a_worse_rate_than_the_baseline_blocks_promotion():
-    decision = decide({"candidate": metrics(language=0.5), "baseline": metrics("base", f1=0.1, language=0.9)},
-                      min_improvement=0.05, max_regression=0.02)
+    decision = decide_default(evaluation(metrics(language=0.5), metrics("base", f1=0.1, language=0.9), (0.6, 0.8)))
     assert not decision.promoted and decision.reasons == ["language_rate 0.500 is below the baseline's 0.900"]
 
 
 def test_regression_against_the_promoted_model_within_and_beyond_the_margin():
-    models = {"candidate": metrics(f1=0.79), "baseline": metrics("base", f1=0.1), "current": metrics("ft:old", f1=0.8)}
-    assert decide(models, min_improvement=0.05, max_regression=0.02).promoted
-    models["current"] = metrics("ft:old", f1=0.9)
-    decision = decide(models, min_improvement=0.05, max_regression=0.02)
+    result = evaluation(metrics(f1=0.79), metrics("base", f1=0.1), (0.6, 0.75), current=metrics("ft:old", f1=0.8))
+    assert decide_default(result).promoted
+    result["models"]["current"] = metrics("ft:old", f1=0.9)
+    decision = decide_default(result)
     assert not decision.promoted and "regresses against the promoted ft:old" in decision.reasons[0]
+
+
+def test_zero_validation_examples_are_not_evaluated_and_not_promoted():
+    # Issue 11: with 0 examples the gate said "F1 0.000 does not beat 0.000".
+    result = {"status": "not evaluated", "candidate": "ft:m", "examples": 0, "models": {}, "differences": {},
+              "reason": "no held-out validation examples (validation.jsonl is empty)"}
+    decision = decide_default(result)
+    assert not decision.promoted
+    assert decision.reasons == ["not evaluated: no held-out validation examples (validation.jsonl is empty)"]
+    assert compute_cost_case.fn(result, 1000, "gpt-4o-mini", 100) is None
 
 
 def test_cost_case_from_measured_figures():

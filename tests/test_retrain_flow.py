@@ -63,7 +63,24 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
 
     forced = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", force=True)
     assert forced["status"] == "succeeded" and forced["job_id"] != record["job_id"]
+    # Drift is checked against the last successful run's features; the same data has not drifted.
+    assert forced["prepare"]["quality"]["drift"]["previous"] == record["prepare"]["quality"]["features"]
+    # The promoted model and the candidate answered the same held-out examples.
+    assert forced["evaluation"]["current"]["examples_sha256"] == forced["evaluation"]["candidate"]["examples_sha256"]
+    assert forced["eval_examples_sha256"] == record["eval_examples_sha256"]
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # reused, not re-uploaded
+
+
+def test_without_held_out_examples_the_model_is_not_evaluated_nor_promoted(prefect_server, pipeline_env, tmp_path,
+                                                                            monkeypatch):
+    # Issue 11: with 0 validation examples the gate said "F1 0.000 does not beat 0.000".
+    monkeypatch.setenv("FTFLOW_VALIDATION_FRACTION", "0")
+    source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Frage {i}", f"Antwort {i}") for i in range(12)])
+    record = retrain([str(source)], runs_dir=str(tmp_path / "runs"))
+    assert record["status"] == "succeeded" and record["promoted"] is False and record["eval_examples"] == 0
+    assert record["promotion"]["reasons"] == ["not evaluated: no held-out validation examples "
+                                              "(validation.jsonl is empty)"]
+    assert record["evaluation"] == {} and record["economics"] is None
 
 
 def test_a_dataset_of_unrelated_answers_is_not_promoted(prefect_server, pipeline_env, tmp_path):

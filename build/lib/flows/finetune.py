@@ -1,0 +1,45 @@
+"""finetune: upload a prepared dataset folder, create its job exactly once, wait for it.
+
+upload train (+ validation) -> create job (idempotent) -> poll (events, progress) -> metrics
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.states import Cancelled
+
+from ftflow.errors import JobCancelled
+from ftflow.settings import DEFAULT_MODEL, get_settings
+from tasks.jobs import cancel_flow_run_jobs, create_job, plan_job, wait_for_job
+from tasks.upload import upload_file
+
+
+@flow(name="finetune", flow_run_name="finetune-{model}", log_prints=True, on_cancellation=[cancel_flow_run_jobs])
+def finetune(
+    dataset_dir: str,
+    model: str = DEFAULT_MODEL,
+    suffix: str | None = "ftflow",
+    n_epochs: int | None = None,
+    seed: int | None = None,
+    force: bool = False,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """Return the finished job: fine-tuned model id, trained tokens, training metrics."""
+    settings = get_settings(model=model, suffix=suffix, backend=backend)
+    train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
+    validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
+    request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
+    job = create_job(request, settings)
+    try:
+        done = wait_for_job(job["job_id"], settings)
+    except JobCancelled as exc:
+        return Cancelled(message=str(exc))  # type: ignore[return-value]
+    return {**done, "idempotency_key": job["idempotency_key"], "created": job["created"],
+            "training_file": train.file_id, "validation_file": validation.file_id if validation else None}
+
+
+if __name__ == "__main__":
+    finetune(".ftflow/runs/prepare")  # the folder `python flows/prepare.py` writes

@@ -1,0 +1,57 @@
+"""The model catalogue: training context and dated prices, read from `data/models.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from ftflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    training_context: int
+    training: float  # USD per 1M trained tokens
+    finetuned_input: float
+    finetuned_output: float
+    base_input: float
+    base_output: float
+
+
+@dataclass(frozen=True)
+class Catalog:
+    as_of: str
+    source: str
+    models: dict[str, ModelInfo]
+    aliases: dict[str, str]
+
+    def get(self, model: str) -> ModelInfo:
+        """Return the entry for a model, an alias, or a fine-tuned `ft:<base>:...` id."""
+        name = base_model_of(model)
+        name = self.aliases.get(name, name)
+        if name not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise ConfigError(f"model {model!r} is not in the price table ({known})")
+        return self.models[name]
+
+
+def base_model_of(model: str) -> str:
+    """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` -> `gpt-4o-mini-2024-07-18`."""
+    return model.split(":")[1] if model.startswith("ft:") else model
+
+
+@cache
+def load_catalog() -> Catalog:
+    text = resources.files("ftflow").joinpath("data/models.toml").read_text("utf-8")
+    raw = tomllib.loads(text)
+    models: dict[str, ModelInfo] = {}
+    aliases: dict[str, str] = {}
+    for name, entry in raw["models"].items():
+        entry = dict(entry)
+        for alias in entry.pop("aliases", []):
+            aliases[alias] = name
+        models[name] = ModelInfo(name=name, **entry)
+    return Catalog(as_of=raw["as_of"], source=raw["source"], models=models, aliases=aliases)

@@ -1,0 +1,58 @@
+"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open a file for reading, transparently un-gzipping `.gz` files."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Read back a JSONL file that ftflow itself wrote (trusted: every line is valid)."""
+    with open_binary(path) as f:
+        for line in f:
+            yield orjson.loads(line)
+
+
+class JsonlWriter:
+    """Append records to a JSONL file, one line each, counting them."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.count = 0
+        self._file = open(path, "wb")
+
+    def write(self, record: Any) -> None:
+        self._file.write(orjson.dumps(record))
+        self._file.write(b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

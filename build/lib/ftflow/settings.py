@@ -1,0 +1,110 @@
+"""The one settings object: defaults < `ftflow.toml` < `FTFLOW_*` environment < CLI options.
+
+The TOML file is `./ftflow.toml`, or the path in `FTFLOW_CONFIG`. `ftflow.example.toml`
+documents every key. Secrets are not settings: API keys are read from the environment
+by the client factory inside the tasks, so they never reach flow-run parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+
+PiiMode = Literal["off", "report", "mask"]
+SystemPromptMode = Literal["replace", "if-missing"]
+Backend = Literal["local", "openai", "azure"]
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("FTFLOW_CONFIG", "ftflow.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTFLOW_", extra="ignore")
+
+    # prepare
+    model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
+    pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
+    system_prompt: str | None = Field(None, description="System prompt to put in every example.")
+    system_prompt_mode: SystemPromptMode = Field(
+        "replace", description="replace: overwrite any system turn; if-missing: add only."
+    )
+    n_epochs: int | None = Field(None, ge=1, le=50, description="Epochs; None: OpenAI's rule.")
+    max_cost_usd: float | None = Field(None, ge=0, description="Stop before upload above this.")
+    min_train_examples: int = Field(10, ge=1, description="OpenAI's minimum is 10.")
+    max_rejected_share: float = Field(
+        0.25, ge=0, le=1, description="Quality gate: the largest share of records rejected."
+    )
+    drift_max_token_change: float = Field(
+        0.5, ge=0, description="Drift gate: relative change of p50/p95 tokens per example vs the last success."
+    )
+    drift_max_role_mix_shift: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: total variation distance of the role mix vs the last success."
+    )
+    drift_max_pii_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the share of examples with PII (absolute)."
+    )
+    drift_max_rejected_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the rejected share of records (absolute)."
+    )
+    drift_max_duplicate_share_change: float = Field(
+        0.1, ge=0, le=1, description="Drift gate: change of the duplicate share (absolute)."
+    )
+    batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
+    out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
+
+    # provider
+    backend: Backend = Field("local", description="local (the bundled service), openai or azure.")
+    service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
+    service_data_dir: Path = Field(Path(".ftflow/service"), description="State of the in-process service.")
+    azure_endpoint: str | None = Field(None, description="Azure OpenAI endpoint (AZURE_OPENAI_ENDPOINT too).")
+    azure_api_version: str = Field("2025-04-01-preview", description="Azure OpenAI API version.")
+    request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
+
+    # fine-tuning
+    suffix: str | None = Field("ftflow", description="Suffix of the fine-tuned model name.")
+    upload_part_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Files larger go through Uploads.")
+    poll_initial_seconds: float = Field(2.0, gt=0, description="First polling interval.")
+    poll_max_seconds: float = Field(120.0, gt=0, description="Longest polling interval (backoff cap).")
+    poll_timeout_seconds: float = Field(6 * 3600, gt=0, description="Give up on a job after this long.")
+    cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
+    # evaluation, promotion, economics
+    baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")
+    eval_language: str = Field("de", description="Language the answers must be in (ISO 639-1).")
+    eval_json_schema: Path | None = Field(None, description="JSON schema the answers must follow, if any.")
+    eval_max_examples: int = Field(50, ge=1, description="Held-out examples to evaluate at most.")
+    eval_concurrency: int = Field(4, ge=1, description="Parallel chat requests during evaluation.")
+    promotion_min_improvement: float = Field(0.05, ge=0, description="F1 points a model must beat the baseline by.")
+    promotion_max_regression: float = Field(0.02, ge=0, description="Largest drop allowed against the promoted model.")
+    monthly_requests: int = Field(100_000, ge=0, description="Request volume for the cost case.")
+    tokens_mismatch_tolerance: float = Field(0.05, ge=0, description="Flag estimated vs trained tokens beyond this.")
+    registry_url: str = Field("sqlite:///.ftflow/registry.sqlite3", description="Ledger and lineage DB.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Return settings with the given (non-None) overrides applied on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,23 @@
+"""Service settings, from `FTFLOW_SERVICE_*` environment variables or arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from localai.faults import FaultPlan
+
+
+class ServiceConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTFLOW_SERVICE_", extra="ignore")
+
+    data_dir: Path = Field(Path(".ftflow/service"), description="SQLite state and file blobs.")
+    api_key: str | None = Field(None, description="Bearer key clients must send; generated when unset.")
+    seconds_per_1k_tokens: float = Field(0.01, ge=0, description="Simulated training speed.")
+    tick_seconds: float = Field(0.1, gt=0, description="How often the scheduler advances jobs.")
+    max_file_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Largest file for POST /v1/files.")
+    refusal: str | None = Field(None, description="If set, every job create is refused with this message.")
+    daily_job_limit: int | None = Field(None, ge=0, description="Jobs allowed per 24 hours.")
+    faults: FaultPlan = Field(default_factory=FaultPlan, description="Fault injection plan (JSON).")

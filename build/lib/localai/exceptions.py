@@ -1,0 +1,72 @@
+"""Errors with OpenAI's status codes and `{"error": {message, type, param, code}}` body.
+
+APIError                  any error the service answers with
+├── InvalidRequest        400 invalid_request_error
+├── AuthenticationFailed  401 invalid_api_key
+├── PermissionDenied      403
+├── NotFound              404 (message names the object, as OpenAI's does)
+├── RateLimited           429 rate_limit_exceeded (+ Retry-After), injected by faults
+└── ServerError           500/502/503 server_error, injected by faults
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(APIError):
+    status = 400
+
+
+class AuthenticationFailed(APIError):
+    status = 401
+
+
+class PermissionDenied(APIError):
+    status = 403
+
+
+class NotFound(APIError):
+    status = 404
+
+    @classmethod
+    def missing(cls, kind: str, object_id: str, *, param: str = "id") -> NotFound:
+        """OpenAI's wording for an unknown object id."""
+        return cls(f"No such {kind}: {object_id}", param=param)
+
+
+class RateLimited(APIError):
+    status = 429
+    type = "requests"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "Rate limit reached for requests. Please try again later.",
+            code="rate_limit_exceeded",
+            headers={"retry-after": f"{retry_after:g}"},
+        )
+
+
+class ServerError(APIError):
+    type = "server_error"
+
+    def __init__(self, status: int) -> None:
+        super().__init__("The server had an error while processing your request. Sorry about that!")
+        self.status = status

@@ -1,0 +1,412 @@
+"""Fine-tuning jobs: create, list, retrieve, cancel, pause, resume, events, checkpoints.
+
+Lifecycle `validating_files -> queued -> running -> succeeded | failed | cancelled`, driven
+by `advance()` (called by the service's scheduler thread) on a simulated clock: a job runs
+for `seconds_per_1k_tokens` x trained tokens / 1000. All state is in SQLite, so a job
+survives a restart of the service and goes on where it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import re
+import time
+from typing import Any
+
+from localai.common import new_id, now, paginate
+from localai.exceptions import InvalidRequest, NotFound, PermissionDenied
+from localai.files import MIN_EXAMPLES, FilesBackend, check_fine_tune_jsonl
+from localai.models import ORG, ModelsBackend, base_models, base_of
+from localai.store import Store, public
+from localai.tokens import count_message_tokens
+
+ACTIVE = ("validating_files", "queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+SPECIAL_TOKEN = re.compile(r"<\|(endoftext|fim_prefix|fim_middle|fim_suffix|endofprompt)\|>")
+SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PHASE_SECONDS = {"validating_files": 0.2, "queued": 0.2}
+MAX_TICK_SECONDS = 1.0  # downtime of the service does not count as training time
+
+
+def default_epochs(n: int) -> int:
+    """OpenAI's rule: 3 epochs, clamped so that examples x epochs stays within 100..25,000.
+
+    This is the provider's side, kept apart from the pipeline's estimate (tasks/budget.py) on
+    purpose: the service imports nothing of the pipeline, so the end-to-end test that trained
+    tokens equal the estimated billing tokens checks the two against each other.
+    """
+    if n * 3 < 100:
+        return min(25, 100 // n)
+    if n * 3 > 25_000:
+        return max(1, 25_000 // n)
+    return 3
+
+
+def simulated_loss(progress: float, seed: int, step: int) -> tuple[float, float]:
+    """A plausible, deterministic loss curve: falls fast, then flattens, with small noise."""
+    noise = random.Random(seed * 100_003 + step).uniform(-0.04, 0.04)
+    loss = max(0.05, 0.25 + 1.6 * math.exp(-4.0 * progress) + noise)
+    return round(loss, 4), round(min(0.99, 1.0 - loss / 2.2), 4)
+
+
+class JobsBackend:
+    def __init__(
+        self,
+        store: Store,
+        files: FilesBackend,
+        models: ModelsBackend,
+        *,
+        seconds_per_1k_tokens: float,
+        refusal: str | None = None,
+        daily_job_limit: int | None = None,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.models = models
+        self.seconds_per_1k_tokens = seconds_per_1k_tokens
+        self.refusal = refusal
+        self.daily_job_limit = daily_job_limit
+
+    # --- API operations --------------------------------------------------------------------
+
+    def _check_file(self, file_id: str | None, param: str) -> None:
+        if file_id is None:
+            return
+        record = self.store.get("file", file_id)
+        if record is None:
+            raise InvalidRequest(f"File {file_id} not found", param=param, code="invalid_file")
+        if record["purpose"] != "fine-tune":
+            raise InvalidRequest(
+                f"File {file_id} has purpose '{record['purpose']}', expected 'fine-tune'",
+                param=param,
+                code="invalid_file_purpose",
+            )
+        if record["status"] == "error":
+            raise InvalidRequest(
+                f"File {file_id} failed processing: {record['status_details']}", param=param, code="invalid_file"
+            )
+
+    def _check_allowed(self) -> None:
+        if self.refusal:
+            raise PermissionDenied(self.refusal, code="fine_tuning_not_allowed")
+        if self.daily_job_limit is not None:
+            day_ago = now() - 86_400
+            today = [j for j in self.store.list("job") if j["created_at"] > day_ago]
+            if len(today) >= self.daily_job_limit:
+                raise InvalidRequest(
+                    f"You have reached the limit of {self.daily_job_limit} fine-tuning jobs per day.",
+                    code="daily_rate_limit_exceeded",
+                )
+
+    def create_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._check_allowed()
+        model = request["model"]
+        if model not in base_models() and self.store.get("model", model) is None:
+            raise InvalidRequest(
+                f"Model {model} is not available for fine-tuning or does not exist.",
+                param="model",
+                code="model_not_available",
+            )
+        self._check_file(request["training_file"], "training_file")
+        self._check_file(request.get("validation_file"), "validation_file")
+        suffix = request.get("suffix")
+        if suffix is not None and not SUFFIX.match(suffix):
+            raise InvalidRequest("suffix must be 1-64 characters of letters, digits, - and _", param="suffix")
+        metadata = request.get("metadata") or {}
+        if len(metadata) > 16 or any(
+            len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in metadata.items()
+        ):
+            raise InvalidRequest(
+                "metadata: at most 16 pairs, keys <= 64 and string values <= 512 characters", param="metadata"
+            )
+        method = request.get("method") or {"type": "supervised"}
+        if method.get("type") not in ("supervised", "dpo"):
+            raise InvalidRequest(
+                f"method type '{method.get('type')}' is not supported by this service", param="method.type"
+            )
+        hyper = dict(request.get("hyperparameters") or {})
+        hyper.update(method.get(method["type"], {}).get("hyperparameters") or {})
+        hyper = {k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")} | (
+            {"beta": hyper.get("beta", "auto")} if method["type"] == "dpo" else {}
+        )
+        created = now()
+        job = {
+            "id": new_id("ftjob-"),
+            "object": "fine_tuning.job",
+            "created_at": created,
+            "error": None,
+            "fine_tuned_model": None,
+            "finished_at": None,
+            "hyperparameters": hyper,
+            "model": model,
+            "organization_id": f"org-{ORG}",
+            "result_files": [],
+            "status": "validating_files",
+            "trained_tokens": None,
+            "training_file": request["training_file"],
+            "validation_file": request.get("validation_file"),
+            "integrations": [],
+            "seed": request.get("seed") if request.get("seed") is not None else random.randrange(2**31),
+            "estimated_finish": None,
+            "method": {"type": method["type"], method["type"]: {"hyperparameters": hyper}},
+            "metadata": metadata or None,
+            "_suffix": suffix,
+            "_sim": {"phase_since": time.time(), "elapsed": 0.0},
+        }
+        self.store.put("job", job)
+        self._event(job, f"Validating training file: {job['training_file']}")
+        return public(job)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get("job", job_id)
+        if job is None:
+            raise NotFound.missing("fine-tuning job", job_id, param="fine_tuning_job_id")
+        return job
+
+    def retrieve_job(self, job_id: str) -> dict[str, Any]:
+        return public(self.get(job_id))
+
+    def list_jobs(self, *, after: str | None, limit: int, metadata: dict[str, str] | None) -> dict[str, Any]:
+        jobs = self.store.list("job", newest_first=True)
+        if metadata:
+            jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in metadata.items())]
+        page, has_more = paginate([public(j) for j in jobs], after=after, limit=limit)
+        return {"object": "list", "data": page, "has_more": has_more}
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        with self.store.transaction():
+            job = self.get(job_id)
+            if job["status"] in TERMINAL:
+                raise InvalidRequest(
+                    f"Job {job_id} has already {job['status']}; it cannot be cancelled.", param="fine_tuning_job_id"
+                )
+            job.update(status="cancelled", finished_at=now(), estimated_finish=None)
+            self.store.put("job", job)
+        self._event(job, "Fine-tuning job cancelled")
+        return public(job)
+
+    def pause_job(self, job_id: str) -> dict[str, Any]:
+        return self._switch(job_id, "running", "paused", "Fine-tuning job paused")
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        return self._switch(job_id, "paused", "running", "Fine-tuning job resumed")
+
+    def _switch(self, job_id: str, expected: str, target: str, message: str) -> dict[str, Any]:
+        with self.store.transaction():
+            job = self.get(job_id)
+            if job["status"] != expected:
+                raise InvalidRequest(
+                    f"Job {job_id} is {job['status']}; only a {expected} job can be {target}.",
+                    param="fine_tuning_job_id",
+                )
+            job["status"] = target
+            job["_sim"]["last_tick"] = time.time()
+            self.store.put("job", job)
+        self._event(job, message)
+        return public(job)
+
+    def list_events(self, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
+        self.get(job_id)
+        events = [public(e) for e in self.store.list("event", parent=job_id, newest_first=True)]
+        page, has_more = paginate(events, after=after, limit=limit)
+        return {"object": "list", "data": page, "has_more": has_more}
+
+    def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
+        self.get(job_id)
+        checkpoints = [public(c) for c in self.store.list("checkpoint", parent=job_id, newest_first=True)]
+        page, has_more = paginate(checkpoints, after=after, limit=limit)
+        return {
+            "object": "list",
+            "data": page,
+            "has_more": has_more,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        }
+
+    # --- simulation --------------------------------------------------------------------------
+
+    def _event(
+        self, job: dict[str, Any], message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
+        event = {
+            "object": "fine_tuning.job.event",
+            "id": new_id("ftevent-"),
+            "created_at": now(),
+            "level": level,
+            "message": message,
+            "type": "metrics" if data else "message",
+            "data": data or {},
+        }
+        self.store.put("event", event, parent=job["id"])
+
+    def _fail(self, job: dict[str, Any], code: str, message: str, param: str | None) -> None:
+        job.update(
+            status="failed",
+            finished_at=now(),
+            error={"code": code, "message": message, "param": param},
+            estimated_finish=None,
+        )
+        self.store.put("job", job)
+        self._event(job, f"Fine-tuning job failed: {message}", level="error")
+
+    def _validate(self, job: dict[str, Any]) -> None:
+        """Check the data as OpenAI does after upload: format, special tokens, length; plan the run."""
+        sim = job["_sim"]
+        totals = []
+        for param in ("training_file", "validation_file"):
+            file_id = job[param]
+            if file_id is None:
+                continue
+            content = self.files.file_content(file_id)
+            n, reason = check_fine_tune_jsonl(content, min_examples=MIN_EXAMPLES if param == "training_file" else 0)
+            if reason and param == "training_file":
+                return self._fail(
+                    job, "invalid_training_file", f"The job failed due to an invalid training file. {reason}", param
+                )
+            if param == "validation_file":
+                continue
+            context = base_models()[base_of(job["model"])]
+            for number, line in enumerate(content.decode("utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                if match := SPECIAL_TOKEN.search(line):
+                    return self._fail(
+                        job,
+                        "invalid_training_file",
+                        f"The job failed due to an invalid training "
+                        f"file. Example {number} contains the special token {match.group(0)}.",
+                        param,
+                    )
+                example = json.loads(line)
+                totals.append(
+                    min(context, count_message_tokens(job["model"], example["messages"], example.get("tools")))
+                )
+        hyper = job["hyperparameters"]
+        n = len(totals)
+        epochs = hyper["n_epochs"] if hyper["n_epochs"] != "auto" else default_epochs(n)
+        batch = hyper["batch_size"] if hyper["batch_size"] != "auto" else max(1, min(256, n // 100))
+        lr = hyper["learning_rate_multiplier"] if hyper["learning_rate_multiplier"] != "auto" else 1.8
+        hyper.update(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lr)
+        job["method"][job["method"]["type"]]["hyperparameters"] = hyper
+        trained = sum(totals) * epochs
+        sim.update(
+            trained_tokens=trained,
+            steps_per_epoch=math.ceil(n / batch),
+            total_steps=math.ceil(n / batch) * epochs,
+            duration=trained / 1000 * self.seconds_per_1k_tokens,
+            steps_done=0,
+        )
+        job["status"] = "queued"
+        sim["phase_since"] = time.time()
+        self.store.put("job", job)
+        self._event(job, "Files validated, moving job to queued state")
+
+    def _start(self, job: dict[str, Any]) -> None:
+        sim = job["_sim"]
+        job["status"] = "running"
+        sim["last_tick"] = time.time()
+        job["estimated_finish"] = now() + math.ceil(sim["duration"])
+        self.store.put("job", job)
+        self._event(job, "Fine-tuning job started")
+
+    def _run(self, job: dict[str, Any]) -> None:
+        sim = job["_sim"]
+        tick = time.time()
+        sim["elapsed"] += min(MAX_TICK_SECONDS, max(0.0, tick - sim.get("last_tick", tick)))
+        sim["last_tick"] = tick
+        total = sim["total_steps"]
+        progress = min(1.0, sim["elapsed"] / sim["duration"]) if sim["duration"] > 0 else 1.0
+        target = math.floor(progress * total)
+        every = max(1, total // 100)  # about 100 metric events per job, as OpenAI's UI shows
+        for step in range(sim["steps_done"] + 1, target + 1):
+            loss, accuracy = simulated_loss(step / total, job["seed"], step)
+            if step % every == 0 or step == total:
+                self._event(
+                    job,
+                    f"Step {step}/{total}: training loss={loss:.4f}",
+                    data={
+                        "step": step,
+                        "train_loss": loss,
+                        "train_mean_token_accuracy": accuracy,
+                        "total_steps": total,
+                    },
+                )
+            if step % sim["steps_per_epoch"] == 0:
+                self._checkpoint(job, step, loss, accuracy)
+        sim["steps_done"] = target
+        if target >= total:
+            self._succeed(job)
+        else:
+            self.store.put("job", job)
+
+    def _model_id(self, job: dict[str, Any]) -> str:
+        return f"ft:{base_of(job['model'])}:{ORG}:{job.get('_suffix') or ''}:{job['id'][-8:]}"
+
+    def _checkpoint(self, job: dict[str, Any], step: int, loss: float, accuracy: float) -> None:
+        checkpoint = {
+            "id": new_id("ftckpt_"),
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": now(),
+            "fine_tuned_model_checkpoint": f"{self._model_id(job)}:ckpt-step-{step}",
+            "step_number": step,
+            "metrics": {
+                "step": float(step),
+                "train_loss": loss,
+                "train_mean_token_accuracy": accuracy,
+                "valid_loss": round(loss * 1.08, 4),
+                "valid_mean_token_accuracy": round(accuracy * 0.97, 4),
+                "full_valid_loss": round(loss * 1.1, 4),
+                "full_valid_mean_token_accuracy": round(accuracy * 0.96, 4),
+            },
+            "fine_tuning_job_id": job["id"],
+        }
+        self.store.put("checkpoint", checkpoint, parent=job["id"])
+        self._event(job, f"Checkpoint created at step {step}")
+
+    def _succeed(self, job: dict[str, Any]) -> None:
+        sim = job["_sim"]
+        total = sim["total_steps"]
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+        for step in range(1, total + 1):
+            loss, accuracy = simulated_loss(step / total, job["seed"], step)
+            writer.writerow([step, loss, accuracy, round(loss * 1.08, 4), round(accuracy * 0.97, 4)])
+        result = self.files.store_file(
+            filename="step_metrics.csv", purpose="fine-tune-results", content=out.getvalue().encode()
+        )
+        model_id = self._model_id(job)
+        finished = now()
+        self.models.register(model_id, created=finished, training_file=job["training_file"], job_id=job["id"])
+        job.update(
+            status="succeeded",
+            fine_tuned_model=model_id,
+            finished_at=finished,
+            result_files=[result["id"]],
+            trained_tokens=sim["trained_tokens"],
+            estimated_finish=None,
+        )
+        self.store.put("job", job)
+        self._event(job, f"New fine-tuned model created: {model_id}")
+        self._event(job, "The job has successfully completed")
+
+    def advance(self) -> None:
+        """Move every active job along its lifecycle; called by the scheduler thread."""
+        for job in self.store.list("job"):
+            if job["status"] not in ACTIVE:  # finished jobs never move again: no transaction for them
+                continue
+            with self.store.transaction():
+                job = self.store.get("job", job["id"])
+                if job is None or job["status"] not in ACTIVE:
+                    continue
+                waited = time.time() - job["_sim"]["phase_since"]
+                if job["status"] == "validating_files" and waited >= PHASE_SECONDS["validating_files"]:
+                    self._validate(job)
+                elif job["status"] == "queued" and waited >= PHASE_SECONDS["queued"]:
+                    self._start(job)
+                elif job["status"] == "running":
+                    self._run(job)

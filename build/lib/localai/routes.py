@@ -1,0 +1,202 @@
+"""HTTP routes: parse the request, call the resource backend, return its wire object. No state.
+
+Each route's `name` is the operation name used by fault injection (see faults.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from localai.faults import FaultPlan
+
+router = APIRouter(prefix="/v1")
+admin = APIRouter(prefix="/_admin")
+
+
+def backends(request: Request) -> Any:
+    return request.app.state.service
+
+
+class CreateUpload(BaseModel):
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+
+
+class CompleteUpload(BaseModel):
+    part_ids: list[str]
+    md5: str | None = None
+
+
+class CreateJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    integrations: list[Any] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[dict[str, Any]]
+    n: int | None = 1
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+@router.post("/files", name="files.create")
+async def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> dict:
+    content = await file.read()
+    return backends(request).files.create_file(filename=file.filename or "upload", purpose=purpose, content=content)
+
+
+@router.get("/files", name="files.list")
+def list_files(
+    request: Request,
+    purpose: str | None = None,
+    limit: int = Query(10000),
+    after: str | None = None,
+    order: str = "desc",
+) -> dict:
+    return backends(request).files.list_files(purpose=purpose, limit=limit, after=after, order=order)
+
+
+@router.get("/files/{file_id}", name="files.retrieve")
+def retrieve_file(request: Request, file_id: str) -> dict:
+    return backends(request).files.retrieve_file(file_id)
+
+
+@router.delete("/files/{file_id}", name="files.delete")
+def delete_file(request: Request, file_id: str) -> dict:
+    return backends(request).files.delete_file(file_id)
+
+
+@router.get("/files/{file_id}/content", name="files.content")
+def file_content(request: Request, file_id: str) -> Response:
+    return Response(backends(request).files.file_content(file_id), media_type="application/octet-stream")
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+@router.post("/uploads", name="uploads.create")
+def create_upload(request: Request, body: CreateUpload) -> dict:
+    return backends(request).uploads.create_upload(**body.model_dump())
+
+
+@router.post("/uploads/{upload_id}/parts", name="uploads.parts.create")
+async def add_upload_part(request: Request, upload_id: str, data: UploadFile = File(...)) -> dict:
+    return backends(request).uploads.add_upload_part(upload_id, await data.read())
+
+
+@router.post("/uploads/{upload_id}/complete", name="uploads.complete")
+def complete_upload(request: Request, upload_id: str, body: CompleteUpload) -> dict:
+    return backends(request).uploads.complete_upload(upload_id, part_ids=body.part_ids, md5=body.md5)
+
+
+@router.post("/uploads/{upload_id}/cancel", name="uploads.cancel")
+def cancel_upload(request: Request, upload_id: str) -> dict:
+    return backends(request).uploads.cancel_upload(upload_id)
+
+
+# --- fine-tuning ------------------------------------------------------------------------------
+
+
+@router.post("/fine_tuning/jobs", name="fine_tuning.jobs.create")
+def create_job(request: Request, body: CreateJob) -> dict:
+    return backends(request).jobs.create_job(body.model_dump())
+
+
+@router.get("/fine_tuning/jobs", name="fine_tuning.jobs.list")
+def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
+    # The SDK sends a metadata filter as metadata[key]=value query parameters.
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query_params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    return backends(request).jobs.list_jobs(after=after, limit=limit, metadata=metadata or None)
+
+
+@router.get("/fine_tuning/jobs/{job_id}", name="fine_tuning.jobs.retrieve")
+def retrieve_job(request: Request, job_id: str) -> dict:
+    return backends(request).jobs.retrieve_job(job_id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel", name="fine_tuning.jobs.cancel")
+def cancel_job(request: Request, job_id: str) -> dict:
+    return backends(request).jobs.cancel_job(job_id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause", name="fine_tuning.jobs.pause")
+def pause_job(request: Request, job_id: str) -> dict:
+    return backends(request).jobs.pause_job(job_id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume", name="fine_tuning.jobs.resume")
+def resume_job(request: Request, job_id: str) -> dict:
+    return backends(request).jobs.resume_job(job_id)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events", name="fine_tuning.jobs.events")
+def list_events(request: Request, job_id: str, after: str | None = None, limit: int = 20) -> dict:
+    return backends(request).jobs.list_events(job_id, after=after, limit=limit)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints", name="fine_tuning.jobs.checkpoints")
+def list_checkpoints(request: Request, job_id: str, after: str | None = None, limit: int = 10) -> dict:
+    return backends(request).jobs.list_checkpoints(job_id, after=after, limit=limit)
+
+
+# --- models and chat --------------------------------------------------------------------------
+
+
+@router.get("/models", name="models.list")
+def list_models(request: Request) -> dict:
+    return backends(request).models.list_models()
+
+
+@router.get("/models/{model:path}", name="models.retrieve")
+def retrieve_model(request: Request, model: str) -> dict:
+    return backends(request).models.retrieve_model(model)
+
+
+@router.delete("/models/{model:path}", name="models.delete")
+def delete_model(request: Request, model: str) -> dict:
+    return backends(request).models.delete_model(model)
+
+
+@router.post("/chat/completions", name="chat.completions.create")
+def create_chat_completion(request: Request, body: ChatRequest) -> dict:
+    return backends(request).chat.create_chat_completion(model=body.model, messages=body.messages, n=body.n or 1)
+
+
+# --- admin (never called by the SDK) ----------------------------------------------------------
+
+
+@admin.get("/faults", name="admin.faults.get")
+def get_faults(request: Request) -> dict:
+    return backends(request).faults.status()
+
+
+@admin.put("/faults", name="admin.faults.put")
+def put_faults(request: Request, plan: FaultPlan = Body(...)) -> dict:
+    backends(request).faults.configure(plan)
+    return backends(request).faults.status()
+
+
+@admin.get("/health", name="admin.health")
+def health(request: Request) -> dict[str, Literal["ok"]]:
+    return {"status": "ok"}

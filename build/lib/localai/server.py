@@ -1,0 +1,91 @@
+"""Run the service: in a thread on a free loopback port (flows, tests), or in the foreground."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from localai.app import create_app
+from localai.config import ServiceConfig
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def with_key(config: ServiceConfig) -> ServiceConfig:
+    """The config with an API key: the configured one, or a fresh random one."""
+    if config.api_key:
+        return config
+    return config.model_copy(update={"api_key": f"sk-local-{secrets.token_urlsafe(24)}"})
+
+
+class LocalService:
+    """The service in a background thread; `base_url` and `api_key` are what a client needs."""
+
+    def __init__(
+        self, config: ServiceConfig | None = None, *, host: str = "127.0.0.1", port: int | None = None, **overrides: Any
+    ) -> None:
+        base = config or ServiceConfig()
+        self.config = with_key(base.model_copy(update=overrides) if overrides else base)
+        self.host = host
+        self.port = port or free_port(host)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def api_key(self) -> str:
+        assert self.config.api_key
+        return self.config.api_key
+
+    @property
+    def service(self) -> Any:
+        assert self._server is not None
+        return self._server.config.app.state.service  # type: ignore[union-attr]
+
+    def start(self, timeout: float = 30.0) -> LocalService:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        app = create_app(self.config)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="localai-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"local service did not start on {self.host}:{self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> LocalService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(*, host: str, port: int, data_dir: Path | None, announce: Any = print) -> None:
+    """Run in the foreground; print the base URL and key once (the only place the key appears)."""
+    config = with_key(ServiceConfig(**({"data_dir": data_dir} if data_dir else {})))
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    announce(f"ftflow local OpenAI-compatible service (a simulator) at http://{host}:{port}/v1")
+    announce(f"OPENAI_BASE_URL=http://{host}:{port}/v1 OPENAI_API_KEY={config.api_key}")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")

@@ -1,0 +1,108 @@
+"""Economics: what the fine-tuned model costs and saves, from measured figures and dated prices.
+
+Before: the base model with the long production prompt. After: the fine-tuned model with the
+short prompt, at its higher price per token. Token figures are the means measured in the
+evaluation (the API's `usage`), training cost is trained tokens x the training price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import task
+
+from ftflow.caching import RUN_CACHE
+from ftflow.catalog import load_catalog
+from tasks.evaluate import NOT_EVALUATED
+
+
+@dataclass
+class CostCase:
+    model: str
+    prices_as_of: str
+    monthly_requests: int
+    prompt_tokens_before: float
+    prompt_tokens_after: float
+    prompt_token_reduction: float
+    completion_tokens_before: float
+    completion_tokens_after: float
+    cost_per_1k_requests_before_usd: float
+    cost_per_1k_requests_after_usd: float
+    monthly_cost_before_usd: float
+    monthly_cost_after_usd: float
+    monthly_saving_usd: float  # negative: the fine-tuned model costs more per month
+    trained_tokens: int
+    training_cost_usd: float
+    break_even_requests: int | None  # requests whose savings pay the training back; None: never
+    payback_months: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_before: float,
+              prompt_tokens_after: float, completion_tokens_after: float, trained_tokens: int,
+              monthly_requests: int) -> CostCase:
+    catalog = load_catalog()
+    info = catalog.get(model)
+    per_request_before = (prompt_tokens_before * info.base_input + completion_tokens_before * info.base_output) / 1e6
+    per_request_after = (prompt_tokens_after * info.finetuned_input
+                         + completion_tokens_after * info.finetuned_output) / 1e6
+    saving_per_request = per_request_before - per_request_after
+    training_cost = trained_tokens * info.training / 1e6
+    monthly_saving = saving_per_request * monthly_requests
+    return CostCase(
+        model=info.name, prices_as_of=catalog.as_of, monthly_requests=monthly_requests,
+        prompt_tokens_before=prompt_tokens_before, prompt_tokens_after=prompt_tokens_after,
+        prompt_token_reduction=(round(1 - prompt_tokens_after / prompt_tokens_before, 4)
+                                if prompt_tokens_before else 0.0),
+        completion_tokens_before=completion_tokens_before, completion_tokens_after=completion_tokens_after,
+        cost_per_1k_requests_before_usd=round(per_request_before * 1000, 6),
+        cost_per_1k_requests_after_usd=round(per_request_after * 1000, 6),
+        monthly_cost_before_usd=round(per_request_before * monthly_requests, 4),
+        monthly_cost_after_usd=round(per_request_after * monthly_requests, 4),
+        monthly_saving_usd=round(monthly_saving, 4),
+        trained_tokens=trained_tokens, training_cost_usd=round(training_cost, 4),
+        break_even_requests=int(-(-training_cost // saving_per_request)) if saving_per_request > 0 else None,
+        payback_months=round(training_cost / monthly_saving, 3) if monthly_saving > 0 else None,
+    )
+
+
+def cost_case_markdown(case: CostCase) -> str:
+    verdict = (f"pays back the training in {case.payback_months} months" if case.payback_months is not None
+               else "never pays back: per request it costs more than the base model with the long prompt")
+    rows = [
+        ("prompt tokens / request", f"{case.prompt_tokens_before:.1f}", f"{case.prompt_tokens_after:.1f}"),
+        ("completion tokens / request", f"{case.completion_tokens_before:.1f}", f"{case.completion_tokens_after:.1f}"),
+        ("cost per 1K requests", f"${case.cost_per_1k_requests_before_usd:.4f}",
+         f"${case.cost_per_1k_requests_after_usd:.4f}"),
+        (f"cost per month ({case.monthly_requests:,} requests)", f"${case.monthly_cost_before_usd:.2f}",
+         f"${case.monthly_cost_after_usd:.2f}"),
+    ]
+    return "\n".join([
+        f"# Cost case for {case.model} (prices as of {case.prices_as_of})", "",
+        "| | before (base + long prompt) | after (fine-tuned + short prompt) |", "|---|---|---|",
+        *[f"| {name} | {before} | {after} |" for name, before, after in rows],
+        "", f"Prompt tokens cut by {case.prompt_token_reduction:.0%}; monthly saving ${case.monthly_saving_usd:.2f}; "
+        f"training ${case.training_cost_usd:.4f} ({case.trained_tokens:,} tokens); {verdict}.",
+    ])
+
+
+@task(name="compute-cost-case", cache_policy=RUN_CACHE)
+def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str,
+                      monthly_requests: int) -> CostCase | None:
+    """Return the cost case from the evaluation's measured token usage (also as an artifact); None unmeasured."""
+    from prefect.artifacts import create_markdown_artifact
+
+    if evaluation["status"] == NOT_EVALUATED:
+        return None
+    before, after = evaluation["models"]["baseline"], evaluation["models"]["candidate"]
+    case = cost_case(model=model, prompt_tokens_before=before["prompt_tokens_mean"],
+                     completion_tokens_before=before["completion_tokens_mean"],
+                     prompt_tokens_after=after["prompt_tokens_mean"],
+                     completion_tokens_after=after["completion_tokens_mean"], trained_tokens=trained_tokens,
+                     monthly_requests=monthly_requests)
+    create_markdown_artifact(cost_case_markdown(case), key="ftflow-cost-case",
+                             description="Fine-tuned + short prompt vs base + long prompt")
+    return case

@@ -1,0 +1,79 @@
+"""Lineage tasks of a retrain run: the unchanged-data skip, and the run record."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.caching import RUN_CACHE
+from ftflow.settings import Settings
+from tasks.registry import Registry
+
+
+def new_run_id() -> str:
+    """`<start time>-<flow run id>`: stable when Prefect retries the flow run, so are its folder and caches."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    started = flow_run.get_scheduled_start_time()
+    if run_id and started:
+        return f"{started:%Y%m%dT%H%M%S}-{run_id[:8]}"
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The last successful run of this base model if it trained on exactly this dataset."""
+    last = registry.last_successful_run(report["model"])
+    if last and last.get("dataset_sha256") == report["dataset_sha256"]:
+        return last
+    return None
+
+
+def reconcile_tokens(estimated: int, actual: int | None, tolerance: float) -> dict[str, Any]:
+    """Estimated billing tokens (prepare) against what the provider trained; flag a large gap."""
+    if actual is None or estimated == 0:
+        return {"estimated": estimated, "actual": actual, "difference_share": None, "flagged": actual is None}
+    share = (actual - estimated) / estimated
+    return {"estimated": estimated, "actual": actual, "difference_share": round(share, 4),
+            "flagged": abs(share) > tolerance}
+
+
+def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: float = 0.05) -> dict[str, Any]:
+    """The run record's job part (pure: merges the job result with the prepare figures)."""
+    return {
+        "job_id": job["job_id"], "idempotency_key": job["idempotency_key"], "fine_tuned_model": job["fine_tuned_model"],
+        "training_file": job["training_file"], "validation_file": job["validation_file"],
+        "hyperparameters": job["hyperparameters"], "trained_tokens": job["trained_tokens"],
+        "estimated_billing_tokens": report["billing_tokens"], "estimated_cost_usd": report["estimated_cost_usd"],
+        "training_metrics": job["metrics"],
+        "tokens_reconciliation": reconcile_tokens(report["billing_tokens"], job["trained_tokens"], tolerance),
+    }
+
+
+@task(name="check-unchanged", cache_policy=RUN_CACHE)
+def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> str | None:
+    """Return why the run can stop here (same data as the last successful run), or None."""
+    if force:
+        return None
+    last = unchanged_since_last_success(Registry(settings.registry_url), report)
+    if last is None:
+        return None
+    return (f"dataset {report['dataset_sha256'][:12]} is unchanged since run {last['run_id']} "
+            f"({last.get('fine_tuned_model')}); nothing to retrain (use --force to train anyway)")
+
+
+@task(name="record-run", cache_policy=NO_CACHE)
+def record_run(record: dict[str, Any], settings: Settings, run_dir: str) -> dict[str, Any]:
+    """Return the run record; saved to the registry and to run.json in the run folder."""
+    from prefect.runtime import flow_run
+
+    record = {**record, "flow_run_id": flow_run.get_id(), "finished_at": time.time()}
+    Registry(settings.registry_url).save_run(record)
+    Path(run_dir, "run.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2, default=str))
+    return record

@@ -1,0 +1,214 @@
+"""Report: gather every stage's figures into `report.json`, check the accounting, apply the gates.
+
+The accounting invariant: every record read ends up in exactly one place, so
+`records_read == train + validation + sum(rejected) + duplicates_removed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.caching import RUN_CACHE
+from ftflow.errors import BudgetExceeded, FtflowError, QualityGateFailed
+from ftflow.jsonl import file_sha256
+from ftflow.settings import Settings
+from tasks.budget import Budget
+from tasks.extract import ExtractResult
+from tasks.quality import QualityResult, ValidateResult
+from tasks.transform import NormalizeResult, SplitResult
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    validation_fraction: float = 0.1
+    n_epochs: int | None = None
+    max_cost_usd: float | None = None
+    min_train_examples: int = 10
+    max_rejected_share: float = 0.25
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateOptions:
+        return cls(validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
+                   max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
+                   max_rejected_share=settings.max_rejected_share)
+
+
+def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for part in counts:
+        for key, value in part.items():
+            merged[key] = merged.get(key, 0) + value
+    return dict(sorted(merged.items()))
+
+
+def dataset_totals(extracted: ExtractResult, validated: ValidateResult, split: SplitResult) -> dict[str, Any]:
+    """One row of dataset figures for the `dataset` suite."""
+    rejected = sum(extracted.rejected.values()) + sum(validated.rejected.values())
+    return {
+        "records_read": extracted.records_read,
+        "train_examples": split.train,
+        "validation_examples": split.validation,
+        "rejected": rejected,
+        "rejected_share": rejected / extracted.records_read if extracted.records_read else 1.0,
+        "duplicates_removed": split.duplicates_removed,
+    }
+
+
+def suite_parameters(gates: GateOptions, training_context: int) -> dict[str, Any]:
+    return {
+        "max_tokens": training_context,
+        "min_train_examples": gates.min_train_examples,
+        "max_rejected_share": gates.max_rejected_share,
+        "min_validation_examples": 1 if gates.validation_fraction > 0 else 0,
+    }
+
+
+def dataset_sha256(train: Path, validation: Path) -> str:
+    """Fingerprint of what would be uploaded: the two files' hashes, in order."""
+    return hashlib.sha256(f"{file_sha256(train)}\n{file_sha256(validation)}".encode()).hexdigest()
+
+
+def concatenate(parts: list[Path], target: Path) -> None:
+    with open(target, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+
+
+def build_report(
+    *,
+    extracted: ExtractResult,
+    normalized: NormalizeResult,
+    validated: ValidateResult,
+    split: SplitResult,
+    quality: QualityResult,
+    budget: Budget,
+    out_dir: Path,
+) -> dict[str, Any]:
+    rejected = merge_counts(extracted.rejected, validated.rejected)
+    accounted = split.train + split.validation + sum(rejected.values()) + split.duplicates_removed
+    if accounted != extracted.records_read:
+        # A bug of ours, never bad data: every record must be somewhere.
+        raise FtflowError(f"accounting mismatch: read {extracted.records_read}, accounted {accounted}")
+    gate_failures = list(quality.failed)
+    if not budget.within_budget:
+        gate_failures.append(
+            str(BudgetExceeded(estimated_usd=budget.estimated_cost_usd, max_usd=budget.max_cost_usd or 0))
+        )
+    return {
+        "records_read": extracted.records_read,
+        "examples_written": {"train": split.train, "validation": split.validation},
+        "rejected": rejected,
+        "duplicates_removed": split.duplicates_removed,
+        "trimmed_turns": normalized.trimmed_turns,
+        "merged_turns": normalized.merged_turns,
+        "pii": normalized.pii,
+        "model": budget.model,
+        "encoding": budget.encoding,
+        "training_context": budget.training_context,
+        "tokens": budget.tokens,
+        "n_epochs": budget.n_epochs,
+        "n_epochs_source": budget.n_epochs_source,
+        "billing_tokens": budget.billing_tokens,
+        "estimated_cost_usd": budget.estimated_cost_usd,
+        "max_cost_usd": budget.max_cost_usd,
+        "prices_as_of": budget.prices_as_of,
+        "dataset_sha256": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
+        "sources": extracted.fingerprints,
+        "quality": quality.to_dict(),
+        "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
+        "files": {
+            name: str(out_dir / name)
+            for name in (
+                "train.jsonl",
+                "validation.jsonl",
+                "rejected.jsonl",
+                "duplicates.jsonl",
+                "quality.json",
+                "features.parquet",
+                "report.json",
+            )
+        },
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    rows = [
+        ("records read", report["records_read"]),
+        ("train / validation", f"{report['examples_written']['train']} / {report['examples_written']['validation']}"),
+        ("rejected", sum(report["rejected"].values())),
+        ("duplicates removed", report["duplicates_removed"]),
+        ("PII found", sum(report["pii"].values())),
+        ("tokens (total / p95 example)", f"{report['tokens']['total']} / {report['tokens']['p95_example']}"),
+        ("epochs", report["n_epochs"]),
+        ("billing tokens", report["billing_tokens"]),
+        ("estimated cost", f"${report['estimated_cost_usd']:.4f} (prices as of {report['prices_as_of']})"),
+        ("gate", "passed" if report["gate"]["passed"] else "FAILED"),
+    ]
+    lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    if report["rejected"]:
+        lines += ["", "| rejected for | records |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in report["rejected"].items()]
+    for failure in report["gate"]["failures"]:
+        lines.append(f"\n- gate: {failure}")
+    return "\n".join(lines)
+
+
+@task(name="compute-totals", cache_policy=RUN_CACHE)
+def compute_totals(extracted: ExtractResult, validated: ValidateResult, split: SplitResult) -> dict[str, Any]:
+    """Return the dataset-level figures the `dataset` suite checks."""
+    return dataset_totals(extracted, validated, split)
+
+
+@task(name="write-report", cache_policy=RUN_CACHE)
+def write_report(
+    extracted: ExtractResult,
+    normalized: NormalizeResult,
+    validated: ValidateResult,
+    split: SplitResult,
+    quality: QualityResult,
+    budget: Budget,
+    out_dir: Path,
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Return the run report; writes `report.json` and `rejected.jsonl`, removes the work dir."""
+    concatenate([Path(extracted.rejected_path), Path(validated.rejected_path)], out_dir / "rejected.jsonl")
+    shutil.move(split.duplicates_path, out_dir / "duplicates.jsonl")
+    report = build_report(
+        extracted=extracted,
+        normalized=normalized,
+        validated=validated,
+        split=split,
+        quality=quality,
+        budget=budget,
+        out_dir=out_dir,
+    )
+    (out_dir / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    create_markdown_artifact(
+        report_markdown(report),
+        key="ftflow-prepare-report",
+        description="What prepare read, kept, rejected and would cost",
+    )
+    return report
+
+
+@task(name="enforce-gates", cache_policy=NO_CACHE)
+def enforce_gates(report: dict[str, Any]) -> None:
+    """Raise when the quality suites or the budget failed; nothing may be uploaded then."""
+    if report["quality"]["success"] is False:
+        raise QualityGateFailed(
+            "quality gate failed: " + "; ".join(report["quality"]["failed"]), failed=report["quality"]["failed"]
+        )
+    if not report["gate"]["within_budget"]:
+        raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])

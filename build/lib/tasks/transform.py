@@ -1,0 +1,321 @@
+"""Transform: normalise conversations into clean chat examples; de-duplicate and split.
+
+Per example (`normalize_example`): map roles, strip each turn, merge consecutive turns of
+the same role, drop trailing turns after the last assistant message, put in the system
+prompt, and find or mask PII. Per dataset (`split_examples`): drop exact duplicates (on
+normalised content) and split train/validation by a hash of the conversation, so the same
+conversation always lands in the same split whatever the input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from prefect import task
+
+from ftflow.caching import RUN_CACHE
+from ftflow.jsonl import JsonlWriter, iter_records
+from ftflow.settings import Settings
+
+DEFAULT_ROLE_MAP = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "customer": "user",
+    "client": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "ai": "assistant",
+    "agent": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+}
+MERGEABLE_KEYS = {"role", "content", "name", "weight"}
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    role_map: dict[str, str] = field(default_factory=dict)
+    system_prompt: str | None = None
+    system_prompt_mode: Literal["replace", "if-missing"] = "replace"
+    pii: Literal["off", "report", "mask"] = "mask"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, role_map: dict[str, str] | None = None) -> TransformOptions:
+        return cls(role_map=role_map or {}, system_prompt=settings.system_prompt,
+                   system_prompt_mode=settings.system_prompt_mode, pii=settings.pii)
+
+
+def parse_mapping(pairs: list[str] | None, *, option: str) -> dict[str, str]:
+    """Parse `A=b,C=d` (or repeated `A=b`) into {"A": "b", ...}."""
+    mapping: dict[str, str] = {}
+    for pair in (p for chunk in pairs or [] for p in chunk.split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{option}: expected KEY=value, got {pair!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+# --- PII -----------------------------------------------------------------------------------
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _iban_ok(iban: str) -> bool:
+    iban = iban.replace(" ", "")
+    rearranged = iban[4:] + iban[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return 15 <= len(iban) <= 34 and int(number) % 97 == 1
+
+
+def _digit_count_between(low: int, high: int) -> Callable[[str], bool]:
+    return lambda text: low <= sum(c.isdigit() for c in text) <= high
+
+
+# Order matters: IBANs and card numbers are masked before the phone rule could see digits.
+PII_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
+    ("email", re.compile(r"\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), bool),
+    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban_ok),
+    (
+        "credit_card",
+        re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
+        lambda s: _luhn_ok(re.sub(r"\D", "", s)),
+    ),
+    (
+        "ip",
+        re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])"),
+        bool,
+    ),
+    (
+        "phone",
+        re.compile(
+            r"(?<![\w+])(?:(?:\+|00)\d{1,3}[ ./-]?(?:\(0\)[ ./-]?)?|\(?0)\d{1,5}\)?(?:[ ./-]?\d{2,}){1,4}(?![\w])"
+        ),
+        _digit_count_between(7, 15),
+    ),
+]
+
+
+def find_pii(text: str, mode: Literal["report", "mask"]) -> tuple[str, Counter[str]]:
+    """Return the text (masked as `[EMAIL]`, `[PHONE]`... when mode is mask) and counts by type.
+
+    Detection always works on a masked copy, so a later rule never counts the digits of an
+    earlier match again (an IBAN is not also a phone number), whatever the mode.
+    """
+    counts: Counter[str] = Counter()
+    masked = text
+    for kind, pattern, is_real in PII_PATTERNS:
+
+        def replace(match: re.Match[str], kind: str = kind, is_real: Callable = is_real) -> str:
+            if not is_real(match.group(0)):
+                return match.group(0)
+            counts[kind] += 1
+            return f"[{kind.upper()}]"
+
+        masked = pattern.sub(replace, masked)
+    return (masked if mode == "mask" else text), counts
+
+
+# --- per example ----------------------------------------------------------------------------
+
+
+def map_role(role: Any, role_map: dict[str, str]) -> Any:
+    """Map a source role, case-insensitively; unknown roles pass through for quality to reject."""
+    if not isinstance(role, str):
+        return role
+    key = role.strip().lower()
+    user_map = {k.lower(): v for k, v in role_map.items()}
+    return user_map.get(key) or DEFAULT_ROLE_MAP.get(key, role)
+
+
+def _mergeable(a: Any, b: Any) -> bool:
+    return (
+        isinstance(a, dict)
+        and isinstance(b, dict)
+        and a.get("role") == b.get("role")
+        and set(a) <= MERGEABLE_KEYS
+        and set(b) <= MERGEABLE_KEYS
+        and isinstance(a.get("content"), str)
+        and isinstance(b.get("content"), str)
+        and a.get("name") == b.get("name")
+        and a.get("weight") == b.get("weight")
+    )
+
+
+@dataclass
+class NormalizeStats:
+    trimmed_turns: int = 0
+    merged_turns: int = 0
+    pii: Counter[str] = field(default_factory=Counter)
+
+
+def normalize_example(example: dict[str, Any], options: TransformOptions) -> tuple[dict[str, Any], NormalizeStats]:
+    """Return the cleaned example and what was changed. Malformed parts are left for quality."""
+    stats = NormalizeStats()
+    messages = example.get("messages")
+    if not isinstance(messages, list):
+        return example, stats
+    mapped: list[Any] = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = {**message, "role": map_role(message.get("role"), options.role_map)}
+            if isinstance(message.get("content"), str):
+                message["content"] = message["content"].strip()
+                if options.pii != "off":
+                    message["content"], found = find_pii(message["content"], options.pii)
+                    stats.pii.update(found)
+        mapped.append(message)
+    last_assistant = max(
+        (i for i, m in enumerate(mapped) if isinstance(m, dict) and m.get("role") == "assistant"),
+        default=None,
+    )
+    if last_assistant is not None:  # without one, quality rejects the example as a whole
+        stats.trimmed_turns = len(mapped) - last_assistant - 1
+        mapped = mapped[: last_assistant + 1]
+    cleaned: list[Any] = []
+    for message in mapped:
+        if cleaned and _mergeable(cleaned[-1], message):
+            cleaned[-1] = {**cleaned[-1], "content": cleaned[-1]["content"] + "\n" + message["content"]}
+            stats.merged_turns += 1
+        else:
+            cleaned.append(message)
+    if options.system_prompt is not None:
+        cleaned = _with_system_prompt(cleaned, options.system_prompt, options.system_prompt_mode)
+    return {**example, "messages": cleaned}, stats
+
+
+def _with_system_prompt(messages: list[Any], prompt: str, mode: str) -> list[Any]:
+    has_system = any(isinstance(m, dict) and m.get("role") == "system" for m in messages)
+    if has_system and mode == "if-missing":
+        return messages
+    rest = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    return [{"role": "system", "content": prompt}, *rest]
+
+
+# --- per dataset ----------------------------------------------------------------------------
+
+
+def content_hash(example: dict[str, Any]) -> str:
+    """sha256 of the normalised content: roles, case-folded whitespace-collapsed text, tools."""
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, str):
+            return " ".join(value.split()).casefold()
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items() if k != "weight"}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        return value
+
+    canonical = {"messages": norm(example.get("messages")), "tools": norm(example.get("tools"))}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def split_for(digest: str, validation_fraction: float) -> Literal["train", "validation"]:
+    """Deterministic split: the first 32 bits of the conversation hash against the fraction."""
+    return "validation" if int(digest[:8], 16) / 2**32 < validation_fraction else "train"
+
+
+# --- stage functions on files ---------------------------------------------------------------
+
+
+@dataclass
+class NormalizeResult:
+    examples: int
+    trimmed_turns: int
+    merged_turns: int
+    pii: dict[str, int]
+    path: str
+
+
+def normalize_file(candidates: Path, options: TransformOptions, work_dir: Path) -> NormalizeResult:
+    """Stream candidates through `normalize_example` into `normalized.jsonl`."""
+    totals = NormalizeStats()
+    with JsonlWriter(work_dir / "normalized.jsonl") as out:
+        for record in iter_records(candidates):
+            example, stats = normalize_example(record["example"], options)
+            totals.trimmed_turns += stats.trimmed_turns
+            totals.merged_turns += stats.merged_turns
+            totals.pii.update(stats.pii)
+            out.write({**record, "example": example, "pii": sum(stats.pii.values())})
+    return NormalizeResult(
+        examples=out.count,
+        trimmed_turns=totals.trimmed_turns,
+        merged_turns=totals.merged_turns,
+        pii=dict(sorted(totals.pii.items())),
+        path=str(out.path),
+    )
+
+
+@dataclass
+class SplitResult:
+    train: int
+    validation: int
+    duplicates_removed: int
+    train_path: str
+    validation_path: str
+    duplicates_path: str
+    features_path: str
+
+
+def split_file(valid: Path, validation_fraction: float, out_dir: Path, work_dir: Path) -> SplitResult:
+    """Write train/validation JSONL (bare examples, as OpenAI wants them), drop duplicates.
+
+    Also writes the per-example feature rows (no text) that the quality suites check.
+    Memory: one 32-byte digest per kept example.
+    """
+    from tasks.quality import FeatureWriter
+
+    seen: set[bytes] = set()
+    with (
+        JsonlWriter(out_dir / "train.jsonl") as train,
+        JsonlWriter(out_dir / "validation.jsonl") as validation,
+        JsonlWriter(work_dir / "duplicates.jsonl") as duplicates,
+        FeatureWriter(out_dir / "features.parquet") as features,
+    ):
+        for record in iter_records(valid):
+            digest = content_hash(record["example"])
+            key = bytes.fromhex(digest)
+            if key in seen:
+                duplicates.write({"source": record["source"], "loc": record["loc"], "content_sha256": digest})
+                continue
+            seen.add(key)
+            split = split_for(digest, validation_fraction)
+            (train if split == "train" else validation).write(record["example"])
+            features.add(record, split=split, content_sha256=digest)
+    return SplitResult(
+        train=train.count,
+        validation=validation.count,
+        duplicates_removed=duplicates.count,
+        train_path=str(train.path),
+        validation_path=str(validation.path),
+        duplicates_path=str(duplicates.path),
+        features_path=str(features.path),
+    )
+
+
+@task(name="normalize-conversations", cache_policy=RUN_CACHE)
+def normalize_conversations(candidates: str, options: TransformOptions, work_dir: Path) -> NormalizeResult:
+    """Return counts of what normalising changed; examples go to `normalized.jsonl`."""
+    return normalize_file(Path(candidates), options, work_dir)
+
+
+@task(name="split-dataset", cache_policy=RUN_CACHE)
+def split_dataset(valid: str, validation_fraction: float, out_dir: Path, work_dir: Path) -> SplitResult:
+    """Return the split counts; writes `train.jsonl` and `validation.jsonl`."""
+    return split_file(Path(valid), validation_fraction, out_dir, work_dir)
