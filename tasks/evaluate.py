@@ -25,10 +25,10 @@ import openai
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
-from ftflow.catalog import base_model_of, load_catalog
-from ftflow.client import make_client
+from ftflow.catalog import load_catalog
 from ftflow.jsonl import iter_records
-from ftflow.provider import retry_on_transient
+from ftflow.providers import chat_for
+from ftflow.providers.base import retry_on_transient
 from ftflow.settings import Settings
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -179,14 +179,14 @@ def prices_for(model: str) -> tuple[float, float]:
 
 
 def evaluate_model(client: openai.OpenAI, model: str, cases: list[EvalCase], *, system_prompt: str | None,
-                   language: str, schema: dict | None, concurrency: int) -> list[Scored]:
+                   language: str, schema: dict | None, concurrency: int, served_as: str | None = None) -> list[Scored]:
     """Ask the model every case (bounded concurrency; the SDK retries 429s) and score the answers."""
     price_in, price_out = prices_for(model)
 
     def ask(index: int) -> Scored:
         case = cases[index]
-        reply = client.chat.completions.create(model=model, messages=with_system_prompt(case.messages, system_prompt),
-                                               temperature=0)
+        reply = client.chat.completions.create(model=served_as or model, temperature=0,
+                                               messages=with_system_prompt(case.messages, system_prompt))
         return score(index, reply.choices[0].message.content or "", case.reference, usage=reply.usage,
                      language=language, schema=schema, price_in=price_in, price_out=price_out)
 
@@ -212,15 +212,15 @@ def evaluate_models(run_dir: str, candidate: str, current: str | None, settings:
 
     cases = cases_from(Path(run_dir) / "validation.jsonl", settings.eval_max_examples)
     schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
-    client = make_client(settings, max_retries=5)
-    runs = {"candidate": (candidate, None), "baseline": (base_model_of(candidate), settings.baseline_system_prompt)}
+    runs = {"candidate": (candidate, None), "baseline": (settings.model, settings.baseline_system_prompt)}
     if current and current != candidate:
         runs["current"] = (current, None)
     results: dict[str, Any] = {"examples": len(cases), "language": settings.eval_language, "models": {}}
     per_example: dict[str, list[dict[str, Any]]] = {}
     for role, (model, prompt) in runs.items():
-        scores = evaluate_model(client, model, cases, system_prompt=prompt, language=settings.eval_language,
-                                schema=schema, concurrency=settings.eval_concurrency)
+        client, name = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+        scores = evaluate_model(client, model, cases, served_as=name, system_prompt=prompt,
+                                language=settings.eval_language, schema=schema, concurrency=settings.eval_concurrency)
         results["models"][role] = {"model": model, **aggregate(scores)}
         per_example[role] = [asdict(s) for s in scores]
         if role == "candidate":
