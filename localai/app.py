@@ -1,4 +1,4 @@
-"""The service: backends wired together, a scheduler thread, auth, faults and OpenAI's errors."""
+"""The service: backends wired together, a scheduler thread, auth, faults and each dialect's errors."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from localai import routes
+from localai.azure import AzureBackend
 from localai.chat import ChatBackend
 from localai.config import ServiceConfig
-from localai.exceptions import APIError, AuthenticationFailed, InvalidRequest, RateLimited, ServerError
+from localai.dialect import Dialect
+from localai.exceptions import APIError
 from localai.faults import FaultInjector
 from localai.files import FilesBackend
 from localai.jobs import JobsBackend
 from localai.models import ModelsBackend
 from localai.store import Store
+from localai.together import TogetherBackend
 from localai.uploads import UploadsBackend
 
 log = logging.getLogger("localai")
@@ -51,6 +53,10 @@ class Service:
             daily_job_limit=config.daily_job_limit,
         )
         self.chat = ChatBackend(self.store, self.models)
+        # The other providers' dialects: each its own resource with its own state (moto-style).
+        self.azure = AzureBackend(config)
+        self.together = TogetherBackend(config)
+        self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects()]
         self.faults = FaultInjector(config.faults)
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
@@ -61,68 +67,60 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            try:
-                self.jobs.advance()
-            except Exception:  # keep scheduling; one bad job must not stop the others
-                log.exception("scheduler tick failed")
+            for jobs in (self.jobs, self.azure.jobs, self.together.jobs):
+                try:
+                    jobs.advance()
+                except Exception:  # keep scheduling; one bad job must not stop the others
+                    log.exception("scheduler tick failed")
 
     def stop(self) -> None:
         self._stop.set()
         if self._scheduler:
             self._scheduler.join(timeout=5)
         self.store.close()
+        self.azure.store.close()
+        self.together.store.close()
 
 
 def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
-    return None
-
-
 class GatewayMiddleware:
-    """Authentication first, then the fault drawn for this request's operation."""
+    """Authentication first, then the fault drawn for this request's operation, in the request's dialect."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        self.operations = [(r.path_regex, r.methods, r.name) for r in [*routes.router.routes, *routes.admin.routes]]
+        self.operations = {
+            dialect.name: [(r.path_regex, r.methods, r.name) for router in dialect.routers() for r in router.routes]
+            for dialect in service.dialects
+        }
 
-    def _operation(self, scope: Scope) -> str | None:
-        """The route name (operation) of a request, e.g. `files.create`."""
-        for regex, methods, name in self.operations:
+    def _operation(self, scope: Scope, dialect: Dialect) -> str | None:
+        """The route name (operation) of a request, e.g. `files.create` or `azure.files.create`."""
+        for regex, methods, name in self.operations[dialect.name]:
             if scope["method"] in methods and regex.match(scope["path"]):
                 return name
         return None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(("/v1/", "/_admin/")):
+        dialect = dialect_of(self.service, path) if scope["type"] == "http" else None
+        if dialect is None:
             return await self.app(scope, receive, send)
-        token = _bearer(scope)
-        if token is None:
-            error = AuthenticationFailed(
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
-            return await error_response(error)(scope, receive, send)
-        if not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
-            masked = f"{token[:3]}***{token[-4:]}" if len(token) > 8 else "***"
-            error = AuthenticationFailed(f"Incorrect API key provided: {masked}.", code="invalid_api_key")
-            return await error_response(error)(scope, receive, send)
-        operation = self._operation(scope)
+        token = dialect.credential(scope)
+        if token is None or not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
+            return await error_response(dialect.unauthorized(token))(scope, receive, send)
+        operation = self._operation(scope, dialect)
         if operation is None or operation.startswith("admin."):
             return await self.app(scope, receive, send)
         fault, rule = self.service.faults.draw(operation)
         if fault == "rate_limit":
-            return await error_response(RateLimited(rule.retry_after))(scope, receive, send)
+            return await error_response(dialect.rate_limited(rule.retry_after))(scope, receive, send)
         if fault == "server_error":
-            return await error_response(ServerError(self.service.faults.server_error_status()))(scope, receive, send)
+            status = self.service.faults.server_error_status()
+            return await error_response(dialect.server_error(status))(scope, receive, send)
         if fault == "slow":
             receive = await self._buffered(receive)  # the request is in hand before the client gives up
             await asyncio.sleep(rule.slow_seconds)
@@ -164,6 +162,10 @@ class GatewayMiddleware:
         raise ConnectionAbortedError("fault injection: response lost after the operation was carried out")
 
 
+def dialect_of(service: Service, path: str) -> Dialect | None:
+    return next((d for d in service.dialects if d.owns(path)), None)
+
+
 def create_app(config: ServiceConfig) -> FastAPI:
     service = Service(config)
 
@@ -175,8 +177,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     app = FastAPI(title="ftflow local OpenAI-compatible service", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
-    app.include_router(routes.router)
-    app.include_router(routes.admin)
+    for dialect in service.dialects:
+        for router in dialect.routers():
+            app.include_router(router)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -186,16 +189,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(InvalidRequest(f"{first.get('msg', 'Invalid request')}: {param}", param=param))
+        dialect = dialect_of(service, request.url.path) or Dialect()
+        return error_response(dialect.invalid(f"{first.get('msg', 'Invalid request')}: {param}", param=param))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = (
             f"Invalid URL ({request.method} {request.url.path})" if exc.status_code in (404, 405) else str(exc.detail)
         )
-        error = InvalidRequest(message)
-        error.status = exc.status_code
-        return error_response(error)
+        dialect = dialect_of(service, request.url.path) or Dialect()
+        return error_response(dialect.invalid(message, status=exc.status_code))
 
     app.add_middleware(GatewayMiddleware, service=service)
     return app

@@ -88,4 +88,6 @@ def serve_forever(*, host: str, port: int, data_dir: Path | None, announce: Any 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     announce(f"ftflow local OpenAI-compatible service (a simulator) at http://{host}:{port}/v1")
     announce(f"OPENAI_BASE_URL=http://{host}:{port}/v1 OPENAI_API_KEY={config.api_key}")
+    announce(f"Azure OpenAI: AZURE_OPENAI_ENDPOINT=http://{host}:{port} (api-key header; ARM under /subscriptions/...)")
+    announce(f"Together: TOGETHER_BASE_URL=http://{host}:{port}/together")
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

@@ -1,0 +1,96 @@
+"""Clients of each dialect of the local service, as a provider's official SDK would be set up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import together
+
+from tests.conftest import training_bytes
+
+API_VERSION = "2024-10-21"
+ACCOUNT = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.CognitiveServices/accounts/acct-1"
+
+
+def root(service) -> str:
+    """http://127.0.0.1:<port>: what Azure calls the endpoint."""
+    return service.base_url.removesuffix("/v1")
+
+
+def azure_dated(service, max_retries: int = 0) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(
+        azure_endpoint=root(service), api_key=service.api_key, api_version=API_VERSION, max_retries=max_retries
+    )
+
+
+def azure_v1(service, max_retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{root(service)}/openai/v1/", api_key=service.api_key, max_retries=max_retries)
+
+
+def together_client(service, max_retries: int = 0) -> together.Together:
+    return together.Together(base_url=f"{root(service)}/together", api_key=service.api_key, max_retries=max_retries)
+
+
+def arm(service, method: str, name: str, body: dict | None = None) -> httpx.Response:
+    return httpx.request(
+        method,
+        f"{root(service)}{ACCOUNT}/deployments/{name}",
+        params={"api-version": "2024-10-01"},
+        headers={"Authorization": f"Bearer {service.api_key}"},
+        json=body,
+    )
+
+
+def deploy(service, name: str, model: str, version: str = "1") -> dict:
+    """PUT the deployment, then wait until ARM says Succeeded."""
+    body = {"sku": {"name": "Standard", "capacity": 1}, "properties": {"model": {"format": "OpenAI", "name": model,
+                                                                                "version": version}}}
+    response = arm(service, "PUT", name, body)
+    assert response.status_code in (200, 201), response.text
+    for _ in range(100):
+        state = arm(service, "GET", name).json()
+        if state["properties"]["provisioningState"] == "Succeeded":
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"deployment {name} never succeeded: {state}")
+
+
+def jsonl_file(tmp_path: Path, content: bytes | None = None, name: str = "train.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else training_bytes())
+    return path
+
+
+AZURE_DONE = ("succeeded", "failed", "cancelled")
+TOGETHER_DONE = ("completed", "error", "cancelled")
+
+
+def wait_azure(client, job_id: str, statuses=AZURE_DONE, timeout: float = 30.0):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if not seen or seen[-1] != job.status:
+            seen.append(job.status)
+        if job.status in statuses:
+            return job, seen
+        assert job.status not in AZURE_DONE, f"job {job_id} ended {job.status}, never {statuses}"
+        time.sleep(0.03)
+    raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout}s")
+
+
+def wait_together(client, job_id: str, statuses=TOGETHER_DONE, timeout: float = 30.0):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.retrieve(job_id)
+        if not seen or seen[-1] != job.status:
+            seen.append(job.status)
+        if job.status in statuses:
+            return job, seen
+        assert job.status not in TOGETHER_DONE, f"job {job_id} ended {job.status}, never {statuses}"
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout}s")
