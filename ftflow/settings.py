@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     azure_account: str | None = Field(None, description="Azure OpenAI resource (account) name (deployments).")
     azure_deployment_sku: str = Field("standard", description="Deployment sku (standard, GlobalStandard, ...).")
     azure_deployment_capacity: int = Field(1, ge=1, description="Deployment capacity (thousands of tokens/minute).")
+    azure_baseline_deployment: str | None = Field(None, description="Azure deployment of the base model (baseline).")
     azure_management_url: str = Field("https://management.azure.com", description="Azure control plane (ARM) URL.")
     deploy_timeout_seconds: float = Field(1800.0, gt=0, description="Wait at most this long for a deployment.")
     together_base_url: str | None = Field(None, description="Together API base URL without /v1 (TOGETHER_BASE_URL).")

@@ -57,4 +57,4 @@ def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_
     registry = Registry(settings.registry_url)
     provider = get_provider(settings, backend or registry.backend_of(model))
     client = provider.chat_client().with_options(max_retries=max_retries)
-    return client, registry.deployment_of(provider.identity, model) or model
+    return client, registry.deployment_of(provider.identity, model) or provider.served_as(model)

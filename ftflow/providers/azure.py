@@ -138,6 +138,11 @@ class AzureProvider(OpenAIProvider):
                                     f"{self.settings.deploy_timeout_seconds:.0f}s (state {state})")
             time.sleep(self.settings.poll_initial_seconds)
 
+    def served_as(self, model: str) -> str:
+        """A base model answers through the deployment configured for the baseline."""
+        base = ".ft-" not in model and not model.startswith("ft:")
+        return self.settings.azure_baseline_deployment if base and self.settings.azure_baseline_deployment else model
+
     def _answers(self, name: str) -> bool:
         try:
             self.client.with_options(max_retries=0).chat.completions.create(

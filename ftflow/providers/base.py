@@ -232,6 +232,10 @@ class Provider(ABC):
         """Make a fine-tuned model answer; returns the name to chat with. No-op by default."""
         return model
 
+    def served_as(self, model: str) -> str:
+        """The name to chat with a model that has no recorded deployment."""
+        return model
+
     @abstractmethod
     def chat_client(self) -> openai.OpenAI:
         """An OpenAI-SDK client for chat completions with this provider's models."""

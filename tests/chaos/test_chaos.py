@@ -8,6 +8,9 @@ flow runs left `Running`.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.chaos.conftest import dataset
@@ -28,6 +31,24 @@ def kill_then_rerun(pipeline, sources: list[str], point: str, *extra: str) -> No
     assert pipeline.running_flow_runs() == []
 
 
+def rerun_each(pipeline, datasets: list[str], *extra: str) -> None:
+    """One process re-runs retrain on each dataset in turn (a process per re-run costs seconds of imports)."""
+    runs_dir = str(pipeline.folder / "runs")
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from ftflow.cli import app\n"
+        f"for source in {datasets!r}:\n"
+        f"    result = CliRunner().invoke(app, ['retrain', source, '--runs-dir', {runs_dir!r}, *{list(extra)!r}])\n"
+        "    print(result.output)\n"
+        "    if result.exit_code:\n"
+        "        sys.exit(result.exit_code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
 def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and_one_job(pipeline, tmp_path):
     sources = [dataset(tmp_path, "concurrent")]
     runs_dir = str(tmp_path / "runs")
@@ -43,9 +64,6 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
         "[print(r.output) for r in results]\n"
         "sys.exit(max(r.exit_code for r in results))\n"
     )
-    import subprocess
-    import sys
-
     threads = subprocess.Popen([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     processes = [pipeline.start("retrain", sources[0], "--runs-dir", runs_dir) for _ in range(2)]
@@ -57,22 +75,32 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
     pipeline.assert_exactly_once()
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_sigkill_then_rerun_without_force(pipeline, tmp_path, point):
-    kill_then_rerun(pipeline, [dataset(tmp_path, point)], point)
-
-
-FORCE_POINTS = ("create-before", "create-after", "polling", "evaluation", "record-before")
+def test_sigkill_at_each_point_then_rerun_without_force(pipeline, tmp_path):
+    """Ten runs on ten datasets, each SIGKILLed at its own point (all at once), then a re-run of each."""
+    datasets = {point: dataset(tmp_path, point) for point in POINTS}
+    killed = {point: pipeline.start("retrain", source, "--runs-dir", str(tmp_path / "runs"), kill_at=point)
+              for point, source in datasets.items()}
+    for point, process in killed.items():
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == KILLED, f"{point}: {output[-3000:]}"
+    rerun_each(pipeline, list(datasets.values()))
+    pipeline.assert_exactly_once()
+    assert pipeline.running_flow_runs() == []
+    assert len(pipeline.ledger("runs")) == len(POINTS) + 1  # record-after's run was recorded before the kill
 
 
 def test_sigkill_with_force_then_rerun_attaches_to_the_job_in_flight(pipeline, tmp_path):
+    """Killed --force runs in a row attach to the one job in flight; only a kill before the create trains anew."""
     sources = [dataset(tmp_path, "force")]
     assert pipeline.retrain(sources).returncode == 0
-    for point in FORCE_POINTS:
-        kill_then_rerun(pipeline, sources, point, "--force")
-    # The first run's job, then one per killed --force run: its re-run attached to it (or, killed before the
-    # create, trained it), never a second one.
-    assert len(pipeline.jobs()) == 1 + len(FORCE_POINTS)
+    for point in ("create-after", "polling", "evaluation", "record-before"):
+        killed = pipeline.retrain(sources, "--force", kill_at=point)
+        assert killed.returncode == KILLED, f"{point}: {killed.stdout[-3000:]}"
+    assert pipeline.retrain(sources, "--force").returncode == 0
+    pipeline.assert_exactly_once()
+    assert pipeline.running_flow_runs() == [] and len(pipeline.jobs()) == 2
+    kill_then_rerun(pipeline, sources, "create-before", "--force")
+    assert len(pipeline.jobs()) == 3
 
 
 def test_sigkill_under_service_faults(pipeline, tmp_path):
