@@ -91,6 +91,9 @@ class AzureProvider(OpenAIProvider):
     def _create_arguments(self, spec: JobSpec) -> dict[str, Any]:
         arguments = super()._create_arguments(spec)
         del arguments["metadata"]
+        if spec.method == "supervised":  # the GA dated schema has top-level hyperparameters, no `method`
+            del arguments["method"]
+            arguments["hyperparameters"] = spec.hyperparameters
         arguments["suffix"] = tagged_suffix(spec.suffix, spec.key, SUFFIX_LIMIT)
         arguments["extra_body"] = {"trainingType": self.settings.azure_training_type}
         return arguments

@@ -70,7 +70,7 @@ def arm(point: str) -> None:
         case "create-after":
             wrap(OpenAIProvider, "create_job", after=True)
         case "polling":
-            wrap(tasks.jobs.EventCursor, "new_events", before=True, on_call=2)
+            wrap(tasks.jobs.EventCursor, "new_events", before=True)
         case "evaluation":
             wrap(tasks.evaluate, "evaluate_model", before=True)
         case "record-before":
