@@ -33,7 +33,7 @@ from ftflow.providers.base import (
     key_tag,
     tagged_suffix,
 )
-from ftflow.providers.openai import OpenAIProvider
+from ftflow.providers.openai import OpenAIProvider, pages
 
 log = logging.getLogger("ftflow.providers.azure")
 SUFFIX_LIMIT = 18  # the Foundry docs' limit (the dated spec allows 40): the stricter one holds for both
@@ -99,7 +99,7 @@ class AzureProvider(OpenAIProvider):
         return arguments
 
     def list_jobs(self, key: str) -> list[RemoteJob]:
-        return [self._job(job) for job in self.client.fine_tuning.jobs.list(limit=100)]
+        return [self._job(job) for job in pages(self.client.fine_tuning.jobs.list(limit=100), max_pages=3)]
 
     def find_job(self, key: str, known_job_id: str | None = None) -> RemoteJob | None:
         job = super().find_job(key_tag(key), known_job_id)

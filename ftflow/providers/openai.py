@@ -39,6 +39,21 @@ FILE_STATES: dict[str, FileState] = {"uploaded": "pending", "processed": "proces
                                      "deleted": "deleted"}
 
 
+def pages(page: Any, max_pages: int = 50) -> Iterator[Any]:
+    """The items of a paginated list, page by page, lazily; stops where a server repeats a page
+    (one that ignores `after` would otherwise keep the SDK's auto-pagination going forever)."""
+    seen: set[str] = set()
+    for _ in range(max_pages):
+        first = getattr(page.data[0], "id", None) if page.data else None
+        if first is None or first in seen:
+            return
+        seen.add(first)
+        yield from page.data
+        if not page.has_next_page():
+            return
+        page = page.get_next_page()
+
+
 class OpenAIProvider(Provider):
     backend = "openai"
     key_home = "job metadata (`ftflow_idempotency_key`), list filtered by metadata; and the ledger"
@@ -110,7 +125,7 @@ class OpenAIProvider(Provider):
             raise
 
     def find_file(self, filename: str) -> RemoteFile | None:
-        for file in self.client.files.list(purpose=PURPOSE):
+        for file in pages(self.client.files.list(purpose=PURPOSE)):
             if file.filename == filename and self.file_states.get(file.status) not in ("error", "deleted"):
                 return self._file(file)
         return None
@@ -148,7 +163,8 @@ class OpenAIProvider(Provider):
         return self._job(self.creator.fine_tuning.jobs.create(**self._create_arguments(spec)))
 
     def list_jobs(self, key: str) -> list[RemoteJob]:
-        return [self._job(job) for job in self.client.fine_tuning.jobs.list(metadata={KEY_FIELD: key}, limit=20)]
+        return [self._job(job) for job in pages(self.client.fine_tuning.jobs.list(metadata={KEY_FIELD: key},
+                                                                                 limit=20))]
 
     def get_job(self, job_id: str) -> RemoteJob | None:
         try:
@@ -157,7 +173,7 @@ class OpenAIProvider(Provider):
             return None
 
     def list_events(self, job_id: str) -> Iterator[JobEvent]:
-        for e in self.client.fine_tuning.jobs.list_events(job_id, limit=100):  # auto-paginated, lazily
+        for e in pages(self.client.fine_tuning.jobs.list_events(job_id, limit=100)):
             yield JobEvent(id=e.id, message=e.message, type=getattr(e, "type", None), data=e.data or None)
 
     def cancel_job(self, job_id: str) -> None:
