@@ -105,15 +105,17 @@ class TogetherProvider(Provider):
 
     # --- jobs ------------------------------------------------------------------------------
     def _job(self, job: Any) -> RemoteJob:
-        output = getattr(job, "x_model_output_name", None)
-        done = job.status == "completed"
+        output = getattr(job, "x_model_output_name", None) or getattr(job, "output_name", None)
+        status = str(getattr(job.status, "value", job.status))  # create answers with the SDK's enum
+        done = status == "completed"
         return RemoteJob(
-            id=job.id, state=JOB_STATES.get(job.status, "pending"), provider_status=job.status, model=job.model,
-            fine_tuned_model=output if done else None, trained_tokens=job.token_count if done else None,
-            hyperparameters={"n_epochs": job.n_epochs} if job.n_epochs is not None else {},
-            error_code="error" if job.status == "error" else None,
-            error_message=_last_error(job) if job.status == "error" else None,
-            key=tag_in(job.suffix or output or "") if (job.suffix or output) else None)
+            id=job.id, state=JOB_STATES.get(status, "pending"), provider_status=status, model=job.model,
+            fine_tuned_model=output if done else None,
+            trained_tokens=getattr(job, "token_count", None) if done else None,
+            hyperparameters={"n_epochs": job.n_epochs} if getattr(job, "n_epochs", None) is not None else {},
+            error_code="error" if status == "error" else None,
+            error_message=_last_error(job) if status == "error" else None,
+            key=tag_in(getattr(job, "suffix", None) or output or "") or None)
 
     def create_job(self, spec: JobSpec) -> RemoteJob:
         arguments: dict[str, Any] = {
