@@ -85,6 +85,7 @@ class Pipeline:
     prefect_api: str
     folder: Path
     settings_env: dict = field(default_factory=dict)
+    started: list = field(default_factory=list)
 
     @property
     def registry_url(self) -> str:
@@ -101,10 +102,12 @@ class Pipeline:
         return env
 
     def start(self, *args: str, kill_at: str | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(KILLPOINT), *args], env=self.env(kill_at), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen([sys.executable, str(KILLPOINT), *args], env=self.env(kill_at), cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.started.append(process)
+        return process
 
-    def run(self, *args: str, kill_at: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    def run(self, *args: str, kill_at: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         process = self.start(*args, kill_at=kill_at)
         output, _ = process.communicate(timeout=timeout)
         return subprocess.CompletedProcess(process.args, process.returncode, output)
@@ -155,7 +158,11 @@ class Pipeline:
 @pytest.fixture
 def pipeline(service, prefect_api, tmp_path):
     (tmp_path / "runs").mkdir()
-    return Pipeline(service=service, prefect_api=prefect_api, folder=tmp_path)
+    pipeline = Pipeline(service=service, prefect_api=prefect_api, folder=tmp_path)
+    yield pipeline
+    for process in pipeline.started:  # a failed test leaves no run behind
+        if process.poll() is None:
+            process.kill()
 
 
 def dataset(folder: Path, name: str, n: int = 30) -> str:

@@ -45,29 +45,29 @@ def rerun_each(pipeline, datasets: list[str], *extra: str) -> None:
         "        sys.exit(result.exit_code)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
-                          capture_output=True, timeout=600)
+                          capture_output=True, timeout=1200)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
 
 def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and_one_job(pipeline, tmp_path):
     sources = [dataset(tmp_path, "concurrent")]
     runs_dir = str(tmp_path / "runs")
-    script = (
+    script = (  # two flow runs in threads of one process (the CLI's runner is not thread-safe: call the flow)
         "import sys, threading\n"
-        "from typer.testing import CliRunner\n"
-        "from ftflow.cli import app\n"
+        "from flows.retrain import retrain\n"
         "results = []\n"
         "def run():\n"
-        f"    results.append(CliRunner().invoke(app, ['retrain', {sources[0]!r}, '--runs-dir', {runs_dir!r}]))\n"
+        f"    results.append(retrain({sources!r}, runs_dir={runs_dir!r})['status'])\n"
         "threads = [threading.Thread(target=run) for _ in range(2)]\n"
         "[t.start() for t in threads]; [t.join() for t in threads]\n"
-        "[print(r.output) for r in results]\n"
-        "sys.exit(max(r.exit_code for r in results))\n"
+        "print(results)\n"
+        "sys.exit(0 if results == ['succeeded', 'succeeded'] else 1)\n"
     )
     threads = subprocess.Popen([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pipeline.started.append(threads)
     processes = [pipeline.start("retrain", sources[0], "--runs-dir", runs_dir) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in [threads, *processes]]
+    outputs = [p.communicate(timeout=900)[0] for p in [threads, *processes]]
     assert [p.returncode for p in [threads, *processes]] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
     assert len(pipeline.jobs()) == 1
     assert len(pipeline.files()) == 2  # train and validation, each once
@@ -81,7 +81,7 @@ def test_sigkill_at_each_point_then_rerun_without_force(pipeline, tmp_path):
     killed = {point: pipeline.start("retrain", source, "--runs-dir", str(tmp_path / "runs"), kill_at=point)
               for point, source in datasets.items()}
     for point, process in killed.items():
-        output = process.communicate(timeout=600)[0]
+        output = process.communicate(timeout=900)[0]
         assert process.returncode == KILLED, f"{point}: {output[-3000:]}"
     rerun_each(pipeline, list(datasets.values()))
     pipeline.assert_exactly_once()
