@@ -111,7 +111,7 @@ def main() -> None:
     from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=600):
         folder = Path(tmp)
         env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
         registry = f"sqlite:///{folder / 'registry.sqlite3'}"

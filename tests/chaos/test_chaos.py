@@ -68,9 +68,9 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
     pipeline.started.append(threads)
     processes = [pipeline.start("retrain", sources[0], "--runs-dir", runs_dir) for _ in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in [threads, *processes]]
-    assert [p.returncode for p in [threads, *processes]] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
     assert len(pipeline.jobs()) == 1
     assert len(pipeline.files()) == 2  # train and validation, each once
+    assert [p.returncode for p in [threads, *processes]] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
     assert len({r["job_id"] for r in pipeline.ledger("runs")}) == 1 and len(pipeline.ledger("runs")) == 4
     pipeline.assert_exactly_once()
 
