@@ -1,6 +1,8 @@
-"""finetune: upload a prepared dataset folder, create its job exactly once, wait for it.
+"""finetune: upload a prepared dataset folder, create its job exactly once, wait for it, deploy it.
 
-upload train (+ validation) -> create job (idempotent) -> poll (events, progress) -> metrics
+reconcile (crashed runs, `creating` rows) -> check the folder (gate, sha256, budget) ->
+upload train (+ validation) -> create job (exactly once) -> poll (events, progress) -> metrics
+-> deploy (Azure; a no-op elsewhere)
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from prefect.states import Cancelled
 
 from ftflow.errors import JobCancelled
 from ftflow.settings import DEFAULT_MODEL, get_settings
-from tasks.jobs import cancel_flow_run_jobs, create_job, plan_job, wait_for_job
+from tasks.jobs import (
+    cancel_flow_run_jobs,
+    check_dataset,
+    create_job,
+    deploy_model,
+    plan_job,
+    release_job,
+    wait_for_job,
+)
+from tasks.reconcile import reconcile_ledger
 from tasks.upload import upload_file
 
 
@@ -27,17 +38,22 @@ def finetune(
     force: bool = False,
     backend: str | None = None,
 ) -> dict[str, Any]:
-    """Return the finished job: fine-tuned model id, trained tokens, training metrics."""
+    """Return the finished job: fine-tuned model id, where it answers, trained tokens, training metrics."""
     settings = get_settings(model=model, suffix=suffix, backend=backend)
+    reconcile_ledger(settings)
+    check_dataset(dataset_dir, settings, n_epochs)
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
     validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
     request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
     job = create_job(request, settings)
     try:
-        done = wait_for_job(job["job_id"], settings)
+        done = wait_for_job(job["job_id"], job["idempotency_key"], settings)
     except JobCancelled as exc:
         return Cancelled(message=str(exc))  # type: ignore[return-value]
+    deployment = deploy_model(done["fine_tuned_model"], job["idempotency_key"], settings)
+    release_job(done["job_id"], settings)
     return {**done, "idempotency_key": job["idempotency_key"], "created": job["created"],
+            "backend": settings.backend, "deployment": deployment,
             "training_file": train.file_id, "validation_file": validation.file_id if validation else None}
 
 

@@ -23,6 +23,7 @@ from tasks.evaluate import evaluate_models
 from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
 from tasks.promotion import current_model, decide_promotion
 from tasks.quality import DriftOptions, last_success_features
+from tasks.reconcile import reconcile_ledger
 from tasks.report import GateOptions
 from tasks.transform import TransformOptions
 
@@ -46,6 +47,7 @@ def retrain(
     settings = get_settings(model=model, system_prompt=system_prompt, baseline_system_prompt=baseline_system_prompt,
                             eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
                             suffix=suffix, monthly_requests=monthly_requests, backend=backend)
+    reconcile_ledger(settings)
     run_id = new_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,

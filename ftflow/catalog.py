@@ -19,6 +19,7 @@ class ModelInfo:
     finetuned_output: float
     base_input: float
     base_output: float
+    encoding: str | None = None  # for models tiktoken does not know (open models)
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,30 @@ class Catalog:
         """Return the entry for a model, an alias, or a fine-tuned `ft:<base>:...` id."""
         name = base_model_of(model)
         name = self.aliases.get(name, name)
+        name = name if name in self.models else self.derived_from(name) or name
         if name not in self.models:
             known = ", ".join(sorted(self.models))
             raise ConfigError(f"model {model!r} is not in the price table ({known})")
         return self.models[name]
 
 
+    def derived_from(self, model: str) -> str | None:
+        """The catalogue model a provider's fine-tuned name is built on.
+
+        Together names a fine-tuned model `<user>/<base name>-<suffix>-<id>`: the longest
+        catalogue model whose name (without its organisation) starts it.
+        """
+        tail = model.rsplit("/", 1)[-1]
+        matches = [name for name in self.models if tail.startswith(name.rsplit("/", 1)[-1] + "-")]
+        return max(matches, key=len) if matches else None
+
+
 def base_model_of(model: str) -> str:
-    """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` -> `gpt-4o-mini-2024-07-18`."""
-    return model.split(":")[1] if model.startswith("ft:") else model
+    """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI) or `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
+    -> `gpt-4o-mini-2024-07-18`."""
+    if model.startswith("ft:"):
+        return model.split(":")[1]
+    return model.split(".ft-", 1)[0]
 
 
 @cache

@@ -242,7 +242,7 @@ def retrain(
     max_cost_usd: Annotated[float | None, typer.Option(help="Budget gate before upload")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
     monthly_requests: Annotated[int | None, typer.Option(help="Volume for the cost case")] = None,
-    backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
 ) -> None:
     """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record."""
@@ -276,7 +276,7 @@ def finetune(
     dataset_dir: Annotated[str, typer.Argument(help="A folder written by `ftflow prepare`")],
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
-    backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
 ) -> None:
     """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
@@ -314,11 +314,11 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
     from tasks.registry import Registry
 
     table = Table()
-    for column in ("run", "status", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
+    for column in ("run", "status", "backend", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
         table.add_column(column, overflow="fold")
     for run in Registry(get_settings().registry_url).list_runs(limit):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
-        table.add_row(run["run_id"], run["status"], (run.get("dataset_sha256") or "")[:12],
+        table.add_row(run["run_id"], run["status"], run.get("backend") or "-", (run.get("dataset_sha256") or "")[:12],
                       run.get("fine_tuned_model") or "-", f"{f1:.2f}" if f1 is not None else "-",
                       "yes" if run.get("promoted") else "no",
                       f"{run['trained_tokens']:,}" if run.get("trained_tokens") else "-")
@@ -326,15 +326,49 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
 
 
 @models_app.command("current")
-def models_current(model: Annotated[str | None, typer.Option(help="Base model (default: any)")] = None) -> None:
-    """Print the promoted fine-tuned model id: what downstream apps should use."""
+def models_current(
+    model: Annotated[str | None, typer.Option(help="Base model (default: any)")] = None,
+    name_only: Annotated[bool, typer.Option("--name-only", help="Print only the name to call it by")] = False,
+) -> None:
+    """Print the promoted model: backend, model id and deployment (what downstream apps should call)."""
     from tasks.registry import Registry
 
     promoted = Registry(get_settings().registry_url).current_promotion(model)
     if promoted is None:
         err_console.print("no model has been promoted yet")
         raise typer.Exit(1)
-    print(promoted["model"])
+    if name_only:
+        print(promoted["deployment"] or promoted["model"])
+        return
+    print(f"backend: {promoted['backend'] or '-'}\nmodel: {promoted['model']}\n"
+          f"deployment: {promoted['deployment'] or '-'}")
+
+
+@app.command("snapshot-eval")
+def snapshot_eval(
+    run_dir: Annotated[str | None, typer.Option(help="Run folder whose validation.jsonl to answer "
+                                                     "(default: the promoted model's run)")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model whose promoted model to snapshot")] = None,
+) -> None:
+    """Record the promoted model's answers on a held-out set into the run folder, while it still serves."""
+    from flows.snapshot_eval import snapshot_eval as snapshot_flow
+    from ftflow.errors import ConfigError
+    from tasks.registry import Registry
+
+    def action() -> dict[str, Any]:
+        registry = Registry(get_settings().registry_url)
+        promoted = registry.current_promotion(model)
+        if promoted is None:
+            raise ConfigError("no model has been promoted yet: nothing to snapshot")
+        folder = run_dir or next((r.get("run_dir") for r in registry.list_runs(500)
+                                  if r["run_id"] == promoted["run_id"]), None)
+        if not folder:
+            raise ConfigError(f"the run folder of {promoted['run_id']} is unknown; pass --run-dir")
+        return snapshot_flow(folder, promoted["model"], promoted["backend"])
+
+    snapshot = run_reporting_errors(action)
+    console.print(f"snapshot of {snapshot['model']} ({snapshot['backend']}): {snapshot['metrics']['examples']} "
+                  f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to the run folder")
 
 
 @app.command()

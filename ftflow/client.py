@@ -1,13 +1,19 @@
-"""The one OpenAI client factory, for the three backends; the only place keys are read.
+"""The one client factory: every SDK client ftflow uses is built here; the only place keys are read.
 
 - `local`: the bundled service. With `service_url` set (FTFLOW_SERVICE_URL), the client talks
   to that one, with the key in FTFLOW_SERVICE_API_KEY; otherwise a service is started in this
   process on a free loopback port (once per process) with a fresh random key.
 - `openai`: OPENAI_API_KEY, and optionally OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID.
-- `azure`: AZURE_OPENAI_API_KEY, the endpoint (settings or AZURE_OPENAI_ENDPOINT), api version.
+- `azure`: AZURE_OPENAI_API_KEY, the endpoint (settings or AZURE_OPENAI_ENDPOINT); `AzureOpenAI`
+  for the dated surface, `OpenAI(base_url={endpoint}/openai/v1/)` for v1; deployments on the
+  control plane with AZURE_MANAGEMENT_TOKEN (an ARM bearer token) at `azure_management_url`.
+- `together`: TOGETHER_API_KEY; the official `together` SDK for files and fine-tunes, and its
+  OpenAI-compatible `/v1` for chat.
 
-Keys come from the environment (or a Prefect Secret block named in FTFLOW_API_KEY_BLOCK) and
-are never flow parameters, never logged: `describe()` names a backend without its key.
+Keys come from the environment, or from a Prefect Secret block: FTFLOW_SECRET_BLOCK_PREFIX
+(e.g. `ftflow-`) makes `TOGETHER_API_KEY` the block `ftflow-together-api-key`; the older
+FTFLOW_API_KEY_BLOCK names one block for every key. Keys are never flow parameters, never
+logged: `Provider.identity` names a backend without its key.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ _local_lock = threading.Lock()
 _local_service: Any = None
 
 
-def _secret(env_name: str) -> str | None:
+def secret(env_name: str) -> str | None:
+    """A key from the environment, else from a Prefect Secret block (see the module docstring)."""
     value = os.environ.get(env_name)
-    block = os.environ.get("FTFLOW_API_KEY_BLOCK")
-    if value is None and block:
+    if value:
+        return value
+    prefix = os.environ.get("FTFLOW_SECRET_BLOCK_PREFIX")
+    block = f"{prefix}{env_name.lower().replace('_', '-')}" if prefix else os.environ.get("FTFLOW_API_KEY_BLOCK")
+    if block:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(block).get()
-    return value
+        try:
+            return Secret.load(block).get()
+        except ValueError:
+            return None
+    return None
 
 
 def local_service(settings: Settings) -> Any:
@@ -46,39 +59,65 @@ def local_service(settings: Settings) -> Any:
         return _local_service
 
 
-def make_client(settings: Settings, *, max_retries: int = 2) -> openai.OpenAI:
+def _required(env_name: str, why: str) -> str:
+    value = secret(env_name)
+    if not value:
+        raise ConfigError(f"{why} needs {env_name} in the environment (or a Prefect Secret block)")
+    return value
+
+
+def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.OpenAI, str]:
+    """(client, key) of the OpenAI-dialect surface of `settings.backend` (local, openai or azure)."""
     timeout = settings.request_timeout_seconds
     if settings.backend == "local":
         if settings.service_url:
-            key = _secret("FTFLOW_SERVICE_API_KEY")
-            if not key:
-                raise ConfigError("FTFLOW_SERVICE_URL is set but FTFLOW_SERVICE_API_KEY is not")
-            return openai.OpenAI(base_url=settings.service_url, api_key=key, max_retries=max_retries, timeout=timeout)
+            key = _required("FTFLOW_SERVICE_API_KEY", "FTFLOW_SERVICE_URL")
+            return openai.OpenAI(base_url=settings.service_url, api_key=key, max_retries=max_retries,
+                                 timeout=timeout), key
         service = local_service(settings)
         return openai.OpenAI(base_url=service.base_url, api_key=service.api_key, max_retries=max_retries,
-                             timeout=timeout)
+                             timeout=timeout), service.api_key
     if settings.backend == "openai":
-        key = _secret("OPENAI_API_KEY")
-        if not key:
-            raise ConfigError("backend openai needs OPENAI_API_KEY in the environment")
+        key = _required("OPENAI_API_KEY", "backend openai")
         return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout,
-                             base_url=os.environ.get("OPENAI_BASE_URL"),
-                             organization=os.environ.get("OPENAI_ORG_ID"), project=os.environ.get("OPENAI_PROJECT_ID"))
+                             base_url=os.environ.get("OPENAI_BASE_URL"), organization=os.environ.get("OPENAI_ORG_ID"),
+                             project=os.environ.get("OPENAI_PROJECT_ID")), key
     if settings.backend == "azure":
-        key = _secret("AZURE_OPENAI_API_KEY")
+        key = _required("AZURE_OPENAI_API_KEY", "backend azure")
         endpoint = settings.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
-        if not key or not endpoint:
-            raise ConfigError("backend azure needs AZURE_OPENAI_API_KEY and an endpoint (AZURE_OPENAI_ENDPOINT)")
+        if not endpoint:
+            raise ConfigError("backend azure needs an endpoint: azure_endpoint or AZURE_OPENAI_ENDPOINT")
+        if settings.azure_surface == "v1":
+            # Azure's v1 surface takes the key in `api-key`; the SDK's bearer header is accepted too.
+            return openai.OpenAI(base_url=f"{endpoint.rstrip('/')}/openai/v1/", api_key=key,
+                                 default_headers={"api-key": key}, max_retries=max_retries, timeout=timeout), key
         return openai.AzureOpenAI(api_key=key, azure_endpoint=endpoint, api_version=settings.azure_api_version,
-                                  max_retries=max_retries, timeout=timeout)
+                                  max_retries=max_retries, timeout=timeout), key
+    if settings.backend == "together":
+        key = _required("TOGETHER_API_KEY", "backend together")
+        return openai.OpenAI(base_url=f"{together_base_url(settings)}/v1", api_key=key, max_retries=max_retries,
+                             timeout=timeout), key
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 
-def describe(settings: Settings, client: openai.OpenAI) -> str:
-    """Which provider this is, for ledgers and reports: backend and URL, never the key.
+def together_base_url(settings: Settings) -> str:
+    return (settings.together_base_url or os.environ.get("TOGETHER_BASE_URL") or "https://api.together.xyz").rstrip("/")
 
-    The in-process local service gets a new port each time; its identity is its data dir.
-    """
-    if settings.backend == "local" and not settings.service_url:
-        return f"local:{settings.service_data_dir.resolve()}"
-    return f"{settings.backend}:{client.base_url}"
+
+def together_client(settings: Settings) -> Any:
+    """The official `together` SDK client (3.x adds `/v1` to the base URL itself)."""
+    from together import Together
+
+    return Together(api_key=_required("TOGETHER_API_KEY", "backend together"), base_url=together_base_url(settings),
+                    max_retries=2, timeout=settings.request_timeout_seconds)
+
+
+def management_client(settings: Settings) -> Any | None:
+    """An httpx client for Azure's control plane (ARM), or None without a token."""
+    import httpx
+
+    token = secret("AZURE_MANAGEMENT_TOKEN")
+    if not token:
+        return None
+    return httpx.Client(base_url=settings.azure_management_url, headers={"Authorization": f"Bearer {token}"},
+                        timeout=settings.request_timeout_seconds)

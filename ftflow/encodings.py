@@ -17,7 +17,7 @@ import tiktoken.load
 import tiktoken.model
 import tiktoken_ext.openai_public as openai_public
 
-from ftflow.catalog import base_model_of
+from ftflow.catalog import base_model_of, load_catalog
 from ftflow.errors import ConfigError
 
 # encoding name -> (packaged file, sha256 that tiktoken itself expects)
@@ -39,7 +39,14 @@ def encoding_name_for_model(model: str) -> str:
     try:
         return tiktoken.model.encoding_name_for_model(base_model_of(model))
     except KeyError:
-        raise ConfigError(f"no known tokenizer for model {model!r}") from None
+        pass
+    try:
+        encoding = load_catalog().get(model).encoding
+    except ConfigError:
+        encoding = None
+    if encoding is None:
+        raise ConfigError(f"no known tokenizer for model {model!r}")
+    return encoding
 
 
 @cache

@@ -25,7 +25,8 @@ DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 
 PiiMode = Literal["off", "report", "mask"]
 SystemPromptMode = Literal["replace", "if-missing"]
-Backend = Literal["local", "openai", "azure"]
+Backend = Literal["local", "openai", "azure", "together"]
+AzureSurface = Literal["v1", "dated"]
 
 
 def config_path() -> Path:
@@ -79,11 +80,22 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
 
     # provider
-    backend: Backend = Field("local", description="local (the bundled service), openai or azure.")
+    backend: Backend = Field("local", description="local (the bundled service), openai, azure or together.")
     service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
     service_data_dir: Path = Field(Path(".ftflow/service"), description="State of the in-process service.")
     azure_endpoint: str | None = Field(None, description="Azure OpenAI endpoint (AZURE_OPENAI_ENDPOINT too).")
-    azure_api_version: str = Field("2025-04-01-preview", description="Azure OpenAI API version.")
+    azure_api_version: str = Field("2025-04-01-preview", description="Azure OpenAI API version (dated surface).")
+    azure_surface: AzureSurface = Field("v1", description="Azure: v1 (/openai/v1/) or dated (?api-version=).")
+    azure_training_type: str = Field("Standard", description="Azure trainingType: Standard, GlobalStandard, Developer.")
+    azure_subscription_id: str | None = Field(None, description="Azure subscription of the resource (deployments).")
+    azure_resource_group: str | None = Field(None, description="Azure resource group of the resource (deployments).")
+    azure_account: str | None = Field(None, description="Azure OpenAI resource (account) name (deployments).")
+    azure_deployment_sku: str = Field("standard", description="Deployment sku (standard, GlobalStandard, ...).")
+    azure_deployment_capacity: int = Field(1, ge=1, description="Deployment capacity (thousands of tokens/minute).")
+    azure_baseline_deployment: str | None = Field(None, description="Azure deployment of the base model (baseline).")
+    azure_management_url: str = Field("https://management.azure.com", description="Azure control plane (ARM) URL.")
+    deploy_timeout_seconds: float = Field(1800.0, gt=0, description="Wait at most this long for a deployment.")
+    together_base_url: str | None = Field(None, description="Together API base URL without /v1 (TOGETHER_BASE_URL).")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 
     # fine-tuning
@@ -92,6 +104,11 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(2.0, gt=0, description="First polling interval.")
     poll_max_seconds: float = Field(120.0, gt=0, description="Longest polling interval (backoff cap).")
     poll_timeout_seconds: float = Field(6 * 3600, gt=0, description="Give up on a job after this long.")
+    create_attempts: int = Field(4, ge=1, le=10, description="Create requests per upload or job at most.")
+    lookup_deadline_seconds: float = Field(
+        90.0, ge=0, description="After a lost create response, look for the object this long before creating again."
+    )
+    lease_seconds: float = Field(30.0, gt=0, description="Length of a create lease (renewed while held).")
     cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
     # evaluation, promotion, economics
     baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")

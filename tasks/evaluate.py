@@ -37,9 +37,9 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import base_model_of, load_catalog
-from ftflow.client import make_client
 from ftflow.jsonl import iter_records
-from ftflow.provider import retry_on_transient
+from ftflow.providers import chat_for
+from ftflow.providers.base import retry_on_transient
 from ftflow.settings import Settings
 from tasks.transform import content_hash
 
@@ -331,14 +331,14 @@ def prices_for(model: str) -> tuple[float, float]:
 
 
 def evaluate_model(client: openai.OpenAI, model: str, cases: list[EvalCase], *, system_prompt: str | None,
-                   language: str, schema: dict | None, concurrency: int) -> list[Scored]:
+                   language: str, schema: dict | None, concurrency: int, served_as: str | None = None) -> list[Scored]:
     """Ask the model every case (bounded concurrency; the SDK retries 429s) and score the answers."""
     price_in, price_out = prices_for(model)
 
     def ask(index: int) -> Scored:
         case = cases[index]
-        reply = client.chat.completions.create(model=model, messages=with_system_prompt(case.messages, system_prompt),
-                                               temperature=0)
+        reply = client.chat.completions.create(model=served_as or model, temperature=0,
+                                               messages=with_system_prompt(case.messages, system_prompt))
         return score(index, reply.choices[0].message.content or "", case.reference, usage=reply.usage,
                      language=language, schema=schema, price_in=price_in, price_out=price_out)
 
@@ -366,10 +366,10 @@ def evaluate(run_dir: Path, candidate: str, current: str | None,
     scores: dict[str, list[Scored]] = {}
     if cases:
         schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
-        client = make_client(settings, max_retries=5)
         prompts = {"baseline": settings.baseline_system_prompt}
         for role, model in models.items():
-            scores[role] = evaluate_model(client, model, cases, system_prompt=prompts.get(role),
+            client, name = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+            scores[role] = evaluate_model(client, model, cases, served_as=name, system_prompt=prompts.get(role),
                                           language=settings.eval_language, schema=schema,
                                           concurrency=settings.eval_concurrency)
     result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}

@@ -1,9 +1,14 @@
 """Jobs: create a fine-tuning job exactly once, poll it to the end, collect its metrics.
 
 Exactly once: the idempotency key is derived from (dataset sha256, base model, method and
-hyperparameters, suffix) and stored in the job's `metadata`; the ledger records it before
-and after the create call; every create (first try, retry, re-run after a crash) first
-looks for a live job with that key at the provider (list with the metadata filter).
+hyperparameters, suffix) and a generation; the provider keeps it where it can (job metadata,
+or a suffix tag: see ftflow/providers/) and the ledger keeps it always. The create itself
+goes through ftflow/exactly_once.py (lookup -> lease -> create -> record).
+
+Generations and `--force`: `--force` means "train although the data is unchanged", never
+"ignore a job in flight". A ledger row whose job no run has consumed yet (no run record
+names it) is in flight: every run of the same data and settings attaches to it, with or
+without `--force`. Only when none is in flight does `--force` start the next generation.
 """
 
 from __future__ import annotations
@@ -15,32 +20,31 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import openai
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
-from ftflow.client import describe, make_client
 from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout
-from ftflow.provider import create_once, retry_on_transient
+from ftflow.exactly_once import OncePolicy, ensure_once, owner_is_dead
+from ftflow.providers import get_provider
+from ftflow.providers.base import RUNNING, JobEvent, JobSpec, Provider, RemoteJob, retry_on_transient
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
 log = logging.getLogger("ftflow.jobs")
-KEY_FIELD = "ftflow_idempotency_key"
-RUNNING = ("validating_files", "queued", "running", "paused")
-LIVE = (*RUNNING, "succeeded")
+FINISHED = ("failed", "cancelled", "not_created")  # ledger states that nothing can attach to
 
 
 def idempotency_key(*, dataset_sha256: str, model: str, method: str, hyperparameters: dict[str, Any],
-                    suffix: str | None, nonce: str = "") -> str:
-    """A stable key of what the job trains; `nonce` (from --force) makes a new one on purpose."""
+                    suffix: str | None, generation: int = 0) -> str:
+    """A stable key of what the job trains; generation n > 0 is the n-th `--force` retraining."""
     material = json.dumps(
         {"dataset": dataset_sha256, "model": model, "method": method, "hyperparameters": hyperparameters,
-         "suffix": suffix, "nonce": nonce}, sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()[:40]
+         "suffix": suffix}, sort_keys=True)
+    family = hashlib.sha256(material.encode()).hexdigest()[:40]
+    return family if generation == 0 else hashlib.sha256(f"{family}:{generation}".encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -53,121 +57,147 @@ class JobRequest:
     method: str = "supervised"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    force_nonce: str = ""
+    force: bool = False
+    generation: int = 0
+
+    def key_of(self, generation: int) -> str:
+        return idempotency_key(dataset_sha256=self.dataset_sha256, model=self.model, method=self.method,
+                               hyperparameters=self.hyperparameters, suffix=self.suffix, generation=generation)
+
+    @property
+    def family(self) -> str:
+        """The key of generation 0: same data, model and settings."""
+        return self.key_of(0)
 
     @property
     def key(self) -> str:
-        return idempotency_key(dataset_sha256=self.dataset_sha256, model=self.model, method=self.method,
-                               hyperparameters=self.hyperparameters, suffix=self.suffix, nonce=self.force_nonce)
+        return self.key_of(self.generation)
+
+    def spec(self) -> JobSpec:
+        return JobSpec(model=self.model, training_file=self.training_file, validation_file=self.validation_file,
+                       key=self.key, dataset_sha256=self.dataset_sha256, suffix=self.suffix, method=self.method,
+                       hyperparameters=self.hyperparameters, seed=self.seed)
 
 
-def find_live_job(client: openai.OpenAI, key: str, known_job_id: str | None = None) -> Any | None:
-    """The job with this key that is running or done (failed/cancelled ones may be redone).
-
-    The ledger's job id first, then the provider's list filtered by metadata; each candidate's
-    own metadata is checked too, in case a provider ignores the filter.
-    """
-    if known_job_id:
-        try:
-            job = client.fine_tuning.jobs.retrieve(known_job_id)
-            if job.status in LIVE:
-                return job
-        except openai.NotFoundError:
-            pass
-    for job in client.fine_tuning.jobs.list(metadata={KEY_FIELD: key}, limit=20):
-        if (job.metadata or {}).get(KEY_FIELD) == key and job.status in LIVE:
-            return job
-    return None
+def resolve_generation(registry: Registry, provider: str, request: JobRequest) -> JobRequest:
+    """The request with the generation to use: the one in flight if any, else 0 or (with force) the next."""
+    rows = registry.job_family(provider, request.family)
+    in_flight = [r for r in rows if r["consumed_at"] is None and r["status"] not in FINISHED]
+    if in_flight:
+        generation = in_flight[-1]["generation"] or 0
+        if generation or request.force:
+            log.info("attaching to the unfinished job of generation %d (key %s)", generation,
+                     in_flight[-1]["idempotency_key"][:12])
+        return replace(request, generation=generation)
+    if not request.force or not rows:
+        return replace(request, generation=0)
+    return replace(request, generation=max(r["generation"] or 0 for r in rows) + 1)
 
 
-def create_job_once(client: openai.OpenAI, registry: Registry, provider: str, request: JobRequest, *,
-                    flow_run_id: str | None = None, grace_seconds: float = 2.0) -> tuple[Any, bool]:
-    """Return (job, created_now). Attaches to the existing job of this key if there is one."""
+def create_job_once(provider: Provider, registry: Registry, request: JobRequest, *, policy: OncePolicy,
+                    flow_run_id: str | None = None) -> tuple[RemoteJob, bool, JobRequest]:
+    """Return (job, created_now, resolved request). Attaches to the existing job of this key if there is one."""
+    request = resolve_generation(registry, provider.identity, request)
     key = request.key
-    known = (registry.job_entry(provider, key) or {}).get("job_id")
-    registry.record_job(provider, key, job_id=known, status="creating", flow_run_id=flow_run_id)
-    method_body = {"type": request.method, request.method: {"hyperparameters": request.hyperparameters}}
-    creator = client.with_options(max_retries=0)
-    job, created = create_once(
-        lambda: find_live_job(client, key, known),
-        lambda: creator.fine_tuning.jobs.create(
-            model=request.model, training_file=request.training_file, validation_file=request.validation_file,
-            suffix=request.suffix, seed=request.seed, method=method_body,
-            metadata={KEY_FIELD: key, "ftflow_dataset": request.dataset_sha256[:16]}),
-        what="create fine-tuning job", grace_seconds=grace_seconds,
-    )
-    registry.record_job(provider, key, job_id=job.id, status="created", flow_run_id=flow_run_id)
+    row = {"family": request.family, "generation": request.generation, "flow_run_id": flow_run_id}
+    known = (registry.job_entry(provider.identity, key) or {}).get("job_id")
+    with provider.explained():
+        job, created = ensure_once(
+            registry, kind="job", provider=provider.identity, key=key,
+            lookup=lambda: provider.find_job(key, known),
+            create=lambda: provider.create_job(request.spec()),
+            classify=provider.outcome, policy=policy, what="create fine-tuning job",
+            on_creating=lambda: registry.record_job(provider.identity, key, status="creating", **row),
+        )
+    registry.record_job(provider.identity, key, job_id=job.id, status=job.state, **row)
     log.info("%s fine-tuning job %s (key %s)", "created" if created else "attached to", job.id, key[:12])
-    return job, created
+    return job, created, request
+
+
+def reconcile_creating(provider: Provider, registry: Registry) -> list[str]:
+    """Resolve ledger rows left `creating` by a dead run: the job id if the provider has it, else not_created."""
+    fixed = []
+    for row in registry.jobs_in_status(provider.identity, "creating"):
+        holder = registry.lease_holder("job", provider.identity, row["idempotency_key"])
+        if holder and not owner_is_dead(holder["owner"]) and holder["expires_at"] > time.time():
+            continue  # a live run is creating it right now
+        job = provider.find_job(row["idempotency_key"])
+        registry.record_job(provider.identity, row["idempotency_key"], job_id=job.id if job else None,
+                            status=job.state if job else "not_created")
+        fixed.append(f"{row['idempotency_key'][:12]} -> {job.id if job else 'not created'}")
+    return fixed
 
 
 # --- polling ---------------------------------------------------------------------------------
 
 
 class EventCursor:
-    """Yields each job event once, oldest first, across polls (cursor: ids already seen)."""
+    """Yields each job event once, oldest first, across polls, retries and re-runs (cursor: the last id)."""
 
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
+    def __init__(self, last_id: str | None = None) -> None:
+        self.last_id = last_id
 
-    def new_events(self, client: openai.OpenAI, job_id: str) -> list[Any]:
+    def new_events(self, provider: Provider, job_id: str) -> list[JobEvent]:
         fresh = []
-        for event in client.fine_tuning.jobs.list_events(job_id, limit=100):  # newest first, auto-paginated
-            if event.id in self.seen:
+        for event in provider.list_events(job_id):  # newest first
+            if event.id == self.last_id:
                 break
             fresh.append(event)
-        self.seen.update(e.id for e in fresh)
+        if fresh:
+            self.last_id = fresh[0].id
         return list(reversed(fresh))
 
 
-def progress_of(events: list[Any]) -> tuple[int, int] | None:
+def progress_of(events: list[JobEvent]) -> tuple[int, int] | None:
     """(step, total steps) from the latest metrics event, if any."""
     for event in reversed(events):
         data = event.data or {}
-        if getattr(event, "type", None) == "metrics" and "step" in data and "total_steps" in data:
+        if event.type == "metrics" and "step" in data and "total_steps" in data:
             return int(data["step"]), int(data["total_steps"])
     return None
 
 
 def poll_job(
-    client: openai.OpenAI, job_id: str, *, initial: float, maximum: float, timeout: float,
-    on_event: Callable[[Any], None], on_progress: Callable[[int, int], None] | None = None,
-    should_cancel: Callable[[], bool] = lambda: False,
-) -> Any:
-    """Poll until the job ends; return it on success, raise JobFailed / JobCancelled / JobTimeout."""
-    cursor = EventCursor()
+    provider: Provider, job_id: str, *, initial: float, maximum: float, deadline: float,
+    on_event: Callable[[JobEvent], None], on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] = lambda: False, cursor: EventCursor | None = None,
+    on_cursor: Callable[[str], None] = lambda last_id: None,
+) -> RemoteJob:
+    """Poll until the job ends or the wall-clock `deadline`; raise JobFailed / JobCancelled / JobTimeout."""
+    cursor = cursor or EventCursor()
     delay = initial
-    deadline = time.monotonic() + timeout
     while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        events = cursor.new_events(client, job_id)
+        job = provider.get_job(job_id)
+        if job is None:
+            raise JobFailed(f"fine-tuning job {job_id} is gone at the provider", job_id=job_id, code=None)
+        events = cursor.new_events(provider, job_id)
         for event in events:
             on_event(event)
+        if events and cursor.last_id:
+            on_cursor(cursor.last_id)
         if on_progress and (progress := progress_of(events)):
             on_progress(*progress)
-        if job.status == "succeeded":
+        if job.state == "succeeded":
             return job
-        if job.status == "failed":
-            error = job.error
-            code = error.code if error else None
-            raise JobFailed(f"fine-tuning job {job_id} failed: {code}: {error.message if error else 'no reason'}",
-                            job_id=job_id, code=code)
-        if job.status == "cancelled":
+        if job.state == "failed":
+            raise JobFailed(f"fine-tuning job {job_id} failed: {job.error_code}: {job.error_message or 'no reason'}",
+                            job_id=job_id, code=job.error_code)
+        if job.state == "cancelled":
             raise JobCancelled(f"fine-tuning job {job_id} was cancelled")
         if should_cancel():
-            client.fine_tuning.jobs.cancel(job_id)
+            provider.cancel_job(job_id)
             raise JobCancelled(f"the flow run was cancelled; cancelled fine-tuning job {job_id}")
-        if time.monotonic() > deadline:
-            raise JobTimeout(f"fine-tuning job {job_id} is still {job.status} after {timeout:.0f}s")
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        if time.time() > deadline:
+            raise JobTimeout(f"fine-tuning job {job_id} is still {job.provider_status} at its polling deadline")
+        time.sleep(min(delay, max(0.0, deadline - time.time())))
         delay = min(maximum, delay * 1.5)
 
 
-def training_metrics(client: openai.OpenAI, job: Any) -> dict[str, Any]:
+def training_metrics(provider: Provider, job: RemoteJob) -> dict[str, Any]:
     """Final figures and the loss curve from the job's result file (step_metrics.csv)."""
     if not job.result_files:
         return {"steps": 0, "curve": []}
-    text = client.files.content(job.result_files[0]).text
+    text = provider.file_text(job.result_files[0])
     rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
             for row in csv.DictReader(io.StringIO(text))]
     last = rows[-1] if rows else {}
@@ -188,7 +218,6 @@ def training_metrics(client: openai.OpenAI, job: Any) -> dict[str, Any]:
 def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None, *, n_epochs: int | None,
              seed: int | None, force: bool) -> JobRequest:
     """Return the job request for a prepared dataset folder (its report gives the dataset sha256)."""
-    import uuid
     from pathlib import Path
 
     if train is None:
@@ -198,21 +227,20 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
         model=settings.model, training_file=train.file_id,
         validation_file=validation.file_id if validation else None, dataset_sha256=report["dataset_sha256"],
         suffix=settings.suffix, hyperparameters={"n_epochs": n_epochs if n_epochs is not None else report["n_epochs"]},
-        seed=seed, force_nonce=uuid.uuid4().hex if force else "",
+        seed=seed, force=force,
     )
 
 
-
-@task(name="create-job", cache_policy=RUN_CACHE, retries=3, retry_delay_seconds=[2, 10, 30],
-      retry_jitter_factor=0.5, retry_condition_fn=retry_on_transient)
+# No Prefect retries: ftflow/exactly_once.py is the one retry layer of creates.
+@task(name="create-job", cache_policy=RUN_CACHE)
 def create_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     """Return the job (created now or attached to) for this request's idempotency key."""
     from prefect.runtime import flow_run
 
-    client = make_client(settings)
-    job, created = create_job_once(client, Registry(settings.registry_url), describe(settings, client), request,
-                                   flow_run_id=flow_run.get_id())
-    return {"job_id": job.id, "created": created, "idempotency_key": request.key, "status": job.status}
+    job, created, resolved = create_job_once(get_provider(settings), Registry(settings.registry_url), request,
+                                             policy=OncePolicy.from_settings(settings), flow_run_id=flow_run.get_id())
+    return {"job_id": job.id, "created": created, "idempotency_key": resolved.key, "generation": resolved.generation,
+            "status": job.state}
 
 
 def _flow_run_cancelling() -> bool:
@@ -230,30 +258,43 @@ def _flow_run_cancelling() -> bool:
 
 @task(name="wait-for-job", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=retry_on_transient)
-def wait_for_job(job_id: str, settings: Settings) -> dict[str, Any]:
-    """Return the finished job and its training metrics; stream its events into the run log."""
+def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[str, Any]:
+    """Return the finished job and its training metrics; stream its events into the run log.
+
+    The polling deadline and the last event logged live in the ledger, so a retry (or a
+    re-run attaching to this job) neither extends the deadline nor logs an event twice.
+    """
     from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
-    client = make_client(settings)
+    provider = get_provider(settings)
+    registry = Registry(settings.registry_url)
+    entry = registry.job_entry(provider.identity, idempotency_key) or {}
+    deadline = entry.get("wait_deadline") or time.time() + settings.poll_timeout_seconds
+    registry.record_job(provider.identity, idempotency_key, status=entry.get("status") or "pending",
+                        job_id=job_id, wait_deadline=deadline)
     progress_id = create_progress_artifact(0.0, key="ftflow-fine-tuning-progress",
                                            description=f"Steps of fine-tuning job {job_id}")
-    job = poll_job(
-        client, job_id, initial=settings.poll_initial_seconds, maximum=settings.poll_max_seconds,
-        timeout=settings.poll_timeout_seconds,
-        on_event=lambda e: logger.info("[%s] %s", job_id, e.message),
-        on_progress=lambda step, total: update_progress_artifact(progress_id, 100.0 * step / total),
-        should_cancel=_flow_run_cancelling if settings.cancel_job_on_flow_cancel else (lambda: False),
-    )
-    update_progress_artifact(progress_id, 100.0)
-    metrics = training_metrics(client, job)
+    with provider.explained():
+        job = poll_job(
+            provider, job_id, initial=settings.poll_initial_seconds, maximum=settings.poll_max_seconds,
+            deadline=deadline, cursor=EventCursor(entry.get("last_event_id")),
+            on_event=lambda e: logger.info("[%s] %s", job_id, e.message),
+            on_progress=lambda step, total: update_progress_artifact(progress_id, 100.0 * step / total),
+            on_cursor=lambda last_id: registry.record_job(provider.identity, idempotency_key, status="running",
+                                                          last_event_id=last_id),
+            should_cancel=_flow_run_cancelling if settings.cancel_job_on_flow_cancel else (lambda: False),
+        )
+        registry.record_job(provider.identity, idempotency_key, status=job.state)
+        update_progress_artifact(progress_id, 100.0)
+        metrics = training_metrics(provider, job)
     curve = metrics.pop("curve")
     every = max(1, len(curve) // 200)
     create_table_artifact(curve[::every] + curve[-1:], key="ftflow-loss-curve",
                           description=f"Training metrics of {job.fine_tuned_model}")
-    return {"job_id": job.id, "status": job.status, "fine_tuned_model": job.fine_tuned_model,
-            "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters.model_dump(),
+    return {"job_id": job.id, "status": job.state, "fine_tuned_model": job.fine_tuned_model,
+            "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters,
             "result_files": job.result_files, "metrics": metrics}
 
 
@@ -268,8 +309,81 @@ def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:
     settings = get_settings(backend=(flow_run.parameters or {}).get("backend"))
     if not settings.cancel_job_on_flow_cancel:
         return
-    client = make_client(settings)
+    provider = get_provider(settings)
     for entry in Registry(settings.registry_url).jobs_of_flow_run(str(flow_run.id)):
-        if entry["job_id"] and client.fine_tuning.jobs.retrieve(entry["job_id"]).status in RUNNING:
-            client.fine_tuning.jobs.cancel(entry["job_id"])
-            log.info("cancelled fine-tuning job %s with flow run %s", entry["job_id"], flow_run.id)
+        job = provider.get_job(entry["job_id"]) if entry["job_id"] else None
+        if job is not None and job.state in RUNNING:
+            provider.cancel_job(job.id)
+            log.info("cancelled fine-tuning job %s with flow run %s", job.id, flow_run.id)
+
+
+# --- the dataset folder's own verdict (issue: finetune must not train on a gate-failed folder) ----
+
+
+def verify_dataset(dataset_dir: str, *, n_epochs: int | None, max_cost_usd: float | None) -> dict[str, Any]:
+    """Return the folder's report if it may be trained on; raise DataError (exit 3) if not.
+
+    Refuses a folder whose report says a gate failed, whose files are not the ones the report
+    fingerprinted, or whose cost with an `--n-epochs` override is over the budget.
+    """
+    from pathlib import Path
+
+    from ftflow.errors import BudgetExceeded
+    from tasks.report import dataset_sha256
+
+    folder = Path(dataset_dir)
+    report_path = folder / "report.json"
+    if not report_path.exists():
+        raise DataError(f"{dataset_dir} has no report.json: prepare it with `ftflow prepare` first")
+    report = json.loads(report_path.read_text("utf-8"))
+    gate = report.get("gate") or {}
+    if not gate.get("passed", False):
+        failures = "; ".join(gate.get("failures") or ["no gate verdict in the report"])
+        raise DataError(f"{report_path} says the gate failed ({failures}); refusing to fine-tune on it")
+    train, validation = folder / "train.jsonl", folder / "validation.jsonl"
+    if not train.exists() or not validation.exists() or dataset_sha256(train, validation) != report["dataset_sha256"]:
+        raise DataError(f"the files in {dataset_dir} do not match the sha256 in its report.json "
+                        f"({report['dataset_sha256'][:12]}); prepare the folder again")
+    if n_epochs is not None and n_epochs != report["n_epochs"]:
+        cost = report["estimated_cost_usd"] * n_epochs / report["n_epochs"]
+        limit = max_cost_usd if max_cost_usd is not None else report.get("max_cost_usd")
+        if limit is not None and cost > limit:
+            raise BudgetExceeded(estimated_usd=cost, max_usd=limit)
+    return report
+
+
+@task(name="check-dataset", cache_policy=RUN_CACHE)
+def check_dataset(dataset_dir: str, settings: Settings, n_epochs: int | None) -> dict[str, Any]:
+    """Return the prepared folder's report after checking its gate, its files' sha256 and the budget."""
+    return verify_dataset(dataset_dir, n_epochs=n_epochs, max_cost_usd=settings.max_cost_usd)
+
+
+@task(name="release-job", cache_policy=RUN_CACHE)
+def release_job(job_id: str, settings: Settings) -> None:
+    """Mark the job used when finetune runs on its own; inside retrain, its run record does that."""
+    from prefect.runtime import flow_run
+
+    if not flow_run.get_parent_flow_run_id():
+        Registry(settings.registry_url).consume_job(job_id)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def deployment_name(suffix: str | None, key: str) -> str:
+    """The deployment name of a run's model: `<suffix>-<key tag>`, so a re-run re-uses it."""
+    from ftflow.providers.base import key_tag
+
+    return f"{(suffix or 'ftflow')[:40]}-{key_tag(key)}"
+
+
+@task(name="deploy-model", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
+      retry_condition_fn=retry_on_transient)
+def deploy_model(model: str, idempotency_key: str, settings: Settings) -> str:
+    """Return the name the fine-tuned model answers under (Azure: a deployment, waited for; else the model id)."""
+    provider = get_provider(settings)
+    with provider.explained():
+        name = provider.deploy_model(model, deployment_name(settings.suffix, idempotency_key))
+    if name != model:
+        Registry(settings.registry_url).record_deployment(provider.identity, model, name)
+    return name

@@ -67,7 +67,9 @@ def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression
 @task(name="current-model", cache_policy=RUN_CACHE)
 def current_model(settings: Settings) -> str | None:
     """Return the currently promoted model of this base model, if any."""
-    promoted = Registry(settings.registry_url).current_promotion(settings.model)
+    registry = Registry(settings.registry_url)
+    # A new base model (a migration, e.g. to Together) is compared with whatever is promoted now.
+    promoted = registry.current_promotion(settings.model) or registry.current_promotion()
     return promoted["model"] if promoted else None
 
 
@@ -77,5 +79,5 @@ def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings
     decision = decide(evaluation, min_improvement=settings.promotion_min_improvement,
                       max_regression=settings.promotion_max_regression)
     if decision.promoted:
-        Registry(settings.registry_url).promote(settings.model, decision.model, run_id)
+        Registry(settings.registry_url).promote(settings.model, decision.model, run_id, backend=settings.backend)
     return decision

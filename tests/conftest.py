@@ -15,7 +15,7 @@ def prefect_server():
     """A temporary Prefect server with its own database, for tests that run whole flows."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # a loaded CI machine can take minutes
         yield
 
 

@@ -143,7 +143,7 @@ def test_every_rate_and_mean_has_an_interval_and_the_difference_is_paired():
 
 def test_zero_validation_examples_are_not_evaluated(tmp_path, monkeypatch):
     (tmp_path / "validation.jsonl").write_text("")
-    monkeypatch.setattr("tasks.evaluate.make_client", lambda *a, **k: pytest.fail("no model may be asked"))
+    monkeypatch.setattr("tasks.evaluate.chat_for", lambda *a, **k: pytest.fail("no model may be asked"))
     result, scores, cases = evaluate(tmp_path, "ft:gpt-4o-mini-2024-07-18:x::1", None, Settings())
     assert result["status"] == "not evaluated" and result["examples"] == 0 and scores == {}
     assert "no held-out validation examples" in result["reason"]

@@ -18,7 +18,8 @@ from flows.prepare import prepare
 from flows.retrain import retrain
 from ftflow.cli import app
 from ftflow.errors import JobFailed, UploadRejected
-from tasks.jobs import KEY_FIELD
+from ftflow.providers.base import KEY_FIELD
+from tasks.report import dataset_sha256
 from tests.conftest import ROOT, chat, write_jsonl
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
@@ -53,7 +54,8 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert record["economics"]["training_cost_usd"] > 0
     assert json.loads((tmp_path / "runs" / record["run_id"] / "eval.json").read_text())["examples"] > 0
     current = CliRunner().invoke(app, ["models", "current"])
-    assert current.exit_code == 0 and current.output.strip() == record["fine_tuned_model"]
+    assert current.exit_code == 0 and f"model: {record['fine_tuned_model']}" in current.output
+    assert "backend: local" in current.output
 
     again = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
@@ -130,7 +132,9 @@ def dataset(tmp_path, lines: list, name: str = "ds"):
     folder.mkdir()
     write_jsonl(folder / "train.jsonl", lines)
     (folder / "validation.jsonl").write_text("")
-    (folder / "report.json").write_text(json.dumps({"dataset_sha256": name * 8, "n_epochs": 2}))
+    sha = dataset_sha256(folder / "train.jsonl", folder / "validation.jsonl")
+    (folder / "report.json").write_text(json.dumps({"dataset_sha256": sha, "n_epochs": 2, "estimated_cost_usd": 0.01,
+                                                    "gate": {"passed": True, "failures": []}}))
     return str(folder)
 
 

@@ -1,0 +1,194 @@
+"""Exactly once: lookup -> lease -> create -> record, the one home of it for files and jobs.
+
+Every provider's upload (keyed by content sha256) and job create (keyed by idempotency key)
+goes through `ensure_once`:
+
+1. **lookup**: the object may exist already (ledger, then the provider's own list);
+2. **lease**: one row per (kind, provider, key) in the registry's `leases` table, taken with
+   `INSERT ... ON CONFLICT` (SQLite and PostgreSQL), renewed by a heartbeat while held, taken
+   over when it ran out or its holder's process is dead. Waiters keep looking the object up;
+3. **lookup again** under the lease, since the previous holder may just have created it;
+4. **create**, with the one retry layer of ftflow: at most `create_attempts` POSTs per call.
+   After an outcome we cannot know (5xx, timeout, dropped connection) no second POST is sent
+   until the provider's list was polled for `lookup_deadline_seconds` (default 90 s) without
+   finding the object, since providers may register it late;
+5. **record** the result, then release the lease.
+
+Bound: one call sends at most `create_attempts` creates and lasts at most about
+`create_attempts * (request timeout + lookup_deadline_seconds) + sum of backoffs`. Tasks that
+call it have no Prefect retries of their own (no stacked retry layers); the SDK's own retries
+are off for creates. docs/reliability.md says what this guarantees and under which assumptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from tasks.registry import Registry
+
+T = TypeVar("T")
+log = logging.getLogger("ftflow.exactly_once")
+Outcome = Literal["not_done", "unknown", "permanent"]
+
+
+@dataclass(frozen=True)
+class OncePolicy:
+    """How hard and how long to try; the defaults are the documented bound."""
+
+    create_attempts: int = 4
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    lookup_deadline_seconds: float = 90.0
+    lookup_interval_seconds: float = 2.0
+    lease_seconds: float = 30.0
+    lease_wait_seconds: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: object) -> OncePolicy:
+        return cls(create_attempts=settings.create_attempts,  # type: ignore[attr-defined]
+                   lookup_deadline_seconds=settings.lookup_deadline_seconds,  # type: ignore[attr-defined]
+                   lease_seconds=settings.lease_seconds)  # type: ignore[attr-defined]
+
+
+class LeaseTimeout(RuntimeError):
+    """Another live process held the lease for longer than `lease_wait_seconds`."""
+
+
+def process_identity() -> tuple[str, int, str]:
+    """(host, pid, process start time): enough to tell later whether this process still lives."""
+    return socket.gethostname(), os.getpid(), process_started(os.getpid()) or ""
+
+
+def process_started(pid: int) -> str | None:
+    """The start time of a process (Linux /proc), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """An owner string `host:pid:start:nonce` of this host whose process is gone (or reused)."""
+    host, pid, started, _ = owner.split(":", 3)
+    if host != socket.gethostname():
+        return False  # another machine: only its lease expiry can tell
+    now = process_started(int(pid))
+    return now is None or (now != "?" and started not in ("", "?") and now != started)
+
+
+def new_owner() -> str:
+    host, pid, started = process_identity()
+    return f"{host}:{pid}:{started}:{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePolicy,
+          while_waiting: Callable[[], T | None] = lambda: None) -> Iterator[T | None]:
+    """Hold the lease on (kind, provider, key); yields what `while_waiting` found instead, if anything.
+
+    A heartbeat thread renews the lease every third of its length while the body runs.
+    """
+    owner = new_owner()
+    deadline = time.monotonic() + policy.lease_wait_seconds
+    logged = False
+    while not registry.try_lease(kind, provider, key, owner, policy.lease_seconds):
+        holder = registry.lease_holder(kind, provider, key)
+        if holder and owner_is_dead(holder["owner"]):
+            log.warning("%s %s: the lease holder's process is gone; taking over", kind, key[:12])
+            registry.break_lease(kind, provider, key, holder["owner"])
+            continue
+        if (found := while_waiting()) is not None:
+            yield found
+            return
+        if not logged:
+            log.info("%s %s: another run is creating it; waiting", kind, key[:12])
+            logged = True
+        if time.monotonic() > deadline:
+            raise LeaseTimeout(f"{kind} {key[:12]}: another run held the lease for over "
+                               f"{policy.lease_wait_seconds:.0f}s")
+        time.sleep(min(1.0, policy.lease_seconds / 10) * (0.5 + random.random()))
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(policy.lease_seconds / 3):
+            try:
+                registry.try_lease(kind, provider, key, owner, policy.lease_seconds)
+            except Exception:  # noqa: BLE001 - a missed renewal is retried on the next beat
+                log.debug("lease renewal failed", exc_info=True)
+
+    beat = threading.Thread(target=heartbeat, name=f"lease-{key[:8]}", daemon=True)
+    beat.start()
+    try:
+        yield None
+    finally:
+        stop.set()
+        beat.join()
+        registry.release_lease(kind, provider, key, owner)
+
+
+def poll_lookup(lookup: Callable[[], T | None], *, seconds: float, interval: float) -> T | None:
+    """Look the object up until it appears or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if (found := lookup()) is not None:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def create_with_retries(create: Callable[[], T], lookup: Callable[[], T | None], *,
+                        classify: Callable[[BaseException], Outcome], policy: OncePolicy, what: str) -> T:
+    """The one retry layer for creates: backoff after a refusal-free failure, a long lookup after an unknown one."""
+    for attempt in range(1, policy.create_attempts + 1):
+        try:
+            return create()
+        except Exception as exc:
+            outcome = classify(exc)
+            if outcome == "permanent" or attempt == policy.create_attempts:
+                raise
+            log.warning("%s: %s (attempt %d of %d)", what, type(exc).__name__, attempt, policy.create_attempts)
+            if outcome == "unknown":
+                found = poll_lookup(lookup, seconds=policy.lookup_deadline_seconds,
+                                    interval=policy.lookup_interval_seconds)
+                if found is not None:
+                    log.info("%s: the provider had carried out the request whose answer was lost", what)
+                    return found
+            else:
+                delay = min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1))
+                time.sleep(delay * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")
+
+
+def ensure_once(registry: Registry, *, kind: str, provider: str, key: str, lookup: Callable[[], T | None],
+                create: Callable[[], T], classify: Callable[[BaseException], Outcome], policy: OncePolicy,
+                on_creating: Callable[[], None] = lambda: None, what: str = "") -> tuple[T, bool]:
+    """Return (object, created_now): the one object of this key, created by at most one caller."""
+    what = what or f"create {kind}"
+    if (found := lookup()) is not None:
+        return found, False
+    with lease(registry, kind, provider, key, policy, while_waiting=lookup) as found_while_waiting:
+        if found_while_waiting is not None:
+            return found_while_waiting, False
+        if (found := lookup()) is not None:
+            return found, False
+        on_creating()
+        return create_with_retries(create, lookup, classify=classify, policy=policy, what=what), True

@@ -1,0 +1,60 @@
+"""Fine-tuning providers behind one interface (`Provider`, in base.py), built by `get_provider`.
+
+    backend   implementation              SDK                                   job key lives in
+    local     LocalProvider  (local.py)   openai, the bundled service           job metadata
+    openai    OpenAIProvider (openai.py)  openai                                job metadata
+    azure     AzureProvider  (azure.py)   openai: AzureOpenAI (dated) / v1      suffix tag + ledger
+    together  TogetherProvider (together.py) together (jobs, files), openai (chat) suffix tag + ledger
+
+docs/providers.md maps each provider's states onto ftflow's lifecycle.
+"""
+
+from __future__ import annotations
+
+import openai
+
+from ftflow.client import management_client, openai_client, together_client
+from ftflow.errors import ConfigError
+from ftflow.providers.base import Provider
+from ftflow.settings import Settings
+
+
+def get_provider(settings: Settings, backend: str | None = None) -> Provider:
+    """The provider of `backend` (default: the settings' backend), with its clients."""
+    if backend and backend != settings.backend:
+        settings = settings.model_copy(update={"backend": backend})
+    if settings.backend == "together":
+        from ftflow.providers.together import TogetherProvider
+
+        chat, key = openai_client(settings)
+        return TogetherProvider(settings, key, together_client(settings), chat)
+    client, key = openai_client(settings)
+    if settings.backend == "azure":
+        from ftflow.providers.azure import AzureProvider
+
+        return AzureProvider(settings, key, client, management=management_client(settings))
+    if settings.backend == "openai":
+        from ftflow.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(settings, key, client)
+    if settings.backend == "local":
+        from ftflow.providers.local import LocalProvider
+
+        return LocalProvider(settings, key, client)
+    raise ConfigError(f"unknown backend {settings.backend!r}")
+
+
+def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_retries: int = 5,
+             ) -> tuple[openai.OpenAI, str]:
+    """(client, name to send as `model`) for chatting with `model` where it lives.
+
+    Where: `backend`, else the backend the registry records for that model (an incumbent
+    trained elsewhere is asked on its own backend), else the settings' backend. The name is
+    the model's deployment when it has one (Azure), else the model id.
+    """
+    from tasks.registry import Registry  # the ledger is the registry's; imported late to keep this module light
+
+    registry = Registry(settings.registry_url)
+    provider = get_provider(settings, backend or registry.backend_of(model))
+    client = provider.chat_client().with_options(max_retries=max_retries)
+    return client, registry.deployment_of(provider.identity, model) or provider.served_as(model)

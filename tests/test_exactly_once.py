@@ -1,0 +1,149 @@
+"""ftflow/exactly_once.py without a provider: leases on SQLite and PostgreSQL, the retry bound, late registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from ftflow.exactly_once import OncePolicy, create_with_retries, ensure_once, new_owner, owner_is_dead
+from tasks.registry import Registry
+from tests.conftest import postgres_engine_or_skip, postgres_url
+
+FAST = OncePolicy(lookup_deadline_seconds=0.5, lookup_interval_seconds=0.05, backoff_seconds=0.01, lease_seconds=2)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+        return
+    admin = postgres_engine_or_skip()
+    schema = f"ftflow_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield Registry(f"{postgres_url()}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+class Lost(Exception):
+    """A create whose answer never came back."""
+
+
+class Throttled(Exception):
+    """A 429: nothing was done."""
+
+
+def classify(exc: BaseException):
+    return {Lost: "unknown", Throttled: "not_done"}.get(type(exc), "permanent")
+
+
+class FakeProvider:
+    """Creates objects; can lose answers and register objects late, like a slow real provider."""
+
+    def __init__(self, *, lose: int = 0, throttle: int = 0, register_after: float = 0.0) -> None:
+        self.created: list[str] = []
+        self.visible_at: dict[str, float] = {}
+        self.lose, self.throttle, self.register_after = lose, throttle, register_after
+        self.lock = threading.Lock()
+
+    def create(self) -> str:
+        with self.lock:
+            if self.throttle:
+                self.throttle -= 1
+                raise Throttled()
+            time.sleep(0.05)
+            name = f"obj-{len(self.created)}"
+            self.created.append(name)
+            self.visible_at[name] = time.monotonic() + self.register_after
+            if self.lose:
+                self.lose -= 1
+                raise Lost()
+            return name
+
+    def lookup(self) -> str | None:
+        now = time.monotonic()
+        return next((n for n in self.created if self.visible_at[n] <= now), None)
+
+
+def test_concurrent_callers_create_once(registry):
+    provider, results = FakeProvider(), []
+
+    def call():
+        results.append(ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup,
+                                   create=provider.create, classify=classify, policy=FAST))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert provider.created == ["obj-0"] and {r[0] for r in results} == {"obj-0"}
+    assert sum(created for _, created in results) == 1
+    assert registry.lease_holder("job", "p", "k") is None  # released
+
+
+def test_a_lost_answer_is_found_when_the_provider_registers_it_late(registry):
+    provider = FakeProvider(lose=1, register_after=0.3)  # beyond nothing; within the lookup deadline
+    found, created = ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup,
+                                 create=provider.create, classify=classify,
+                                 policy=OncePolicy(lookup_deadline_seconds=2, lookup_interval_seconds=0.05))
+    assert found == "obj-0" and created and provider.created == ["obj-0"]
+
+
+def test_creates_are_bounded_by_create_attempts():
+    provider = FakeProvider(throttle=10)
+    with pytest.raises(Throttled):
+        create_with_retries(provider.create, provider.lookup, classify=classify, what="x",
+                            policy=OncePolicy(create_attempts=3, backoff_seconds=0.01))
+    assert provider.throttle == 7  # three requests, no more
+
+
+def test_permanent_errors_are_not_retried():
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        create_with_retries(refuse, lambda: None, classify=classify, policy=FAST, what="x")
+    assert len(calls) == 1
+
+
+def test_the_lease_of_a_dead_process_is_taken_over_at_once(registry):
+    dead = subprocess.run([sys.executable, "-c", "from ftflow.exactly_once import new_owner; print(new_owner())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert owner_is_dead(dead) and not owner_is_dead(new_owner())
+    assert registry.try_lease("job", "p", "k", dead, seconds=3600)
+    provider = FakeProvider()
+    started = time.monotonic()
+    ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup, create=provider.create,
+                classify=classify, policy=FAST)
+    assert time.monotonic() - started < 2 and provider.created == ["obj-0"]
+
+
+def test_an_expired_lease_of_another_host_is_taken_over(registry):
+    other_host = "elsewhere:1:1:abcd"
+    assert registry.try_lease("job", "p", "k", other_host, seconds=0.2)
+    assert not registry.try_lease("job", "p", "k", new_owner(), seconds=5)
+    time.sleep(0.3)
+    assert registry.try_lease("job", "p", "k", new_owner(), seconds=5)
+
+
+def test_upserts_update_in_place(registry):
+    registry.record_job("p", "k", status="creating", family="f", generation=0, flow_run_id="r1")
+    registry.record_job("p", "k", status="running", job_id="job-1")
+    entry = registry.job_entry("p", "k")
+    assert (entry["status"], entry["job_id"], entry["family"], entry["flow_run_id"]) == ("running", "job-1", "f", "r1")
+    registry.record_file("p", "s" * 64, "fine-tune", "file-1")
+    registry.record_file("p", "s" * 64, "fine-tune", "file-2")
+    assert registry.find_file("p", "s" * 64, "fine-tune") == "file-2"
