@@ -34,7 +34,7 @@ def finetune(
     request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
     job = create_job(request, settings)
     try:
-        done = wait_for_job(job["job_id"], settings)
+        done = wait_for_job(job["job_id"], settings, replay_events=job["created"])
     except JobCancelled as exc:
         return Cancelled(message=str(exc))  # type: ignore[return-value]
     return {**done, "idempotency_key": job["idempotency_key"], "created": job["created"],

@@ -93,3 +93,15 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Return settings with the given (non-None) overrides applied on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def read_prompt_file(path: str | Path | None) -> str | None:
+    """A prompt kept in a file (the production prompt in data/production_prompt.txt), stripped."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        from ftflow.errors import ConfigError
+
+        raise ConfigError(f"cannot read prompt file {path}: {exc.strerror}") from None

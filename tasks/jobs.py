@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,6 +121,52 @@ class EventCursor:
         return list(reversed(fresh))
 
 
+class JobEventLog:
+    """Which job events reach the run log, so a job reads in about 30 lines, not one per step.
+
+    Every message event is logged, except one repeating the kind of the event before it
+    (three "Checkpoint created" in a row make one line); metrics events every `every` steps,
+    chosen so a job logs about `metric_lines` of them, plus the last step. Events are logged
+    once per process, across task retries (`for_job`).
+    """
+
+    _by_job: dict[str, JobEventLog] = {}
+
+    def __init__(self, metric_lines: int = 20) -> None:
+        self.metric_lines = metric_lines
+        self.cursor = EventCursor()
+        self.last_kind: str | None = None
+
+    @classmethod
+    def for_job(cls, job_id: str) -> JobEventLog:
+        return cls._by_job.setdefault(job_id, cls())
+
+    @staticmethod
+    def kind_of(event: Any) -> str:
+        """`metrics`, or the message without its numbers ("Checkpoint created at step #")."""
+        if getattr(event, "type", None) == "metrics":
+            return "metrics"
+        return re.sub(r"\S*\d\S*", "#", event.message)
+
+    def line(self, event: Any) -> str | None:
+        """The log line for this new event, or None when it is left out."""
+        kind, previous = self.kind_of(event), self.last_kind
+        self.last_kind = kind
+        if kind != "metrics":
+            return event.message if kind != previous else None
+        data = event.data or {}
+        step, total = int(data.get("step", 0)), int(data.get("total_steps") or 0)
+        every = max(1, -(-total // self.metric_lines))
+        if step == 1 or step % every == 0 or step == total:
+            return f"step {step}/{total}: " + ", ".join(
+                f"{name} {data[name]:.3f}" for name in ("train_loss", "valid_loss") if data.get(name) is not None)
+        return None
+
+    def skip_existing(self, client: openai.OpenAI, job_id: str) -> int:
+        """Mark the job's events so far as logged (an earlier run logged them); return how many."""
+        return len(self.cursor.new_events(client, job_id))
+
+
 def progress_of(events: list[Any]) -> tuple[int, int] | None:
     """(step, total steps) from the latest metrics event, if any."""
     for event in reversed(events):
@@ -132,10 +179,13 @@ def progress_of(events: list[Any]) -> tuple[int, int] | None:
 def poll_job(
     client: openai.OpenAI, job_id: str, *, initial: float, maximum: float, timeout: float,
     on_event: Callable[[Any], None], on_progress: Callable[[int, int], None] | None = None,
-    should_cancel: Callable[[], bool] = lambda: False,
+    should_cancel: Callable[[], bool] = lambda: False, cursor: EventCursor | None = None,
 ) -> Any:
-    """Poll until the job ends; return it on success, raise JobFailed / JobCancelled / JobTimeout."""
-    cursor = EventCursor()
+    """Poll until the job ends; return it on success, raise JobFailed / JobCancelled / JobTimeout.
+
+    A `cursor` kept across calls (task retries) hands each event to `on_event` only once.
+    """
+    cursor = cursor or EventCursor()
     delay = initial
     deadline = time.monotonic() + timeout
     while True:
@@ -163,20 +213,38 @@ def poll_job(
         delay = min(maximum, delay * 1.5)
 
 
+# The result file's own column names are inconsistent (`train_accuracy` next to
+# `valid_mean_token_accuracy`); both are mean token accuracies, and ftflow names them alike.
+METRIC_COLUMNS = {"train_accuracy": "train_token_accuracy", "valid_mean_token_accuracy": "valid_token_accuracy"}
+
+
+def parse_step_metrics(text: str) -> list[dict[str, float | None]]:
+    """Rows of a job's step_metrics.csv with ftflow's column names; empty cells become None."""
+    return [{METRIC_COLUMNS.get(k, k): float(v) if v not in ("", None) else None for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+def sample_curve(curve: list[dict[str, Any]], max_rows: int = 200) -> list[dict[str, Any]]:
+    """At most about `max_rows` evenly spaced rows, always ending with the last step, each step once."""
+    if not curve:
+        return []
+    every = -(-len(curve) // max_rows)
+    rows = curve[::every]
+    return rows if rows[-1] is curve[-1] else [*rows, curve[-1]]
+
+
 def training_metrics(client: openai.OpenAI, job: Any) -> dict[str, Any]:
     """Final figures and the loss curve from the job's result file (step_metrics.csv)."""
     if not job.result_files:
         return {"steps": 0, "curve": []}
-    text = client.files.content(job.result_files[0]).text
-    rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
+    rows = parse_step_metrics(client.files.content(job.result_files[0]).text)
     last = rows[-1] if rows else {}
     return {
         "steps": len(rows),
         "final_train_loss": last.get("train_loss"),
-        "final_train_accuracy": last.get("train_accuracy"),
+        "final_train_token_accuracy": last.get("train_token_accuracy"),
         "final_valid_loss": last.get("valid_loss"),
-        "final_valid_mean_token_accuracy": last.get("valid_mean_token_accuracy"),
+        "final_valid_token_accuracy": last.get("valid_token_accuracy"),
         "curve": rows,
     }
 
@@ -230,31 +298,45 @@ def _flow_run_cancelling() -> bool:
 
 @task(name="wait-for-job", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=retry_on_transient)
-def wait_for_job(job_id: str, settings: Settings) -> dict[str, Any]:
-    """Return the finished job and its training metrics; stream its events into the run log."""
+def wait_for_job(job_id: str, settings: Settings, replay_events: bool = True) -> dict[str, Any]:
+    """Return the finished job and its training metrics; stream its events into the run log.
+
+    `replay_events=False` (a job this run re-attached to) logs only events newer than now.
+    """
     from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
     client = make_client(settings)
+    events = JobEventLog.for_job(job_id)
+    if not replay_events and events.last_kind is None:
+        skipped = events.skip_existing(client, job_id)
+        logger.info("job %s: re-attached; its %d earlier events were logged by the run that created it", job_id,
+                    skipped)
+
+    def log_event(event: Any) -> None:
+        if line := events.line(event):
+            logger.info("job %s: %s", job_id, line)
+
     progress_id = create_progress_artifact(0.0, key="ftflow-fine-tuning-progress",
                                            description=f"Steps of fine-tuning job {job_id}")
     job = poll_job(
         client, job_id, initial=settings.poll_initial_seconds, maximum=settings.poll_max_seconds,
         timeout=settings.poll_timeout_seconds,
-        on_event=lambda e: logger.info("[%s] %s", job_id, e.message),
+        on_event=log_event,
+        cursor=events.cursor,
         on_progress=lambda step, total: update_progress_artifact(progress_id, 100.0 * step / total),
         should_cancel=_flow_run_cancelling if settings.cancel_job_on_flow_cancel else (lambda: False),
     )
     update_progress_artifact(progress_id, 100.0)
     metrics = training_metrics(client, job)
-    curve = metrics.pop("curve")
-    every = max(1, len(curve) // 200)
-    create_table_artifact(curve[::every] + curve[-1:], key="ftflow-loss-curve",
+    metrics["curve"] = sample_curve(metrics["curve"])
+    create_table_artifact(metrics["curve"], key="ftflow-loss-curve",
                           description=f"Training metrics of {job.fine_tuned_model}")
     return {"job_id": job.id, "status": job.status, "fine_tuned_model": job.fine_tuned_model,
             "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters.model_dump(),
-            "result_files": job.result_files, "metrics": metrics}
+            "result_files": job.result_files, "metrics": metrics,
+            "duration_seconds": job.finished_at - job.created_at if job.finished_at else None}
 
 
 def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:
