@@ -66,8 +66,7 @@ def retrain(
         print(skip)
         record = record_run({**base, **dataset, "status": "skipped", "reason": skip, "run_cost_usd": 0.0},
                             settings, run_dir)
-        draw_plots(record, read_history(settings), run_dir)
-        publish_summary(record, settings)
+        publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
         return Completed(name="Skipped", message=skip, data=record)  # type: ignore[return-value]
 
     with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
@@ -86,8 +85,8 @@ def retrain(
                          "economics": economics.to_dict(), "promotion": decision.to_dict(),
                          "run_cost_usd": economics.training_cost_usd if trained["job_created"] else 0.0,
                          "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
-    draw_plots(record, read_history(settings), run_dir)
-    summary = publish_summary(record, settings, str(job.state_details.flow_run_id))
+    plots = draw_plots(record, read_history(settings), run_dir)
+    summary = publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
     print(summary.split("\n\n")[1].replace("**", ""))  # the outcome line
     return record
 

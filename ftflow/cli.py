@@ -126,8 +126,6 @@ def print_run_summary(record: dict[str, Any]) -> None:
 
     rows: list[tuple[str, Any]] = [("run", record.get("run_name") or record["run_id"]), ("outcome", outcome(record))]
     if record["status"] == "succeeded":
-        evaluation, economics = record["evaluation"], record["economics"]
-        candidate, baseline = evaluation["candidate"], evaluation["baseline"]
         tokens = record["tokens_reconciliation"]
         rows += [
             ("fine-tuned model", record["fine_tuned_model"]),
@@ -136,10 +134,17 @@ def print_run_summary(record: dict[str, Any]) -> None:
             ("trained tokens", f"{record['trained_tokens']:,} (estimated {tokens['estimated']:,}"
                                f"{', MISMATCH' if tokens['flagged'] else ''})"),
             ("cost of this run", usd(record.get("run_cost_usd"), 4)),
-            ("F1 / JSON / language", f"{with_interval(candidate['f1'], (candidate.get('ci95') or {}).get('f1'))} / "
-                                     f"{share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
-                                     f"(baseline {baseline['f1']:.2f} / {share(baseline['json_valid_rate'])} / "
-                                     f"{share(baseline['language_rate'])})"),
+        ]
+    models, economics = record.get("evaluation") or {}, record.get("economics")
+    if models.get("candidate") and models.get("baseline"):
+        candidate, baseline = models["candidate"], models["baseline"]
+        f1 = with_interval(candidate["f1"], (candidate.get("ci95") or {}).get("f1"))
+        rows.append(("F1 / JSON / language",
+                     f"{f1} / {share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
+                     f"(baseline {baseline['f1']:.2f} / {share(baseline['json_valid_rate'])} / "
+                     f"{share(baseline['language_rate'])})"))
+    if economics:
+        rows += [
             ("prompt tokens / request", f"{count(economics['prompt_tokens_after'])} "
                                         f"(was {count(economics['prompt_tokens_before'])}, "
                                         f"-{share(economics['prompt_token_reduction'])})"),

@@ -1,7 +1,9 @@
-"""Plots of a retrain run: PNGs in the run folder, shown in the Prefect UI as image artifacts.
+"""Plots of a retrain run: PNGs in the run folder, shown in the Prefect UI as artifacts.
 
 Rendered with matplotlib's Agg backend (no display, no GUI toolkit). The UI cannot read the
-run folder, so each image artifact carries its PNG as a `data:` URL.
+run folder, so each plot's artifact embeds its PNG as a `data:` URL. A markdown artifact, not
+an image artifact: the UI prints an image artifact's URL under the picture, and a data URL
+is a 70,000-character line running over the page.
 """
 
 from __future__ import annotations
@@ -99,9 +101,9 @@ def data_url(path: Path) -> str:
 
 @task(name="draw-plots", cache_policy=NO_CACHE)
 def draw_plots(record: dict[str, Any], history: list[dict[str, Any]], run_dir: str) -> dict[str, str]:
-    """Return the plots drawn for this run (name -> PNG path); each is also an image artifact."""
+    """Return the plots drawn for this run (name -> PNG path); each is also an artifact `ftflow-plot-<name>`."""
     import pandas as pd
-    from prefect.artifacts import create_image_artifact
+    from prefect.artifacts import create_markdown_artifact
 
     out = Path(run_dir) / "plots"
     prepare = record.get("prepare") or {}
@@ -119,5 +121,6 @@ def draw_plots(record: dict[str, Any], history: list[dict[str, Any]], run_dir: s
     descriptions = {"tokens": "Tokens per training example", "loss": "Training and validation loss per step",
                     "eval-history": "Held-out F1, valid-JSON and language rates, run over run (95% intervals)"}
     for name, path in plots.items():
-        create_image_artifact(image_url=data_url(path), key=f"ftflow-plot-{name}", description=descriptions[name])
+        create_markdown_artifact(f"![{descriptions[name]}]({data_url(path)})", key=f"ftflow-plot-{name}",
+                                 description=descriptions[name])
     return {name: str(path) for name, path in plots.items()}

@@ -12,6 +12,7 @@ The text is built by pure functions of the run record, tested without Prefect.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -52,7 +53,25 @@ def outcome(record: dict[str, Any]) -> str:
 
 
 def _table(rows: list[tuple[str, str]]) -> list[str]:
-    return ["| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in rows], ""]
+    """A two-column table whose first row is its header (an empty header row reads as a glitch)."""
+    (key, value), *rest = rows
+    return [f"| {key} | {value} |", "|---|---|", *[f"| {k} | {v} |" for k, v in rest], ""]
+
+
+def _rejected(rejected: dict[str, int], shown: int = 3) -> str:
+    """The total and the most frequent reasons; all of them are in report.json and rejected.jsonl."""
+    top = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))
+    text = count(sum(rejected.values()))
+    if top:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in top[:shown])
+        text += f", {len(top) - shown} more reasons)" if len(top) > shown else ")"
+    return text
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _dataset_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -63,8 +82,7 @@ def _dataset_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("examples", f"{count(written['train'])} train / {count(written['validation'])} validation "
                      f"(of {count(report['records_read'])} records read)"),
         ("tokens", f"{count(report['tokens']['total'])} total, p95 example {count(report['tokens']['p95_example'])}"),
-        ("rejected", f"{count(sum(rejected.values()))}" + (f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})"
-                                                          if rejected else "")),
+        ("rejected", _rejected(rejected)),
         ("duplicates removed", count(report.get("duplicates_removed"))),
         ("PII", ", ".join(f"{k} {v}" for k, v in pii.items()) or "none found"),
         ("sha256", f"`{report['dataset_sha256']}`"),
@@ -73,18 +91,17 @@ def _dataset_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _job_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     tokens = record.get("tokens_reconciliation") or {}
-    duration = record.get("job_duration_seconds")
     return [
         ("job", f"`{record['job_id']}`" + ("" if record.get("job_created", True) else " (re-attached)")),
         ("model", f"`{record['base_model']}` -> `{record['fine_tuned_model']}`"),
         ("trained tokens", f"{count(record.get('trained_tokens'))} (estimated {count(tokens.get('estimated'))}"
                            f"{', MISMATCH' if tokens.get('flagged') else ''})"),
-        ("duration", f"{duration / 60:.1f} min" if duration is not None else "-"),
+        ("duration", duration(record.get("job_duration_seconds"))),
         ("cost of this run", usd(record.get("run_cost_usd"))),
     ]
 
 
-def _loss_lines(record: dict[str, Any]) -> list[str]:
+def _loss_lines(record: dict[str, Any], plot: str | None) -> list[str]:
     metrics = record.get("training_metrics") or {}
     curve = metrics.get("curve") or []
     if not curve:
@@ -96,7 +113,7 @@ def _loss_lines(record: dict[str, Any]) -> list[str]:
         parts.append(f"validation loss {metrics['final_valid_loss']:.3f}")
     if metrics.get("final_valid_token_accuracy") is not None:
         parts.append(f"validation token accuracy {share(metrics['final_valid_token_accuracy'])}")
-    return ["; ".join(parts) + ". The plot is the `ftflow-plot-loss` artifact.", ""]
+    return ["; ".join(parts) + ".", "", *([f"![loss per step]({plot})", ""] if plot else [])]
 
 
 EVAL_ROWS = (("f1", "F1", False), ("json_valid_rate", "valid JSON", True), ("schema_valid_rate", "schema valid", True),
@@ -139,15 +156,18 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None) -> str:
-    """The run's summary: readable in ten seconds, top to bottom."""
+def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None,
+                     images: dict[str, str] | None = None) -> str:
+    """The run's summary: readable in ten seconds, top to bottom. `images`: plot name -> URL to embed."""
+    images = images or {}
     title = record.get("run_name") or record["run_id"]
     lines = [f"# {title}", "", f"**Outcome:** {outcome(record)}", ""]
     report = record.get("prepare")
     if report:
         lines += ["## Dataset", "", *_table(_dataset_rows(report))]
     if record.get("job_id"):
-        lines += ["## Fine-tuning job", "", *_table(_job_rows(record)), "## Loss", "", *_loss_lines(record)]
+        lines += ["## Fine-tuning job", "", *_table(_job_rows(record)),
+                  "## Loss", "", *_loss_lines(record, images.get("loss"))]
     if record.get("evaluation"):
         lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
     if record.get("economics"):
@@ -211,13 +231,16 @@ def label_run(dataset_sha256: str) -> str:
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary(record: dict[str, Any], settings: Settings, finetune_flow_run_id: str | None = None) -> str:
+def publish_summary(record: dict[str, Any], settings: Settings, plots: dict[str, str],
+                    finetune_flow_run_id: str | None = None) -> str:
     """Return the summary markdown; published as `ftflow-summary`, with `ftflow-history` next to it."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.settings import PREFECT_UI_URL
 
+    from tasks.plots import data_url
+
     links = job_links(record, PREFECT_UI_URL.value(), finetune_flow_run_id)
-    text = summary_markdown(record, links)
+    text = summary_markdown(record, links, {name: data_url(Path(path)) for name, path in plots.items()})
     create_markdown_artifact(text, key=SUMMARY_KEY, description=f"{record.get('run_name')}: {outcome(record)}")
     history = [history_row(r) for r in Registry(settings.registry_url).list_runs(20)]
     create_table_artifact(history, key=HISTORY_KEY, description="The last retrain runs, newest first")

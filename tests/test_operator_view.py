@@ -115,11 +115,13 @@ def test_the_prepare_summary_shows_epochs_times_tokens_and_signed_money(capsys):
 
 
 def test_the_summary_says_outcome_dataset_job_evaluation_and_cost():
-    text = summary_markdown(run_record(), {"job events": "http://ui/runs/flow-run/1"})
+    text = summary_markdown(run_record(), {"job events": "http://ui/runs/flow-run/1"},
+                            {"loss": "data:image/png;base64,AAAA"})
     assert text.startswith("# retrain-0440c9f1-2026-11-27\n\n**Outcome:** trained; promoted")
-    for expected in ("341 train / 40 validation", "`ftjob-abc`", "110,766", "1.6 min", "0.92 [0.88, 0.95]",
+    for expected in ("341 train / 40 validation", "`ftjob-abc`", "110,766", "| duration | 95 s |", "0.92 [0.88, 0.95]",
                      "-$1.70", "never (costs more per request)", "[job events](http://ui/runs/flow-run/1)",
-                     "training loss 2.100 -> 0.250 over 342 steps"):
+                     "training loss 2.100 -> 0.250 over 342 steps", "![loss per step](data:image/png;base64,AAAA)",
+                     "| rejected | 1 (invalid_json 1) |"):
         assert expected in text, expected
 
 
