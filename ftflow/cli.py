@@ -46,10 +46,13 @@ def root(
 
 
 def print_table(table: Table) -> None:
-    """Print a table at the width it needs: ids in no_wrap columns stay whole (the terminal may fold lines)."""
+    """Print a table at least as wide as its ids need (no_wrap or min_width columns): they never break.
+
+    On a narrower terminal the terminal itself folds the lines, which copies back whole.
+    """
     from rich.measure import Measurement
 
-    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    needed = Measurement.get(console, console.options.update_width(10_000), table).minimum
     wide = Console(width=max(console.width, needed), stderr=console.stderr)  # rich caps print(width=) at its own
     wide.print(table)
 
@@ -88,10 +91,11 @@ def sql_url_parameter(url: str | None) -> str | None:
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    """A two-column table of figures; values (model ids, paths) are never wrapped."""
+    """A two-column table of figures; values wrap between words, never inside one (a model id, a path)."""
+    longest_word = max((len(word) for _, value in rows for word in str(value).split()), default=1)
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
-    table.add_column(no_wrap=True)
+    table.add_column(min_width=longest_word)
     for key, value in rows:
         table.add_row(key, str(value))
     return table
