@@ -205,3 +205,14 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     assert missing.exit_code == 2 and "no run matches 'nope'" in missing.output
     assert json.loads(json.dumps(registry.find_runs("2026112")))  # both runs start so: ambiguous prefix
     assert runner.invoke(app, ["runs", "show", "2026112"]).exit_code == 2
+
+
+def test_the_readme_sets_the_server_environment_before_starting_the_server():
+    """Exported after `prefect server start`, PREFECT_API_URL left the UI talking to port 4200."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme[readme.index("## Running on a schedule"):]
+    block = section[section.index("```bash"):section.index("```", section.index("```bash") + 3)]
+    start = block.index("prefect server start")
+    for variable in ("PREFECT_API_URL=", "PREFECT_HOME=", "PREFECT_SERVER_ANALYTICS_ENABLED=false"):
+        assert -1 < block.find(variable) < start, variable
+    assert block.index("/health") < block.index("work-pool create")  # waits for the server first

@@ -55,7 +55,9 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     current = CliRunner().invoke(app, ["models", "current"])
     assert current.exit_code == 0 and current.output.strip() == record["fine_tuned_model"]
 
-    again = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
+    skipped = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", return_state=True)
+    assert skipped.is_completed() and skipped.name == "Skipped"  # not a plain "Completed" like a trained run
+    again = skipped.result()
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
     state = pipeline_env.service
     assert len(state.store.list("job")) == 1
