@@ -216,3 +216,53 @@ def test_the_readme_sets_the_server_environment_before_starting_the_server():
     for variable in ("PREFECT_API_URL=", "PREFECT_HOME=", "PREFECT_SERVER_ANALYTICS_ENABLED=false"):
         assert -1 < block.find(variable) < start, variable
     assert block.index("/health") < block.index("work-pool create")  # waits for the server first
+
+
+class FakeJobs:
+    """Just enough of `client.fine_tuning.jobs` for poll_job: a finished job and its events, newest first."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def retrieve(self, job_id):
+        return SimpleNamespace(id=job_id, status="succeeded")
+
+    def list_events(self, job_id, limit=100):
+        return list(reversed(self.events))
+
+
+def test_events_logged_in_an_earlier_attempt_are_not_logged_again():
+    from tasks.jobs import poll_job
+
+    events = [SimpleNamespace(id=f"e{i}", type="message", message=f"event {i}", data=None) for i in range(3)]
+    client = SimpleNamespace(fine_tuning=SimpleNamespace(jobs=FakeJobs(events)))
+    log = JobEventLog.for_job("ftjob-retried")
+    assert JobEventLog.for_job("ftjob-retried") is log  # a task retry in this process finds the same log
+    seen: list[str] = []
+    for _ in range(2):  # first attempt, then a retry of the task
+        poll_job(client, "ftjob-retried", initial=0, maximum=0, timeout=5, on_event=lambda e: seen.append(e.id),
+                 cursor=log.cursor)
+    assert seen == ["e0", "e1", "e2"]
+    reattached = JobEventLog()
+    assert reattached.skip_existing(client, "ftjob-retried") == 3  # a re-attached run starts after them
+    assert reattached.cursor.new_events(client, "ftjob-retried") == []
+
+
+def test_a_reattached_model_that_is_already_promoted_gets_no_second_promotion_row(tmp_path):
+    from ftflow.settings import get_settings
+    from tasks.promotion import decide_promotion
+    from tasks.registry import Registry, promotions
+
+    url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    model = "ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc"
+    scores = {"f1": 0.9, "json_valid_rate": 1.0, "schema_valid_rate": None, "language_rate": 1.0}
+    evaluation = {"status": "evaluated", "candidate": model, "examples": 40,
+                  "models": {"candidate": {"model": model, **scores},
+                             "baseline": {"model": "gpt-4o-mini-2024-07-18", **scores, "f1": 0.1}},
+                  "differences": {"baseline": {"f1": {"difference": 0.8, "ci95": [0.7, 0.9]}}}}
+    settings = get_settings(registry_url=url)
+    for run_id in ("run-trained", "run-reattached"):
+        assert decide_promotion.fn(evaluation, run_id, settings).promoted
+    with Registry(url).engine.connect() as conn:
+        rows = conn.execute(promotions.select()).all()
+    assert [(r.model, r.run_id) for r in rows] == [(model, "run-trained")]
