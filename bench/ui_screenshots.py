@@ -45,8 +45,8 @@ def photograph(stack: PrefectStack, run: object, out: Path, chromium: str) -> li
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
 
-        def shoot(url: str, name: str, height: int = 1000, settle: float = 5.0) -> None:
-            page.set_viewport_size({"width": 1400, "height": height})
+        def shoot(url: str, name: str, height: int = 1000, width: int = 1400, settle: float = 5.0) -> None:
+            page.set_viewport_size({"width": width, "height": height})
             page.goto(url)
             page.wait_for_load_state("networkidle")
             time.sleep(settle)
@@ -62,7 +62,8 @@ def photograph(stack: PrefectStack, run: object, out: Path, chromium: str) -> li
             problems.append("the Task Runs tab says 'No task runs'")
         shoot(f"{stack.ui_url}/artifacts/artifact/{artifacts['ftflow-summary']}", "summary.png", height=2300)
         shoot(f"{stack.ui_url}/artifacts/artifact/{artifacts['ftflow-plot-loss']}", "loss-plot.png", height=700)
-        shoot(f"{stack.ui_url}/deployments", "deployments.png", height=700)
+        # wide enough for the schedule's text ("At 03:00 AM, only on Monday (Europe/Vienna)"), not "+1"
+        shoot(f"{stack.ui_url}/deployments", "deployments.png", height=600, width=1900)
         browser.close()
     problems += sorted({f"browser console: {text}" for text in console if "Invalid" in text})
     return problems

@@ -137,7 +137,8 @@ def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
                 cells.append(with_interval(value, interval))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Figures in brackets are 95% intervals. Models: " + ", ".join(
+    has_intervals = any((models[r].get("ci95") or {}).get(metric) for r in roles for metric, _, _ in EVAL_ROWS)
+    lines.append(("Figures in brackets are 95% intervals. " if has_intervals else "") + "Models: " + ", ".join(
         f"{names[r]} `{models[r]['model']}`" for r in roles) + ".")
     return [*lines, ""]
 
