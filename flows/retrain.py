@@ -27,7 +27,7 @@ from tasks.lineage import check_unchanged, new_run_id, record_run, training_summ
 from tasks.plots import draw_plots
 from tasks.promotion import current_model, decide_promotion
 from tasks.report import GateOptions
-from tasks.summary import label_run, publish_summary, read_history
+from tasks.summary import label_run, outcome, publish_summary, read_history
 from tasks.transform import TransformOptions
 
 
@@ -86,8 +86,8 @@ def retrain(
                          "run_cost_usd": economics.training_cost_usd if trained["job_created"] else 0.0,
                          "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
     plots = draw_plots(record, read_history(settings), run_dir)
-    summary = publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
-    print(summary.split("\n\n")[1].replace("**", ""))  # the outcome line
+    publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
+    print(f"{record['run_name']}: {outcome(record)}")
     return record
 
 

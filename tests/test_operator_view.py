@@ -266,3 +266,16 @@ def test_a_reattached_model_that_is_already_promoted_gets_no_second_promotion_ro
     with Registry(url).engine.connect() as conn:
         rows = conn.execute(promotions.select()).all()
     assert [(r.model, r.run_id) for r in rows] == [(model, "run-trained")]
+
+
+def test_task_finish_lines_name_their_task():
+    import logging
+
+    from ftflow.runlog import NameFinishedTasks
+
+    record = logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, "Finished in state Completed()", (), None)
+    record.task_name = "check-unchanged"
+    assert NameFinishedTasks().filter(record) and record.getMessage() == "check-unchanged finished in state Completed()"
+    other = logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, "job x: step 1/2", (), None)
+    other.task_name = "wait-for-job"
+    assert NameFinishedTasks().filter(other) and other.getMessage() == "job x: step 1/2"
