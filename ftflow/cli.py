@@ -52,6 +52,9 @@ def print_table(table: Table) -> None:
     """
     from rich.measure import Measurement
 
+    for column in table.columns:
+        if column.no_wrap:  # rich still crops no_wrap cells with "…" when the table is too narrow
+            column.min_width = max([len(str(cell)) for cell in column.cells] + [len(str(column.header)), 1])
     needed = Measurement.get(console, console.options.update_width(10_000), table).minimum
     wide = Console(width=max(console.width, needed), stderr=console.stderr)  # rich caps print(width=) at its own
     wide.print(table)
@@ -398,7 +401,8 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run name, run id, or the 
                               f"{names}; give more of the run id")
         return matches[0]
 
-    console.print(Markdown(summary_markdown(run_reporting_errors(find))))
+    # wide enough for the dataset's sha256 and the model ids in the summary's tables
+    Console(width=max(console.width, 120)).print(Markdown(summary_markdown(run_reporting_errors(find))))
 
 
 @app.command()

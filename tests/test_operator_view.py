@@ -196,6 +196,7 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     lines = listed.output.splitlines()
     assert any("retrain-0440c9f1-2026-11-27" in line and "0.92 [0.88, 0.95]" in line for line in lines)
     models = runner.invoke(app, ["models"])
+    assert "…" not in listed.output + models.output  # at 80 columns, no cell is cropped
     assert any("ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc" in line for line in models.output.splitlines())
     shown = runner.invoke(app, ["runs", "show", "20261127T1454"])
     assert shown.exit_code == 0 and "trained; promoted" in shown.output and "0.92 [0.88, 0.95]" in shown.output
