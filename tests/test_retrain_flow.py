@@ -106,8 +106,8 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
     assert all(key not in log.message for log in logs)
     assert all(key not in json.dumps(a.data, default=str) for a in artifacts)
     assert key not in json.dumps(record, default=str)
-    for path in (tmp_path / "runs" / record["run_id"]).iterdir():
-        assert key not in path.read_text(errors="replace"), path
+    for path in (tmp_path / "runs" / record["run_id"]).rglob("*"):  # plots/ too
+        assert path.is_dir() or key not in path.read_text(errors="replace"), path
 
 
 def dataset(tmp_path, lines: list, name: str = "ds"):

@@ -46,9 +46,11 @@ class PrefectStack:
             self.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         self.worker_env = worker_env or {}
         self.processes: list[subprocess.Popen] = []
+        self.logs: list[Any] = []
 
     def _spawn(self, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen:
-        out = open(self.folder / log, "wb")  # noqa: SIM115 - closed with the process's end
+        out = open(self.folder / log, "wb")  # noqa: SIM115 - closed in __exit__, after the process
+        self.logs.append(out)
         process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self.processes.append(process)
@@ -87,6 +89,8 @@ class PrefectStack:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+        for log in self.logs:
+            log.close()
 
     def deploy(self) -> str:
         """The README's way: a process work pool, then `prefect deploy --all` from prefect.yaml."""

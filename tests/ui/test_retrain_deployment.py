@@ -8,6 +8,7 @@ schedule (Europe/Vienna) and parameters whether deployed by `prefect deploy` or 
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import pytest
@@ -57,7 +58,7 @@ def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
         assert image and base64.b64decode(image.group(1)).startswith(b"\x89PNG"), plot
     history = artifacts["ftflow-history"]
     assert history.type == "table"
-    rows = history.data if isinstance(history.data, list) else __import__("json").loads(history.data)
+    rows = history.data if isinstance(history.data, list) else json.loads(history.data)
     assert rows[0]["run"] == stack.retrain_run.name and rows[0]["outcome"].startswith("trained")
 
 
@@ -88,20 +89,16 @@ def test_prefect_deploy_and_ftflow_serve_give_the_same_schedule_and_parameters(s
 
     with stack.client() as client:
         deployed = {name: deployment_view(client, f"{name}/{name}") for name in ("retrain", "prepare", "finetune")}
+        for name in deployed:  # gone, so that what follows comes from `ftflow serve` alone
+            client.delete_deployment(client.read_deployment_by_name(f"{name}/{name}").id)
     assert deployed["retrain"]["schedules"] == [("0 3 * * 1", "Europe/Vienna", True)]
-    import os
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = stack.api_url  # apply() talks to the current Prefect settings' server
-    try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: stack.api_url}):
-            for deployment in load_deployments():
-                deployment.apply()
-            with stack.client() as client:
-                served = {name: deployment_view(client, f"{name}/{name}") for name in deployed}
-    finally:
-        del os.environ["PREFECT_API_URL"]
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):  # what `ftflow serve` registers, on this server
+        for deployment in load_deployments():
+            deployment.apply()
+    with stack.client() as client:
+        served = {name: deployment_view(client, f"{name}/{name}") for name in deployed}
     for name in deployed:
         expected, actual = deployed[name], served[name]
         assert actual["schedules"] == expected["schedules"], name
