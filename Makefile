@@ -2,8 +2,11 @@
 # Each creates its own virtualenv in .venv from pyproject.toml; no network but PyPI.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# ftflow applies the same Prefect defaults itself (ftflow/environment.py); they are exported here
+# too for the tests, which import Prefect before ftflow, and for `prefect` commands run by make.
 export PREFECT_HOME ?= $(CURDIR)/.ftflow/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: install run test lint samples bench clean

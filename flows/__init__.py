@@ -1,0 +1,31 @@
+"""The flows of ftflow. Importing them applies ftflow's Prefect defaults first (ftflow.environment) and
+names the task finish lines in run logs (ftflow.runlog)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import ftflow  # noqa: F401 - applies the Prefect defaults before any flow module imports prefect
+from ftflow.runlog import name_finished_tasks
+
+T = TypeVar("T")
+name_finished_tasks()
+
+
+def untraced(subflow_result: T) -> T:
+    """A subflow's result, passed on to tasks as plain values rather than as links to the subflow run.
+
+    Prefect links every object of a subflow's result (by `id`, one level deep, strings
+    included) to the subflow run, and records a `flow_run` input on each task that receives
+    one of them, or an equal string it happens to share. The default Prefect UI cannot read
+    such inputs: the run's Task Runs tab then says "No task runs". Forgetting the links keeps
+    the tab working; the subflow still shows in the run's graph as the run's child.
+    """
+    from prefect.client.schemas.objects import RunType
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None:
+        for key in [k for k, (_, run_type, _) in context.run_results.items() if run_type == RunType.FLOW_RUN]:
+            del context.run_results[key]
+    return subflow_result

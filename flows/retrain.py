@@ -1,9 +1,11 @@
 """retrain: the scheduled pipeline.
 
-prepare (with its quality and budget gates) -> skip if the data is unchanged -> finetune ->
-evaluate on held-out data -> cost case -> promotion gate -> record the run's lineage.
+prepare (with its quality and budget gates) -> name the run after its dataset -> skip if the
+data is unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
+record the run's lineage -> plots and the run's summary.
 Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, eval.json,
-run.json) and one row in the registry, which the next run's unchanged-data check reads.
+run.json, plots/) and one row in the registry, which the next run's unchanged-data check reads.
+A skipped run ends in a Completed state named `Skipped`.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, tags
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Completed
 
+from flows import untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
-from ftflow.settings import DEFAULT_MODEL, get_settings
+from ftflow.settings import DEFAULT_MODEL, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
 from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
+from tasks.plots import draw_plots
 from tasks.promotion import current_model, decide_promotion
 from tasks.quality import DriftOptions, last_success_features
 from tasks.reconcile import reconcile_ledger
 from tasks.report import GateOptions
+from tasks.summary import label_run, outcome, publish_summary, read_history
 from tasks.transform import TransformOptions
 
 
@@ -35,6 +40,7 @@ def retrain(
     model: str = DEFAULT_MODEL,
     system_prompt: str | None = None,
     baseline_system_prompt: str | None = None,
+    baseline_prompt_file: str | None = None,
     eval_json_schema: str | None = None,
     max_cost_usd: float | None = None,
     n_epochs: int | None = None,
@@ -44,7 +50,8 @@ def retrain(
     backend: str | None = None,
 ) -> dict[str, Any]:
     """Return the run record: dataset, job, model, evaluation, cost case, promotion; or why it stopped."""
-    settings = get_settings(model=model, system_prompt=system_prompt, baseline_system_prompt=baseline_system_prompt,
+    settings = get_settings(model=model, system_prompt=system_prompt,
+                            baseline_system_prompt=baseline_system_prompt or read_prompt_file(baseline_prompt_file),
                             eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
                             suffix=suffix, monthly_requests=monthly_requests, backend=backend)
     reconcile_ledger(settings)
@@ -53,14 +60,18 @@ def retrain(
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
             "backend": settings.backend, "sources": sources}
 
-    report = prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
-                     gates=GateOptions.from_settings(settings),
-                     drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)))
+    report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
+                              gates=GateOptions.from_settings(settings),
+                              drift=DriftOptions.from_settings(settings, previous=last_success_features(settings))))
+    base["run_name"] = label_run(report["dataset_sha256"])
     dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
     skip = check_unchanged(report, settings, force)
     if skip:
         print(skip)
-        return record_run({**base, **dataset, "status": "skipped", "reason": skip}, settings, run_dir)
+        record = record_run({**base, **dataset, "status": "skipped", "reason": skip, "run_cost_usd": 0.0},
+                            settings, run_dir)
+        publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
+        return Completed(name="Skipped", message=skip, data=record)  # type: ignore[return-value]
 
     with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
         job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
@@ -68,7 +79,7 @@ def retrain(
     if job.is_cancelled():
         record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
         return Cancelled(message=job.message)  # type: ignore[return-value]
-    trained = training_summary(job.result(), report, settings.tokens_mismatch_tolerance)
+    trained = training_summary(untraced(job.result()), report, settings.tokens_mismatch_tolerance)
 
     current = current_model(settings)
     evaluation = evaluate_models(run_dir, trained["fine_tuned_model"], current, settings)
@@ -77,10 +88,12 @@ def retrain(
     record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],
                          "eval_examples": evaluation["examples"], "eval_examples_sha256": evaluation["examples_sha256"],
                          "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
+                         "run_cost_usd": (economics.training_cost_usd if economics else trained["estimated_cost_usd"])
+                         if trained["job_created"] else 0.0,
                          "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
-    verdict = "promoted" if decision.promoted else "NOT promoted: " + "; ".join(decision.reasons)
-    print(f"fine-tuned model: {record['fine_tuned_model']} ({verdict}); trained tokens: {record['trained_tokens']:,}; "
-          f"estimated cost: ${record['estimated_cost_usd']:.4f}; report: {run_dir}/run.json")
+    plots = draw_plots(record, read_history(settings), run_dir)
+    publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
+    print(f"{record['run_name']}: {outcome(record)}")
     return record
 
 

@@ -1,6 +1,7 @@
 """The `ftflow` command line: each command runs a flow (or the local service) and prints a summary.
 
-Errors of ours (ftflow.errors) end the command with their exit code and one line on stderr.
+Expected errors (ftflow.errors) end the command with their exit code and one line on stderr.
+Tables are rich tables printed as wide as their ids need, so ids never wrap and copy whole.
 """
 
 from __future__ import annotations
@@ -18,17 +19,55 @@ from rich.console import Console
 from rich.table import Table
 
 from ftflow.errors import FtflowError
+from ftflow.formatting import count, share, usd, with_interval
 from ftflow.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def print_version(value: bool) -> None:
+    if value:
+        from ftflow import __version__
+
+        print(f"ftflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root() -> None:
-    """ftflow: raw conversations to fine-tuned chat models, as Prefect flows."""
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                          help="Print the version and exit")] = False,
+) -> None:
+    """Raw conversations to fine-tuned chat models, as Prefect flows."""
+
+
+def print_table(table: Table) -> None:
+    """Print a table at least as wide as its ids need (no_wrap or min_width columns): they never break.
+
+    On a narrower terminal the terminal itself folds the lines, which copies back whole.
+    """
+    from rich.measure import Measurement
+
+    for column in table.columns:
+        if column.no_wrap:  # rich still crops no_wrap cells with "…" when the table is too narrow
+            column.min_width = max([len(str(cell)) for cell in column.cells] + [len(str(column.header)), 1])
+    needed = Measurement.get(console, console.options.update_width(10_000), table).minimum
+    wide = Console(width=max(console.width, needed), stderr=console.stderr)  # rich caps print(width=) at its own
+    wide.print(table)
+
+
+def announce_prefect_server() -> None:
+    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # on stdout: stderr is kept for the one error line
+        console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (about 10 s). To keep one "
+                      "running: `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
+                      style="dim", highlight=False, soft_wrap=True)
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:
@@ -70,10 +109,11 @@ def sql_url_parameter(url: str | None) -> str | None:
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    """A two-column table of figures; long values (model ids, paths) wrap instead of being cut."""
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    """A two-column table of figures; values wrap between words, never inside one (a model id, a path)."""
+    longest_word = max((len(word) for _, value in rows for word in str(value).split()), default=1)
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(min_width=longest_word)
     for key, value in rows:
         table.add_row(key, str(value))
     return table
@@ -94,46 +134,52 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
             "tokens total / p95 / max",
             " / ".join(f"{report['tokens'][k]:,}" for k in ("total", "p95_example", "max_example")),
         ),
-        ("epochs x billing tokens", f"{report['n_epochs']} x -> {report['billing_tokens']:,}"),
-        ("estimated training cost", f"${report['estimated_cost_usd']:.4f} (prices {report['prices_as_of']})"),
+        ("epochs x tokens -> billing tokens",
+         f"{report['n_epochs']} x {report['billing_tokens'] // report['n_epochs']:,} -> {report['billing_tokens']:,}"),
+        ("estimated training cost", f"{usd(report['estimated_cost_usd'], 4)} (prices {report['prices_as_of']})"),
         ("quality", "passed" if report["quality"]["success"] else "FAILED"),
         ("report", report["files"]["report.json"]),
     ]
-    console.print(kv_table(f"prepared {report['dataset_sha256'][:12]} for {report['model']}", rows))
+    print_table(kv_table(f"prepared {report['dataset_sha256'][:12]} for {report['model']}", rows))
 
 
 def print_run_summary(record: dict[str, Any]) -> None:
-    evaluation, economics, promotion = record["evaluation"], record["economics"], record["promotion"]
-    tokens = record["tokens_reconciliation"]
-    rows = [
-        ("fine-tuned model", record["fine_tuned_model"]),
-        ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"),
-        ("trained tokens", f"{record['trained_tokens']:,} (estimated {tokens['estimated']:,}"
-                           f"{', MISMATCH' if tokens['flagged'] else ''})"),
-    ]
-    if evaluation:
-        candidate, baseline = evaluation["candidate"], evaluation["baseline"]
+    from tasks.summary import outcome
+
+    rows: list[tuple[str, Any]] = [("run", record.get("run_name") or record["run_id"]), ("outcome", outcome(record))]
+    if record["status"] == "succeeded":
+        tokens = record["tokens_reconciliation"]
         rows += [
-            ("training cost", f"${economics['training_cost_usd']:.4f}"),
-            ("F1 / JSON / language", f"{candidate['f1']:.2f} / {candidate['json_valid_rate']:.0%} / "
-                                     f"{candidate['language_rate']:.0%} (baseline {baseline['f1']:.2f} / "
-                                     f"{baseline['json_valid_rate']:.0%} / {baseline['language_rate']:.0%})"),
-            ("prompt tokens / request", f"{economics['prompt_tokens_after']:.0f} "
-                                        f"(was {economics['prompt_tokens_before']:.0f}, "
-                                        f"-{economics['prompt_token_reduction']:.0%})"),
-            ("monthly saving", f"${economics['monthly_saving_usd']:.2f} at {economics['monthly_requests']:,} requests"),
+            ("fine-tuned model", record["fine_tuned_model"]),
+            ("job", f"{record['job_id']} (key {record['idempotency_key'][:12]})"
+                    + ("" if record.get("job_created", True) else ", re-attached")),
+            ("trained tokens", f"{record['trained_tokens']:,} (estimated {tokens['estimated']:,}"
+                               f"{', MISMATCH' if tokens['flagged'] else ''})"),
+            ("cost of this run", usd(record.get("run_cost_usd"), 4)),
         ]
-    rows += [
-        ("promotion", "promoted" if promotion["promoted"] else "not promoted: " + "; ".join(promotion["reasons"])),
-        ("run report", f"{record['run_dir']}/run.json"),
-    ]
-    console.print(kv_table(f"run {record['run_id']}", rows))
+    models, economics = record.get("evaluation") or {}, record.get("economics")
+    if models.get("candidate") and models.get("baseline"):
+        candidate, baseline = models["candidate"], models["baseline"]
+        f1 = with_interval(candidate["f1"], (candidate.get("ci95") or {}).get("f1"))
+        rows.append(("F1 / JSON / language",
+                     f"{f1} / {share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
+                     f"(baseline {baseline['f1']:.2f} / {share(baseline['json_valid_rate'])} / "
+                     f"{share(baseline['language_rate'])})"))
+    if economics:
+        rows += [
+            ("prompt tokens / request", f"{count(economics['prompt_tokens_after'])} "
+                                        f"(was {count(economics['prompt_tokens_before'])}, "
+                                        f"-{share(economics['prompt_token_reduction'])})"),
+            ("monthly saving", f"{usd(economics['monthly_saving_usd'])} at {economics['monthly_requests']:,} requests"),
+        ]
+    rows.append(("run report", f"{record['run_dir']}/run.json"))
+    print_table(kv_table(f"run {record['run_id']}", rows))
 
 
 @app.command()
 def prepare(
     sources: Annotated[
-        list[str], typer.Argument(help="Files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz)")
+        list[str], typer.Argument(metavar="SOURCE", hidden=True)  # described in the docstring
     ] = None,  # type: ignore[assignment]
     out: Annotated[Path | None, typer.Option("--out", help="Output folder")] = None,
     format: Annotated[str, typer.Option("--format", help="auto|chat|nested|transcript|table|sql")] = "auto",
@@ -142,8 +188,10 @@ def prepare(
     role_key: Annotated[str | None, typer.Option(help="Key of a turn's role")] = None,
     content_key: Annotated[str | None, typer.Option(help="Key of a turn's text")] = None,
     text_key: Annotated[str | None, typer.Option(help="Key of a transcript string in JSON lines")] = None,
-    role_map: Annotated[list[str] | None, typer.Option(help="SOURCE=role pairs, comma separated")] = None,
-    speaker: Annotated[list[str] | None, typer.Option(help="Transcript PREFIX=role (repeatable)")] = None,
+    role_map: Annotated[list[str] | None, typer.Option(help="SOURCE=role pairs, comma separated",
+                                                       metavar="NAME=ROLE,...")] = None,
+    speaker: Annotated[list[str] | None, typer.Option(help="Transcript PREFIX=role (repeatable)",
+                                                      metavar="PREFIX=ROLE")] = None,
     id_column: Annotated[str, typer.Option(help="Table: conversation id column")] = "conversation_id",
     order_column: Annotated[str, typer.Option(help="Table: turn order column")] = "turn",
     role_column: Annotated[str, typer.Option(help="Table: role column")] = "role",
@@ -159,7 +207,10 @@ def prepare(
     workers: Annotated[int | None, typer.Option(help="Processes preparing shards (default: all cores)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Prepare shards on this Dask scheduler")] = None,
 ) -> None:
-    """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded)."""
+    """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded).
+
+    SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
+    """
     from typing import get_args
 
     from flows.prepare import prepare as prepare_flow
@@ -171,10 +222,6 @@ def prepare(
 
     started = time.time()
     report_file: list[Path] = []  # known once the settings are valid
-    if not os.environ.get("PREFECT_API_URL"):  # on stdout: stderr is kept for the one error line
-        console.print("tip: keep a Prefect server running (`prefect server start`, then export "
-                      "PREFECT_API_URL=http://127.0.0.1:4200/api) to skip the temporary server's start-up",
-                      style="dim", highlight=False, soft_wrap=True)
 
     def action() -> dict[str, Any]:
         if format not in get_args(Format):
@@ -209,6 +256,7 @@ def prepare(
         )
         transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
         gates = GateOptions.from_settings(settings)
+        announce_prefect_server()
         runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address, settings.shard_mb << 20)
         return prepare_flow.with_options(task_runner=runner)(
             sources=list(sources or []),
@@ -233,7 +281,7 @@ def prepare(
 
 @app.command()
 def retrain(
-    sources: Annotated[list[str], typer.Argument(help="Files or globs")] = None,  # type: ignore[assignment]
+    sources: Annotated[list[str], typer.Argument(metavar="SOURCE", hidden=True)] = None,  # type: ignore[assignment]
     runs_dir: Annotated[str, typer.Option(help="Folder of run folders")] = ".ftflow/runs",
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="Short system prompt to train with")] = None,
@@ -245,17 +293,22 @@ def retrain(
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
 ) -> None:
-    """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record."""
+    """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record.
+
+    SOURCE: files or globs (default: data/raw/*).
+    """
     from flows.retrain import retrain as retrain_flow
 
     def action() -> Any:
-        baseline = baseline_prompt_file.read_text("utf-8").strip() if baseline_prompt_file else None
         settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
-                                n_epochs=n_epochs, backend=backend, baseline_system_prompt=baseline,
-                                eval_json_schema=json_schema, monthly_requests=monthly_requests)
+                                n_epochs=n_epochs, backend=backend, eval_json_schema=json_schema,
+                                monthly_requests=monthly_requests)
+        announce_prefect_server()
         return retrain_flow(
             sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
-            system_prompt=settings.system_prompt, baseline_system_prompt=settings.baseline_system_prompt,
+            system_prompt=settings.system_prompt,
+            baseline_system_prompt=None if baseline_prompt_file else settings.baseline_system_prompt,
+            baseline_prompt_file=str(baseline_prompt_file) if baseline_prompt_file else None,
             eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
             max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
             monthly_requests=settings.monthly_requests, force=force, backend=settings.backend)
@@ -265,9 +318,6 @@ def retrain(
         err_console.print(f"cancelled: {getattr(record, 'message', record)}")
         raise typer.Exit(5)
     print_prepare_summary(record["prepare"])
-    if record["status"] == "skipped":
-        console.print(f"[yellow]skipped[/]: {record['reason']}")
-        return
     print_run_summary(record)
 
 
@@ -283,6 +333,7 @@ def finetune(
     from flows.finetune import finetune as finetune_flow
 
     settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend))
+    announce_prefect_server()
     result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
                                                         n_epochs=n_epochs, force=force, backend=settings.backend))
     if not isinstance(result, dict):
@@ -308,21 +359,21 @@ app.add_typer(models_app, name="models")
 
 @models_app.callback(invoke_without_command=True)
 def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to show")] = 20) -> None:
-    """List the registry's runs, newest first."""
+    """List the fine-tuned models of the last runs, newest first."""
     if ctx.invoked_subcommand:
         return
     from tasks.registry import Registry
 
     table = Table()
     for column in ("run", "status", "backend", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for run in Registry(get_settings().registry_url).list_runs(limit):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
-        table.add_row(run["run_id"], run["status"], run.get("backend") or "-", (run.get("dataset_sha256") or "")[:12],
+        table.add_row(run.get("run_name") or run["run_id"], run["status"], run.get("backend") or "-",
+                      (run.get("dataset_sha256") or "")[:8],
                       run.get("fine_tuned_model") or "-", f"{f1:.2f}" if f1 is not None else "-",
-                      "yes" if run.get("promoted") else "no",
-                      f"{run['trained_tokens']:,}" if run.get("trained_tokens") else "-")
-    console.print(table)
+                      "yes" if run.get("promoted") else "no", count(run.get("trained_tokens")))
+    print_table(table)
 
 
 @models_app.command("current")
@@ -371,6 +422,49 @@ def snapshot_eval(
                   f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to the run folder")
 
 
+runs_app = typer.Typer(help="The retrain runs in the registry: outcome, dataset, evaluation, cost.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to show")] = 20) -> None:
+    """List the last runs, newest first: outcome, dataset, F1 with its interval, rates, cost, promoted model."""
+    if ctx.invoked_subcommand:
+        return
+    from tasks.registry import Registry
+    from tasks.summary import HISTORY_COLUMNS, history_row
+
+    table = Table()
+    for column in HISTORY_COLUMNS:
+        table.add_column(column, no_wrap=True, justify="right" if column in ("examples", "cost") else "left")
+    for record in Registry(get_settings().registry_url).list_runs(limit):
+        table.add_row(*history_row(record).values())
+    print_table(table)
+
+
+@runs_app.command("show")
+def runs_show(run: Annotated[str, typer.Argument(help="Run name, run id, or the start of one")]) -> None:
+    """Print one run's summary: outcome, dataset, job, loss, evaluation, cost case."""
+    from rich.markdown import Markdown
+
+    from ftflow.errors import ConfigError
+    from tasks.registry import Registry
+    from tasks.summary import summary_markdown
+
+    def find() -> dict[str, Any]:
+        matches = Registry(get_settings().registry_url).find_runs(run)
+        if matches and run in (matches[0]["run_id"], matches[0].get("run_name")):
+            return matches[0]  # the newest of the runs with this name
+        if len(matches) != 1:
+            names = ", ".join(m.get("run_name") or m["run_id"] for m in matches[:5])
+            raise ConfigError(f"no run matches {run!r}" if not matches else f"{run!r} matches {len(matches)} runs: "
+                              f"{names}; give more of the run id")
+        return matches[0]
+
+    # wide enough for the dataset's sha256 and the model ids in the summary's tables
+    Console(width=max(console.width, 120)).print(Markdown(summary_markdown(run_reporting_errors(find))))
+
+
 @app.command()
 def economics(
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
@@ -381,13 +475,28 @@ def economics(
     monthly_requests: Annotated[int, typer.Option(help="Requests per month")] = 100_000,
 ) -> None:
     """What-if cost case: fine-tuned model + short prompt against base model + long prompt."""
-    from tasks.economics import cost_case, cost_case_markdown
+    from tasks.economics import cost_case
 
     case = run_reporting_errors(lambda: cost_case(
         model=get_settings(model=model).model, prompt_tokens_before=prompt_tokens_before,
         completion_tokens_before=completion_tokens, prompt_tokens_after=prompt_tokens_after,
         completion_tokens_after=completion_tokens, trained_tokens=trained_tokens, monthly_requests=monthly_requests))
-    console.print(cost_case_markdown(case), highlight=False)
+    table = Table(title=f"cost case for {case.model} (prices as of {case.prices_as_of})", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for column in ("base + long prompt", "fine-tuned + short prompt"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_row("prompt tokens / request", count(case.prompt_tokens_before), count(case.prompt_tokens_after))
+    table.add_row("completion tokens / request", count(case.completion_tokens_before),
+                  count(case.completion_tokens_after))
+    table.add_row("cost per 1K requests", usd(case.cost_per_1k_requests_before_usd, 4),
+                  usd(case.cost_per_1k_requests_after_usd, 4))
+    table.add_row(f"cost per month ({case.monthly_requests:,} requests)", usd(case.monthly_cost_before_usd),
+                  usd(case.monthly_cost_after_usd))
+    print_table(table)
+    payback = (f"pays the training back in {case.payback_months} months" if case.payback_months is not None
+               else "never pays the training back: per request it costs more")
+    console.print(f"monthly saving {usd(case.monthly_saving_usd)}; training {usd(case.training_cost_usd)} "
+                  f"({case.trained_tokens:,} tokens); {payback}", highlight=False)
 
 
 @app.command()

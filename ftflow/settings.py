@@ -186,3 +186,15 @@ def get_settings(**overrides: object) -> Settings:
         raise ConfigError("; ".join(describe_invalid(e) for e in exc.errors())) from None
     except ValueError as exc:  # an unreadable ftflow.toml
         raise ConfigError(f"{config_path()}: {exc}") from None
+
+
+def read_prompt_file(path: str | Path | None) -> str | None:
+    """A prompt kept in a file (the production prompt in data/production_prompt.txt), stripped."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        from ftflow.errors import ConfigError
+
+        raise ConfigError(f"cannot read prompt file {path}: {exc.strerror}") from None

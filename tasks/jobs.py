@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -148,6 +149,42 @@ class EventCursor:
         return list(reversed(fresh))
 
 
+class JobEventLog:
+    """Which job events reach the run log, so a job reads in about 30 lines, not one per step.
+
+    Every message event is logged, except one repeating the kind of the event before it
+    (three "Checkpoint created" in a row make one line); metrics events every `every` steps,
+    chosen so a job logs about `metric_lines` of them, plus the last step. Which events were
+    logged already (by an earlier attempt, or the run that created the job) is the ledger's
+    event cursor, kept by `wait_for_job`.
+    """
+
+    def __init__(self, metric_lines: int = 20) -> None:
+        self.metric_lines = metric_lines
+        self.last_kind: str | None = None
+
+    @staticmethod
+    def kind_of(event: JobEvent) -> str:
+        """`metrics`, or the message without its numbers ("Checkpoint created at step #")."""
+        if getattr(event, "type", None) == "metrics":
+            return "metrics"
+        return re.sub(r"\S*\d\S*", "#", event.message)
+
+    def line(self, event: JobEvent) -> str | None:
+        """The log line for this new event, or None when it is left out."""
+        kind, previous = self.kind_of(event), self.last_kind
+        self.last_kind = kind
+        if kind != "metrics":
+            return event.message if kind != previous else None
+        data = event.data or {}
+        step, total = int(data.get("step", 0)), int(data.get("total_steps") or 0)
+        every = max(1, -(-total // self.metric_lines))
+        if step == 1 or step % every == 0 or step == total:
+            return f"step {step}/{total}: " + ", ".join(
+                f"{name} {data[name]:.3f}" for name in ("train_loss", "valid_loss") if data.get(name) is not None)
+        return None
+
+
 def progress_of(events: list[JobEvent]) -> tuple[int, int] | None:
     """(step, total steps) from the latest metrics event, if any."""
     for event in reversed(events):
@@ -193,20 +230,38 @@ def poll_job(
         delay = min(maximum, delay * 1.5)
 
 
+# The result file's own column names are inconsistent (`train_accuracy` next to
+# `valid_mean_token_accuracy`); both are mean token accuracies, and ftflow names them alike.
+METRIC_COLUMNS = {"train_accuracy": "train_token_accuracy", "valid_mean_token_accuracy": "valid_token_accuracy"}
+
+
+def parse_step_metrics(text: str) -> list[dict[str, float | None]]:
+    """Rows of a job's step_metrics.csv with ftflow's column names; empty cells become None."""
+    return [{METRIC_COLUMNS.get(k, k): float(v) if v not in ("", None) else None for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+def sample_curve(curve: list[dict[str, Any]], max_rows: int = 200) -> list[dict[str, Any]]:
+    """At most about `max_rows` evenly spaced rows, always ending with the last step, each step once."""
+    if not curve:
+        return []
+    every = -(-len(curve) // max_rows)
+    rows = curve[::every]
+    return rows if rows[-1] is curve[-1] else [*rows, curve[-1]]
+
+
 def training_metrics(provider: Provider, job: RemoteJob) -> dict[str, Any]:
     """Final figures and the loss curve from the job's result file (step_metrics.csv)."""
     if not job.result_files:
         return {"steps": 0, "curve": []}
-    text = provider.file_text(job.result_files[0])
-    rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
+    rows = parse_step_metrics(provider.file_text(job.result_files[0]))
     last = rows[-1] if rows else {}
     return {
         "steps": len(rows),
         "final_train_loss": last.get("train_loss"),
-        "final_train_accuracy": last.get("train_accuracy"),
+        "final_train_token_accuracy": last.get("train_token_accuracy"),
         "final_valid_loss": last.get("valid_loss"),
-        "final_valid_mean_token_accuracy": last.get("valid_mean_token_accuracy"),
+        "final_valid_token_accuracy": last.get("valid_token_accuracy"),
         "curve": rows,
     }
 
@@ -274,13 +329,19 @@ def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[
     deadline = entry.get("wait_deadline") or time.time() + settings.poll_timeout_seconds
     registry.record_job(provider.identity, idempotency_key, status=entry.get("status") or "pending",
                         job_id=job_id, wait_deadline=deadline)
+    events = JobEventLog()
+
+    def log_event(event: JobEvent) -> None:
+        if line := events.line(event):
+            logger.info("job %s: %s", job_id, line)
+
     progress_id = create_progress_artifact(0.0, key="ftflow-fine-tuning-progress",
                                            description=f"Steps of fine-tuning job {job_id}")
     with provider.explained():
         job = poll_job(
             provider, job_id, initial=settings.poll_initial_seconds, maximum=settings.poll_max_seconds,
             deadline=deadline, cursor=EventCursor(entry.get("last_event_id")),
-            on_event=lambda e: logger.info("[%s] %s", job_id, e.message),
+            on_event=log_event,
             on_progress=lambda step, total: update_progress_artifact(progress_id, 100.0 * step / total),
             on_cursor=lambda last_id: registry.record_job(provider.identity, idempotency_key, status="running",
                                                           last_event_id=last_id),
@@ -289,13 +350,12 @@ def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[
         registry.record_job(provider.identity, idempotency_key, status=job.state)
         update_progress_artifact(progress_id, 100.0)
         metrics = training_metrics(provider, job)
-    curve = metrics.pop("curve")
-    every = max(1, len(curve) // 200)
-    create_table_artifact(curve[::every] + curve[-1:], key="ftflow-loss-curve",
+    metrics["curve"] = sample_curve(metrics["curve"])
+    create_table_artifact(metrics["curve"], key="ftflow-loss-curve",
                           description=f"Training metrics of {job.fine_tuned_model}")
     return {"job_id": job.id, "status": job.state, "fine_tuned_model": job.fine_tuned_model,
             "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters,
-            "result_files": job.result_files, "metrics": metrics}
+            "result_files": job.result_files, "metrics": metrics, "duration_seconds": job.duration_seconds}
 
 
 def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:

@@ -47,7 +47,8 @@ def reconcile_tokens(estimated: int, actual: int | None, tolerance: float) -> di
 def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: float = 0.05) -> dict[str, Any]:
     """The run record's job part (pure: merges the job result with the prepare figures)."""
     return {
-        "job_id": job["job_id"], "idempotency_key": job["idempotency_key"], "fine_tuned_model": job["fine_tuned_model"],
+        "job_id": job["job_id"], "job_created": job["created"], "job_duration_seconds": job.get("duration_seconds"),
+        "idempotency_key": job["idempotency_key"], "fine_tuned_model": job["fine_tuned_model"],
         "training_file": job["training_file"], "validation_file": job["validation_file"],
         "hyperparameters": job["hyperparameters"], "trained_tokens": job["trained_tokens"],
         "estimated_billing_tokens": report["billing_tokens"], "estimated_cost_usd": report["estimated_cost_usd"],

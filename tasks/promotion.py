@@ -78,6 +78,9 @@ def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings
     """Return the promotion decision; a promotion is recorded in the registry."""
     decision = decide(evaluation, min_improvement=settings.promotion_min_improvement,
                       max_regression=settings.promotion_max_regression)
-    if decision.promoted:
-        Registry(settings.registry_url).promote(settings.model, decision.model, run_id, backend=settings.backend)
+    registry = Registry(settings.registry_url)
+    # A re-attached job's model may be the promoted one already: no second promotion row for it.
+    already_promoted = (registry.current_promotion(settings.model) or {}).get("model") == decision.model
+    if decision.promoted and not already_promoted:
+        registry.promote(settings.model, decision.model, run_id, backend=settings.backend)
     return decision

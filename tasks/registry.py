@@ -318,6 +318,19 @@ class Registry:
             rows = conn.execute(sa.select(runs.c.record).order_by(runs.c.started_at.desc()).limit(limit))
             return [json.loads(r[0]) for r in rows]
 
+    def find_runs(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Runs whose id or name equals `prefix`, else those starting with it; newest first."""
+        exact = sa.or_(runs.c.run_id == prefix, runs.c.record.contains(f'"run_name": "{prefix}"', autoescape=True))
+        starts = sa.or_(runs.c.run_id.startswith(prefix, autoescape=True),
+                        runs.c.record.contains(f'"run_name": "{prefix}', autoescape=True))
+        with self.engine.connect() as conn:
+            for condition in (exact, starts):
+                rows = conn.execute(sa.select(runs.c.record).where(condition)
+                                    .order_by(runs.c.started_at.desc()).limit(limit)).all()
+                if rows:
+                    return [json.loads(r[0]) for r in rows]
+        return []
+
     def last_successful_run(self, base_model: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.scalar(sa.select(runs.c.record).where(runs.c.status == "succeeded",

@@ -57,7 +57,9 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert current.exit_code == 0 and f"model: {record['fine_tuned_model']}" in current.output
     assert "backend: local" in current.output
 
-    again = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
+    skipped = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", return_state=True)
+    assert skipped.is_completed() and skipped.name == "Skipped"  # not a plain "Completed" like a trained run
+    again = skipped.result()
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
     state = pipeline_env.service
     assert len(state.store.list("job")) == 1
@@ -123,8 +125,8 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
     assert all(key not in log.message for log in logs)
     assert all(key not in json.dumps(a.data, default=str) for a in artifacts)
     assert key not in json.dumps(record, default=str)
-    for path in (tmp_path / "runs" / record["run_id"]).iterdir():
-        assert key not in path.read_text(errors="replace"), path
+    for path in (tmp_path / "runs" / record["run_id"]).rglob("*"):  # plots/ too
+        assert path.is_dir() or key not in path.read_text(errors="replace"), path
 
 
 def dataset(tmp_path, lines: list, name: str = "ds"):

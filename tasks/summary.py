@@ -1,0 +1,254 @@
+"""What a retrain run shows the operator: its name and tags, one summary, the run history.
+
+- the flow run is named `retrain-<dataset sha8>-<date>` and tagged `trigger:scheduled` or
+  `trigger:manual`, so runs tell apart in the UI's list;
+- one markdown artifact (`ftflow-summary`) says in ten seconds what happened: outcome,
+  dataset, job, loss, evaluation against baseline and incumbent, cost case, links;
+- one table artifact (`ftflow-history`) lists the last runs from the registry, the same
+  rows `ftflow runs` prints.
+The text is built by pure functions of the run record, tested without Prefect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.formatting import count, share, usd, with_interval
+from ftflow.settings import Settings
+from tasks.registry import Registry
+
+HISTORY_KEY = "ftflow-history"
+SUMMARY_KEY = "ftflow-summary"
+
+
+def run_name(dataset_sha256: str, day: dt.date) -> str:
+    return f"retrain-{dataset_sha256[:8]}-{day:%Y-%m-%d}"
+
+
+def trigger_tag(auto_scheduled: bool) -> str:
+    return "trigger:scheduled" if auto_scheduled else "trigger:manual"
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """One phrase: trained / re-attached / skipped / cancelled, and the promotion verdict."""
+    status = record["status"]
+    if status == "skipped":
+        return f"skipped: {record['reason']}"
+    if status != "succeeded":
+        return f"{status}: {record.get('reason') or 'no reason given'}"
+    how = "trained" if record.get("job_created", True) else f"re-attached to job {record['job_id']} (trained earlier)"
+    promotion = record.get("promotion") or {}
+    if record.get("fine_tuned_model") and record.get("previous_model") == record["fine_tuned_model"]:
+        verdict = "already the promoted model"
+    elif record.get("promoted"):
+        verdict = "promoted"
+    else:
+        verdict = "not promoted: " + "; ".join(promotion.get("reasons") or ["no reason given"])
+    return f"{how}; {verdict}"
+
+
+def _table(rows: list[tuple[str, str]]) -> list[str]:
+    """A two-column table whose first row is its header (an empty header row reads as a glitch)."""
+    (key, value), *rest = rows
+    return [f"| {key} | {value} |", "|---|---|", *[f"| {k} | {v} |" for k, v in rest], ""]
+
+
+def _rejected(rejected: dict[str, int], shown: int = 3) -> str:
+    """The total and the most frequent reasons; all of them are in report.json and rejected.jsonl."""
+    top = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))
+    text = count(sum(rejected.values()))
+    if top:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in top[:shown])
+        text += f", {len(top) - shown} more reasons)" if len(top) > shown else ")"
+    return text
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _dataset_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    written = report["examples_written"]
+    rejected = report.get("rejected") or {}
+    pii = report.get("pii") or {}
+    return [
+        ("examples", f"{count(written['train'])} train / {count(written['validation'])} validation "
+                     f"(of {count(report['records_read'])} records read)"),
+        ("tokens", f"{count(report['tokens']['total'])} total, p95 example {count(report['tokens']['p95_example'])}"),
+        ("rejected", _rejected(rejected)),
+        ("duplicates removed", count(report.get("duplicates_removed"))),
+        ("PII", ", ".join(f"{k} {v}" for k, v in pii.items()) or "none found"),
+        ("sha256", f"`{report['dataset_sha256']}`"),
+    ]
+
+
+def _job_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    tokens = record.get("tokens_reconciliation") or {}
+    return [
+        ("job", f"`{record['job_id']}`" + ("" if record.get("job_created", True) else " (re-attached)")),
+        ("model", f"`{record['base_model']}` -> `{record['fine_tuned_model']}`"),
+        ("trained tokens", f"{count(record.get('trained_tokens'))} (estimated {count(tokens.get('estimated'))}"
+                           f"{', MISMATCH' if tokens.get('flagged') else ''})"),
+        ("duration", duration(record.get("job_duration_seconds"))),
+        ("cost of this run", usd(record.get("run_cost_usd"))),
+    ]
+
+
+def _loss_lines(record: dict[str, Any], plot: str | None) -> list[str]:
+    metrics = record.get("training_metrics") or {}
+    curve = metrics.get("curve") or []
+    if not curve:
+        return ["No step metrics in the job's result file.", ""]
+    first = curve[0]
+    parts = [f"training loss {first.get('train_loss', 0):.3f} -> {metrics.get('final_train_loss') or 0:.3f} "
+             f"over {count(metrics.get('steps'))} steps"]
+    if metrics.get("final_valid_loss") is not None:
+        parts.append(f"validation loss {metrics['final_valid_loss']:.3f}")
+    if metrics.get("final_valid_token_accuracy") is not None:
+        parts.append(f"validation token accuracy {share(metrics['final_valid_token_accuracy'])}")
+    return ["; ".join(parts) + ".", "", *([f"![loss per step]({plot})", ""] if plot else [])]
+
+
+EVAL_ROWS = (("f1", "F1", False), ("json_valid_rate", "valid JSON", True), ("schema_valid_rate", "schema valid", True),
+             ("language_rate", "in language", True), ("prompt_tokens_mean", "prompt tokens / request", None))
+
+
+def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
+    roles = [r for r in ("candidate", "baseline", "current") if models.get(r)]
+    names = {"candidate": "fine-tuned", "baseline": "baseline (base + full prompt)", "current": "incumbent"}
+    lines = ["| | " + " | ".join(names[r] for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    for metric, label, is_share in EVAL_ROWS:
+        cells = []
+        for role in roles:
+            model = models[role]
+            value, interval = model.get(metric), (model.get("ci95") or {}).get(metric)
+            if is_share is None:
+                cells.append(count(value))
+            elif is_share and value is not None:
+                cells.append(share(value) + (f" [{share(interval[0])}, {share(interval[1])}]" if interval else ""))
+            else:
+                cells.append(with_interval(value, interval))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    has_intervals = any((models[r].get("ci95") or {}).get(metric) for r in roles for metric, _, _ in EVAL_ROWS)
+    lines.append(("Figures in brackets are 95% intervals. " if has_intervals else "") + "Models: " + ", ".join(
+        f"{names[r]} `{models[r]['model']}`" for r in roles) + ".")
+    return [*lines, ""]
+
+
+def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
+    payback = economics.get("payback_months")
+    return [
+        ("training", f"{usd(economics['training_cost_usd'])} ({count(economics['trained_tokens'])} tokens)"),
+        ("cost per 1K requests", f"{usd(economics['cost_per_1k_requests_before_usd'], 4)} -> "
+                                 f"{usd(economics['cost_per_1k_requests_after_usd'], 4)}"),
+        ("prompt tokens / request", f"{count(economics['prompt_tokens_before'])} -> "
+                                    f"{count(economics['prompt_tokens_after'])} "
+                                    f"(-{share(economics['prompt_token_reduction'])})"),
+        (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
+        ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
+    ]
+
+
+def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None,
+                     images: dict[str, str] | None = None) -> str:
+    """The run's summary: readable in ten seconds, top to bottom. `images`: plot name -> URL to embed."""
+    images = images or {}
+    title = record.get("run_name") or record["run_id"]
+    lines = [f"# {title}", "", f"**Outcome:** {outcome(record)}", ""]
+    report = record.get("prepare")
+    if report:
+        lines += ["## Dataset", "", *_table(_dataset_rows(report))]
+    if record.get("job_id"):
+        lines += ["## Fine-tuning job", "", *_table(_job_rows(record)),
+                  "## Loss", "", *_loss_lines(record, images.get("loss"))]
+    if record.get("evaluation"):
+        lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
+    if record.get("economics"):
+        lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
+    if links:
+        lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
+    lines.append(f"Run folder: `{record['run_dir']}` (run.json, report.json, eval.json, plots/).")
+    return "\n".join(lines)
+
+
+HISTORY_COLUMNS = ("run", "started", "outcome", "dataset", "examples", "F1", "JSON", "language", "cost",
+                   "promoted model")
+
+
+def history_row(record: dict[str, Any]) -> dict[str, str]:
+    """One run as the history shows it (`ftflow runs`, the `ftflow-history` artifact)."""
+    candidate = (record.get("evaluation") or {}).get("candidate") or {}
+    written = (record.get("prepare") or {}).get("examples_written") or {}
+    status = record["status"]
+    if status == "succeeded":
+        status = "re-attached" if record.get("job_created") is False else "trained"
+        status += ", promoted" if record.get("promoted") else ", not promoted"
+    return {
+        "run": record.get("run_name") or record["run_id"],
+        "started": dt.datetime.fromtimestamp(record["started_at"], dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "outcome": status,
+        "dataset": (record.get("dataset_sha256") or "")[:8] or "-",
+        "examples": count(sum(written.values())) if written else "-",
+        "F1": with_interval(candidate.get("f1"), (candidate.get("ci95") or {}).get("f1")),
+        "JSON": share(candidate.get("json_valid_rate")),
+        "language": share(candidate.get("language_rate")),
+        "cost": usd(record.get("run_cost_usd", (record.get("economics") or {}).get("training_cost_usd"))),
+        "promoted model": record.get("fine_tuned_model") if record.get("promoted") else "-",
+    }
+
+
+def job_links(record: dict[str, Any], ui_url: str | None, finetune_flow_run_id: str | None) -> dict[str, str]:
+    """Where the job's events can be read: the provider's page (OpenAI), the finetune run's log."""
+    links = {}
+    if record.get("backend") == "openai" and record.get("job_id"):
+        links[f"job {record['job_id']} at OpenAI"] = f"https://platform.openai.com/finetune/{record['job_id']}"
+    if ui_url and finetune_flow_run_id:
+        links["job events in the finetune run's log"] = f"{ui_url.rstrip('/')}/runs/flow-run/{finetune_flow_run_id}"
+    return links
+
+
+@task(name="label-run", cache_policy=NO_CACHE)
+def label_run(dataset_sha256: str) -> str:
+    """Return the run's name; renames the flow run after its dataset and tags how it was triggered."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    name = run_name(dataset_sha256, dt.datetime.now(dt.UTC).date())
+    run_id = flow_run.get_id()
+    if run_id:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(run_id)
+            tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled))})
+            client.update_flow_run(run_id, name=name, tags=tags)
+    return name
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary(record: dict[str, Any], settings: Settings, plots: dict[str, str],
+                    finetune_flow_run_id: str | None = None) -> str:
+    """Return the summary markdown; published as `ftflow-summary`, with `ftflow-history` next to it."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.settings import PREFECT_UI_URL
+
+    from tasks.plots import data_url
+
+    links = job_links(record, PREFECT_UI_URL.value(), finetune_flow_run_id)
+    text = summary_markdown(record, links, {name: data_url(Path(path)) for name, path in plots.items()})
+    create_markdown_artifact(text, key=SUMMARY_KEY, description=f"{record.get('run_name')}: {outcome(record)}")
+    history = [history_row(r) for r in Registry(settings.registry_url).list_runs(20)]
+    create_table_artifact(history, key=HISTORY_KEY, description="The last retrain runs, newest first")
+    return text
+
+
+@task(name="read-history", cache_policy=NO_CACHE)
+def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
+    """Return the last runs' records from the registry, oldest first (for the run-over-run plot)."""
+    return list(reversed(Registry(settings.registry_url).list_runs(limit)))
