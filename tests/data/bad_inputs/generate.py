@@ -334,7 +334,7 @@ def build(root: Path) -> list[dict[str, Any]]:
     c.add("bad_setting", {"data.jsonl": b"\n".join(c.lines(c.tags("bad_setting"))) + b"\n"}, good=[], exit=2,
           args=["--validation-fraction", "1.5"], message="--validation-fraction / FTFLOW_VALIDATION_FRACTION")
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
-    c.cases[-1].update(exit=3, message="observed 0.4, expected between 0.0 and 0.25")
+    c.cases[-1].update(exit=3, message="dataset.rejected_share: 0.4, expected <= 0.25")
 
     for case in c.cases:
         assert case["exit"] != 0 or len(case["good"]) >= 10, case["kind"]  # else the train-size gate fails
