@@ -124,11 +124,15 @@ def cookbook(path: Path) -> dict:
 
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of pid (a process pool is started from a helper thread)."""
+    found: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{thread}/children") as f:
+                found += [int(p) for p in f.read().split()]
     except OSError:
-        return []
+        pass
+    return found
 
 
 def _peak_kib(pid: int) -> tuple[str, int] | None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
@@ -28,11 +27,11 @@ from tasks.report import (
     suite_parameters,
     write_report,
 )
-from tasks.shards import DEFAULT_SHARD_MB, ShardSettings, plan_input, prepare_shard_task
+from tasks.shards import DEFAULT_SHARD_MB, ShardProcessPool, ShardSettings, plan_input, prepare_shard_task
 from tasks.transform import TransformOptions
 
 
-@flow(name="prepare", flow_run_name="prepare-{model}", log_prints=True, task_runner=ProcessPoolTaskRunner())
+@flow(name="prepare", flow_run_name="prepare-{model}", log_prints=True, task_runner=ShardProcessPool())
 def prepare(
     sources: list[str],
     out_dir: str = ".ftflow/runs/latest",

@@ -31,6 +31,7 @@ import orjson
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
@@ -360,6 +361,24 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path) -> Shar
 # --- tasks ---------------------------------------------------------------------------------------
 
 
+class ShardProcessPool(ProcessPoolTaskRunner):
+    """Prefect's process pool whose workers report to this process's Prefect server.
+
+    Without PREFECT_API_URL, Prefect runs a temporary server for the command; each worker
+    process would start one of its own (seconds each, and task runs recorded elsewhere).
+    Workers inherit the environment at start, so the server's URL is put there first.
+    """
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        from prefect.context import FlowRunContext
+        from prefect.settings import get_current_settings
+
+        context = FlowRunContext.get()
+        if context is not None and get_current_settings().api.url is None and "PREFECT_API_URL" not in os.environ:
+            os.environ["PREFECT_API_URL"] = str(context.client.api_url)
+        return super().submit(task, parameters, wait_for, dependencies)
+
+
 def task_runner_for(sources: list[str], workers: int | None, dask_address: str | None, shard_bytes: int) -> Any:
     """Where shards run: an existing Dask cluster, or local processes (all cores by default).
 
@@ -372,12 +391,12 @@ def task_runner_for(sources: list[str], workers: int | None, dask_address: str |
         except ImportError:
             raise ConfigError("--dask-address needs prefect-dask: pip install 'ftflow[dask]'") from None
         return DaskTaskRunner(address=dask_address)
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect.task_runners import ThreadPoolTaskRunner
 
     size = sum(path.stat().st_size for path in resolve_sources(sources)) if sources else 0
     if size < shard_bytes or workers == 1:
         return ThreadPoolTaskRunner(max_workers=1)
-    return ProcessPoolTaskRunner(max_workers=workers or os.cpu_count())
+    return ShardProcessPool(max_workers=workers or os.cpu_count())
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
