@@ -388,6 +388,23 @@ def fault_rejection(fault: ReadFault, source: str, loc: str) -> Rejection:
     return Rejection(source, loc, fault.reason, f"{fault.detail}; the rest of the file is unreadable", text)
 
 
+def numbered_lines(f: Any, start: int, end: int | None, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """(number, line) for the lines in bytes [start, end) of f, numbered from first_line, without a BOM.
+
+    It stops at the shard's end before reading on: what lies beyond belongs to the next shard
+    (a read fault there is the next shard's to report). A ReadFault passes through.
+    """
+    if start:
+        f.seek(start)
+    lines, position, number = read_lines(f), start, first_line - 1
+    while end is None or position < end:
+        if (raw := next(lines, None)) is None:
+            return
+        number += 1
+        position += len(raw)
+        yield number, raw.removeprefix(BOM) if number == 1 else raw
+
+
 def read_json_lines(
     path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
 ) -> Iterator[Item]:
@@ -395,18 +412,8 @@ def read_json_lines(
     source = str(path)
     number = first_line - 1
     with open_binary(path) as f:
-        if start:
-            f.seek(start)
-        lines, position = read_lines(f), start
         try:
-            # Stop at the shard's end before reading on: what lies beyond belongs to the next shard.
-            while end is None or position < end:
-                if (raw := next(lines, None)) is None:
-                    break
-                number += 1
-                position += len(raw)
-                if number == 1:
-                    raw = raw.removeprefix(BOM)
+            for number, raw in numbered_lines(f, start, end, first_line):
                 if raw.strip():  # blank lines hold no record
                     yield _decode(source, f"line {number}", raw, options)
         except ReadFault as fault:
@@ -585,20 +592,10 @@ def read_transcript_file(
             return Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
 
     block: list[str] = []
-    block_start, bad_line, number = first_line, None, first_line - 1
+    block_start, bad_line = first_line, None
     with open_binary(path) as f:
-        if start:
-            f.seek(start)
-        lines, position = read_lines(f), start
         try:
-            # Stop at the shard's end before reading on: what lies beyond belongs to the next shard.
-            while end is None or position < end:
-                if (raw := next(lines, None)) is None:
-                    break
-                number += 1
-                position += len(raw)
-                if number == 1:
-                    raw = raw.removeprefix(BOM)
+            for number, raw in numbered_lines(f, start, end, first_line):
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
