@@ -60,7 +60,6 @@ def test_retrain_on_azure_deploys_and_evaluates_through_the_deployment(prefect_s
     assert "backend: azure" in current.output and f"model: {record['fine_tuned_model']}" in current.output
     deployment = current.output.split("deployment: ")[1].strip()
     assert deployment.startswith("ftflow-")  # derived from the run's key; the model answers under it
-    assert env.service.store.list("job")  # the job is the emulator's, seen through Azure's dialect
 
 
 def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_backend(prefect_server, env,
@@ -86,5 +85,5 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
         [e["reference"] for e in evaluation["per_example"]["candidate"]]
     assert models["current"]["f1"] > 0.5  # the incumbent really answered (through local, not Together)
     assert registry_row(tmp_path, second["run_id"])["backend"] == "together"
-    listing = CliRunner().invoke(app, ["models"])
-    assert "together" in listing.output and "local" in listing.output
+    backends = {r["run_id"]: r["backend"] for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
+    assert backends == {first["run_id"]: "local", second["run_id"]: "together"}
