@@ -15,7 +15,7 @@ from flows.retrain import retrain
 from ftflow.cli import app
 from tasks.registry import Registry
 from tests.conftest import ROOT
-from tests.dialects import deploy, root
+from tests.dialects import ACCOUNT, root
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
 SAMPLES = [str(ROOT / "data/raw/*")]
@@ -42,6 +42,22 @@ def env(local_service, tmp_path, monkeypatch):
     return local_service
 
 
+def deploy_baseline(service) -> None:
+    """The base model's deployment a team already has (the baseline answers through it)."""
+    import time
+
+    import httpx
+
+    url = f"{root(service)}{ACCOUNT}/deployments/gpt-4o-mini-base"
+    auth = {"params": {"api-version": "2024-10-01"}, "headers": {"Authorization": f"Bearer {service.api_key}"},
+            "timeout": 60}
+    body = {"sku": {"name": "Standard", "capacity": 1},
+            "properties": {"model": {"format": "OpenAI", "name": "gpt-4o-mini", "version": "2024-07-18"}}}
+    assert httpx.put(url, json=body, **auth).status_code in (200, 201)
+    while httpx.get(url, **auth).json()["properties"]["provisioningState"] != "Succeeded":
+        time.sleep(0.05)
+
+
 def registry_row(tmp_path, run_id: str) -> dict:
     return next(r for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs() if r["run_id"] == run_id)
 
@@ -50,7 +66,7 @@ def registry_row(tmp_path, run_id: str) -> dict:
 def test_retrain_on_azure_deploys_and_evaluates_through_the_deployment(prefect_server, env, tmp_path, monkeypatch,
                                                                        surface):
     monkeypatch.setenv("FTFLOW_AZURE_SURFACE", surface)
-    deploy(env, "gpt-4o-mini-base", "gpt-4o-mini", version="2024-07-18")  # the baseline's existing deployment
+    deploy_baseline(env)
     record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), system_prompt=PROMPT, backend="azure")
     assert record["status"] == "succeeded" and ".ft-" in record["fine_tuned_model"]
     assert record["evaluation"]["candidate"]["examples"] > 0
