@@ -54,7 +54,9 @@ def deploy_baseline(service) -> None:
     body = {"sku": {"name": "Standard", "capacity": 1},
             "properties": {"model": {"format": "OpenAI", "name": "gpt-4o-mini", "version": "2024-07-18"}}}
     assert httpx.put(url, json=body, **auth).status_code in (200, 201)
+    deadline = time.monotonic() + 60
     while httpx.get(url, **auth).json()["properties"]["provisioningState"] != "Succeeded":
+        assert time.monotonic() < deadline, "the baseline deployment never succeeded"
         time.sleep(0.05)
 
 
