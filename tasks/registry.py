@@ -137,8 +137,15 @@ def engine_for(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            _add_missing_columns(engine)
+            break
+        except sa.exc.DBAPIError:  # another process created the same table a moment ago: look again
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     return engine
 
 

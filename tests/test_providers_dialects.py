@@ -95,9 +95,11 @@ def test_faults_leave_one_file_per_content_and_one_job_per_key(dialect, local_se
     injected = local_service.service.faults.injected
     set_faults(local_service, {})
     assert sum(injected.values()) > 0, injected
-    store = local_service.service.store
-    assert len([f for f in store.list("file") if f["purpose"] == "fine-tune"]) == 3
-    assert len(store.list("job")) == len(keys) == 3
+    files = provider.client.files.list()
+    names = [f.filename for f in (files.data if hasattr(files, "data") else files) if f.filename.startswith("ftflow-")]
+    assert len(names) == len(set(names)) == 3  # one file per content
+    jobs = provider.list_jobs("")
+    assert len(jobs) == len(keys) == 3 and len({job.key for job in jobs}) == 3  # one job per key
 
 
 def test_known_refusals_are_one_line(dialect, monkeypatch, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import httpx
 import openai
 
-from ftflow.errors import ConfigError, ProviderError
+from ftflow.errors import ConfigError, ProviderError, ProviderRefused
 from ftflow.providers.base import (
     FileState,
     JobSpec,
@@ -30,7 +30,9 @@ from ftflow.providers.base import (
     RemoteFile,
     RemoteJob,
     UploadProgress,
+    error_message,
     key_tag,
+    status_code,
     tagged_suffix,
 )
 from ftflow.providers.openai import OpenAIProvider, pages
@@ -140,6 +142,16 @@ class AzureProvider(OpenAIProvider):
                 raise ProviderError(f"Azure deployment {name} of {model} did not answer within "
                                     f"{self.settings.deploy_timeout_seconds:.0f}s (state {state})")
             time.sleep(self.settings.poll_initial_seconds)
+
+    def refusal(self, exc: BaseException) -> ProviderRefused | None:
+        """Azure answers a missing or wrong `trainingType` with a 400 that can read "the base model does not
+        support fine-tuning" (litellm#24687): both mean the training type."""
+        refused = super().refusal(exc)
+        message = error_message(exc)
+        if refused is None and status_code(exc) == 400 and (
+                "trainingType" in message or "does not support fine-tuning" in message):
+            return ProviderRefused(f"{self.refusals['trainingTypeRequired']} (provider said: {message})")
+        return refused
 
     def served_as(self, model: str) -> str:
         """A base model answers through the deployment configured for the baseline."""
