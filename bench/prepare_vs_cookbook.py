@@ -240,11 +240,11 @@ def main() -> None:
         print(describe("20 lines, warm PREFECT_HOME", warm))
 
         if not args.skip_incremental:
-            grown = tmp_path / "grown.jsonl"
-            grown.write_bytes(source.read_bytes())
-            write_input(grown, max(1, args.n // 100), mode="a", start=args.n)
-            again = prepare(grown, tmp_path / "out-inc", tmp_path / "work")
-            scratch = prepare(grown, tmp_path / "out-scratch", tmp_path / "work-scratch")
+            # Logs grow in place: append to the very file the full run read (a stored shard is
+            # keyed by its file's path too, since rejections and features name it).
+            write_input(source, max(1, args.n // 100), mode="a", start=args.n)
+            again = prepare(source, tmp_path / "out-inc", tmp_path / "work")
+            scratch = prepare(source, tmp_path / "out-scratch", tmp_path / "work-scratch")
             print(describe("+1% appended, re-run", again) + f"   reused {again['report']['shards']['reused']}"
                   f"/{again['report']['shards']['total']} shards")
             print(describe("+1% appended, from scratch", scratch))
@@ -253,7 +253,8 @@ def main() -> None:
                   f"scratch: {same}")
 
         if not args.skip_scaling:
-            scaling(args.scaling_n or args.n, tmp_path, full if not args.scaling_n else None)
+            # The input grew if the incremental figure ran: scaling then writes its own.
+            scaling(args.scaling_n or args.n, tmp_path, full if args.skip_incremental and not args.scaling_n else None)
 
 
 def scaling(n: int, tmp_path: Path, full: dict | None) -> None:
