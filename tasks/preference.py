@@ -136,6 +136,8 @@ def pair_from_hh(record: dict[str, Any]) -> PreferencePair:
     """Split two full conversations into their shared prefix and the two differing answers."""
     chosen = parse_hh_transcript(record["chosen"])
     rejected = parse_hh_transcript(record["rejected"])
+    if chosen == rejected:
+        raise PairRejected("identical_outputs", "chosen and rejected are the same conversation")
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
