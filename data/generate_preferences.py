@@ -50,8 +50,8 @@ def write_hh_pairs(rng: random.Random, n: int) -> None:
         if i % 5 == 0:  # multi-turn: an earlier exchange shared by both sides
             first = conversation(rng)
             turns = [first[1], first[2], user]
-        lines.append({"chosen": hh([*turns, assistant]),
-                      "rejected": hh([*turns, {"role": "assistant", "content": rejected_answer(rng, assistant["content"])}])})
+        worse = {"role": "assistant", "content": rejected_answer(rng, assistant["content"])}
+        lines.append({"chosen": hh([*turns, assistant]), "rejected": hh([*turns, worse])})
     _, user, assistant = conversation(rng)
     lines.append({"chosen": hh([user, assistant]), "rejected": hh([user, assistant])})  # bad: identical_outputs
     other = conversation(rng)
