@@ -1,7 +1,8 @@
 """prepare: raw conversations -> validated, budgeted chat-format JSONL. Nothing is uploaded.
 
-extract -> normalise -> per-example checks -> de-duplicate and split -> GX suites -> budget
--> report -> gates. A failing gate fails the run after the report is written.
+plan shards -> prepare each shard (extract, normalise, per-example checks, tokens, digests; in
+parallel, one task run per shard) -> de-duplicate and split -> GX suites -> budget -> report
+-> gates -> publish. train/validation appear in out_dir only after the gates pass.
 """
 
 from __future__ import annotations
@@ -9,19 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, unmapped
+from prefect.task_runners import ProcessPoolTaskRunner
 
-from ftflow.catalog import load_catalog
-from ftflow.encodings import encoding_name_for_model
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
-from tasks.extract import ExtractOptions, read_sources
-from tasks.quality import check_quality, validate_examples
-from tasks.report import GateOptions, compute_totals, enforce_gates, suite_parameters, write_report
-from tasks.transform import TransformOptions, normalize_conversations, split_dataset
+from tasks.extract import ExtractOptions
+from tasks.quality import check_quality
+from tasks.reduce import reduce_shards
+from tasks.report import (
+    GateOptions,
+    clear_previous_outputs,
+    compute_totals,
+    count_too_long,
+    enforce_gates,
+    publish_dataset,
+    suite_parameters,
+    write_report,
+)
+from tasks.shards import DEFAULT_SHARD_MB, ShardSettings, plan_input, prepare_shard_task
+from tasks.transform import TransformOptions
 
 
-@flow(name="prepare", flow_run_name="prepare-{model}", log_prints=True)
+@flow(name="prepare", flow_run_name="prepare-{model}", log_prints=True, task_runner=ProcessPoolTaskRunner())
 def prepare(
     sources: list[str],
     out_dir: str = ".ftflow/runs/latest",
@@ -29,23 +40,23 @@ def prepare(
     extract: ExtractOptions = ExtractOptions(),
     transform: TransformOptions = TransformOptions(),
     gates: GateOptions = GateOptions(),
+    work_dir: str = ".ftflow/work",
+    shard_bytes: int = DEFAULT_SHARD_MB << 20,
 ) -> dict[str, Any]:
     """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
-    out = Path(out_dir)
-    work = out / "work"
-    context = load_catalog().get(model).training_context
-    encoding = encoding_name_for_model(model)
-
-    extracted = read_sources(sources, extract, work)
-    normalized = normalize_conversations(extracted.candidates_path, transform, work)
-    validated = validate_examples(normalized.path, model, context, work)
-    split = split_dataset(validated.valid_path, gates.validation_fraction, out, work)
-    totals = compute_totals(extracted, validated, split)
-    quality = check_quality(split.features_path, totals, suite_parameters(gates, context), out)
-    over_limit = validated.rejected.get("too_long", 0)
-    budget = estimate_budget(split.features_path, model, encoding, over_limit, gates.n_epochs, gates.max_cost_usd)
-    report = write_report(extracted, normalized, validated, split, quality, budget, out, work)
-    enforce_gates(report)
+    settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
+    staged = clear_previous_outputs(out_dir)
+    plan = plan_input(sources, extract, shard_bytes)
+    results = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir)).result()
+    split = reduce_shards(results, staged, out_dir)
+    totals = compute_totals(results, split)
+    quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
+                            Path(out_dir))
+    budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
+                             gates.max_cost_usd)
+    report = write_report(results, plan.fingerprints, split, quality, budget, out_dir)
+    enforce_gates(report, staged)
+    publish_dataset(staged, out_dir)
     return report
 
 

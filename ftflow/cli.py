@@ -137,6 +137,8 @@ def prepare(
     validation_fraction: Annotated[float | None, typer.Option(help="Held-out share")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Fail before upload above this")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes preparing shards (default: all cores)")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Prepare shards on this Dask scheduler")] = None,
 ) -> None:
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded)."""
     from typing import get_args
@@ -145,9 +147,14 @@ def prepare(
     from ftflow.errors import ConfigError
     from tasks.extract import ExtractOptions, Format
     from tasks.report import GateOptions
+    from tasks.shards import task_runner_for
     from tasks.transform import TransformOptions, parse_mapping
 
     started = time.time()
+    if not os.environ.get("PREFECT_API_URL"):
+        err_console.print("tip: keep a Prefect server running (`prefect server start`, then export "
+                          "PREFECT_API_URL=http://127.0.0.1:4200/api) to skip the temporary server's start-up",
+                          highlight=False, soft_wrap=True)
 
     def action() -> dict[str, Any]:
         if format not in get_args(Format):
@@ -161,6 +168,8 @@ def prepare(
             n_epochs=n_epochs,
             max_cost_usd=max_cost_usd,
             out_dir=out,
+            workers=workers,
+            dask_address=dask_address,
         )
         extract = ExtractOptions(
             format=format,
@@ -179,13 +188,16 @@ def prepare(
         )
         transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
         gates = GateOptions.from_settings(settings)
-        return prepare_flow(
+        runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address, settings.shard_mb << 20)
+        return prepare_flow.with_options(task_runner=runner)(
             sources=list(sources or []),
             out_dir=str(settings.out_dir),
             model=settings.model,
             extract=extract,
             transform=transform,
             gates=gates,
+            work_dir=str(settings.work_dir),
+            shard_bytes=settings.shard_mb << 20,
         )
 
     try:

@@ -3,6 +3,7 @@
     FtflowError                      every error of ours
     ├── ConfigError                  a setting, option or model name that cannot work
     ├── InputError                   a source that cannot be read at all (missing, wrong format)
+    ├── ShardFailed                  one shard of the input could not be prepared (names the shard)
     ├── DataError                    the data was read but must not go further
     │   ├── QualityGateFailed        a Great Expectations suite failed
     │   └── BudgetExceeded           the estimated training cost is over --max-cost-usd
@@ -36,6 +37,14 @@ class InputError(FtflowError):
     """Raised when a source cannot be read at all: missing path, unknown format, bad query."""
 
     exit_code = 2
+
+
+class ShardFailed(FtflowError):
+    """Raised when preparing one shard fails; exits with the code of the error that caused it."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class DataError(FtflowError):

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
+    work_dir: Path = Field(
+        Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."
+    )
+    shard_mb: int = Field(32, ge=1, description="Size of one shard of a JSONL or transcript file, in MiB.")
+    workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
+    dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
 
     # provider
     backend: Backend = Field("local", description="local (the bundled service), openai or azure.")

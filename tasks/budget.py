@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import tiktoken
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -39,17 +42,24 @@ def _text_of(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+@lru_cache(maxsize=64)
+def _system_tokens(text: str, encoding: tiktoken.Encoding) -> int:
+    # The same system prompt stands in nearly every example: count it once.
+    return len(encoding.encode_ordinary(text))
+
+
 def count_example_tokens(example: dict[str, Any], encoding: tiktoken.Encoding) -> tuple[int, int]:
     """Return (tokens, assistant tokens) of a well-formed chat example."""
     total = REPLY_PRIMING_TOKENS
     assistant = 0
     for message in example["messages"]:
         total += TOKENS_PER_MESSAGE
+        system = message.get("role") == "system"
         for key, value in message.items():
             text = _text_of(value) if key != "weight" else None
             if text is None:
                 continue
-            n = len(encoding.encode_ordinary(text))
+            n = _system_tokens(text, encoding) if system else len(encoding.encode_ordinary(text))
             total += n
             if key == "name":
                 total += TOKENS_PER_NAME
@@ -147,6 +157,8 @@ def estimate_budget(
     max_cost_usd: float | None,
 ) -> Budget:
     """Return the token and cost budget of the prepared training set."""
+    import pandas as pd
+
     features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
     return estimate(
         features,

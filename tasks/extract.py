@@ -33,11 +33,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from prefect import task
 
-from ftflow.caching import RUN_CACHE
 from ftflow.errors import InputError
-from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from ftflow.jsonl import file_sha256, open_binary
 
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
 
@@ -56,7 +54,6 @@ DEFAULT_SPEAKERS = {
 }
 TRANSCRIPT_SEPARATOR = re.compile(r"^-{3,}\s*$")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -270,10 +267,18 @@ def _convert(source: str, loc: str, record: Any, options: ExtractOptions) -> Ite
 # --- readers -----------------------------------------------------------------------------
 
 
-def read_json_lines(path: Path, options: ExtractOptions) -> Iterator[Item]:
+def read_json_lines(
+    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
     source = str(path)
     with open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
+        f.seek(start)
+        position = start
+        for number, raw in enumerate(f, first_line):
+            if end is not None and position >= end:
+                break
+            position += len(raw)
             if raw.strip():  # blank lines hold no record
                 yield _decode(source, f"line {number}", raw, options)
 
@@ -291,8 +296,13 @@ def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
             yield Rejection(source, f"item {index + 1}", reason, f"{exc}; the rest of the file is unreadable")
 
 
-def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
-    """One conversation per block; blocks are separated by a line of `---`. Streamed by line."""
+def read_transcript_file(
+    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """One conversation per block; blocks are separated by a line of `---`. Streamed by line.
+
+    A shard reads bytes [start, end), which begin and end at block boundaries, numbered from first_line.
+    """
     source = str(path)
 
     def block_item(lines: list[str], start: int, bad_line: int | None) -> Item | None:
@@ -307,20 +317,25 @@ def read_transcript_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
             return Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
 
     block: list[str] = []
-    start, bad_line, number = 1, None, 0
+    block_start, bad_line, number = first_line, None, 0
     with open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
+        f.seek(start)
+        position = start
+        for number, raw in enumerate(f, first_line):
+            if end is not None and position >= end:
+                break
+            position += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
             if TRANSCRIPT_SEPARATOR.match(line):
-                if item := block_item(block, start, bad_line):
+                if item := block_item(block, block_start, bad_line):
                     yield item
-                block, start, bad_line = [], number + 1, None
+                block, block_start, bad_line = [], number + 1, None
             else:
                 block.append(line)
-    if item := block_item(block, start, bad_line):
+    if item := block_item(block, block_start, bad_line):
         yield item
 
 
@@ -407,13 +422,16 @@ def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
         yield from group_rows(_batch_rows(reader, 2), source, options)
 
 
-def read_parquet_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
+def read_parquet_table(
+    path: Path, options: ExtractOptions, *, row_groups: list[int] | None = None, first_line: int = 1
+) -> Iterator[Item]:
+    """Rows of the given row groups (a shard; all when None), numbered from first_line."""
     source = str(path)
     parquet = pq.ParquetFile(path)
     _check_columns(parquet.schema_arrow.names, source, options)
     columns = [options.id_column, options.order_column, options.role_column, options.content_column]
-    batches = parquet.iter_batches(batch_size=options.batch_size, columns=columns)
-    yield from group_rows(_batch_rows(batches, 1), source, options)
+    batches = parquet.iter_batches(batch_size=options.batch_size, row_groups=row_groups, columns=columns)
+    yield from group_rows(_batch_rows(batches, first_line), source, options)
 
 
 def read_sql(options: ExtractOptions) -> Iterator[Item]:
@@ -473,56 +491,3 @@ def iter_items(paths: list[Path], options: ExtractOptions) -> Iterator[Item]:
         yield from reader_for(path, options)(path, options)
     if options.sql_url or options.query:
         yield from read_sql(options)
-
-
-@dataclass
-class ExtractResult:
-    records_read: int
-    candidates: int
-    rejected: dict[str, int]
-    fingerprints: dict[str, str]
-    candidates_path: str
-    rejected_path: str
-
-
-def extract_to_files(
-    paths: list[Path],
-    options: ExtractOptions,
-    work_dir: Path,
-    on_progress: Callable[[int], None] | None = None,
-) -> ExtractResult:
-    """Stream every source into `candidates.jsonl` and `rejected-extract.jsonl` in work_dir."""
-    rejected: dict[str, int] = {}
-    with (
-        JsonlWriter(work_dir / "candidates.jsonl") as good,
-        JsonlWriter(work_dir / "rejected-extract.jsonl") as bad,
-    ):
-        for item in iter_items(paths, options):
-            if isinstance(item, Candidate):
-                good.write({"source": item.source, "loc": item.loc, "example": item.example})
-            else:
-                bad.write(item.to_dict())
-                rejected[item.reason] = rejected.get(item.reason, 0) + 1
-            if on_progress and (good.count + bad.count) % PROGRESS_EVERY == 0:
-                on_progress(good.count + bad.count)
-    return ExtractResult(
-        records_read=good.count + bad.count,
-        candidates=good.count,
-        rejected=rejected,
-        fingerprints=fingerprint_sources(paths, options),
-        candidates_path=str(good.path),
-        rejected_path=str(bad.path),
-    )
-
-
-@task(name="read-sources", cache_policy=RUN_CACHE)
-def read_sources(patterns: list[str], options: ExtractOptions, work_dir: Path) -> ExtractResult:
-    """Return what was read from every source, written to the work dir."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    paths = resolve_sources(patterns) if patterns else []
-    if not paths and not options.sql_url:
-        raise InputError("no sources: give paths or globs, or --sql-url and --query")
-    with Progress(SpinnerColumn(), TextColumn("reading {task.completed:,} records"), transient=True) as bar:
-        counter = bar.add_task("read", total=None)
-        return extract_to_files(paths, options, work_dir, on_progress=lambda n: bar.update(counter, completed=n))

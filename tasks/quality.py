@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tiktoken
@@ -30,8 +29,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, get_encoding
-from ftflow.jsonl import JsonlWriter, iter_records
 from tasks.budget import count_example_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 
@@ -210,40 +211,53 @@ FEATURE_SCHEMA = pa.schema(
 )
 
 
+def feature_row(
+    example: dict[str, Any], *, source: str, loc: str, split: str, tokens: int, assistant_tokens: int, pii: int,
+    content_sha256: str,
+) -> dict[str, Any]:
+    """One row of FEATURE_SCHEMA for a kept example: numbers about it, no text."""
+    roles = [m["role"] for m in example["messages"]]
+    return {
+        "source": source,
+        "loc": loc,
+        "split": split,
+        "n_messages": len(roles),
+        "n_user": roles.count("user"),
+        "n_assistant": roles.count("assistant"),
+        "has_system": "system" in roles,
+        "last_role": roles[-1],
+        "tokens": tokens,
+        "assistant_tokens": assistant_tokens,
+        "pii": pii,
+        "content_sha256": content_sha256,
+    }
+
+
 class FeatureWriter:
-    """Write one row of numbers per kept example to Parquet, in bounded batches."""
+    """Write feature rows to Parquet, in bounded batches."""
 
     BATCH = 10_000
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: pa.Schema = FEATURE_SCHEMA) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.schema = schema
         self._rows: list[dict[str, Any]] = []
-        self._writer = pq.ParquetWriter(path, FEATURE_SCHEMA)
+        self._writer = pq.ParquetWriter(path, schema)
 
-    def add(self, record: dict[str, Any], *, split: str, content_sha256: str) -> None:
-        roles = [m["role"] for m in record["example"]["messages"]]
-        self._rows.append(
-            {
-                "source": record["source"],
-                "loc": record["loc"],
-                "split": split,
-                "n_messages": len(roles),
-                "n_user": roles.count("user"),
-                "n_assistant": roles.count("assistant"),
-                "has_system": "system" in roles,
-                "last_role": roles[-1],
-                "tokens": record["tokens"],
-                "assistant_tokens": record["assistant_tokens"],
-                "pii": record.get("pii", 0),
-                "content_sha256": content_sha256,
-            }
-        )
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
         if len(self._rows) >= self.BATCH:
             self._flush()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Append rows that are already a table (with at least the schema's columns)."""
+        self._flush()
+        self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+
     def _flush(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=FEATURE_SCHEMA))
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
             self._rows = []
 
     def __enter__(self) -> FeatureWriter:
@@ -252,43 +266,6 @@ class FeatureWriter:
     def __exit__(self, *exc: object) -> None:
         self._flush()
         self._writer.close()
-
-
-# --- stage on files --------------------------------------------------------------------------
-
-
-@dataclass
-class ValidateResult:
-    valid: int
-    rejected: dict[str, int]
-    valid_path: str
-    rejected_path: str
-
-
-def validate_file(normalized: Path, encoding: tiktoken.Encoding, limit: int, work_dir: Path) -> ValidateResult:
-    """Stream normalised examples through `check_example` into valid and rejected files."""
-    rejected: dict[str, int] = {}
-    with (
-        JsonlWriter(work_dir / "valid.jsonl") as good,
-        JsonlWriter(work_dir / "rejected-quality.jsonl") as bad,
-    ):
-        for record in iter_records(normalized):
-            try:
-                tokens, assistant = check_example(record["example"], encoding, limit)
-            except ExampleRejected as exc:
-                bad.write(
-                    {
-                        "source": record["source"],
-                        "loc": record["loc"],
-                        "reason": exc.reason,
-                        "detail": exc.detail,
-                        "record": record["example"],
-                    }
-                )
-                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-                continue
-            good.write({**record, "tokens": tokens, "assistant_tokens": assistant})
-    return ValidateResult(good.count, rejected, str(good.path), str(bad.path))
 
 
 # --- dataset suites (Great Expectations) -----------------------------------------------------
@@ -336,6 +313,7 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
 def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any]) -> QualityResult:
     """Validate the example features and dataset totals against the suites in expectations/."""
     import great_expectations as gx
+    import pandas as pd
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -367,19 +345,13 @@ def quality_markdown(result: QualityResult) -> str:
     return "\n".join(lines)
 
 
-@task(name="validate-examples", cache_policy=RUN_CACHE)
-def validate_examples(normalized: str, model: str, limit: int, work_dir: Path) -> ValidateResult:
-    """Return counts of valid and rejected examples; writes `valid.jsonl`."""
-    from ftflow.encodings import encoding_for_model
-
-    return validate_file(Path(normalized), encoding_for_model(model), limit, work_dir)
-
-
 @task(name="check-quality", cache_policy=RUN_CACHE)
 def check_quality(
     features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path
 ) -> QualityResult:
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
+    import pandas as pd
+
     features = pd.read_parquet(features_path)
     result = run_suites(features, totals, parameters)
     (out_dir / "quality.json").write_bytes(

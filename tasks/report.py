@@ -2,11 +2,14 @@
 
 The accounting invariant: every record read ends up in exactly one place, so
 `records_read == train + validation + sum(rejected) + duplicates_removed`.
+Gates hold: train/validation are written to a staging folder and moved into the output
+folder only after the gates pass; a failed gate leaves the report and the rejections.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +25,14 @@ from ftflow.errors import BudgetExceeded, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
 from ftflow.settings import Settings
 from tasks.budget import Budget
-from tasks.extract import ExtractResult
-from tasks.quality import QualityResult, ValidateResult
-from tasks.transform import NormalizeResult, SplitResult
+from tasks.quality import QualityResult
+from tasks.reduce import ReduceResult
+from tasks.shards import ShardResult
+
+STAGES = ("extract", "quality")  # where a record can be rejected
+OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "duplicates.jsonl", "quality.json",
+           "features.parquet", "report.json")
+STAGED = ".staged"  # train/validation wait here until the gates pass
 
 
 @dataclass(frozen=True)
@@ -50,15 +58,50 @@ def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(merged.items()))
 
 
-def dataset_totals(extracted: ExtractResult, validated: ValidateResult, split: SplitResult) -> dict[str, Any]:
+@dataclass
+class ShardTotals:
+    """The shards' counters added up."""
+
+    records_read: int
+    rejected_by_stage: dict[str, dict[str, int]]
+    trimmed_turns: int
+    merged_turns: int
+    pii: dict[str, int]
+    shards: int
+    reused: int
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return merge_counts(*self.rejected_by_stage.values())
+
+
+def add_up(results: list[ShardResult]) -> ShardTotals:
+    return ShardTotals(
+        records_read=sum(r.records_read for r in results),
+        rejected_by_stage={stage: merge_counts(*(r.rejected[stage] for r in results)) for stage in STAGES},
+        trimmed_turns=sum(r.trimmed_turns for r in results),
+        merged_turns=sum(r.merged_turns for r in results),
+        pii=merge_counts(*(r.pii for r in results)),
+        shards=len(results),
+        reused=sum(r.reused for r in results),
+    )
+
+
+def count_too_long(results: list[ShardResult]) -> int:
+    """Examples rejected for more tokens than the training context (the budget reports them)."""
+    return sum(r.rejected["quality"].get("too_long", 0) for r in results)
+
+
+def dataset_totals(results: list[ShardResult], split: ReduceResult) -> dict[str, Any]:
     """One row of dataset figures for the `dataset` suite."""
-    rejected = sum(extracted.rejected.values()) + sum(validated.rejected.values())
+    totals = add_up(results)
+    rejected = sum(totals.rejected.values())
     return {
-        "records_read": extracted.records_read,
+        "records_read": totals.records_read,
         "train_examples": split.train,
         "validation_examples": split.validation,
         "rejected": rejected,
-        "rejected_share": rejected / extracted.records_read if extracted.records_read else 1.0,
+        "rejected_share": rejected / totals.records_read if totals.records_read else 1.0,
         "duplicates_removed": split.duplicates_removed,
     }
 
@@ -73,7 +116,7 @@ def suite_parameters(gates: GateOptions, training_context: int) -> dict[str, Any
 
 
 def dataset_sha256(train: Path, validation: Path) -> str:
-    """Fingerprint of what would be uploaded: the two files' hashes, in order."""
+    """Fingerprint of what would be uploaded: the two files' hashes (written in canonical order)."""
     return hashlib.sha256(f"{file_sha256(train)}\n{file_sha256(validation)}".encode()).hexdigest()
 
 
@@ -86,32 +129,34 @@ def concatenate(parts: list[Path], target: Path) -> None:
 
 def build_report(
     *,
-    extracted: ExtractResult,
-    normalized: NormalizeResult,
-    validated: ValidateResult,
-    split: SplitResult,
+    results: list[ShardResult],
+    fingerprints: dict[str, str],
+    split: ReduceResult,
     quality: QualityResult,
     budget: Budget,
     out_dir: Path,
 ) -> dict[str, Any]:
-    rejected = merge_counts(extracted.rejected, validated.rejected)
+    totals = add_up(results)
+    rejected = totals.rejected
     accounted = split.train + split.validation + sum(rejected.values()) + split.duplicates_removed
-    if accounted != extracted.records_read:
+    if accounted != totals.records_read:
         # A bug of ours, never bad data: every record must be somewhere.
-        raise FtflowError(f"accounting mismatch: read {extracted.records_read}, accounted {accounted}")
+        raise FtflowError(f"accounting mismatch: read {totals.records_read}, accounted {accounted}")
     gate_failures = list(quality.failed)
     if not budget.within_budget:
         gate_failures.append(
             str(BudgetExceeded(estimated_usd=budget.estimated_cost_usd, max_usd=budget.max_cost_usd or 0))
         )
     return {
-        "records_read": extracted.records_read,
+        "records_read": totals.records_read,
         "examples_written": {"train": split.train, "validation": split.validation},
         "rejected": rejected,
+        "rejected_by_stage": totals.rejected_by_stage,
         "duplicates_removed": split.duplicates_removed,
-        "trimmed_turns": normalized.trimmed_turns,
-        "merged_turns": normalized.merged_turns,
-        "pii": normalized.pii,
+        "trimmed_turns": totals.trimmed_turns,
+        "merged_turns": totals.merged_turns,
+        "pii": totals.pii,
+        "shards": {"total": totals.shards, "reused": totals.reused},
         "model": budget.model,
         "encoding": budget.encoding,
         "training_context": budget.training_context,
@@ -123,21 +168,10 @@ def build_report(
         "max_cost_usd": budget.max_cost_usd,
         "prices_as_of": budget.prices_as_of,
         "dataset_sha256": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
-        "sources": extracted.fingerprints,
+        "sources": fingerprints,
         "quality": quality.to_dict(),
         "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
-        "files": {
-            name: str(out_dir / name)
-            for name in (
-                "train.jsonl",
-                "validation.jsonl",
-                "rejected.jsonl",
-                "duplicates.jsonl",
-                "quality.json",
-                "features.parquet",
-                "report.json",
-            )
-        },
+        "files": {name: str(out_dir / name) for name in OUTPUTS},
     }
 
 
@@ -164,37 +198,45 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def clear_outputs(out_dir: Path) -> None:
+    """Remove what an earlier run left in out_dir, so nothing stale sits beside a new report."""
+    for name in (*OUTPUTS, STAGED):
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@task(name="clear-outputs", cache_policy=NO_CACHE)
+def clear_previous_outputs(out_dir: str) -> str:
+    """Return the folder where train/validation wait until the gates pass, after clearing out_dir."""
+    clear_outputs(Path(out_dir))
+    return str(Path(out_dir) / STAGED)
+
+
 @task(name="compute-totals", cache_policy=RUN_CACHE)
-def compute_totals(extracted: ExtractResult, validated: ValidateResult, split: SplitResult) -> dict[str, Any]:
+def compute_totals(results: list[ShardResult], split: ReduceResult) -> dict[str, Any]:
     """Return the dataset-level figures the `dataset` suite checks."""
-    return dataset_totals(extracted, validated, split)
+    return dataset_totals(results, split)
 
 
 @task(name="write-report", cache_policy=RUN_CACHE)
 def write_report(
-    extracted: ExtractResult,
-    normalized: NormalizeResult,
-    validated: ValidateResult,
-    split: SplitResult,
+    results: list[ShardResult],
+    fingerprints: dict[str, str],
+    split: ReduceResult,
     quality: QualityResult,
     budget: Budget,
-    out_dir: Path,
-    work_dir: Path,
+    out_dir: str,
 ) -> dict[str, Any]:
-    """Return the run report; writes `report.json` and `rejected.jsonl`, removes the work dir."""
-    concatenate([Path(extracted.rejected_path), Path(validated.rejected_path)], out_dir / "rejected.jsonl")
-    shutil.move(split.duplicates_path, out_dir / "duplicates.jsonl")
-    report = build_report(
-        extracted=extracted,
-        normalized=normalized,
-        validated=validated,
-        split=split,
-        quality=quality,
-        budget=budget,
-        out_dir=out_dir,
-    )
-    (out_dir / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    shutil.rmtree(work_dir, ignore_errors=True)
+    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order)."""
+    out = Path(out_dir)
+    ordered = sorted(results, key=lambda r: r.index)
+    concatenate([Path(r.directory) / "rejected.jsonl" for r in ordered], out / "rejected.jsonl")
+    report = build_report(results=results, fingerprints=fingerprints, split=split, quality=quality, budget=budget,
+                          out_dir=out)
+    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),
         key="ftflow-prepare-report",
@@ -204,11 +246,21 @@ def write_report(
 
 
 @task(name="enforce-gates", cache_policy=NO_CACHE)
-def enforce_gates(report: dict[str, Any]) -> None:
-    """Raise when the quality suites or the budget failed; nothing may be uploaded then."""
+def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
+    """Raise when the quality suites or the budget failed, removing the staged train/validation files."""
+    if report["gate"]["passed"]:
+        return
+    shutil.rmtree(staged_dir, ignore_errors=True)
     if report["quality"]["success"] is False:
         raise QualityGateFailed(
             "quality gate failed: " + "; ".join(report["quality"]["failed"]), failed=report["quality"]["failed"]
         )
-    if not report["gate"]["within_budget"]:
-        raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
+    raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
+
+
+@task(name="publish-dataset", cache_policy=NO_CACHE)
+def publish_dataset(staged_dir: str, out_dir: str) -> None:
+    """Move train/validation into out_dir: only now is the folder trainable."""
+    for name in ("train.jsonl", "validation.jsonl"):
+        os.replace(Path(staged_dir) / name, Path(out_dir) / name)
+    shutil.rmtree(staged_dir, ignore_errors=True)

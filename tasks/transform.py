@@ -2,9 +2,9 @@
 
 Per example (`normalize_example`): map roles, strip each turn, merge consecutive turns of
 the same role, drop trailing turns after the last assistant message, put in the system
-prompt, and find or mask PII. Per dataset (`split_examples`): drop exact duplicates (on
-normalised content) and split train/validation by a hash of the conversation, so the same
-conversation always lands in the same split whatever the input order.
+prompt, and find or mask PII. Dataset identity (`example_digests`): the content digest that
+finds duplicates and orders the output, and the split digest (the conversation without its
+system prompt) that puts an example in train or validation whatever the input order.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from prefect import task
 
-from ftflow.caching import RUN_CACHE
-from ftflow.jsonl import JsonlWriter, iter_records
 from ftflow.settings import Settings
 
 DEFAULT_ROLE_MAP = {
@@ -207,115 +203,41 @@ def _with_system_prompt(messages: list[Any], prompt: str, mode: str) -> list[Any
     return [{"role": "system", "content": prompt}, *rest]
 
 
-# --- per dataset ----------------------------------------------------------------------------
+# --- dataset identity -----------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    """Case-folded, whitespace-collapsed text; `weight` left out (it does not change the content)."""
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items() if k != "weight"}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _sha256_of(messages: Any, tools: Any) -> str:
+    return hashlib.sha256(orjson.dumps({"messages": messages, "tools": tools}, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def content_hash(example: dict[str, Any]) -> str:
     """sha256 of the normalised content: roles, case-folded whitespace-collapsed text, tools."""
+    return _sha256_of(_canonical(example.get("messages")), _canonical(example.get("tools")))
 
-    def norm(value: Any) -> Any:
-        if isinstance(value, str):
-            return " ".join(value.split()).casefold()
-        if isinstance(value, dict):
-            return {k: norm(v) for k, v in value.items() if k != "weight"}
-        if isinstance(value, list):
-            return [norm(v) for v in value]
-        return value
 
-    canonical = {"messages": norm(example.get("messages")), "tools": norm(example.get("tools"))}
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def example_digests(example: dict[str, Any]) -> tuple[str, str]:
+    """Return (content digest, split digest) of a normalised example.
+
+    The content digest identifies the example (duplicates, canonical order); the split digest
+    leaves the system prompt out, so changing the prompt never moves an example between splits.
+    """
+    messages = _canonical(example.get("messages"))
+    tools = _canonical(example.get("tools"))
+    conversation = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    return _sha256_of(messages, tools), _sha256_of(conversation, tools)
 
 
 def split_for(digest: str, validation_fraction: float) -> Literal["train", "validation"]:
-    """Deterministic split: the first 32 bits of the conversation hash against the fraction."""
+    """Deterministic split: the first 32 bits of the conversation's split digest against the fraction."""
     return "validation" if int(digest[:8], 16) / 2**32 < validation_fraction else "train"
-
-
-# --- stage functions on files ---------------------------------------------------------------
-
-
-@dataclass
-class NormalizeResult:
-    examples: int
-    trimmed_turns: int
-    merged_turns: int
-    pii: dict[str, int]
-    path: str
-
-
-def normalize_file(candidates: Path, options: TransformOptions, work_dir: Path) -> NormalizeResult:
-    """Stream candidates through `normalize_example` into `normalized.jsonl`."""
-    totals = NormalizeStats()
-    with JsonlWriter(work_dir / "normalized.jsonl") as out:
-        for record in iter_records(candidates):
-            example, stats = normalize_example(record["example"], options)
-            totals.trimmed_turns += stats.trimmed_turns
-            totals.merged_turns += stats.merged_turns
-            totals.pii.update(stats.pii)
-            out.write({**record, "example": example, "pii": sum(stats.pii.values())})
-    return NormalizeResult(
-        examples=out.count,
-        trimmed_turns=totals.trimmed_turns,
-        merged_turns=totals.merged_turns,
-        pii=dict(sorted(totals.pii.items())),
-        path=str(out.path),
-    )
-
-
-@dataclass
-class SplitResult:
-    train: int
-    validation: int
-    duplicates_removed: int
-    train_path: str
-    validation_path: str
-    duplicates_path: str
-    features_path: str
-
-
-def split_file(valid: Path, validation_fraction: float, out_dir: Path, work_dir: Path) -> SplitResult:
-    """Write train/validation JSONL (bare examples, as OpenAI wants them), drop duplicates.
-
-    Also writes the per-example feature rows (no text) that the quality suites check.
-    Memory: one 32-byte digest per kept example.
-    """
-    from tasks.quality import FeatureWriter
-
-    seen: set[bytes] = set()
-    with (
-        JsonlWriter(out_dir / "train.jsonl") as train,
-        JsonlWriter(out_dir / "validation.jsonl") as validation,
-        JsonlWriter(work_dir / "duplicates.jsonl") as duplicates,
-        FeatureWriter(out_dir / "features.parquet") as features,
-    ):
-        for record in iter_records(valid):
-            digest = content_hash(record["example"])
-            key = bytes.fromhex(digest)
-            if key in seen:
-                duplicates.write({"source": record["source"], "loc": record["loc"], "content_sha256": digest})
-                continue
-            seen.add(key)
-            split = split_for(digest, validation_fraction)
-            (train if split == "train" else validation).write(record["example"])
-            features.add(record, split=split, content_sha256=digest)
-    return SplitResult(
-        train=train.count,
-        validation=validation.count,
-        duplicates_removed=duplicates.count,
-        train_path=str(train.path),
-        validation_path=str(validation.path),
-        duplicates_path=str(duplicates.path),
-        features_path=str(features.path),
-    )
-
-
-@task(name="normalize-conversations", cache_policy=RUN_CACHE)
-def normalize_conversations(candidates: str, options: TransformOptions, work_dir: Path) -> NormalizeResult:
-    """Return counts of what normalising changed; examples go to `normalized.jsonl`."""
-    return normalize_file(Path(candidates), options, work_dir)
-
-
-@task(name="split-dataset", cache_policy=RUN_CACHE)
-def split_dataset(valid: str, validation_fraction: float, out_dir: Path, work_dir: Path) -> SplitResult:
-    """Return the split counts; writes `train.jsonl` and `validation.jsonl`."""
-    return split_file(Path(valid), validation_fraction, out_dir, work_dir)

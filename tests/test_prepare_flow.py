@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
 from flows.prepare import prepare
 from ftflow.cli import app
-from ftflow.errors import BudgetExceeded, QualityGateFailed
+from ftflow.errors import BudgetExceeded, QualityGateFailed, ShardFailed
 from tasks.extract import ExtractOptions
 from tasks.report import GateOptions
 from tasks.transform import TransformOptions
@@ -68,12 +69,32 @@ def test_prepare_accounts_for_every_record(prefect_server, tmp_path):
     assert (out / "quality.json").exists() and not (out / "work").exists()
 
 
-def test_same_input_gives_the_same_dataset(prefect_server, tmp_path):
+def test_many_shards_in_worker_processes_give_the_same_dataset_as_one(prefect_server, tmp_path):
     sources = messy_sources(tmp_path)
-    first = prepare(sources, out_dir=str(tmp_path / "a"))
-    second = prepare(list(reversed(sources)), out_dir=str(tmp_path / "b"))
-    assert first["examples_written"] == second["examples_written"]
-    assert first["tokens"] == second["tokens"]
+    one = prepare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
+        sources, out_dir=str(tmp_path / "a"), work_dir=str(tmp_path / "w1"))
+    many = prepare.with_options(task_runner=ProcessPoolTaskRunner(max_workers=2))(
+        list(reversed(sources)), out_dir=str(tmp_path / "b"), work_dir=str(tmp_path / "w2"), shard_bytes=600)
+    assert one["shards"]["total"] == 3 and many["shards"]["total"] > 8
+    for key in ("dataset_sha256", "examples_written", "rejected", "rejected_by_stage", "duplicates_removed", "tokens"):
+        assert one[key] == many[key], key
+    for name in ("train.jsonl", "validation.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert many["rejected_by_stage"] == {
+        "extract": {"invalid_json": 1, "missing_conversation_id": 1, "unparseable_transcript": 1},
+        "quality": {"no_assistant_message": 1, "special_token": 1},
+    }
+
+
+def test_a_shard_that_fails_fails_the_run_by_name_and_publishes_nothing(prefect_server, tmp_path):
+    sources = messy_sources(tmp_path)
+    out, work = tmp_path / "out", tmp_path / "work"
+    prepare(sources, out_dir=str(out), work_dir=str(work))
+    (tmp_path / "m.csv").write_text("id,text\n1,x\n")  # now the CSV shard cannot be read
+    with pytest.raises(ShardFailed, match="m.csv.*missing column"):
+        prepare(sources, out_dir=str(out), work_dir=str(work))
+    assert not list(out.iterdir())  # the earlier run's files are gone, nothing stale looks finished
+    assert all((p / "result.json").exists() for p in (work / "shards").iterdir())  # complete shards only
 
 
 def test_quality_gate_stops_the_flow_but_writes_the_report(prefect_server, tmp_path):
@@ -82,6 +103,7 @@ def test_quality_gate_stops_the_flow_but_writes_the_report(prefect_server, tmp_p
         prepare([str(path)], out_dir=str(tmp_path / "out"), gates=GateOptions(validation_fraction=0.0))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["gate"]["passed"] is False and report["quality"]["success"] is False
+    assert not (tmp_path / "out" / "train.jsonl").exists() and not (tmp_path / "out" / ".staged").exists()
 
 
 def test_budget_gate(prefect_server, tmp_path):
@@ -103,6 +125,9 @@ def test_cli_on_the_bundled_samples_and_its_exit_codes(prefect_server, tmp_path)
     )
     assert failing.exit_code == 3
     assert "over the budget of $0.01" in failing.output
+    failed = tmp_path / "f"  # the report and the rejections, never a trainable folder
+    assert (failed / "report.json").exists() and (failed / "rejected.jsonl").exists()
+    assert not (failed / "train.jsonl").exists() and not (failed / "validation.jsonl").exists()
     missing = runner.invoke(app, ["prepare", str(tmp_path / "nothing*.jsonl"), "--out", str(tmp_path / "m")])
     assert missing.exit_code == 2 and "no such file" in missing.output
     bad_format = runner.invoke(app, ["prepare", str(ROOT / "data/raw/*"), "--format", "xml"])

@@ -1,0 +1,112 @@
+"""Reduce: de-duplicate across all shards and write train/validation in canonical order.
+
+Examples are written sorted by content digest, so `dataset_sha256` depends only on the set
+of examples, never on input order, shard size or the number of workers. Of the copies of a
+duplicate, the one with the smallest hash of its exact bytes is kept (ties by shard and
+ordinal): copies that differ only in case or whitespace then give the same output whatever
+came first. Memory holds the feature rows (numbers and digests, no text) of one partition of
+the digest space at a time; the text is copied from the shards' files by offset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+
+from ftflow.caching import RUN_CACHE
+from ftflow.jsonl import JsonlWriter
+from tasks.quality import FeatureWriter
+from tasks.shards import ShardResult
+
+PARTITION_ROWS = 2_000_000  # kept examples per partition of the digest space (about 0.5 GiB of rows)
+SORT_KEYS = [("content_sha256", "ascending"), ("line_sha256", "ascending"), ("shard", "ascending"),
+             ("ordinal", "ascending")]
+
+
+@dataclass
+class ReduceResult:
+    train: int
+    validation: int
+    duplicates_removed: int
+    train_path: str
+    validation_path: str
+    duplicates_path: str
+    features_path: str
+
+
+def digest_partitions(rows: int, partition_rows: int) -> list[tuple[str, str | None]]:
+    """Ranges [low, high) of the digest's first two hex digits, each holding about partition_rows."""
+    count = min(256, max(1, -(-rows // partition_rows)))
+    bounds = [f"{i * 256 // count:02x}" for i in range(count)]
+    return [(low, high) for low, high in zip(bounds, [*bounds[1:], None], strict=True)]
+
+
+def _read_partition(results: list[ShardResult], low: str, high: str | None) -> pa.Table:
+    condition = pc.field("content_sha256") >= low
+    if high is not None:
+        condition &= pc.field("content_sha256") < high
+    tables = []
+    for number, result in enumerate(results):
+        table = pq.read_table(Path(result.directory) / "features.parquet", filters=condition)
+        tables.append(table.append_column("shard", pa.array([number] * len(table), pa.int32())))
+    return pa.concat_tables(tables).sort_by(SORT_KEYS)
+
+
+def dedup_and_split(
+    results: list[ShardResult], staged_dir: Path, out_dir: Path, partition_rows: int = PARTITION_ROWS
+) -> ReduceResult:
+    """Write train/validation (to staged_dir, until the gates pass), duplicates and features."""
+    results = sorted(results, key=lambda r: r.index)
+    staged_dir.mkdir(parents=True, exist_ok=True)
+    descriptors = [os.open(Path(r.directory) / "examples.jsonl", os.O_RDONLY) for r in results]
+    train_path, validation_path = staged_dir / "train.jsonl", staged_dir / "validation.jsonl"
+    counts = {"train": 0, "validation": 0}
+    try:
+        with (
+            open(train_path, "wb", buffering=1 << 20) as train,
+            open(validation_path, "wb", buffering=1 << 20) as validation,
+            JsonlWriter(out_dir / "duplicates.jsonl") as duplicates,
+            FeatureWriter(out_dir / "features.parquet") as features,
+        ):
+            outputs = {"train": train, "validation": validation}
+            for low, high in digest_partitions(sum(r.kept for r in results), partition_rows):
+                table = _read_partition(results, low, high)
+                if not len(table):
+                    continue
+                digests = table.column("content_sha256")
+                repeated = pc.equal(digests.slice(1), digests.slice(0, len(table) - 1))
+                is_copy = pa.concat_arrays([pa.array([False]), repeated.combine_chunks()])
+                kept, copies = table.filter(pc.invert(is_copy)), table.filter(is_copy)
+                for shard, offset, length, split in zip(
+                    kept.column("shard").to_pylist(), kept.column("offset").to_pylist(),
+                    kept.column("length").to_pylist(), kept.column("split").to_pylist(), strict=True,
+                ):
+                    outputs[split].write(os.pread(descriptors[shard], length, offset))
+                    counts[split] += 1
+                for row in copies.select(["source", "loc", "content_sha256"]).to_pylist():
+                    duplicates.write(row)
+                features.add_table(kept)
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+    return ReduceResult(
+        train=counts["train"],
+        validation=counts["validation"],
+        duplicates_removed=duplicates.count,
+        train_path=str(train_path),
+        validation_path=str(validation_path),
+        duplicates_path=str(duplicates.path),
+        features_path=str(features.path),
+    )
+
+
+@task(name="dedup-and-split", cache_policy=RUN_CACHE)
+def reduce_shards(results: list[ShardResult], staged_dir: str, out_dir: str) -> ReduceResult:
+    """Return the split counts; train/validation wait in staged_dir until the gates pass."""
+    return dedup_and_split(results, Path(staged_dir), Path(out_dir))

@@ -1,0 +1,390 @@
+"""Shards: cut the input into independent units and prepare each in one fused pass.
+
+`plan_shards` names each unit (a source and a range of it, never its data):
+- plain JSONL and transcript files: byte ranges ending at a line (a `---` separator for
+  transcripts), with the number of the range's first line so reported locations stay absolute;
+- `.gz` files, JSON arrays and CSV: the whole file (they cannot be entered in the middle);
+- Parquet: runs of row groups (never cutting a conversation whose rows span two groups);
+- SQL: one shard.
+
+`prepare_shard` reads one shard record by record through extract -> normalise (with PII) ->
+per-example checks and token counts -> content and split digests, and writes the shard's
+kept examples, rejections and feature rows once. Its result is stored under a key made of
+the shard's content fingerprint, the settings that change its output and the code, so an
+unchanged shard is reused by the next run. The reduce step (tasks/reduce.py) de-duplicates
+across all shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.encodings import get_encoding
+from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
+from ftflow.jsonl import JsonlWriter
+from tasks.extract import (
+    Candidate,
+    ExtractOptions,
+    Item,
+    Rejection,
+    fingerprint_sources,
+    read_json_lines,
+    read_parquet_table,
+    read_sql,
+    read_transcript_file,
+    reader_for,
+    resolve_sources,
+)
+from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_example, feature_row
+from tasks.transform import TransformOptions, example_digests, normalize_example, split_for
+
+ShardKind = Literal["lines", "transcript", "file", "parquet", "sql"]
+DEFAULT_SHARD_MB = 32
+READ_CHUNK = 1 << 22
+# Columns the reduce step needs besides the features: where the example's line is, and the
+# hash of its exact bytes (which copy of a duplicate is kept must not depend on input order).
+SHARD_FEATURE_SCHEMA = FEATURE_SCHEMA.append(pa.field("ordinal", pa.int64())).append(
+    pa.field("offset", pa.int64())).append(pa.field("length", pa.int64())).append(pa.field("line_sha256", pa.string()))
+# The code that shapes a shard's output: a change in any of these files invalidates stored shards.
+SHARD_CODE = ("extract.py", "transform.py", "quality.py", "budget.py", "shards.py")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One independent unit of input: a source and a range of it. Carries no data."""
+
+    index: int
+    source: str
+    kind: ShardKind
+    start: int = 0  # byte offset (lines, transcript)
+    end: int | None = None  # byte offset, exclusive; None: to the end
+    first_line: int = 1  # number of the range's first line (first row, for Parquet)
+    row_groups: tuple[int, ...] | None = None
+    fingerprint: str = ""  # sha256 of the bytes the shard reads; empty when it cannot be known (SQL)
+
+    @property
+    def name(self) -> str:
+        """Short and unique within a run, as the Prefect UI shows it: `<index>-<file>-<range>`."""
+        base = Path(self.source).name if self.kind != "sql" else "sql"
+        if self.kind in ("lines", "transcript"):
+            return f"{self.index:04d}-{base}-L{self.first_line}"
+        if self.kind == "parquet" and self.row_groups:
+            return f"{self.index:04d}-{base}-rg{self.row_groups[0]}-{self.row_groups[-1]}"
+        return f"{self.index:04d}-{base}"
+
+
+@dataclass
+class Plan:
+    shards: list[Shard]
+    fingerprints: dict[str, str]  # source -> sha256 of its content (SQL: of the URL and query)
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _kind_of(path: Path, options: ExtractOptions) -> ShardKind:
+    reader = reader_for(path, options)
+    if path.suffix == ".gz":
+        return "file"
+    return {read_json_lines: "lines", read_transcript_file: "transcript", read_parquet_table: "parquet"}.get(
+        reader, "file"
+    )
+
+
+def _boundary_after(f: Any, position: int, kind: ShardKind) -> int:
+    """The first record boundary at or after position: a line start, or after a `---` line."""
+    from tasks.extract import TRANSCRIPT_SEPARATOR
+
+    f.seek(position)
+    if position > 0:
+        f.seek(position - 1)
+        if f.read(1) != b"\n":
+            f.readline()  # finish the line the position falls into
+    if kind == "transcript":
+        while line := f.readline():
+            if TRANSCRIPT_SEPARATOR.match(line.decode("utf-8", "replace")):
+                break
+    return f.tell()
+
+
+def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int) -> tuple[list[Shard], str]:
+    """Byte ranges of about shard_bytes at record boundaries, in one pass that also hashes the file."""
+    size = path.stat().st_size
+    whole = hashlib.sha256()
+    shards: list[Shard] = []
+    start, line = 0, 1
+    with open(path, "rb") as f, open(path, "rb") as data:
+        while start < size:
+            end = _boundary_after(f, min(start + shard_bytes, size), kind) if start + shard_bytes < size else size
+            part, newlines = hashlib.sha256(), 0
+            data.seek(start)
+            remaining = end - start
+            while remaining:
+                chunk = data.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                part.update(chunk)
+                whole.update(chunk)
+                newlines += chunk.count(b"\n")
+            shards.append(Shard(first_index + len(shards), str(path), kind, start, end, line,
+                                fingerprint=part.hexdigest()))
+            start, line = end, line + newlines
+    return shards, whole.hexdigest()
+
+
+def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_index: int, sha: str) -> list[Shard]:
+    """Runs of row groups of about shard_bytes; a cut never falls inside one conversation's rows."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    meta = parquet.metadata
+    if options.id_column not in parquet.schema_arrow.names or meta.num_row_groups <= 1:
+        return [Shard(first_index, str(path), "parquet", fingerprint=sha)]  # the reader reports missing columns
+    ids = [parquet.read_row_group(i, columns=[options.id_column]).column(0) for i in range(meta.num_row_groups)]
+    shards: list[Shard] = []
+    groups: list[int] = []
+    size, first_row, row = 0, 1, 1
+    for i in range(meta.num_row_groups):
+        continues = bool(groups) and len(ids[i]) and len(ids[i - 1]) and ids[i][0] == ids[i - 1][-1]
+        if groups and size >= shard_bytes and not continues:
+            shards.append(Shard(first_index + len(shards), str(path), "parquet", first_line=first_row,
+                                row_groups=tuple(groups), fingerprint=f"{sha}:{groups}"))
+            groups, size, first_row = [], 0, row
+        groups.append(i)
+        size += meta.row_group(i).total_byte_size
+        row += meta.row_group(i).num_rows
+    shards.append(Shard(first_index + len(shards), str(path), "parquet", first_line=first_row,
+                        row_groups=tuple(groups), fingerprint=f"{sha}:{groups}"))
+    return shards
+
+
+def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_MB << 20) -> Plan:
+    """Cut the sources (paths, globs, and --sql-url/--query) into shards; hash every file once."""
+    from ftflow.jsonl import file_sha256
+
+    paths = resolve_sources(sources) if sources else []
+    if not paths and not options.sql_url:
+        raise InputError("no sources: give paths or globs, or --sql-url and --query")
+    shards: list[Shard] = []
+    fingerprints: dict[str, str] = {}
+    for path in paths:
+        kind = _kind_of(path, options)
+        if kind in ("lines", "transcript"):
+            ranges, fingerprints[str(path)] = _plan_ranges(path, kind, shard_bytes, len(shards))
+            shards += ranges
+            continue
+        fingerprints[str(path)] = file_sha256(path)
+        if kind == "parquet":
+            shards += _plan_parquet(path, options, shard_bytes, len(shards), fingerprints[str(path)])
+        else:
+            shards.append(Shard(len(shards), str(path), kind, fingerprint=fingerprints[str(path)]))
+    if options.sql_url or options.query:
+        sql = fingerprint_sources([], options) if options.sql_url else {"sql": ""}
+        fingerprints.update(sql)
+        shards.append(Shard(len(shards), next(iter(sql)), "sql"))
+    return Plan(shards, fingerprints)
+
+
+# --- one shard -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """Everything besides the shard's bytes that changes what `prepare_shard` writes."""
+
+    extract: ExtractOptions
+    transform: TransformOptions
+    encoding: str
+    training_context: int
+    validation_fraction: float
+
+    @classmethod
+    def for_model(
+        cls, model: str, extract: ExtractOptions, transform: TransformOptions, validation_fraction: float
+    ) -> ShardSettings:
+        from ftflow.catalog import load_catalog
+        from ftflow.encodings import encoding_name_for_model
+
+        return cls(extract, transform, encoding_name_for_model(model), load_catalog().get(model).training_context,
+                   validation_fraction)
+
+    def fingerprint(self) -> str:
+        code = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for name in SHARD_CODE:
+            code.update((here / name).read_bytes())
+        settings = orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(settings + code.digest()).hexdigest()
+
+
+def shard_key(shard: Shard, settings_fingerprint: str) -> str | None:
+    """Where a shard's result is stored; None when its content cannot be fingerprinted (SQL)."""
+    if not shard.fingerprint:
+        return None
+    identity = {**asdict(shard), "index": None}  # the same range is the same shard whatever else is read
+    return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS) + settings_fingerprint.encode()
+                          ).hexdigest()[:32]
+
+
+@dataclass
+class ShardResult:
+    """What one shard read, rejected (by stage and reason), changed and kept; where its files are."""
+
+    shard: str
+    index: int
+    directory: str
+    records_read: int = 0
+    kept: int = 0
+    rejected: dict[str, dict[str, int]] = field(default_factory=lambda: {"extract": {}, "quality": {}})
+    trimmed_turns: int = 0
+    merged_turns: int = 0
+    pii: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
+
+    def check(self) -> None:
+        """Every record read is kept or rejected: a bug of ours otherwise, never bad data."""
+        rejected = sum(sum(r.values()) for r in self.rejected.values())
+        if self.kept + rejected != self.records_read:
+            raise FtflowError(f"shard {self.shard}: read {self.records_read}, kept {self.kept}, rejected {rejected}")
+
+
+def shard_items(shard: Shard, options: ExtractOptions) -> Iterator[Item]:
+    """The records of one shard, with absolute locations."""
+    path = Path(shard.source)
+    if shard.kind == "lines":
+        return read_json_lines(path, options, start=shard.start, end=shard.end, first_line=shard.first_line)
+    if shard.kind == "transcript":
+        return read_transcript_file(path, options, start=shard.start, end=shard.end, first_line=shard.first_line)
+    if shard.kind == "parquet":
+        groups = list(shard.row_groups) if shard.row_groups is not None else None
+        return read_parquet_table(path, options, row_groups=groups, first_line=shard.first_line)
+    if shard.kind == "sql":
+        return read_sql(options)
+    return reader_for(path, options)(path, options)
+
+
+def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> ShardResult:
+    """The fused pass: every record through every per-record stage, each output written once."""
+    encoding = get_encoding(settings.encoding)
+    result = ShardResult(shard.name, shard.index, str(directory))
+    extract_rejected: Counter[str] = Counter()
+    quality_rejected: Counter[str] = Counter()
+    pii: Counter[str] = Counter()
+    offset = 0
+    directory.mkdir(parents=True)
+    with (
+        open(directory / "examples.jsonl", "wb") as examples,
+        JsonlWriter(directory / "rejected.jsonl") as rejected,
+        FeatureWriter(directory / "features.parquet", SHARD_FEATURE_SCHEMA) as features,
+    ):
+        for ordinal, item in enumerate(shard_items(shard, settings.extract)):
+            result.records_read += 1
+            if isinstance(item, Rejection):
+                rejected.write({**item.to_dict(), "stage": "extract"})
+                extract_rejected[item.reason] += 1
+                continue
+            assert isinstance(item, Candidate)
+            example, stats = normalize_example(item.example, settings.transform)
+            result.trimmed_turns += stats.trimmed_turns
+            result.merged_turns += stats.merged_turns
+            pii.update(stats.pii)
+            try:
+                tokens, assistant = check_example(example, encoding, settings.training_context)
+            except ExampleRejected as exc:
+                rejected.write({"source": item.source, "loc": item.loc, "reason": exc.reason, "detail": exc.detail,
+                                "record": example, "stage": "quality"})
+                quality_rejected[exc.reason] += 1
+                continue
+            line = orjson.dumps(example) + b"\n"
+            content, conversation = example_digests(example)
+            row = feature_row(example, source=item.source, loc=item.loc,
+                              split=split_for(conversation, settings.validation_fraction), tokens=tokens,
+                              assistant_tokens=assistant, pii=sum(stats.pii.values()), content_sha256=content)
+            features.add({**row, "ordinal": ordinal, "offset": offset, "length": len(line),
+                          "line_sha256": hashlib.sha256(line).hexdigest()})
+            examples.write(line)
+            offset += len(line)
+            result.kept += 1
+    result.rejected = {"extract": dict(sorted(extract_rejected.items())),
+                       "quality": dict(sorted(quality_rejected.items()))}
+    result.pii = dict(sorted(pii.items()))
+    result.check()
+    (directory / "result.json").write_bytes(orjson.dumps(asdict(result)))
+    return result
+
+
+def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path) -> ShardResult:
+    """Return the shard's result, reusing a stored one for the same bytes and settings.
+
+    A shard is written to a temporary folder and renamed into place only when complete, so a
+    shard that fails leaves nothing a later run could take for a finished result.
+    """
+    key = shard_key(shard, settings.fingerprint())
+    shards_dir = work_dir / "shards"
+    final = shards_dir / (key or f"sql-{uuid.uuid4().hex}")
+    if key and (final / "result.json").exists():
+        stored = orjson.loads((final / "result.json").read_bytes())
+        return ShardResult(**{**stored, "shard": shard.name, "index": shard.index, "directory": str(final),
+                              "reused": True})
+    temporary = shards_dir / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        result = _write_shard(shard, settings, temporary)
+        try:
+            os.rename(temporary, final)
+        except OSError:  # another run finished the same shard first: its result is the same
+            shutil.rmtree(temporary, ignore_errors=True)
+    except Exception as exc:
+        shutil.rmtree(temporary, ignore_errors=True)
+        code = exc.exit_code if isinstance(exc, FtflowError) else 1
+        raise ShardFailed(f"shard {shard.name} ({shard.source}) failed: {exc}", exit_code=code) from exc
+    result.directory = str(final)
+    return result
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+
+def task_runner_for(sources: list[str], workers: int | None, dask_address: str | None, shard_bytes: int) -> Any:
+    """Where shards run: an existing Dask cluster, or local processes (all cores by default).
+
+    Input smaller than one shard runs in a thread: starting worker processes (each imports
+    Prefect and the stages) costs seconds that a single shard cannot win back.
+    """
+    if dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError("--dask-address needs prefect-dask: pip install 'ftflow[dask]'") from None
+        return DaskTaskRunner(address=dask_address)
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    size = sum(path.stat().st_size for path in resolve_sources(sources)) if sources else 0
+    if size < shard_bytes or workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return ProcessPoolTaskRunner(max_workers=workers or os.cpu_count())
+
+
+@task(name="plan-shards", cache_policy=NO_CACHE)
+def plan_input(sources: list[str], options: ExtractOptions, shard_bytes: int) -> Plan:
+    """Return the shards of the input and a fingerprint of each source."""
+    return plan_shards(sources, options, shard_bytes)
+
+
+@task(name="prepare-shard", task_run_name="prepare-shard-{shard.name}", cache_policy=NO_CACHE)
+def prepare_shard_task(shard: Shard, settings: ShardSettings, work_dir: str) -> ShardResult:
+    """Return one shard's counters; its examples, rejections and features go to the work dir."""
+    return prepare_shard(shard, settings, Path(work_dir))

@@ -1,0 +1,193 @@
+"""Shards, the fused per-shard pass and the reduce, without Prefect (the flow tests run them in flows)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ftflow.errors import ShardFailed
+from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
+from tasks.reduce import dedup_and_split, digest_partitions
+from tasks.report import dataset_sha256
+from tasks.shards import Shard, ShardSettings, plan_shards, prepare_shard, shard_items
+from tasks.transform import TransformOptions
+from tests.conftest import chat, write_jsonl
+
+
+def records(n: int = 120) -> list:
+    """Conversations with PII, duplicates (exact and case/whitespace variants) and bad records."""
+    good = [chat(f"Frage {i}: Wo ist Bestellung AR-{i}? Mail an kunde{i}@example.de", f"Antwort {i}", system="LANG")
+            for i in range(n)]
+    variants = [chat(f"frage {i}:  wo ist bestellung ar-{i}? mail an KUNDE{i}@example.de", f"antwort {i}",
+                     system="LANG") for i in range(0, n, 7)]
+    bad = ["{broken", {"messages": [{"role": "user", "content": "nur Frage"}]}, {"messages": "x"}, [1, 2]]
+    return [*good, *good[:10], *variants, *bad]
+
+
+def settings(**transform) -> ShardSettings:
+    return ShardSettings.for_model("gpt-4o-mini-2024-07-18", ExtractOptions(), TransformOptions(**transform), 0.2)
+
+
+def run(sources: list[str], work: Path, out: Path, shard_bytes: int, **transform) -> dict:
+    """Plan, prepare every shard, reduce: what the flow does, as plain functions."""
+    plan = plan_shards(sources, ExtractOptions(), shard_bytes)
+    results = [prepare_shard(shard, settings(**transform), work) for shard in plan.shards]
+    out.mkdir(parents=True, exist_ok=True)
+    split = dedup_and_split(results, out / ".staged", out)
+    read = sum(r.records_read for r in results)
+    rejected = sum(sum(n.values()) for r in results for n in r.rejected.values())
+    assert read == split.train + split.validation + rejected + split.duplicates_removed
+    return {
+        "shards": len(plan.shards),
+        "reused": sum(r.reused for r in results),
+        "train": Path(split.train_path).read_bytes(),
+        "validation": Path(split.validation_path).read_bytes(),
+        "sha": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
+        "counts": (read, split.train, split.validation, rejected, split.duplicates_removed),
+        "tokens": pq.read_table(split.features_path).column("tokens").to_pylist(),
+    }
+
+
+def test_line_shards_cover_the_file_at_line_boundaries_with_absolute_line_numbers(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", records())
+    with open(path, "a") as f:
+        f.write("\n\n")  # blank lines hold no record, wherever a cut falls
+    whole = [(i.loc, type(i).__name__) for i in read_json_lines(path, ExtractOptions())]
+    plan = plan_shards([str(path)], ExtractOptions(), 700)
+    assert len(plan.shards) > 10
+    assert plan.shards[0].start == 0 and plan.shards[-1].end == path.stat().st_size
+    data = path.read_bytes()
+    for before, after in zip(plan.shards, plan.shards[1:], strict=False):
+        assert before.end == after.start and data[after.start - 1 : after.start] == b"\n"
+    pieces = [(i.loc, type(i).__name__) for s in plan.shards for i in shard_items(s, ExtractOptions())]
+    assert pieces == whole
+
+
+def test_transcript_shards_cut_only_after_a_separator(tmp_path):
+    blocks = [f"Customer: Frage {i}\nwith a second line\nAgent: Antwort {i}\n" for i in range(40)]
+    path = tmp_path / "t.txt"
+    path.write_text("---\n".join(blocks) + "---\nkein Sprecher\n")
+    whole = [(i.loc, type(i).__name__) for i in read_transcript_file(path, ExtractOptions())]
+    plan = plan_shards([str(path)], ExtractOptions(), 100)
+    assert len(plan.shards) > 5
+    for shard in plan.shards[1:]:
+        assert path.read_bytes()[: shard.start].endswith(b"---\n")
+    pieces = [(i.loc, type(i).__name__) for s in plan.shards for i in shard_items(s, ExtractOptions())]
+    assert pieces == whole and len(whole) == 41
+
+
+def test_parquet_shards_are_row_groups_and_never_split_a_conversation(tmp_path):
+    rows = [{"conversation_id": f"c{i // 4}", "turn": i % 4, "role": ["user", "assistant"][i % 2],
+             "content": f"text {i}"} for i in range(40)]
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=6)  # groups cut conversations in half
+    whole = [(i.loc, i.example["messages"][0]["content"]) for i in read_parquet_table(path, ExtractOptions())]
+    plan = plan_shards([str(path)], ExtractOptions(), 1)
+    assert len(plan.shards) > 1 and all(s.kind == "parquet" for s in plan.shards)
+    pieces = [(i.loc, i.example["messages"][0]["content"]) for s in plan.shards for i in shard_items(s, ExtractOptions())]
+    assert pieces == whole and len(whole) == 10
+
+
+def test_whole_file_shards_for_what_cannot_be_entered_in_the_middle(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([chat("q", "a")]))
+    (tmp_path / "m.csv").write_text("conversation_id,turn,role,content\nc1,1,user,Hi\nc1,2,assistant,Hallo\n")
+    plan = plan_shards([str(tmp_path / "*")], ExtractOptions(), 1)
+    assert [s.kind for s in plan.shards] == ["file", "file"]
+    assert set(plan.fingerprints) == {str(tmp_path / "a.json"), str(tmp_path / "m.csv")}
+
+
+def test_one_shard_many_shards_and_shuffled_input_give_the_same_dataset(tmp_path):
+    data = records()
+    one = run([str(write_jsonl(tmp_path / "a.jsonl", data))], tmp_path / "w1", tmp_path / "o1", 1 << 20)
+    many = run([str(write_jsonl(tmp_path / "b.jsonl", data))], tmp_path / "w2", tmp_path / "o2", 500)
+    shuffled_data = list(data)
+    random.Random(3).shuffle(shuffled_data)
+    half = len(shuffled_data) // 2
+    shuffled = run([str(write_jsonl(tmp_path / "c1.jsonl", shuffled_data[:half])),
+                    str(write_jsonl(tmp_path / "c2.jsonl", shuffled_data[half:]))], tmp_path / "w3", tmp_path / "o3", 900)
+    assert one["shards"] == 1 and many["shards"] > 20 and shuffled["shards"] > 10
+    for other in (many, shuffled):
+        for key in ("train", "validation", "sha", "counts"):
+            assert other[key] == one[key], key
+        assert sorted(other["tokens"]) == sorted(one["tokens"])
+    read, train, validation, rejected, duplicates = one["counts"]
+    assert (read, rejected, duplicates) == (len(data), 4, 10 + len(range(0, 120, 7)))
+    assert train > 80 and validation > 10
+
+
+def test_unchanged_shards_are_reused_and_appended_data_is_prepared(tmp_path):
+    data = records()
+    path = write_jsonl(tmp_path / "a.jsonl", data)
+    first = run([str(path)], tmp_path / "work", tmp_path / "o1", 2000)
+    with open(path, "a") as f:
+        f.write(json.dumps(chat("Neue Frage", "Neue Antwort")) + "\n")
+    grown = run([str(path)], tmp_path / "work", tmp_path / "o2", 2000)
+    fresh = run([str(path)], tmp_path / "fresh", tmp_path / "o3", 2000)
+    assert grown["reused"] == first["shards"] - 1 and fresh["reused"] == 0
+    assert grown["sha"] == fresh["sha"] != first["sha"] and grown["counts"] == fresh["counts"]
+
+
+def test_a_system_prompt_change_moves_no_example_between_splits(tmp_path):
+    path = str(write_jsonl(tmp_path / "a.jsonl", records()))
+
+    def validation_questions(prompt: str, out: str) -> set[str]:
+        result = run([path], tmp_path / out, tmp_path / out, 1000, system_prompt=prompt)
+        lines = result["validation"].decode().splitlines()
+        assert all(json.loads(line)["messages"][0]["content"] == prompt for line in lines)
+        # Copies differing only in case or whitespace are one example: compare what identifies it.
+        return {" ".join(json.loads(line)["messages"][1]["content"].split()).casefold() for line in lines}
+
+    assert validation_questions("Kurz.", "a") == validation_questions("Ein ganz anderer Prompt.", "b")
+
+
+def test_a_shard_that_fails_is_named_and_leaves_nothing_behind(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    plan = plan_shards([str(path)], ExtractOptions(), 2000)
+    path.unlink()  # the range cannot be read any more
+    with pytest.raises(ShardFailed, match=plan.shards[1].name) as raised:
+        prepare_shard(plan.shards[1], settings(), tmp_path / "work")
+    assert raised.value.exit_code == 1
+    assert not list((tmp_path / "work" / "shards").iterdir())
+
+
+def test_a_missing_column_fails_its_shard_with_the_input_error_exit_code(tmp_path):
+    (tmp_path / "m.csv").write_text("id,text\n1,x\n")
+    shard = Shard(0, str(tmp_path / "m.csv"), "file", fingerprint="x")
+    with pytest.raises(ShardFailed, match="0000-m.csv.*missing column") as raised:
+        prepare_shard(shard, settings(), tmp_path / "work")
+    assert raised.value.exit_code == 2
+
+
+def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
+    assert digest_partitions(10, 100) == [("00", None)]
+    assert digest_partitions(1000, 100)[:2] == [("00", "19"), ("19", "33")]
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    plan = plan_shards([str(path)], ExtractOptions(), 3000)
+    results = [prepare_shard(shard, settings(), tmp_path / "work") for shard in plan.shards]
+    whole = dedup_and_split(results, tmp_path / "a", tmp_path / "a")
+    parts = dedup_and_split(results, tmp_path / "b", tmp_path / "b", partition_rows=7)
+    for name in ("train.jsonl", "validation.jsonl", "duplicates.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert pq.read_table(tmp_path / "a" / "features.parquet").equals(pq.read_table(tmp_path / "b" / "features.parquet"))
+    assert (whole.train, whole.validation, whole.duplicates_removed) == (parts.train, parts.validation,
+                                                                         parts.duplicates_removed)
+
+
+def test_task_runner_small_input_in_process_larger_on_all_cores_or_dask(tmp_path):
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from tasks.shards import task_runner_for
+
+    sources = [str(write_jsonl(tmp_path / "a.jsonl", records()))]
+    assert isinstance(task_runner_for(sources, None, None, 1 << 20), ThreadPoolTaskRunner)
+    pool = task_runner_for(sources, None, None, 1000)
+    assert isinstance(pool, ProcessPoolTaskRunner) and pool._max_workers == os.cpu_count()
+    assert task_runner_for(sources, 3, None, 1000)._max_workers == 3
+    assert isinstance(task_runner_for(sources, None, "tcp://127.0.0.1:8786", 1000), DaskTaskRunner)
