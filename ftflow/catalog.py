@@ -19,6 +19,8 @@ class ModelInfo:
     finetuned_output: float
     base_input: float
     base_output: float
+    dpo_training: float | None = None  # USD per 1M DPO-trained tokens; None: the model takes no DPO
+    dpo_training_source: str = ""
 
 
 @dataclass(frozen=True)

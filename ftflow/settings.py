@@ -24,6 +24,7 @@ DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 PiiMode = Literal["off", "report", "mask"]
 SystemPromptMode = Literal["replace", "if-missing"]
 Backend = Literal["local", "openai", "azure"]
+Method = Literal["supervised", "dpo"]
 
 
 def config_path() -> Path:
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTFLOW_", extra="ignore")
 
     # prepare
+    method: Method = Field("supervised", description="supervised (chat examples) or dpo (preference pairs).")
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
@@ -55,6 +57,18 @@ class Settings(BaseSettings):
     shard_mb: int = Field(32, ge=1, description="Size of one shard of a JSONL or transcript file, in MiB.")
     workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
+    # preference data (method dpo)
+    dpo_beta: float = Field(0.1, gt=0, le=2, description="DPO beta: how far training may move from the base model.")
+    dpo_min_rating_margin: float = Field(
+        1.0, ge=0, description="Rated answers: the best and worst rating must differ by at least this."
+    )
+    dpo_max_length_bias: float = Field(
+        0.8, ge=0, le=1, description="Quality gate: the largest share of pairs whose preferred answer is the longer."
+    )
+    dpo_min_pairs: int = Field(10, ge=1, description="Quality gate: the fewest training pairs.")
+    dpo_max_near_identical_share: float = Field(
+        0.2, ge=0, le=1, description="Quality gate: the largest share of pairs whose two outputs barely differ."
+    )
 
     # provider
     backend: Backend = Field("local", description="local (the bundled service), openai or azure.")

@@ -25,6 +25,7 @@ import orjson
 import tiktoken
 
 from tasks.budget import count_example_tokens
+from tasks.quality import check_example
 
 Shape = Literal["hh", "openai", "rated"]
 
@@ -126,9 +127,11 @@ def _single_assistant_turn(output: Any, which: str) -> list[dict[str, Any]]:
 
 
 def _checked_input(messages: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    if not messages or messages[-1].get("role") != "user":
-        last = messages[-1].get("role") if messages else "nothing"
-        raise PairRejected("input_not_ending_on_user", f"the input ends on {last!r}, not on a user turn")
+    if not messages:
+        raise PairRejected("no_shared_prefix", "the input has no messages before the answers")
+    if messages[-1].get("role") != "user":
+        raise PairRejected("input_not_ending_on_user",
+                           f"the input ends on {messages[-1].get('role')!r}, not on a user turn")
     return {"messages": messages, **(extra or {})}
 
 
@@ -168,6 +171,8 @@ def rating_score(record: dict[str, Any]) -> float:
     """Higher is better. Thumbs map to 1/0, a score stays, a rank (1 = best) is negated."""
     if "rank" in record:
         rank = record["rank"]
+        if isinstance(rank, str) and rank.strip().lstrip("-").isdigit():  # table cells arrive as text
+            rank = int(rank)
         if isinstance(rank, bool) or not isinstance(rank, int | float):
             raise PairRejected("invalid_rating", f"rank {rank!r} is not a number")
         return -float(rank)
@@ -189,6 +194,11 @@ def rating_score(record: dict[str, Any]) -> float:
 
 def rated_answer(record: dict[str, Any]) -> RatedAnswer:
     messages = record.get("messages")
+    if isinstance(messages, str):  # a table cell holding the conversation as JSON
+        try:
+            messages = orjson.loads(messages)
+        except orjson.JSONDecodeError:
+            raise PairRejected("unknown_preference_shape", "`messages` is text that is not JSON") from None
     if messages is None and isinstance(record.get("prompt"), str):
         messages = [{"role": "user", "content": record["prompt"]}]
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -236,6 +246,19 @@ def normalized_text(message: dict[str, Any]) -> str:
 def check_outputs_differ(pair: PreferencePair) -> None:
     if normalized_text(pair.preferred[0]) == normalized_text(pair.non_preferred[0]):
         raise PairRejected("identical_outputs", "preferred and non-preferred outputs are identical")
+
+
+def check_pair(pair: PreferencePair, encoding: tiktoken.Encoding, limit: int) -> PairTokens:
+    """Return the pair's token counts; raise PairRejected or ExampleRejected (quality.REASONS).
+
+    Each output with the input is one training sequence: both go through the chat example
+    checks (roles, keys, tools, special tokens, the token limit) as a supervised example would.
+    """
+    check_outputs_differ(pair)
+    extra = {k: v for k, v in pair.input.items() if k != "messages"}
+    for output in (pair.preferred, pair.non_preferred):
+        check_example({"messages": [*pair.input["messages"], *output], **extra}, encoding, limit)
+    return pair_tokens(pair, encoding)
 
 
 def near_identical(pair: PreferencePair, ratio: float = NEAR_IDENTICAL_RATIO) -> bool:
@@ -293,3 +316,8 @@ class PreferenceFigures:
     @property
     def near_identical_share(self) -> float:
         return self.near_identical / self.pairs if self.pairs else 0.0
+
+    def to_row(self) -> dict[str, Any]:
+        """The one-row frame the `preference` suite checks."""
+        return {"pairs": self.pairs, "near_identical_share": round(self.near_identical_share, 4),
+                "length_bias": round(self.length_bias, 4)}

@@ -310,8 +310,12 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
     return failed, {"success": bool(result.success), "statistics": result.statistics, "results": rows}
 
 
-def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any]) -> QualityResult:
-    """Validate the example features and dataset totals against the suites in expectations/."""
+def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any],
+               figures: dict[str, dict[str, Any]] | None = None) -> QualityResult:
+    """Validate the example features and dataset totals against the suites in expectations/.
+
+    `figures` adds suites run on one row each (suite name -> row), e.g. `preference`.
+    """
     import great_expectations as gx
     import pandas as pd
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -319,7 +323,8 @@ def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("ftflow")
-    frames = {"examples": features, "dataset": pd.DataFrame([totals])}
+    frames = {"examples": features, "dataset": pd.DataFrame([totals]),
+              **{name: pd.DataFrame([row]) for name, row in (figures or {}).items()}}
     failed: list[str] = []
     suites: dict[str, Any] = {}
     for name, frame in frames.items():
@@ -347,13 +352,14 @@ def quality_markdown(result: QualityResult) -> str:
 
 @task(name="check-quality", cache_policy=RUN_CACHE)
 def check_quality(
-    features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path
+    features_path: str, totals: dict[str, Any], parameters: dict[str, Any], out_dir: Path,
+    figures: dict[str, dict[str, Any]] | None = None,
 ) -> QualityResult:
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
     import pandas as pd
 
     features = pd.read_parquet(features_path)
-    result = run_suites(features, totals, parameters)
+    result = run_suites(features, totals, parameters, figures)
     (out_dir / "quality.json").write_bytes(
         orjson.dumps(
             {"success": result.success, "failed": result.failed, "parameters": parameters, "suites": result.suites},
