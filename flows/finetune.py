@@ -26,9 +26,11 @@ def finetune(
     seed: int | None = None,
     force: bool = False,
     backend: str | None = None,
+    method: str | None = None,
+    dpo_beta: float | None = None,
 ) -> dict[str, Any]:
     """Return the finished job: fine-tuned model id, trained tokens, training metrics."""
-    settings = get_settings(model=model, suffix=suffix, backend=backend)
+    settings = get_settings(model=model, suffix=suffix, backend=backend, method=method, dpo_beta=dpo_beta)
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
     validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
     request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
@@ -37,7 +39,7 @@ def finetune(
         done = wait_for_job(job["job_id"], settings)
     except JobCancelled as exc:
         return Cancelled(message=str(exc))  # type: ignore[return-value]
-    return {**done, "idempotency_key": job["idempotency_key"], "created": job["created"],
+    return {**done, "method": settings.method, "idempotency_key": job["idempotency_key"], "created": job["created"],
             "training_file": train.file_id, "validation_file": validation.file_id if validation else None}
 
 

@@ -67,6 +67,7 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def print_prepare_summary(report: dict[str, Any]) -> None:
     rows = [
+        ("method", report.get("method", "supervised")),
         ("records read", f"{report['records_read']:,}"),
         (
             "train / validation",
@@ -108,6 +109,10 @@ def print_run_summary(record: dict[str, Any]) -> None:
         ("promotion", "promoted" if promotion["promoted"] else "not promoted: " + "; ".join(promotion["reasons"])),
         ("run report", f"{record['run_dir']}/run.json"),
     ]
+    if "win_rate" in candidate:  # method dpo: the gate's metric
+        low, high = candidate["win_rate_ci95"]
+        rows.insert(4, ("win rate (95% CI)", f"{candidate['win_rate']:.2f} ({low:.2f}-{high:.2f}; baseline "
+                                             f"{baseline['win_rate']:.2f})"))
     console.print(kv_table(f"run {record['run_id']}", rows))
 
 
@@ -139,6 +144,7 @@ def prepare(
     max_cost_usd: Annotated[float | None, typer.Option(help="Fail before upload above this")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes preparing shards (default: all cores)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Prepare shards on this Dask scheduler")] = None,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
 ) -> None:
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded)."""
     from typing import get_args
@@ -146,6 +152,7 @@ def prepare(
     from flows.prepare import prepare as prepare_flow
     from ftflow.errors import ConfigError
     from tasks.extract import ExtractOptions, Format
+    from tasks.preference_shard import PreferenceOptions
     from tasks.report import GateOptions
     from tasks.shards import task_runner_for
     from tasks.transform import TransformOptions, parse_mapping
@@ -170,6 +177,7 @@ def prepare(
             out_dir=out,
             workers=workers,
             dask_address=dask_address,
+            method=method,
         )
         extract = ExtractOptions(
             format=format,
@@ -198,6 +206,9 @@ def prepare(
             gates=gates,
             work_dir=str(settings.work_dir),
             shard_bytes=settings.shard_mb << 20,
+            method=settings.method,
+            min_rating_margin=settings.dpo_min_rating_margin,
+            preference=PreferenceOptions.from_settings(settings),
         )
 
     try:
@@ -223,6 +234,7 @@ def retrain(
     monthly_requests: Annotated[int | None, typer.Option(help="Volume for the cost case")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
 ) -> None:
     """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record."""
     from flows.retrain import retrain as retrain_flow
@@ -231,13 +243,14 @@ def retrain(
         baseline = baseline_prompt_file.read_text("utf-8").strip() if baseline_prompt_file else None
         settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
                                 n_epochs=n_epochs, backend=backend, baseline_system_prompt=baseline,
-                                eval_json_schema=json_schema, monthly_requests=monthly_requests)
+                                eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
         return retrain_flow(
             sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
             system_prompt=settings.system_prompt, baseline_system_prompt=settings.baseline_system_prompt,
             eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
             max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
-            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend)
+            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend,
+            method=settings.method, dpo_beta=settings.dpo_beta)
 
     record = run_reporting_errors(action)
     if not isinstance(record, dict):  # a Cancelled state
@@ -257,13 +270,15 @@ def finetune(
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure")] = None,
     force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (as the folder was prepared)")] = None,
 ) -> None:
     """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
     from flows.finetune import finetune as finetune_flow
 
-    settings = get_settings(model=model, backend=backend)
+    settings = get_settings(model=model, backend=backend, method=method)
     result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
-                                                        n_epochs=n_epochs, force=force, backend=settings.backend))
+                                                        n_epochs=n_epochs, force=force, backend=settings.backend,
+                                                        method=settings.method, dpo_beta=settings.dpo_beta))
     if not isinstance(result, dict):
         err_console.print(f"cancelled: {getattr(result, 'message', result)}")
         raise typer.Exit(5)

@@ -31,22 +31,24 @@ class Decision:
         return asdict(self)
 
 
-def decide(models: dict[str, dict[str, Any]], *, min_improvement: float, max_regression: float) -> Decision:
+def decide(models: dict[str, dict[str, Any]], *, min_improvement: float, max_regression: float,
+           metric: str = "f1") -> Decision:
+    """`metric` is what must improve: token F1, or the win rate on preference pairs (method dpo)."""
     candidate, baseline, current = models["candidate"], models["baseline"], models.get("current")
     reasons = []
-    if candidate["f1"] < baseline["f1"] + min_improvement:
-        reasons.append(f"F1 {candidate['f1']:.3f} does not beat the baseline's {baseline['f1']:.3f} "
+    if candidate[metric] < baseline[metric] + min_improvement:
+        reasons.append(f"{metric} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} "
                        f"by {min_improvement:.3f}")
     for metric in RATES:
         if candidate.get(metric) is not None and baseline.get(metric) is not None \
                 and candidate[metric] < baseline[metric] - max_regression:
             reasons.append(f"{metric} {candidate[metric]:.3f} is below the baseline's {baseline[metric]:.3f}")
     if current:
-        for metric in ("f1", *RATES):
-            if candidate.get(metric) is not None and current.get(metric) is not None \
-                    and candidate[metric] < current[metric] - max_regression:
-                reasons.append(f"{metric} {candidate[metric]:.3f} regresses against the promoted "
-                               f"{current['model']} ({current[metric]:.3f}) by more than {max_regression:.3f}")
+        for tracked in (metric, *RATES):
+            if candidate.get(tracked) is not None and current.get(tracked) is not None \
+                    and candidate[tracked] < current[tracked] - max_regression:
+                reasons.append(f"{tracked} {candidate[tracked]:.3f} regresses against the promoted "
+                               f"{current['model']} ({current[tracked]:.3f}) by more than {max_regression:.3f}")
     return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"])
 
 
@@ -61,7 +63,8 @@ def current_model(settings: Settings) -> str | None:
 def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings) -> Decision:
     """Return the promotion decision; a promotion is recorded in the registry."""
     decision = decide(evaluation["models"], min_improvement=settings.promotion_min_improvement,
-                      max_regression=settings.promotion_max_regression)
+                      max_regression=settings.promotion_max_regression,
+                      metric="win_rate" if evaluation.get("method") == "dpo" else "f1")
     if decision.promoted:
         Registry(settings.registry_url).promote(settings.model, decision.model, run_id)
     return decision
