@@ -27,6 +27,10 @@ from localai.store import Store
 from localai.uploads import UploadsBackend
 
 log = logging.getLogger("localai")
+UNPARSABLE_BODY = (
+    "We could not parse the JSON body of your request. The API expects a JSON payload, but what was sent "
+    "was not valid JSON."
+)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
@@ -50,7 +54,7 @@ class Service:
             refusal=config.refusal,
             daily_job_limit=config.daily_job_limit,
         )
-        self.chat = ChatBackend(self.store, self.models)
+        self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
         self.faults = FaultInjector(config.faults)
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
@@ -63,7 +67,7 @@ class Service:
         while not self._stop.wait(self.config.tick_seconds):
             try:
                 self.jobs.advance()
-            except Exception:  # keep scheduling; one bad job must not stop the others
+            except Exception:  # jobs fail alone inside advance(); this is the store itself failing
                 log.exception("scheduler tick failed")
 
     def stop(self) -> None:
@@ -86,7 +90,13 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class GatewayMiddleware:
-    """Authentication first, then the fault drawn for this request's operation."""
+    """Authentication first, then the fault drawn for this request's operation.
+
+    Any error no handler answered becomes OpenAI's 500 envelope here, logged once with its
+    traceback (the server does not log it again).
+    """
+
+    PROTECTED = ("/v1/", "/_admin/", "/openapi.json")
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
@@ -101,8 +111,26 @@ class GatewayMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, send_tracked)
+        except Exception:
+            if started:  # too late for a reply (or a lost response injected on purpose)
+                raise
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            await error_response(ServerError(500))(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(("/v1/", "/_admin/")):
+        if not path.startswith(self.PROTECTED):
             return await self.app(scope, receive, send)
         token = _bearer(scope)
         if token is None:
@@ -173,7 +201,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(title="ftflow local OpenAI-compatible service", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="ftflow local OpenAI-compatible service",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if config.openapi else None,
+        docs_url=None,  # a browser cannot send the bearer key; the schema is for tools
+        redoc_url=None,
+    )
     app.state.service = service
     app.include_router(routes.router)
     app.include_router(routes.admin)
@@ -185,6 +219,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+            return error_response(InvalidRequest(UNPARSABLE_BODY))
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return error_response(InvalidRequest(f"{first.get('msg', 'Invalid request')}: {param}", param=param))
 

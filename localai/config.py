@@ -21,3 +21,7 @@ class ServiceConfig(BaseSettings):
     refusal: str | None = Field(None, description="If set, every job create is refused with this message.")
     daily_job_limit: int | None = Field(None, ge=0, description="Jobs allowed per 24 hours.")
     faults: FaultPlan = Field(default_factory=FaultPlan, description="Fault injection plan (JSON).")
+    instruction_following: float = Field(
+        0.8, ge=0, le=1, description="How often a base model follows its system prompt's format and language."
+    )
+    openapi: bool = Field(False, description="Serve the service's own schema at /openapi.json (needs the key).")

@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 from localai.common import new_id, now, paginate
 from localai.exceptions import InvalidRequest, NotFound
 from localai.store import Store, public
+from localai.training_data import check_file
 
 PURPOSES = {"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
-MIN_EXAMPLES = 10
 
 
-def check_fine_tune_jsonl(content: bytes, *, min_examples: int = 0) -> tuple[int, str | None]:
-    """Return (examples, None) for a valid chat fine-tuning file, or (n, reason) otherwise.
-
-    File processing checks the format; a job checks the training file's size too.
-    """
-    examples = 0
-    for number, raw in enumerate(content.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return examples, f"Invalid file format. Line {number} is not valid JSON."
-        messages = record.get("messages") if isinstance(record, dict) else None
-        if not isinstance(messages, list) or not messages:
-            return examples, f"Invalid file format. Example {number}: missing 'messages'."
-        for message in messages:
-            if not isinstance(message, dict) or message.get("role") not in {"system", "user", "assistant", "tool"}:
-                return examples, f"Invalid file format. Example {number}: invalid role."
-        if not any(m["role"] == "assistant" for m in messages):
-            return examples, f"Invalid file format. Example {number}: no assistant message."
-        examples += 1
-    if examples < min_examples:
-        return examples, f"Training file has {examples} example(s), but must have at least {min_examples} examples."
-    return examples, None
+def too_large(size: int, limit: int, param: str = "file") -> InvalidRequest:
+    return InvalidRequest(
+        f"File is too large: more than {limit} bytes ({size} received so far); the maximum is {limit} bytes. "
+        "Use the Uploads API for larger files.",
+        param=param,
+        code="file_too_large",
+    )
 
 
 class FilesBackend:
@@ -45,34 +29,46 @@ class FilesBackend:
         self.store = store
         self.max_file_bytes = max_file_bytes
 
-    def create_file(self, *, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
-        if purpose not in PURPOSES:
-            raise InvalidRequest(f"'{purpose}' is not one of {sorted(PURPOSES)} - 'purpose'", param="purpose")
-        if len(content) > self.max_file_bytes:
-            raise InvalidRequest(
-                f"File is too large: {len(content)} bytes, the maximum is {self.max_file_bytes} bytes. "
-                "Use the Uploads API for larger files.",
-                param="file",
-                code="file_too_large",
-            )
-        if purpose == "fine-tune" and not filename.endswith(".jsonl"):
-            raise InvalidRequest(
-                "Invalid file format for Fine-Tuning API. Must be .jsonl", param="file", code="invalid_file_format"
-            )
-        return self.store_file(filename=filename, purpose=purpose, content=content)
+    def create_file(self, *, filename: str, purpose: str, path: Path) -> dict[str, Any]:
+        """A new File from an upload already streamed to `path` (moved into the store, or deleted)."""
+        try:
+            if purpose not in PURPOSES:
+                raise InvalidRequest(f"'{purpose}' is not one of {sorted(PURPOSES)} - 'purpose'", param="purpose")
+            if path.stat().st_size > self.max_file_bytes:
+                raise too_large(path.stat().st_size, self.max_file_bytes)
+            if purpose == "fine-tune" and not filename.endswith(".jsonl"):
+                raise InvalidRequest(
+                    "Invalid file format for Fine-Tuning API. Must be .jsonl", param="file", code="invalid_file_format"
+                )
+        except InvalidRequest:
+            path.unlink(missing_ok=True)
+            raise
+        return self.store_path(filename=filename, purpose=purpose, path=path)
+
+    def incoming_path(self) -> Path:
+        """Where an upload in progress is written before it becomes a File."""
+        return self.store.blob_dir / f"incoming-{uuid.uuid4().hex}"
 
     def store_file(self, *, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+        """A new File from bytes in hand (small files the service writes itself)."""
+        path = self.incoming_path()
+        path.write_bytes(content)
+        return self.store_path(filename=filename, purpose=purpose, path=path)
+
+    def store_path(self, *, filename: str, purpose: str, path: Path) -> dict[str, Any]:
+        """Move `path` into the store as a new File; fine-tune files are checked line by line."""
         file_id = new_id("file-")
-        self.store.blob_path(file_id).write_bytes(content)
+        blob = self.store.blob_path(file_id)
+        os.replace(path, blob)
         status, details = "processed", None
         if purpose == "fine-tune":
-            _, reason = check_fine_tune_jsonl(content)
+            _, reason = check_file(blob)
             if reason:
                 status, details = "error", reason
         record = {
             "id": file_id,
             "object": "file",
-            "bytes": len(content),
+            "bytes": blob.stat().st_size,
             "created_at": now(),
             "filename": filename,
             "purpose": purpose,
@@ -112,6 +108,7 @@ class FilesBackend:
         self.store.blob_path(file_id).unlink(missing_ok=True)
         return {"id": file_id, "object": "file", "deleted": True}
 
-    def file_content(self, file_id: str) -> bytes:
+    def content_path(self, file_id: str) -> Path:
+        """The file's bytes on disk, as uploaded."""
         self.get(file_id)
-        return self.store.blob_path(file_id).read_bytes()
+        return self.store.blob_path(file_id)

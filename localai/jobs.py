@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import logging
 import math
 import random
 import re
@@ -19,14 +19,15 @@ from typing import Any
 
 from localai.common import new_id, now, paginate
 from localai.exceptions import InvalidRequest, NotFound, PermissionDenied
-from localai.files import MIN_EXAMPLES, FilesBackend, check_fine_tune_jsonl
-from localai.models import ORG, ModelsBackend, base_models, base_of
+from localai.files import FilesBackend
+from localai.models import DPO_MODELS, ORG, ModelsBackend, base_models, base_of
 from localai.store import Store, public
-from localai.tokens import count_message_tokens
+from localai.training_data import MIN_EXAMPLES, check_file, training_tokens
+from localai.validation import check_create_job
 
+log = logging.getLogger("localai.jobs")
 ACTIVE = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
-SPECIAL_TOKEN = re.compile(r"<\|(endoftext|fim_prefix|fim_middle|fim_suffix|endofprompt)\|>")
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PHASE_SECONDS = {"validating_files": 0.2, "queued": 0.2}
 MAX_TICK_SECONDS = 1.0  # downtime of the service does not count as training time
@@ -70,6 +71,7 @@ class JobsBackend:
         self.seconds_per_1k_tokens = seconds_per_1k_tokens
         self.refusal = refusal
         self.daily_job_limit = daily_job_limit
+        self._broken: set[str] = set()
 
     # --- API operations --------------------------------------------------------------------
 
@@ -102,12 +104,22 @@ class JobsBackend:
                     code="daily_rate_limit_exceeded",
                 )
 
-    def create_job(self, request: dict[str, Any]) -> dict[str, Any]:
+    def create_job(self, body: Any) -> dict[str, Any]:
+        """Create a job from a create-job request body (checked here, whichever router received it)."""
         self._check_allowed()
+        request = check_create_job(body)
         model = request["model"]
         if model not in base_models() and self.store.get("model", model) is None:
             raise InvalidRequest(
                 f"Model {model} is not available for fine-tuning or does not exist.",
+                param="model",
+                code="model_not_available",
+            )
+        method = request["method"]
+        if method["type"] == "dpo" and base_of(model) not in DPO_MODELS:
+            raise InvalidRequest(
+                f"Model {model} is not available for fine-tuning with method 'dpo'. "
+                f"Models that support it: {', '.join(sorted(DPO_MODELS))}.",
                 param="model",
                 code="model_not_available",
             )
@@ -116,22 +128,10 @@ class JobsBackend:
         suffix = request.get("suffix")
         if suffix is not None and not SUFFIX.match(suffix):
             raise InvalidRequest("suffix must be 1-64 characters of letters, digits, - and _", param="suffix")
-        metadata = request.get("metadata") or {}
-        if len(metadata) > 16 or any(
-            len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in metadata.items()
-        ):
-            raise InvalidRequest(
-                "metadata: at most 16 pairs, keys <= 64 and string values <= 512 characters", param="metadata"
-            )
-        method = request.get("method") or {"type": "supervised"}
-        if method.get("type") not in ("supervised", "dpo"):
-            raise InvalidRequest(
-                f"method type '{method.get('type')}' is not supported by this service", param="method.type"
-            )
-        hyper = dict(request.get("hyperparameters") or {})
-        hyper.update(method.get(method["type"], {}).get("hyperparameters") or {})
-        hyper = {k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")} | (
-            {"beta": hyper.get("beta", "auto")} if method["type"] == "dpo" else {}
+        metadata = request["metadata"]
+        given = method[method["type"]]["hyperparameters"]
+        hyper = {k: given.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")} | (
+            {"beta": given.get("beta", "auto")} if method["type"] == "dpo" else {}
         )
         created = now()
         job = {
@@ -153,7 +153,7 @@ class JobsBackend:
             "seed": request.get("seed") if request.get("seed") is not None else random.randrange(2**31),
             "estimated_finish": None,
             "method": {"type": method["type"], method["type"]: {"hyperparameters": hyper}},
-            "metadata": metadata or None,
+            "metadata": metadata,
             "_suffix": suffix,
             "_sim": {"phase_since": time.time(), "elapsed": 0.0},
         }
@@ -254,37 +254,26 @@ class JobsBackend:
         self._event(job, f"Fine-tuning job failed: {message}", level="error")
 
     def _validate(self, job: dict[str, Any]) -> None:
-        """Check the data as OpenAI does after upload: format, special tokens, length; plan the run."""
+        """Check the data as OpenAI does after upload: format for the method, special tokens; plan the run."""
         sim = job["_sim"]
-        totals = []
+        method = job["method"]["type"]
         for param in ("training_file", "validation_file"):
-            file_id = job[param]
-            if file_id is None:
+            if job[param] is None:
                 continue
-            content = self.files.file_content(file_id)
-            n, reason = check_fine_tune_jsonl(content, min_examples=MIN_EXAMPLES if param == "training_file" else 0)
-            if reason and param == "training_file":
-                return self._fail(
-                    job, "invalid_training_file", f"The job failed due to an invalid training file. {reason}", param
-                )
-            if param == "validation_file":
-                continue
-            context = base_models()[base_of(job["model"])]
-            for number, line in enumerate(content.decode("utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                if match := SPECIAL_TOKEN.search(line):
-                    return self._fail(
-                        job,
-                        "invalid_training_file",
-                        f"The job failed due to an invalid training "
-                        f"file. Example {number} contains the special token {match.group(0)}.",
-                        param,
-                    )
-                example = json.loads(line)
-                totals.append(
-                    min(context, count_message_tokens(job["model"], example["messages"], example.get("tools")))
-                )
+            path = self.files.content_path(job[param])
+            minimum = MIN_EXAMPLES if param == "training_file" else 0
+            _, reason = check_file(path, method=method, min_examples=minimum)
+            if reason:
+                kind = param.removesuffix("_file")
+                return self._fail(job, f"invalid_{param}", f"The job failed due to an invalid {kind} file. {reason}",
+                                  param)
+        context = base_models()[base_of(job["model"])]
+        totals, reason = training_tokens(self.files.content_path(job["training_file"]), job["model"], context)
+        if reason:
+            return self._fail(
+                job, "invalid_training_file", f"The job failed due to an invalid training file. {reason}",
+                "training_file",
+            )
         hyper = job["hyperparameters"]
         n = len(totals)
         epochs = hyper["n_epochs"] if hyper["n_epochs"] != "auto" else default_epochs(n)
@@ -395,18 +384,43 @@ class JobsBackend:
         self._event(job, "The job has successfully completed")
 
     def advance(self) -> None:
-        """Move every active job along its lifecycle; called by the scheduler thread."""
+        """Move every active job along its lifecycle; called by the scheduler thread.
+
+        Each job advances on its own: an error in one fails that job (logged once, with its
+        traceback) and the others go on.
+        """
         for job in self.store.list("job"):
             if job["status"] not in ACTIVE:  # finished jobs never move again: no transaction for them
                 continue
+            if job["id"] in self._broken:
+                continue
+            try:
+                self._advance(job["id"])
+            except Exception as error:
+                log.exception("fine-tuning job %s failed in the simulator", job["id"])
+                self._fail_broken(job["id"], error)
+
+    def _advance(self, job_id: str) -> None:
+        with self.store.transaction():
+            job = self.store.get("job", job_id)
+            if job is None or job["status"] not in ACTIVE:
+                return
+            waited = time.time() - job["_sim"]["phase_since"]
+            if job["status"] == "validating_files" and waited >= PHASE_SECONDS["validating_files"]:
+                self._validate(job)
+            elif job["status"] == "queued" and waited >= PHASE_SECONDS["queued"]:
+                self._start(job)
+            elif job["status"] == "running":
+                self._run(job)
+
+    def _fail_broken(self, job_id: str, error: Exception) -> None:
+        """Fail a job the simulator could not advance, as OpenAI reports its own internal errors."""
+        self._broken.add(job_id)  # never retried, never logged again
+        try:
             with self.store.transaction():
-                job = self.store.get("job", job["id"])
-                if job is None or job["status"] not in ACTIVE:
-                    continue
-                waited = time.time() - job["_sim"]["phase_since"]
-                if job["status"] == "validating_files" and waited >= PHASE_SECONDS["validating_files"]:
-                    self._validate(job)
-                elif job["status"] == "queued" and waited >= PHASE_SECONDS["queued"]:
-                    self._start(job)
-                elif job["status"] == "running":
-                    self._run(job)
+                job = self.store.get("job", job_id)
+                if job is not None and job["status"] in ACTIVE:
+                    message = f"The job failed due to an internal error ({type(error).__name__})."
+                    self._fail(job, "server_error", message, None)
+        except Exception:
+            log.exception("fine-tuning job %s could not be marked failed", job_id)

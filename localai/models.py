@@ -10,6 +10,17 @@ from localai.store import Store, public
 
 BASE_CREATED = 1_700_000_000
 ORG = "ftflow-local"
+# Base models (snapshots and aliases) that take `method: dpo`, per OpenAI's DPO guide.
+DPO_MODELS = frozenset(
+    {
+        "gpt-4.1-2025-04-14",
+        "gpt-4.1",
+        "gpt-4.1-mini-2025-04-14",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano-2025-04-14",
+        "gpt-4.1-nano",
+    }
+)
 
 
 def base_models() -> dict[str, int]:

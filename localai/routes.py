@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
 from localai.faults import FaultPlan
+from localai.files import too_large
+from localai.multipart import receive_form
+from localai.uploads import MAX_PART_BYTES
+from localai.validation import missing
 
 router = APIRouter(prefix="/v1")
 admin = APIRouter(prefix="/_admin")
@@ -33,33 +38,36 @@ class CompleteUpload(BaseModel):
     md5: str | None = None
 
 
-class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    training_file: str
-    validation_file: str | None = None
-    hyperparameters: dict[str, Any] | None = None
-    suffix: str | None = None
-    seed: int | None = None
-    metadata: dict[str, Any] | None = None
-    method: dict[str, Any] | None = None
-    integrations: list[Any] | None = None
-
-
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[dict[str, Any]]
     n: int | None = 1
+    seed: int | None = None
 
 
 # --- files ------------------------------------------------------------------------------------
 
 
+async def streamed_file(request: Request, field: str, max_bytes: int) -> tuple[dict[str, str], str, Any]:
+    """The form fields, file name and on-disk path of a multipart upload, streamed (see multipart.py)."""
+    files = backends(request).files
+    form = await receive_form(request, file_field=field, path=files.incoming_path(), max_bytes=max_bytes)
+    if form.too_large:
+        raise too_large(form.size, max_bytes, param=field)
+    if form.path is None:
+        raise missing(field)
+    return form.fields, form.filename or "upload", form.path
+
+
 @router.post("/files", name="files.create")
-async def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> dict:
-    content = await file.read()
-    return backends(request).files.create_file(filename=file.filename or "upload", purpose=purpose, content=content)
+async def create_file(request: Request) -> dict:
+    fields, filename, path = await streamed_file(request, "file", backends(request).files.max_file_bytes)
+    if "purpose" not in fields:
+        path.unlink(missing_ok=True)
+        raise missing("purpose")
+    create = backends(request).files.create_file
+    return await run_in_threadpool(create, filename=filename, purpose=fields["purpose"], path=path)
 
 
 @router.get("/files", name="files.list")
@@ -84,8 +92,8 @@ def delete_file(request: Request, file_id: str) -> dict:
 
 
 @router.get("/files/{file_id}/content", name="files.content")
-def file_content(request: Request, file_id: str) -> Response:
-    return Response(backends(request).files.file_content(file_id), media_type="application/octet-stream")
+def file_content(request: Request, file_id: str) -> FileResponse:
+    return FileResponse(backends(request).files.content_path(file_id), media_type="application/octet-stream")
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -97,8 +105,9 @@ def create_upload(request: Request, body: CreateUpload) -> dict:
 
 
 @router.post("/uploads/{upload_id}/parts", name="uploads.parts.create")
-async def add_upload_part(request: Request, upload_id: str, data: UploadFile = File(...)) -> dict:
-    return backends(request).uploads.add_upload_part(upload_id, await data.read())
+async def add_upload_part(request: Request, upload_id: str) -> dict:
+    _, _, path = await streamed_file(request, "data", MAX_PART_BYTES)
+    return await run_in_threadpool(backends(request).uploads.add_upload_part, upload_id, path)
 
 
 @router.post("/uploads/{upload_id}/complete", name="uploads.complete")
@@ -115,8 +124,10 @@ def cancel_upload(request: Request, upload_id: str) -> dict:
 
 
 @router.post("/fine_tuning/jobs", name="fine_tuning.jobs.create")
-def create_job(request: Request, body: CreateJob) -> dict:
-    return backends(request).jobs.create_job(body.model_dump())
+def create_job(request: Request, body: Any = Body(...)) -> dict:
+    # The body is checked against the spec's schema by the backend (validation.py), which
+    # answers each bad field with its own `param`; dialect routers share that check.
+    return backends(request).jobs.create_job(body)
 
 
 @router.get("/fine_tuning/jobs", name="fine_tuning.jobs.list")
@@ -180,7 +191,9 @@ def delete_model(request: Request, model: str) -> dict:
 
 @router.post("/chat/completions", name="chat.completions.create")
 def create_chat_completion(request: Request, body: ChatRequest) -> dict:
-    return backends(request).chat.create_chat_completion(model=body.model, messages=body.messages, n=body.n or 1)
+    return backends(request).chat.create_chat_completion(
+        model=body.model, messages=body.messages, n=body.n or 1, seed=body.seed
+    )
 
 
 # --- admin (never called by the SDK) ----------------------------------------------------------

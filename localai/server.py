@@ -82,10 +82,23 @@ class LocalService:
         self.stop()
 
 
+def announcement(config: ServiceConfig, *, host: str, port: int, generated: bool) -> list[str]:
+    """What the service prints at start. The key only when it generated it: nobody else knows
+    it then. A key from the environment is already known and is never printed."""
+    url = f"http://{host}:{port}/v1"
+    lines = [f"ftflow local OpenAI-compatible service (a simulator) at {url}"]
+    if generated:
+        lines.append(f"OPENAI_BASE_URL={url} OPENAI_API_KEY={config.api_key}")
+    else:
+        lines.append(f"OPENAI_BASE_URL={url}; clients use the key from FTFLOW_SERVICE_API_KEY (not shown)")
+    return lines
+
+
 def serve_forever(*, host: str, port: int, data_dir: Path | None, announce: Any = print) -> None:
-    """Run in the foreground; print the base URL and key once (the only place the key appears)."""
-    config = with_key(ServiceConfig(**({"data_dir": data_dir} if data_dir else {})))
+    """Run in the foreground; print the base URL (and a generated key) once."""
+    configured = ServiceConfig(**({"data_dir": data_dir} if data_dir else {}))
+    config = with_key(configured)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    announce(f"ftflow local OpenAI-compatible service (a simulator) at http://{host}:{port}/v1")
-    announce(f"OPENAI_BASE_URL=http://{host}:{port}/v1 OPENAI_API_KEY={config.api_key}")
+    for line in announcement(config, host=host, port=port, generated=not configured.api_key):
+        announce(line)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

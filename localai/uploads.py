@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from localai.common import new_id, now
 from localai.exceptions import InvalidRequest, NotFound
-from localai.files import PURPOSES, FilesBackend
+from localai.files import PURPOSES, FilesBackend, too_large
 from localai.store import Store, public
 
 MAX_PART_BYTES = 64 * 1024 * 1024
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
 EXPIRES_AFTER_SECONDS = 3600
+CHUNK_BYTES = 1024 * 1024
 
 
 class UploadsBackend:
@@ -52,12 +54,17 @@ class UploadsBackend:
         }
         return public(self.store.put("upload", upload))
 
-    def add_upload_part(self, upload_id: str, data: bytes) -> dict[str, Any]:
-        self._pending(upload_id)
-        if len(data) > MAX_PART_BYTES:
-            raise InvalidRequest(f"Part is larger than {MAX_PART_BYTES} bytes", param="data")
+    def add_upload_part(self, upload_id: str, path: Path) -> dict[str, Any]:
+        """A part from data already streamed to `path` (at most MAX_PART_BYTES, see routes)."""
+        try:
+            self._pending(upload_id)
+            if path.stat().st_size > MAX_PART_BYTES:
+                raise too_large(path.stat().st_size, MAX_PART_BYTES, param="data")
+        except (InvalidRequest, NotFound):
+            path.unlink(missing_ok=True)
+            raise
         part = {"id": new_id("part_"), "object": "upload.part", "created_at": now(), "upload_id": upload_id}
-        self.store.blob_path(part["id"]).write_bytes(data)
+        path.replace(self.store.blob_path(part["id"]))
         return public(self.store.put("upload.part", part, parent=upload_id))
 
     def complete_upload(self, upload_id: str, *, part_ids: list[str], md5: str | None) -> dict[str, Any]:
@@ -66,14 +73,22 @@ class UploadsBackend:
         unknown = [p for p in part_ids if p not in known]
         if unknown or not part_ids:
             raise InvalidRequest(f"Unknown part ids for this upload: {unknown}", param="part_ids")
-        content = b"".join(self.store.blob_path(p).read_bytes() for p in part_ids)
-        if len(content) != upload["bytes"]:
+        size = sum(self.store.blob_path(p).stat().st_size for p in part_ids)
+        if size != upload["bytes"]:
             raise InvalidRequest(
-                f"The upload declared {upload['bytes']} bytes but the parts hold {len(content)}", param="part_ids"
+                f"The upload declared {upload['bytes']} bytes but the parts hold {size}", param="part_ids"
             )
-        if md5 and hashlib.md5(content).hexdigest() != md5:
+        assembled, digest = self.files.incoming_path(), hashlib.md5()
+        with open(assembled, "wb") as out:  # part by part, in chunks: an 8 GB upload never sits in memory
+            for part_id in part_ids:
+                with open(self.store.blob_path(part_id), "rb") as part:
+                    while chunk := part.read(CHUNK_BYTES):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if md5 and digest.hexdigest() != md5:
+            assembled.unlink()
             raise InvalidRequest("md5 checksum does not match the uploaded parts", param="md5")
-        file = self.files.store_file(filename=upload["filename"], purpose=upload["purpose"], content=content)
+        file = self.files.store_path(filename=upload["filename"], purpose=upload["purpose"], path=assembled)
         for part in known:
             self.store.blob_path(part).unlink(missing_ok=True)
         upload.update(status="completed", file=file)

@@ -48,6 +48,39 @@ def postgres_engine_or_skip():
     return engine
 
 
+SPEC_PATH = SHARED / "openai-openapi" / "openapi.yaml"
+
+
+def _as_openapi_31(node):
+    """The spec's few OpenAPI 3.0 leftovers in 3.1 form: `exclusiveMinimum: true` next to
+    `minimum: 0` means "> 0" (read as a 3.1 number it would mean "> 1")."""
+    if isinstance(node, dict):
+        for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+            if node.get(exclusive) is True and bound in node:
+                node[exclusive] = node.pop(bound)
+        for value in node.values():
+            _as_openapi_31(value)
+    elif isinstance(node, list):
+        for value in node:
+            _as_openapi_31(value)
+    return node
+
+
+@pytest.fixture(scope="session")
+def spec():
+    """OpenAI's OpenAPI spec (shared copy), readable by a JSON Schema 2020-12 validator."""
+    import yaml
+
+    if not SPEC_PATH.exists():
+        pytest.skip(f"the OpenAI spec is not at {SPEC_PATH}")
+    with open(SPEC_PATH) as f:
+        loaded = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    # Known gap in the spec itself: its /pause example returns status "paused", which the
+    # FineTuningJob enum omits. We return what the API returns and widen only that enum.
+    loaded["components"]["schemas"]["FineTuningJob"]["properties"]["status"]["enum"].append("paused")
+    return _as_openapi_31(loaded)
+
+
 FAST = {"seconds_per_1k_tokens": 0.002, "tick_seconds": 0.05}
 
 
@@ -71,6 +104,25 @@ def training_bytes(n: int = 12, offset: int = 0) -> bytes:
     lines = [
         json.dumps(chat(f"Frage {i}: Wo ist Bestellung AR-{i}?", f'{{"antwort": "Bestellung AR-{i} ist unterwegs"}}'))
         for i in range(offset, offset + n)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def preference(user: str, preferred: str, non_preferred: str, system: str | None = None) -> dict:
+    """One line of OpenAI's preference (DPO) format."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return {
+        "input": {"messages": [*messages, {"role": "user", "content": user}]},
+        "preferred_output": [{"role": "assistant", "content": preferred}],
+        "non_preferred_output": [{"role": "assistant", "content": non_preferred}],
+    }
+
+
+def preference_bytes(n: int = 12) -> bytes:
+    lines = [
+        json.dumps(preference(f"Frage {i}: Wo ist Bestellung AR-{i}?", f'{{"antwort": "AR-{i} ist unterwegs"}}',
+                              f"Your order AR-{i} has shipped."))
+        for i in range(n)
     ]
     return ("\n".join(lines) + "\n").encode()
 
