@@ -39,10 +39,10 @@ def decide(models: dict[str, dict[str, Any]], *, min_improvement: float, max_reg
     if candidate[metric] < baseline[metric] + min_improvement:
         reasons.append(f"{metric} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} "
                        f"by {min_improvement:.3f}")
-    for metric in RATES:
-        if candidate.get(metric) is not None and baseline.get(metric) is not None \
-                and candidate[metric] < baseline[metric] - max_regression:
-            reasons.append(f"{metric} {candidate[metric]:.3f} is below the baseline's {baseline[metric]:.3f}")
+    for rate in RATES:
+        if candidate.get(rate) is not None and baseline.get(rate) is not None \
+                and candidate[rate] < baseline[rate] - max_regression:
+            reasons.append(f"{rate} {candidate[rate]:.3f} is below the baseline's {baseline[rate]:.3f}")
     if current:
         for tracked in (metric, *RATES):
             if candidate.get(tracked) is not None and current.get(tracked) is not None \
