@@ -71,7 +71,7 @@ def prepare(
                             Path(out_dir))
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
-    report = write_report(results, plan.fingerprints, split, quality, budget, out_dir)
+    report = write_report(results, plan.fingerprints, split, quality, budget, out_dir, {"method": "supervised"})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report

@@ -308,11 +308,12 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
     from tasks.registry import Registry
 
     table = Table()
-    for column in ("run", "status", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
+    for column in ("run", "status", "method", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
         table.add_column(column, overflow="fold")
     for run in Registry(get_settings().registry_url).list_runs(limit):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
-        table.add_row(run["run_id"], run["status"], (run.get("dataset_sha256") or "")[:12],
+        table.add_row(run["run_id"], run["status"], run.get("method", "supervised"),
+                      (run.get("dataset_sha256") or "")[:12],
                       run.get("fine_tuned_model") or "-", f"{f1:.2f}" if f1 is not None else "-",
                       "yes" if run.get("promoted") else "no",
                       f"{run['trained_tokens']:,}" if run.get("trained_tokens") else "-")

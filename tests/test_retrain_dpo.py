@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftflow.cli import app
+from tasks.registry import Registry
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
@@ -43,5 +44,6 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
     assert candidate["win_rate"] > baseline["win_rate"]
     assert record["promoted"] is True
     # the registry holds the method with the run
+    assert Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()[0]["method"] == "dpo"
     models = CliRunner().invoke(app, ["models"])
-    assert models.exit_code == 0, models.output
+    assert models.exit_code == 0 and "dpo" in models.output, models.output
