@@ -37,9 +37,11 @@ def finetune(
     seed: int | None = None,
     force: bool = False,
     backend: str | None = None,
+    method: str | None = None,
+    dpo_beta: float | None = None,
 ) -> dict[str, Any]:
     """Return the finished job: fine-tuned model id, where it answers, trained tokens, training metrics."""
-    settings = get_settings(model=model, suffix=suffix, backend=backend)
+    settings = get_settings(model=model, suffix=suffix, backend=backend, method=method, dpo_beta=dpo_beta)
     reconcile_ledger(settings)
     check_dataset(dataset_dir, settings, n_epochs)
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
@@ -52,7 +54,7 @@ def finetune(
         return Cancelled(message=str(exc))  # type: ignore[return-value]
     deployment = deploy_model(done["fine_tuned_model"], job["idempotency_key"], settings)
     release_job(done["job_id"], settings)
-    return {**done, "idempotency_key": job["idempotency_key"], "created": job["created"],
+    return {**done, "method": settings.method, "idempotency_key": job["idempotency_key"], "created": job["created"],
             "backend": settings.backend, "deployment": deployment,
             "training_file": train.file_id, "validation_file": validation.file_id if validation else None}
 

@@ -3,6 +3,8 @@
 plan shards -> prepare each shard (extract, normalise, per-example checks, tokens, digests; in
 parallel, one task run per shard) -> de-duplicate and split -> GX suites -> budget -> report
 -> gates -> publish. train/validation appear in out_dir only after the gates pass.
+With method "dpo" the same steps run on preference pairs (tasks/preference_shard.py): one
+shard per file, pairs de-duplicated and split by conversation, plus the `preference` suite.
 """
 
 from __future__ import annotations
@@ -15,6 +17,15 @@ from prefect import flow, unmapped
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions
+from tasks.preference_shard import (
+    PreferenceOptions,
+    PreferenceShardSettings,
+    estimate_preference_budget,
+    plan_preference_input,
+    preference_figures,
+    prepare_preference_shard_task,
+    reduce_preference_shards,
+)
 from tasks.quality import DriftOptions, check_quality
 from tasks.reduce import reduce_shards
 from tasks.report import (
@@ -42,8 +53,14 @@ def prepare(
     work_dir: str = ".ftflow/work",
     shard_bytes: int = DEFAULT_SHARD_MB << 20,
     drift: DriftOptions = DriftOptions(),
+    method: str = "supervised",
+    min_rating_margin: float = 1.0,
+    preference: PreferenceOptions = PreferenceOptions(),
 ) -> dict[str, Any]:
     """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
+    if method == "dpo":
+        return prepare_preferences(sources, out_dir, model, transform, gates, work_dir, min_rating_margin,
+                                   preference)
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
     staged = clear_previous_outputs(out_dir)
     plan = plan_input(sources, extract, shard_bytes)
@@ -54,7 +71,31 @@ def prepare(
                             Path(out_dir), drift)
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
-    report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir)
+    report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
+                          {"method": "supervised"})
+    enforce_gates(report, staged)
+    publish_dataset(staged, out_dir)
+    return report
+
+
+
+def prepare_preferences(sources: list[str], out_dir: str, model: str, transform: TransformOptions,
+                        gates: GateOptions, work_dir: str, min_rating_margin: float,
+                        preference: PreferenceOptions) -> dict[str, Any]:
+    """The prepare steps on preference data; returns the report (method "dpo")."""
+    settings = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
+    staged = clear_previous_outputs(out_dir)
+    plan = plan_preference_input(sources)
+    results = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir)).result()
+    split = reduce_preference_shards(results, staged, out_dir)
+    totals = compute_totals(results, split)
+    figures = preference_figures(split.features_path)
+    parameters = {**suite_parameters(gates, settings.training_context), **preference.suite_parameters()}
+    quality = check_quality(split.features_path, totals, parameters, Path(out_dir), figures={"preference": figures})
+    budget = estimate_preference_budget(split.features_path, model, settings.encoding, count_too_long(results),
+                                        gates.n_epochs, gates.max_cost_usd)
+    report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
+                          {"method": "dpo", "preference": figures})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report

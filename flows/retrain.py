@@ -25,6 +25,8 @@ from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
 from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
 from tasks.plots import draw_plots
+from tasks.preference_eval import evaluate_preferences
+from tasks.preference_shard import PreferenceOptions
 from tasks.promotion import current_model, decide_promotion
 from tasks.quality import DriftOptions, last_success_features
 from tasks.reconcile import reconcile_ledger
@@ -48,21 +50,26 @@ def retrain(
     monthly_requests: int | None = None,
     force: bool = False,
     backend: str | None = None,
+    method: str | None = None,
+    dpo_beta: float | None = None,
 ) -> dict[str, Any]:
     """Return the run record: dataset, job, model, evaluation, cost case, promotion; or why it stopped."""
     settings = get_settings(model=model, system_prompt=system_prompt,
                             baseline_system_prompt=baseline_system_prompt or read_prompt_file(baseline_prompt_file),
                             eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
-                            suffix=suffix, monthly_requests=monthly_requests, backend=backend)
+                            suffix=suffix, monthly_requests=monthly_requests, backend=backend, method=method,
+                            dpo_beta=dpo_beta)
     reconcile_ledger(settings)
     run_id = new_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
-            "backend": settings.backend, "sources": sources}
+            "backend": settings.backend, "sources": sources, "method": settings.method}
 
     report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
                               gates=GateOptions.from_settings(settings),
-                              drift=DriftOptions.from_settings(settings, previous=last_success_features(settings))))
+                              drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
+                              method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
+                              preference=PreferenceOptions.from_settings(settings)))
     base["run_name"] = label_run(report["dataset_sha256"])
     dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
     skip = check_unchanged(report, settings, force)
@@ -75,14 +82,16 @@ def retrain(
 
     with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
         job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
-                       backend=settings.backend, return_state=True)
+                       backend=settings.backend, method=settings.method, dpo_beta=settings.dpo_beta,
+                       return_state=True)
     if job.is_cancelled():
         record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
         return Cancelled(message=job.message)  # type: ignore[return-value]
     trained = training_summary(untraced(job.result()), report, settings.tokens_mismatch_tolerance)
 
     current = current_model(settings)
-    evaluation = evaluate_models(run_dir, trained["fine_tuned_model"], current, settings)
+    evaluate = evaluate_preferences if settings.method == "dpo" else evaluate_models
+    evaluation = evaluate(run_dir, trained["fine_tuned_model"], current, settings)
     economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
     decision = decide_promotion(evaluation, run_id, settings)
     record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],

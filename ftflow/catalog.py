@@ -20,6 +20,8 @@ class ModelInfo:
     base_input: float
     base_output: float
     encoding: str | None = None  # for models tiktoken does not know (open models)
+    dpo_training: float | None = None  # USD per 1M DPO-trained tokens; None: the model takes no DPO
+    dpo_training_source: str = ""
 
 
 @dataclass(frozen=True)

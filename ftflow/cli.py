@@ -121,6 +121,7 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def print_prepare_summary(report: dict[str, Any]) -> None:
     rows = [
+        ("method", report.get("method", "supervised")),
         ("records read", f"{report['records_read']:,}"),
         (
             "train / validation",
@@ -160,6 +161,9 @@ def print_run_summary(record: dict[str, Any]) -> None:
     models, economics = record.get("evaluation") or {}, record.get("economics")
     if models.get("candidate") and models.get("baseline"):
         candidate, baseline = models["candidate"], models["baseline"]
+        if candidate.get("win_rate") is not None:  # method dpo: the gate's metric
+            win = with_interval(candidate["win_rate"], (candidate.get("ci95") or {}).get("win_rate"))
+            rows.append(("win rate", f"{win} (baseline {baseline['win_rate']:.2f})"))
         f1 = with_interval(candidate["f1"], (candidate.get("ci95") or {}).get("f1"))
         rows.append(("F1 / JSON / language",
                      f"{f1} / {share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
@@ -206,6 +210,7 @@ def prepare(
     max_cost_usd: Annotated[float | None, typer.Option(help="Fail before upload above this")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes preparing shards (default: all cores)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Prepare shards on this Dask scheduler")] = None,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
 ) -> None:
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded).
 
@@ -216,6 +221,7 @@ def prepare(
     from flows.prepare import prepare as prepare_flow
     from ftflow.errors import ConfigError
     from tasks.extract import ExtractOptions, Format
+    from tasks.preference_shard import PreferenceOptions
     from tasks.report import GateOptions
     from tasks.shards import task_runner_for
     from tasks.transform import TransformOptions, parse_mapping
@@ -237,6 +243,7 @@ def prepare(
             out_dir=out,
             workers=workers,
             dask_address=dask_address,
+            method=method,
         )
         report_file.append(Path(settings.out_dir) / "report.json")
         extract = ExtractOptions(
@@ -267,6 +274,9 @@ def prepare(
             gates=gates,
             work_dir=str(settings.work_dir),
             shard_bytes=settings.shard_mb << 20,
+            method=settings.method,
+            min_rating_margin=settings.dpo_min_rating_margin,
+            preference=PreferenceOptions.from_settings(settings),
         )
 
     try:
@@ -292,6 +302,7 @@ def retrain(
     monthly_requests: Annotated[int | None, typer.Option(help="Volume for the cost case")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
 ) -> None:
     """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record.
 
@@ -301,8 +312,8 @@ def retrain(
 
     def action() -> Any:
         settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
-                                n_epochs=n_epochs, backend=backend, eval_json_schema=json_schema,
-                                monthly_requests=monthly_requests)
+                                n_epochs=n_epochs, backend=backend,
+                                eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
         announce_prefect_server()
         return retrain_flow(
             sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
@@ -311,7 +322,8 @@ def retrain(
             baseline_prompt_file=str(baseline_prompt_file) if baseline_prompt_file else None,
             eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
             max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
-            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend)
+            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend,
+            method=settings.method, dpo_beta=settings.dpo_beta)
 
     record = run_reporting_errors(action)
     if not isinstance(record, dict):  # a Cancelled state
@@ -328,14 +340,16 @@ def finetune(
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
+    method: Annotated[str | None, typer.Option(help="supervised|dpo (as the folder was prepared)")] = None,
 ) -> None:
     """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
     from flows.finetune import finetune as finetune_flow
 
-    settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend))
+    settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend, method=method))
     announce_prefect_server()
     result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
-                                                        n_epochs=n_epochs, force=force, backend=settings.backend))
+                                                        n_epochs=n_epochs, force=force, backend=settings.backend,
+                                                        method=settings.method, dpo_beta=settings.dpo_beta))
     if not isinstance(result, dict):
         err_console.print(f"cancelled: {getattr(result, 'message', result)}")
         raise typer.Exit(5)
@@ -365,12 +379,13 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
     from tasks.registry import Registry
 
     table = Table()
-    for column in ("run", "status", "backend", "dataset", "fine-tuned model", "F1", "promoted", "trained tokens"):
+    for column in ("run", "status", "method", "backend", "dataset", "fine-tuned model", "F1", "promoted",
+                   "trained tokens"):
         table.add_column(column, no_wrap=True)
     for run in Registry(get_settings().registry_url).list_runs(limit):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
-        table.add_row(run.get("run_name") or run["run_id"], run["status"], run.get("backend") or "-",
-                      (run.get("dataset_sha256") or "")[:8],
+        table.add_row(run.get("run_name") or run["run_id"], run["status"], run.get("method", "supervised"),
+                      run.get("backend") or "-", (run.get("dataset_sha256") or "")[:8],
                       run.get("fine_tuned_model") or "-", f"{f1:.2f}" if f1 is not None else "-",
                       "yes" if run.get("promoted") else "no", count(run.get("trained_tokens")))
     print_table(table)

@@ -27,6 +27,7 @@ PiiMode = Literal["off", "report", "mask"]
 SystemPromptMode = Literal["replace", "if-missing"]
 Backend = Literal["local", "openai", "azure", "together"]
 AzureSurface = Literal["v1", "dated"]
+Method = Literal["supervised", "dpo"]
 
 
 def config_path() -> Path:
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTFLOW_", extra="ignore")
 
     # prepare
+    method: Method = Field("supervised", description="supervised (chat examples) or dpo (preference pairs).")
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
@@ -78,6 +80,18 @@ class Settings(BaseSettings):
     shard_mb: int = Field(32, ge=1, description="Size of one shard of a JSONL or transcript file, in MiB.")
     workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
+    # preference data (method dpo)
+    dpo_beta: float = Field(0.1, gt=0, le=2, description="DPO beta: how far training may move from the base model.")
+    dpo_min_rating_margin: float = Field(
+        1.0, ge=0, description="Rated answers: the best and worst rating must differ by at least this."
+    )
+    dpo_max_length_bias: float = Field(
+        0.8, ge=0, le=1, description="Quality gate: the largest share of pairs whose preferred answer is the longer."
+    )
+    dpo_min_pairs: int = Field(10, ge=1, description="Quality gate: the fewest training pairs.")
+    dpo_max_near_identical_share: float = Field(
+        0.2, ge=0, le=1, description="Quality gate: the largest share of pairs whose two outputs barely differ."
+    )
 
     # provider
     backend: Backend = Field("local", description="local (the bundled service), openai, azure or together.")
@@ -116,7 +130,7 @@ class Settings(BaseSettings):
     eval_json_schema: Path | None = Field(None, description="JSON schema the answers must follow, if any.")
     eval_max_examples: int = Field(50, ge=1, description="Held-out examples to evaluate at most.")
     eval_concurrency: int = Field(4, ge=1, description="Parallel chat requests during evaluation.")
-    promotion_min_improvement: float = Field(0.05, ge=0, description="F1 points a model must beat the baseline by.")
+    promotion_min_improvement: float = Field(0.05, ge=0, description="F1 (dpo: win rate) to beat the baseline by.")
     promotion_max_regression: float = Field(0.02, ge=0, description="Largest drop allowed against the promoted model.")
     monthly_requests: int = Field(100_000, ge=0, description="Request volume for the cost case.")
     tokens_mismatch_tolerance: float = Field(0.05, ge=0, description="Flag estimated vs trained tokens beyond this.")

@@ -278,10 +278,16 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
     if train is None:
         raise DataError(f"{dataset_dir}/train.jsonl is empty: nothing to fine-tune on")
     report = json.loads((Path(dataset_dir) / "report.json").read_text("utf-8"))
+    prepared_for = report.get("method", "supervised")
+    if prepared_for != settings.method:
+        raise DataError(f"{dataset_dir} was prepared for method {prepared_for!r}, not {settings.method!r}")
+    hyperparameters: dict[str, Any] = {"n_epochs": n_epochs if n_epochs is not None else report["n_epochs"]}
+    if settings.method == "dpo":
+        hyperparameters["beta"] = settings.dpo_beta
     return JobRequest(
         model=settings.model, training_file=train.file_id,
         validation_file=validation.file_id if validation else None, dataset_sha256=report["dataset_sha256"],
-        suffix=settings.suffix, hyperparameters={"n_epochs": n_epochs if n_epochs is not None else report["n_epochs"]},
+        suffix=settings.suffix, method=settings.method, hyperparameters=hyperparameters,
         seed=seed, force=force,
     )
 

@@ -41,26 +41,30 @@ def _dropped(candidate: dict[str, Any], other: dict[str, Any], metric: str, max_
         and candidate[metric] < other[metric] - max_regression
 
 
-def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression: float) -> Decision:
-    """Promote or not, with every reason against, from the result of `tasks.evaluate.summarize`."""
+def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression: float,
+           metric: str = "f1") -> Decision:
+    """Promote or not, with every reason against, from an evaluation (`evaluate.summarize` or the DPO one).
+
+    `metric` is what must improve: token F1, or the win rate on preference pairs (method dpo).
+    """
     if evaluation["status"] == NOT_EVALUATED:
         return Decision(promoted=False, reasons=[f"{NOT_EVALUATED}: {evaluation['reason']}"],
                         model=evaluation["candidate"])
     models = evaluation["models"]
     candidate, baseline, current = models["candidate"], models["baseline"], models.get("current")
     reasons = []
-    gain = evaluation["differences"]["baseline"]["f1"]
+    gain = evaluation["differences"]["baseline"][metric]
     low, high = gain["ci95"]
     if low < min_improvement:
-        reasons.append(f"F1 {candidate['f1']:.3f} does not beat the baseline's {baseline['f1']:.3f} by "
+        reasons.append(f"{metric} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} by "
                        f"{min_improvement:.3f} with 95% confidence (gain {gain['difference']:+.3f}, "
                        f"interval {low:+.3f} to {high:+.3f}, n={evaluation['examples']})")
-    reasons += [f"{metric} {candidate[metric]:.3f} is below the baseline's {baseline[metric]:.3f}"
-                for metric in RATES if _dropped(candidate, baseline, metric, max_regression)]
+    reasons += [f"{rate} {candidate[rate]:.3f} is below the baseline's {baseline[rate]:.3f}"
+                for rate in RATES if _dropped(candidate, baseline, rate, max_regression)]
     if current:
-        reasons += [f"{metric} {candidate[metric]:.3f} regresses against the promoted {current['model']} "
-                    f"({current[metric]:.3f}) by more than {max_regression:.3f}"
-                    for metric in ("f1", *RATES) if _dropped(candidate, current, metric, max_regression)]
+        reasons += [f"{tracked} {candidate[tracked]:.3f} regresses against the promoted {current['model']} "
+                    f"({current[tracked]:.3f}) by more than {max_regression:.3f}"
+                    for tracked in (metric, *RATES) if _dropped(candidate, current, tracked, max_regression)]
     return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"])
 
 
@@ -77,7 +81,8 @@ def current_model(settings: Settings) -> str | None:
 def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings) -> Decision:
     """Return the promotion decision; a promotion is recorded in the registry."""
     decision = decide(evaluation, min_improvement=settings.promotion_min_improvement,
-                      max_regression=settings.promotion_max_regression)
+                      max_regression=settings.promotion_max_regression,
+                      metric="win_rate" if evaluation.get("method") == "dpo" else "f1")
     registry = Registry(settings.registry_url)
     # A re-attached job's model may be the promoted one already: no second promotion row for it.
     already_promoted = (registry.current_promotion(settings.model) or {}).get("model") == decision.model

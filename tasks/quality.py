@@ -450,15 +450,19 @@ def _quiet_gx() -> None:
 
 
 def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any],
-               drift: DriftOptions = DriftOptions()) -> QualityResult:
-    """Validate example features, dataset totals and their drift against the suites in expectations/."""
+               drift: DriftOptions = DriftOptions(), figures: dict[str, dict[str, Any]] | None = None) -> QualityResult:
+    """Validate example features, dataset totals and their drift against the suites in expectations/.
+
+    `figures` adds suites run on one row each (suite name -> row), e.g. `preference`.
+    """
     import great_expectations as gx
     import pandas as pd
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     _quiet_gx()
     summary = feature_summary(features, totals)
-    frames = {"examples": features, "dataset": pd.DataFrame([totals])}
+    frames = {"examples": features, "dataset": pd.DataFrame([totals]),
+              **{name: pd.DataFrame([row]) for name, row in (figures or {}).items()}}
     drift_info: dict[str, Any] = {"checked": drift.previous is not None, "previous": drift.previous}
     if drift.previous is not None:
         drift_info["changes"] = drift_changes(summary, drift.previous)
@@ -509,6 +513,7 @@ def check_quality(
     parameters: dict[str, Any],
     out_dir: Path,
     drift: DriftOptions = DriftOptions(),
+    figures: dict[str, dict[str, Any]] | None = None,
 ) -> QualityResult:
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
     import pandas as pd
@@ -516,7 +521,7 @@ def check_quality(
     # Where each example came from is text no suite checks; leaving it out halves the frame.
     columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc")]
     features = pd.read_parquet(features_path, columns=columns)
-    result = run_suites(features, totals, parameters, drift)
+    result = run_suites(features, totals, parameters, drift, figures)
     (out_dir / "quality.json").write_bytes(
         orjson.dumps(
             {**result.to_dict(), "parameters": {**parameters, **drift.parameters()}, "suites": result.suites},

@@ -21,7 +21,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.jsonl import JsonlWriter
-from tasks.quality import FeatureWriter
+from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
 PARTITION_ROWS = 2_000_000  # kept examples per partition of the digest space (about 0.5 GiB of rows)
@@ -59,7 +59,8 @@ def _read_partition(results: list[ShardResult], low: str, high: str | None) -> p
 
 
 def dedup_and_split(
-    results: list[ShardResult], staged_dir: Path, out_dir: Path, partition_rows: int = PARTITION_ROWS
+    results: list[ShardResult], staged_dir: Path, out_dir: Path, partition_rows: int = PARTITION_ROWS,
+    schema: pa.Schema = FEATURE_SCHEMA,
 ) -> ReduceResult:
     """Write train/validation (to staged_dir, until the gates pass), duplicates and features."""
     results = sorted(results, key=lambda r: r.index)
@@ -72,7 +73,7 @@ def dedup_and_split(
             open(train_path, "wb", buffering=1 << 20) as train,
             open(validation_path, "wb", buffering=1 << 20) as validation,
             JsonlWriter(out_dir / "duplicates.jsonl") as duplicates,
-            FeatureWriter(out_dir / "features.parquet") as features,
+            FeatureWriter(out_dir / "features.parquet", schema) as features,
         ):
             outputs = {"train": train, "validation": validation}
             for low, high in digest_partitions(sum(r.kept for r in results), partition_rows):

@@ -180,6 +180,7 @@ def build_report(
 
 def report_markdown(report: dict[str, Any]) -> str:
     rows = [
+        ("method", report.get("method", "supervised")),
         ("records read", report["records_read"]),
         ("train / validation", f"{report['examples_written']['train']} / {report['examples_written']['validation']}"),
         ("rejected", sum(report["rejected"].values())),
@@ -243,13 +244,16 @@ def write_report(
     quality: QualityResult,
     budget: Budget,
     out_dir: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order)."""
+    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order).
+
+    `extra` adds method-specific fields (the method, preference figures)."""
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
     concatenate([Path(r.directory) / "rejected.jsonl" for r in ordered], out / "rejected.jsonl")
-    report = build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
-                          quality=quality, budget=budget, out_dir=out)
+    report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
+                             quality=quality, budget=budget, out_dir=out), **(extra or {})}
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),

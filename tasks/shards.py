@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -330,8 +330,11 @@ def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> Shar
     return result
 
 
-def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path) -> ShardResult:
+def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
+                  write: Callable[[Shard, Any, Path], ShardResult] = _write_shard) -> ShardResult:
     """Return the shard's result, reusing a stored one for the same bytes and settings.
+
+    `write` is the fused pass (preference pairs bring their own: tasks/preference_shard.py).
 
     A shard is written to a temporary folder and renamed into place only when complete, so a
     shard that fails leaves nothing a later run could take for a finished result.
@@ -345,7 +348,7 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path) -> Shar
                               "reused": True})
     temporary = shards_dir / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        result = _write_shard(shard, settings, temporary)
+        result = write(shard, settings, temporary)
         try:
             os.rename(temporary, final)
         except OSError:  # another run finished the same shard first: its result is the same

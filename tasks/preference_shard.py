@@ -1,0 +1,365 @@
+"""Preference shards: the prepare pass for DPO pairs, shard by shard as for chat examples.
+
+Each input file is one shard. Rated answers must be grouped per conversation before they
+pair up (best against worst), and a conversation's rows may sit anywhere in the file: cutting
+the file into byte ranges could split a conversation across two shards and pair it twice or
+never. Preference files are small next to raw chat logs, so whole-file shards cost little.
+
+Per record: raw JSON line / table row -> shape -> pair (prefix split, single-turn outputs,
+input ends on a user turn) -> PII masking and system prompt -> pair checks (identical outputs,
+the chat checks of each sequence: keys, roles, special tokens, token limit) -> token counts,
+pair digest (de-duplication) and conversation digest (split). The reduce step
+(tasks/reduce.py) de-duplicates pairs across shards and writes them in canonical order.
+
+Counting, in pairs (docs/rejections.md): a `chosen`/`rejected` record or an OpenAI preference
+line is one record; a rated row that cannot be read (no shape, bad rating) is one record; the
+readable rated rows of one conversation together are one record, kept as one pair or rejected
+once. So `records_read == train + validation + sum(rejected) + duplicates_removed` in pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.caching import RUN_CACHE
+from ftflow.catalog import load_catalog
+from ftflow.encodings import get_encoding
+from ftflow.errors import ConfigError, InputError
+from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from tasks.budget import Budget, default_epochs
+from tasks.extract import ExtractOptions, Rejection, resolve_sources
+from tasks.pii import scan_message
+from tasks.preference import (
+    PairRejected,
+    PairTokens,
+    PreferenceFigures,
+    PreferencePair,
+    RatedAnswer,
+    check_pair,
+    conversation_key,
+    detect_shape,
+    near_identical,
+    pair_digest,
+    pair_from_ratings,
+    rated_answer,
+    to_pair,
+)
+from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter
+from tasks.reduce import ReduceResult, dedup_and_split
+from tasks.shards import SHARD_FEATURE_SCHEMA, Plan, Shard, ShardResult, ShardSettings, prepare_shard
+from tasks.transform import TransformOptions, _with_system_prompt, split_for
+
+PAIR_COLUMNS = [
+    pa.field("shape", pa.string()),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("preferred_tokens", pa.int64()),
+    pa.field("non_preferred_tokens", pa.int64()),
+    pa.field("trained_tokens", pa.int64()),
+    pa.field("near_identical", pa.bool_()),
+    pa.field("preferred_longer", pa.bool_()),
+]
+PAIR_FEATURE_SCHEMA = pa.schema([*FEATURE_SCHEMA, *PAIR_COLUMNS])  # the published features.parquet
+PAIR_SHARD_SCHEMA = pa.schema([*SHARD_FEATURE_SCHEMA, *PAIR_COLUMNS])
+PREFERENCE_CODE = ("preference.py", "preference_shard.py")
+
+
+@dataclass(frozen=True)
+class PreferenceOptions:
+    """Preference settings that do not change a shard's output: the `preference` suite's gates."""
+
+    min_pairs: int = 10
+    max_length_bias: float = 0.8
+    max_near_identical_share: float = 0.2
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PreferenceOptions:
+        return cls(min_pairs=settings.dpo_min_pairs, max_length_bias=settings.dpo_max_length_bias,
+                   max_near_identical_share=settings.dpo_max_near_identical_share)
+
+    def suite_parameters(self) -> dict[str, Any]:
+        return {"min_pairs": self.min_pairs, "max_length_bias": self.max_length_bias,
+                "max_near_identical_share": self.max_near_identical_share}
+
+
+@dataclass(frozen=True)
+class PreferenceShardSettings(ShardSettings):
+    min_rating_margin: float = 1.0
+
+    @classmethod
+    def for_preferences(cls, model: str, transform: TransformOptions, validation_fraction: float,
+                        min_rating_margin: float) -> PreferenceShardSettings:
+        """Settings for a model that takes DPO (a price for it in the table), else a ConfigError."""
+        info = load_catalog().get(model)
+        if info.dpo_training is None:
+            takes = ", ".join(sorted(m.name for m in load_catalog().models.values() if m.dpo_training is not None))
+            raise ConfigError(f"model {model!r} does not take DPO fine-tuning; use one of: {takes}")
+        base = cls.for_model(model, ExtractOptions(), transform, validation_fraction)
+        return replace(base, min_rating_margin=min_rating_margin)
+
+    def fingerprint(self) -> str:
+        code = hashlib.sha256(super().fingerprint().encode())
+        here = Path(__file__).resolve().parent
+        for name in PREFERENCE_CODE:
+            code.update((here / name).read_bytes())
+        return code.hexdigest()
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def plan_preference_files(sources: list[str]) -> Plan:
+    """One shard per file (see the module docstring for why)."""
+    skipped: list[str] = []
+    paths = resolve_sources(sources, skipped)
+    if not paths:
+        raise InputError("no sources: give preference files or globs")
+    fingerprints = {str(p): file_sha256(p) for p in paths}
+    return Plan([Shard(i, str(p), "file", fingerprint=fingerprints[str(p)]) for i, p in enumerate(paths)],
+                fingerprints, skipped)
+
+
+def raw_records(path: Path) -> Iterator[tuple[str, Any] | Rejection]:
+    """(location, record) per JSON line, JSON array item or CSV row; unreadable ones as Rejection."""
+    source = str(path)
+    name = path.name.lower().removesuffix(".gz")
+    with open_binary(path) as f:
+        if name.endswith(".csv"):
+            text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+            # Data rows are numbered from 2: the header is row 1, as a spreadsheet shows it.
+            for number, row in enumerate(csv.DictReader(text), 2):
+                yield f"row {number}", {k: v for k, v in row.items() if v not in (None, "")}
+            return
+        data = f.read() if name.endswith(".json") else None
+        if data is not None and data.lstrip().startswith(b"["):
+            try:
+                items = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                yield Rejection(source, "item 1", "invalid_json", f"{exc}; the file is unreadable")
+                return
+            yield from ((f"item {i}", item) for i, item in enumerate(items, 1))
+            return
+        lines = data.splitlines(keepends=True) if data is not None else f
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield f"line {number}", orjson.loads(raw)
+            except UnicodeDecodeError as exc:
+                yield Rejection(source, f"line {number}", "invalid_utf8", str(exc), raw.decode("utf-8", "replace"))
+            except orjson.JSONDecodeError as exc:
+                reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+                yield Rejection(source, f"line {number}", reason, str(exc), raw.decode("utf-8", "replace").rstrip())
+
+
+# --- one pair --------------------------------------------------------------------------------
+
+
+def clean_pair(pair: PreferencePair, options: TransformOptions) -> tuple[PreferencePair, Counter[str]]:
+    """Strip and PII-mask every message of input and outputs; put in the system prompt."""
+    found: Counter[str] = Counter()
+
+    def clean(message: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(message.get("content"), str):
+            message = {**message, "content": message["content"].strip()}
+        if options.pii != "off":  # the same scan normalize_example makes: content, text parts, names, tool calls
+            message, counts = scan_message(message, options.pii, options.pii_regions)
+            found.update(counts)
+        return message
+
+    messages = [clean(m) for m in pair.input["messages"]]
+    if options.system_prompt is not None:
+        messages = _with_system_prompt(messages, options.system_prompt, options.system_prompt_mode)
+    cleaned = PreferencePair({**pair.input, "messages": messages}, [clean(m) for m in pair.preferred],
+                             [clean(m) for m in pair.non_preferred])
+    return cleaned, found
+
+
+def pair_feature_row(pair: PreferencePair, tokens: PairTokens, *, shape: str, source: str, loc: str, split: str,
+                     pii: int) -> dict[str, Any]:
+    """Numbers about a kept pair, no text. `tokens` is its longer sequence (the token-limit check)."""
+    roles = [m.get("role") for m in pair.input["messages"]] + ["assistant"]
+    return {
+        "source": source, "loc": loc, "split": split, "n_messages": len(roles), "n_user": roles.count("user"),
+        "n_assistant": roles.count("assistant"), "has_system": "system" in roles, "last_role": "assistant",
+        "tokens": tokens.input + max(tokens.preferred, tokens.non_preferred),
+        "assistant_tokens": tokens.preferred, "pii": pii, "content_sha256": pair_digest(pair), "shape": shape,
+        "input_tokens": tokens.input, "preferred_tokens": tokens.preferred,
+        "non_preferred_tokens": tokens.non_preferred, "trained_tokens": tokens.trained,
+        "near_identical": near_identical(pair), "preferred_longer": tokens.preferred > tokens.non_preferred,
+    }
+
+
+def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, directory: Path) -> ShardResult:
+    """One file's records -> pairs (rated rows grouped per conversation), each output written once."""
+    encoding = get_encoding(settings.encoding)
+    result = ShardResult(shard.name, shard.index, str(directory))
+    rejected_by = {"extract": Counter[str](), "quality": Counter[str]()}
+    pii: Counter[str] = Counter()
+    rated: dict[str, list[tuple[str, RatedAnswer, Any]]] = {}
+    offset = 0
+    directory.mkdir(parents=True)
+    with (
+        open(directory / "examples.jsonl", "wb") as examples,
+        JsonlWriter(directory / "rejected.jsonl") as rejected,
+        FeatureWriter(directory / "features.parquet", PAIR_SHARD_SCHEMA) as features,
+    ):
+        def reject(stage: str, loc: str, reason: str, detail: str, record: Any) -> None:
+            rejected.write({"source": shard.source, "loc": loc, "reason": reason, "detail": detail,
+                            "record": record, "stage": stage})
+            rejected_by[stage][reason] += 1
+
+        def keep(pair: PreferencePair, shape: str, loc: str, record: Any) -> None:
+            nonlocal offset
+            pair, found = clean_pair(pair, settings.transform)
+            pii.update(found)
+            try:
+                tokens = check_pair(pair, encoding, settings.training_context)
+            except (PairRejected, ExampleRejected) as exc:
+                reject("quality", loc, exc.reason, exc.detail, record)
+                return
+            line = orjson.dumps(pair.to_record()) + b"\n"
+            split = split_for(conversation_key(pair.input["messages"]), settings.validation_fraction)
+            row = pair_feature_row(pair, tokens, shape=shape, source=shard.source, loc=loc, split=split,
+                                   pii=sum(found.values()))
+            features.add({**row, "ordinal": result.records_read, "offset": offset, "length": len(line),
+                          "line_sha256": hashlib.sha256(line).hexdigest()})
+            examples.write(line)
+            offset += len(line)
+            result.kept += 1
+
+        for item in raw_records(Path(shard.source)):
+            if isinstance(item, Rejection):
+                result.records_read += 1
+                reject("extract", item.loc, item.reason, item.detail, item.record)
+                continue
+            loc, record = item
+            shape = detect_shape(record)
+            try:
+                if shape == "rated":
+                    answer = rated_answer(record)
+                    rated.setdefault(answer.conversation, []).append((loc, answer, record))
+                    continue  # counted with its conversation below
+                result.records_read += 1
+                if shape is None:
+                    raise PairRejected("unknown_preference_shape", "no chosen/rejected, preference or rating keys")
+                pair = to_pair(record, shape)
+            except PairRejected as exc:
+                if shape == "rated":
+                    result.records_read += 1
+                reject("extract" if exc.reason in ("unknown_preference_shape", "invalid_rating") else "quality",
+                       loc, exc.reason, exc.detail, record)
+                continue
+            keep(pair, shape, loc, record)
+        for rows in rated.values():
+            result.records_read += 1
+            loc = rows[0][0] if len(rows) == 1 else f"{rows[0][0]} (+{len(rows) - 1} rated rows)"
+            records = [record for _, _, record in rows]
+            try:
+                pair = pair_from_ratings([answer for _, answer, _ in rows], settings.min_rating_margin)
+            except PairRejected as exc:
+                reject("quality", loc, exc.reason, exc.detail, records)
+                continue
+            keep(pair, "rated", loc, records)
+    result.rejected = {stage: dict(sorted(counts.items())) for stage, counts in rejected_by.items()}
+    result.pii = dict(sorted(pii.items()))
+    result.check()
+    (directory / "result.json").write_bytes(orjson.dumps(asdict(result)))
+    return result
+
+
+# --- dataset figures and budget ----------------------------------------------------------------
+
+
+def figures_of(features: Any) -> PreferenceFigures:
+    """Figures of the kept training pairs (a features frame after de-duplication)."""
+    train = features[features["split"] == "train"]
+    return PreferenceFigures(pairs=len(train), near_identical=int(train["near_identical"].sum()),
+                             preferred_longer=int(train["preferred_longer"].sum()))
+
+
+def estimate_preference(features: Any, *, model: str, encoding: str, over_limit: int, n_epochs: int | None,
+                        max_cost_usd: float | None) -> Budget:
+    """Billing tokens = sum over training pairs of (input + preferred) + (input + non-preferred), x epochs.
+
+    Epochs follow OpenAI's default rule on the number of training pairs, as for supervised data
+    (OpenAI documents no other rule for DPO); the price is the table's DPO training price.
+    """
+    catalog = load_catalog()
+    info = catalog.get(model)
+    if info.dpo_training is None:
+        raise ConfigError(f"model {model!r} has no DPO training price in the price table")
+    train = features[features["split"] == "train"]
+    sequences = features["tokens"]
+    epochs = n_epochs if n_epochs is not None else default_epochs(len(train))
+    billed = int(train["trained_tokens"].sum()) * epochs
+    cost = round(billed / 1_000_000 * info.dpo_training, 4)
+    return Budget(
+        model=info.name, encoding=encoding, training_context=info.training_context,
+        tokens={
+            "total": int(features["trained_tokens"].sum()),
+            "train": int(train["trained_tokens"].sum()),
+            "input": int(features["input_tokens"].sum()),
+            "preferred": int(features["preferred_tokens"].sum()),
+            "non_preferred": int(features["non_preferred_tokens"].sum()),
+            "assistant": int(features["preferred_tokens"].sum() + features["non_preferred_tokens"].sum()),
+            "max_example": int(sequences.max()) if len(sequences) else 0,
+            "p50_example": int(sequences.quantile(0.5)) if len(sequences) else 0,
+            "p95_example": int(sequences.quantile(0.95)) if len(sequences) else 0,
+            "over_limit": over_limit,
+        },
+        n_epochs=epochs, n_epochs_source="user" if n_epochs is not None else "openai-default-rule",
+        billing_tokens=billed, price_per_1m_training_usd=info.dpo_training, estimated_cost_usd=cost,
+        max_cost_usd=max_cost_usd, within_budget=max_cost_usd is None or cost <= max_cost_usd,
+        prices_as_of=catalog.as_of,
+    )
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+@task(name="plan-preference-shards", cache_policy=NO_CACHE)
+def plan_preference_input(sources: list[str]) -> Plan:
+    """Return one shard per preference file and a fingerprint of each."""
+    return plan_preference_files(sources)
+
+
+@task(name="prepare-preference-shard", task_run_name="prepare-preference-shard-{shard.name}", cache_policy=NO_CACHE)
+def prepare_preference_shard_task(shard: Shard, settings: PreferenceShardSettings, work_dir: str) -> ShardResult:
+    """Return one file's pair counters; its pairs, rejections and features go to the work dir."""
+    return prepare_shard(shard, settings, Path(work_dir), write=write_preference_shard)
+
+
+@task(name="dedup-and-split-pairs", cache_policy=RUN_CACHE)
+def reduce_preference_shards(results: list[ShardResult], staged_dir: str, out_dir: str) -> ReduceResult:
+    """Return the split counts of the de-duplicated pairs (split by conversation)."""
+    return dedup_and_split(results, Path(staged_dir), Path(out_dir), schema=PAIR_FEATURE_SCHEMA)
+
+
+@task(name="preference-figures", cache_policy=RUN_CACHE)
+def preference_figures(features_path: str) -> dict[str, Any]:
+    """Return the one-row figures the `preference` suite checks (pairs, near-identical share, length bias)."""
+    import pandas as pd
+
+    return figures_of(pd.read_parquet(features_path)).to_row()
+
+
+@task(name="estimate-preference-budget", cache_policy=RUN_CACHE)
+def estimate_preference_budget(features_path: str, model: str, encoding: str, over_limit: int,
+                               n_epochs: int | None, max_cost_usd: float | None) -> Budget:
+    """Return the token and cost budget of the prepared training pairs."""
+    import pandas as pd
+
+    return estimate_preference(pd.read_parquet(features_path), model=model, encoding=encoding,
+                               over_limit=over_limit, n_epochs=n_epochs, max_cost_usd=max_cost_usd)
