@@ -56,7 +56,8 @@ def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression
     gain = evaluation["differences"]["baseline"][metric]
     low, high = gain["ci95"]
     if low < min_improvement:
-        reasons.append(f"{metric} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} by "
+        label = "F1" if metric == "f1" else metric
+        reasons.append(f"{label} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} by "
                        f"{min_improvement:.3f} with 95% confidence (gain {gain['difference']:+.3f}, "
                        f"interval {low:+.3f} to {high:+.3f}, n={evaluation['examples']})")
     reasons += [f"{rate} {candidate[rate]:.3f} is below the baseline's {baseline[rate]:.3f}"

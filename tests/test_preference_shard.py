@@ -136,24 +136,25 @@ def test_billing_tokens_are_trained_tokens_of_training_pairs_times_epochs():
 
 
 def suite_verdict(figures: PreferenceFigures, options: PreferenceOptions) -> list[str]:
-    features = pd.DataFrame({"tokens": [10], "assistant_tokens": [5], "n_user": [1], "last_role": ["assistant"],
+    features = pd.DataFrame({"tokens": [10], "assistant_tokens": [5], "n_messages": [2], "n_user": [1],
+                             "n_assistant": [1], "has_system": [False], "pii": [0], "last_role": ["assistant"],
                              "content_sha256": ["a"], "split": ["train"]})
     totals = {"records_read": 20, "train_examples": 20, "validation_examples": 1, "rejected": 0,
               "rejected_share": 0.0, "duplicates_removed": 0}
     parameters = {"max_tokens": 1000, "min_train_examples": 1, "max_rejected_share": 0.5,
                   "min_validation_examples": 0, **options.suite_parameters()}
-    return run_suites(features, totals, parameters, {"preference": figures.to_row()}).failed
+    return run_suites(features, totals, parameters, figures={"preference": figures.to_row()}).failed
 
 
 def test_preference_suite_fails_on_each_crafted_figure():
     options = PreferenceOptions(min_pairs=10, max_length_bias=0.8, max_near_identical_share=0.2)
     assert suite_verdict(PreferenceFigures(pairs=20, near_identical=2, preferred_longer=12), options) == []
     failed = suite_verdict(PreferenceFigures(pairs=5, near_identical=0, preferred_longer=2), options)
-    assert failed == ["preference: expect_column_values_to_be_between(pairs) observed 1"]
+    assert failed == ["preference.pairs: 5, expected >= 10"]
     failed = suite_verdict(PreferenceFigures(pairs=20, near_identical=5, preferred_longer=10), options)
-    assert [f.split("(")[1].split(")")[0] for f in failed] == ["near_identical_share"]
+    assert [f.split(":")[0] for f in failed] == ["preference.near_identical_share"]
     failed = suite_verdict(PreferenceFigures(pairs=20, near_identical=0, preferred_longer=19), options)
-    assert [f.split("(")[1].split(")")[0] for f in failed] == ["length_bias"]
+    assert [f.split(":")[0] for f in failed] == ["preference.length_bias"]
 
 
 def test_figures_count_training_pairs_only():
