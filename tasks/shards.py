@@ -364,13 +364,36 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
 # --- tasks ---------------------------------------------------------------------------------------
 
 
+def exit_with_parent() -> None:
+    """Worker initializer: end this worker when the process that started it is gone.
+
+    A killed command (SIGKILL, OOM) must not leave shard workers behind, still working and
+    holding its output pipes open.
+    """
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ShardProcessPool(ProcessPoolTaskRunner):
-    """Prefect's process pool whose workers report to this process's Prefect server.
+    """Prefect's process pool whose workers report to this process's Prefect server, and die with it.
 
     Without PREFECT_API_URL, Prefect runs a temporary server for the command; each worker
     process would start one of its own (seconds each, and task runs recorded elsewhere).
     Workers inherit the environment at start, so the server's URL is put there first.
     """
+
+    def __init__(self, max_workers: int | None = None, **options: Any) -> None:
+        options.setdefault("initializer", exit_with_parent)
+        super().__init__(max_workers=max_workers, **options)
 
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
         from prefect.context import FlowRunContext
