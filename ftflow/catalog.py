@@ -54,11 +54,14 @@ class Catalog:
 
 
 def base_model_of(model: str) -> str:
-    """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI) or `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
-    -> `gpt-4o-mini-2024-07-18`."""
+    """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI), `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
+    -> `gpt-4o-mini-2024-07-18`; `<user>/Meta-Llama-3.1-8B-Instruct-Reference-<suffix>-<id>` (Together)
+    -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`."""
     if model.startswith("ft:"):
         return model.split(":")[1]
-    return model.split(".ft-", 1)[0]
+    if ".ft-" in model:
+        return model.split(".ft-", 1)[0]
+    return load_catalog().derived_from(model) or model
 
 
 @cache

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ftflow.errors import FtflowError
-from ftflow.formatting import count, share, usd, with_interval
+from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.settings import get_settings
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
@@ -173,7 +173,7 @@ def print_run_summary(record: dict[str, Any]) -> None:
         rows += [
             ("prompt tokens / request", f"{count(economics['prompt_tokens_after'])} "
                                         f"(was {count(economics['prompt_tokens_before'])}, "
-                                        f"-{share(economics['prompt_token_reduction'])})"),
+                                        f"{change(-economics['prompt_token_reduction'])})"),
             ("monthly saving", f"{usd(economics['monthly_saving_usd'])} at {economics['monthly_requests']:,} requests"),
         ]
     rows.append(("run report", f"{record['run_dir']}/run.json"))

@@ -20,6 +20,11 @@ def share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def change(value: float | None) -> str:
+    """A signed share: `-79%` (fewer), `+12%` (more)."""
+    return "-" if value is None else f"{value:+.0%}"
+
+
 def with_interval(value: float | None, interval: list[float] | tuple[float, float] | None, digits: int = 2) -> str:
     """`0.92 [0.88, 0.95]`; the value alone when there is no interval."""
     if value is None:

@@ -14,6 +14,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+from ftflow.formatting import change, usd
 from tasks.evaluate import NOT_EVALUATED
 
 
@@ -75,17 +76,18 @@ def cost_case_markdown(case: CostCase) -> str:
     rows = [
         ("prompt tokens / request", f"{case.prompt_tokens_before:.1f}", f"{case.prompt_tokens_after:.1f}"),
         ("completion tokens / request", f"{case.completion_tokens_before:.1f}", f"{case.completion_tokens_after:.1f}"),
-        ("cost per 1K requests", f"${case.cost_per_1k_requests_before_usd:.4f}",
-         f"${case.cost_per_1k_requests_after_usd:.4f}"),
-        (f"cost per month ({case.monthly_requests:,} requests)", f"${case.monthly_cost_before_usd:.2f}",
-         f"${case.monthly_cost_after_usd:.2f}"),
+        ("cost per 1K requests", usd(case.cost_per_1k_requests_before_usd, 4),
+         usd(case.cost_per_1k_requests_after_usd, 4)),
+        (f"cost per month ({case.monthly_requests:,} requests)", usd(case.monthly_cost_before_usd),
+         usd(case.monthly_cost_after_usd)),
     ]
     return "\n".join([
         f"# Cost case for {case.model} (prices as of {case.prices_as_of})", "",
         "| | before (base + long prompt) | after (fine-tuned + short prompt) |", "|---|---|---|",
         *[f"| {name} | {before} | {after} |" for name, before, after in rows],
-        "", f"Prompt tokens cut by {case.prompt_token_reduction:.0%}; monthly saving ${case.monthly_saving_usd:.2f}; "
-        f"training ${case.training_cost_usd:.4f} ({case.trained_tokens:,} tokens); {verdict}.",
+        "", f"Prompt tokens per request {change(-case.prompt_token_reduction)}; monthly saving "
+        f"{usd(case.monthly_saving_usd)}; training {usd(case.training_cost_usd, 4)} ({case.trained_tokens:,} tokens); "
+        f"{verdict}.",
     ])
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ftflow.formatting import count, share, usd, with_interval
+from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
@@ -151,7 +151,7 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
                                  f"{usd(economics['cost_per_1k_requests_after_usd'], 4)}"),
         ("prompt tokens / request", f"{count(economics['prompt_tokens_before'])} -> "
                                     f"{count(economics['prompt_tokens_after'])} "
-                                    f"(-{share(economics['prompt_token_reduction'])})"),
+                                    f"({change(-economics['prompt_token_reduction'])})"),
         (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
         ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
     ]

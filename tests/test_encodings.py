@@ -52,3 +52,14 @@ def test_catalog_has_the_required_models_with_dated_prices():
     assert catalog.get("ft:gpt-4o-mini-2024-07-18:org:x:1").name == "gpt-4o-mini-2024-07-18"
     with pytest.raises(ConfigError, match="not in the price table"):
         catalog.get("davinci-002")
+
+
+def test_every_provider_s_fine_tuned_name_leads_back_to_its_base_model():
+    from ftflow.catalog import base_model_of
+
+    llama = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+    assert base_model_of("ft:gpt-4o-mini-2024-07-18:org:ftflow:abc") == "gpt-4o-mini-2024-07-18"
+    assert base_model_of("gpt-4o-mini-2024-07-18.ft-0123abcd-ftflow") == "gpt-4o-mini-2024-07-18"
+    # Together: a baseline equal to the candidate could never be beaten, so nothing would be promoted.
+    assert base_model_of("ftflow-local/Meta-Llama-3.1-8B-Instruct-Reference-ftflow-ca7a70a871-xuvBmrFQ") == llama
+    assert base_model_of(llama) == llama

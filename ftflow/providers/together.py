@@ -127,6 +127,10 @@ class TogetherProvider(Provider):
             arguments.update(validation_file=spec.validation_file, n_evals=1)
         if "n_epochs" in spec.hyperparameters:
             arguments["n_epochs"] = spec.hyperparameters["n_epochs"]
+        if spec.method == "dpo" and "beta" in spec.hyperparameters:
+            arguments["dpo_beta"] = spec.hyperparameters["beta"]
+        elif spec.method != "dpo":
+            arguments["train_on_inputs"] = "auto"  # the SDK's default, said outright: it warns on every job otherwise
         return self._job(self.creator.fine_tuning.create(**arguments))
 
     def list_jobs(self, key: str) -> list[RemoteJob]:
