@@ -41,10 +41,11 @@ def wrap(owner: Any, name: str, *, before: bool = False, after: bool = False, on
         calls[0] += 1
         if before and calls[0] == on_call:
             die()
-        result = original(*args, **kwargs)
-        if after and calls[0] == on_call:
-            die()
-        return result
+        try:
+            return original(*args, **kwargs)
+        finally:  # "after" the request was sent, answered or not (a timeout, a lost response)
+            if after and calls[0] == on_call:
+                die()
 
     setattr(owner, name, patched)
 
