@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 run: install
