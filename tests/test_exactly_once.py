@@ -6,32 +6,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from ftflow.exactly_once import OncePolicy, create_with_retries, ensure_once, new_owner, owner_is_dead
-from tasks.registry import Registry
-from tests.conftest import postgres_engine_or_skip, postgres_url
 
 FAST = OncePolicy(lookup_deadline_seconds=0.5, lookup_interval_seconds=0.05, backoff_seconds=0.01, lease_seconds=2)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry(request, tmp_path):
-    if request.param == "sqlite":
-        yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
-        return
-    admin = postgres_engine_or_skip()
-    schema = f"ftflow_{uuid.uuid4().hex[:8]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield Registry(f"{postgres_url()}?options=-csearch_path%3D{schema}")
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 class Lost(Exception):

@@ -3,30 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
-
-import pytest
-import sqlalchemy as sa
 
 from tasks.lineage import unchanged_since_last_success
-from tasks.registry import Registry
-from tests.conftest import postgres_engine_or_skip, postgres_url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry(request, tmp_path):
-    if request.param == "sqlite":
-        yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
-        return
-    admin = postgres_engine_or_skip()
-    schema = f"ftflow_{uuid.uuid4().hex[:8]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield Registry(f"{postgres_url()}?options=-csearch_path%3D{schema}")
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def run(run_id: str, status: str = "succeeded", sha: str = "a" * 64, **extra) -> dict:
