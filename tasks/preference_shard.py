@@ -59,7 +59,7 @@ from tasks.preference import (
 from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter
 from tasks.reduce import ReduceResult, dedup_and_split
 from tasks.shards import SHARD_FEATURE_SCHEMA, Plan, Shard, ShardResult, ShardSettings, prepare_shard
-from tasks.transform import TransformOptions, _with_system_prompt, split_for
+from tasks.transform import TransformOptions, apply_system_prompt, split_for
 
 PAIR_COLUMNS = [
     pa.field("shape", pa.string()),
@@ -180,7 +180,7 @@ def clean_pair(pair: PreferencePair, options: TransformOptions) -> tuple[Prefere
 
     messages = [clean(m) for m in pair.input["messages"]]
     if options.system_prompt is not None:
-        messages = _with_system_prompt(messages, options.system_prompt, options.system_prompt_mode)
+        messages = apply_system_prompt(messages, options.system_prompt, options.system_prompt_mode)
     cleaned = PreferencePair({**pair.input, "messages": messages}, [clean(m) for m in pair.preferred],
                              [clean(m) for m in pair.non_preferred])
     return cleaned, found

@@ -126,11 +126,11 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
         else:
             cleaned.append(message)
     if options.system_prompt is not None:
-        cleaned = _with_system_prompt(cleaned, options.system_prompt, options.system_prompt_mode)
+        cleaned = apply_system_prompt(cleaned, options.system_prompt, options.system_prompt_mode)
     return {**example, "messages": cleaned}, stats
 
 
-def _with_system_prompt(messages: list[Any], prompt: str, mode: str) -> list[Any]:
+def apply_system_prompt(messages: list[Any], prompt: str, mode: str) -> list[Any]:
     has_system = any(isinstance(m, dict) and m.get("role") == "system" for m in messages)
     if has_system and mode == "if-missing":
         return messages
