@@ -23,7 +23,7 @@ from flows.prepare import prepare
 from ftflow.settings import DEFAULT_MODEL, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
-from tasks.lineage import check_unchanged, new_run_id, record_run, training_summary
+from tasks.lineage import check_unchanged, new_run_id, record_run, run_cost_usd, training_summary
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
 from tasks.preference_shard import PreferenceOptions
@@ -97,8 +97,7 @@ def retrain(
     record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],
                          "eval_examples": evaluation["examples"], "eval_examples_sha256": evaluation["examples_sha256"],
                          "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
-                         "run_cost_usd": (economics.training_cost_usd if economics else trained["estimated_cost_usd"])
-                         if trained["job_created"] else 0.0,
+                         "run_cost_usd": run_cost_usd(trained, economics and economics.training_cost_usd),
                          "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
     plots = draw_plots(record, read_history(settings), run_dir)
     publish_summary(record, settings, plots, str(job.state_details.flow_run_id))

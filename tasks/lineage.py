@@ -44,6 +44,13 @@ def reconcile_tokens(estimated: int, actual: int | None, tolerance: float) -> di
             "flagged": abs(share) > tolerance}
 
 
+def run_cost_usd(trained: dict[str, Any], training_cost_usd: float | None) -> float:
+    """What this run paid for training: nothing when it re-attached to a job an earlier run paid for."""
+    if not trained["job_created"]:
+        return 0.0
+    return training_cost_usd if training_cost_usd is not None else trained["estimated_cost_usd"]
+
+
 def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: float = 0.05) -> dict[str, Any]:
     """The run record's job part (pure: merges the job result with the prepare figures)."""
     return {

@@ -44,3 +44,11 @@ def test_ledger_of_files_and_jobs(registry):
     registry.record_job("local:x", "k1", job_id="job-1", status="created", flow_run_id="fr1")
     assert registry.job_entry("local:x", "k1")["job_id"] == "job-1"
     assert [j["job_id"] for j in registry.jobs_of_flow_run("fr1")] == ["job-1"]
+
+
+def test_a_re_attached_job_costs_this_run_nothing():
+    from tasks.lineage import run_cost_usd
+
+    assert run_cost_usd({"job_created": False, "estimated_cost_usd": 0.33}, 0.31) == 0.0
+    assert run_cost_usd({"job_created": True, "estimated_cost_usd": 0.33}, 0.31) == 0.31
+    assert run_cost_usd({"job_created": True, "estimated_cost_usd": 0.33}, None) == 0.33  # not evaluated
