@@ -144,13 +144,27 @@ def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePo
         registry.release_lease(kind, provider, key, owner)
 
 
-def poll_lookup(lookup: Callable[[], T | None], *, seconds: float, interval: float) -> T | None:
-    """Look the object up until it appears or `seconds` have passed."""
+def poll_lookup(lookup: Callable[[], T | None], *, seconds: float, interval: float,
+                classify: Callable[[BaseException], Outcome]) -> T | None:
+    """Look the object up until it appears or `seconds` have passed.
+
+    A lookup that fails transiently (timeout, 429, 5xx) is tried again on the next interval; if
+    the last one failed too, its error is raised: absence was never confirmed, so no new create.
+    """
     deadline = time.monotonic() + seconds
     while True:
-        if (found := lookup()) is not None:
-            return found
+        try:
+            if (found := lookup()) is not None:
+                return found
+            failure = None
+        except Exception as exc:
+            if classify(exc) == "permanent":
+                raise
+            log.info("lookup failed (%s); trying again", type(exc).__name__)
+            failure = exc
         if time.monotonic() >= deadline:
+            if failure is not None:
+                raise failure
             return None
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
@@ -168,7 +182,7 @@ def create_with_retries(create: Callable[[], T], lookup: Callable[[], T | None],
             log.warning("%s: %s (attempt %d of %d)", what, type(exc).__name__, attempt, policy.create_attempts)
             if outcome == "unknown":
                 found = poll_lookup(lookup, seconds=policy.lookup_deadline_seconds,
-                                    interval=policy.lookup_interval_seconds)
+                                    interval=policy.lookup_interval_seconds, classify=classify)
                 if found is not None:
                     log.info("%s: the provider had carried out the request whose answer was lost", what)
                     return found

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -441,6 +442,12 @@ def _describe(suite_name: str, result: Any) -> tuple[list[str], dict[str, Any]]:
     return failed, {"success": bool(result.success), "statistics": result.statistics, "results": rows}
 
 
+# GX's suite-parameter parser (pyparsing parse actions, arity probed on first use) is not
+# thread-safe: two flow runs in threads of one process failed with "push_first() missing 1
+# required positional argument". Validations are short; one at a time per process.
+_GX_LOCK = threading.Lock()
+
+
 def _quiet_gx() -> None:
     """No 'Created temporary directory' notices: GX sets some of its module loggers to INFO on import."""
     import logging
@@ -467,18 +474,19 @@ def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[
     if drift.previous is not None:
         drift_info["changes"] = drift_changes(summary, drift.previous)
         frames["drift"] = pd.DataFrame([drift_info["changes"]])
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
-    source = context.data_sources.add_pandas("ftflow")
     failed: list[str] = []
     suites: dict[str, Any] = {}
-    for name, frame in frames.items():
-        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-            load_suite(name), result_format="SUMMARY", expectation_parameters={**parameters, **drift.parameters()}
-        )
-        suite_failed, suites[name] = _describe(name, result)
-        failed += suite_failed
+    with _GX_LOCK:
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
+        source = context.data_sources.add_pandas("ftflow")
+        for name, frame in frames.items():
+            batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+            result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+                load_suite(name), result_format="SUMMARY", expectation_parameters={**parameters, **drift.parameters()}
+            )
+            suite_failed, suites[name] = _describe(name, result)
+            failed += suite_failed
     return QualityResult(success=not failed, failed=failed, suites=suites, features=summary, drift=drift_info)
 
 

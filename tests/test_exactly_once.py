@@ -79,6 +79,32 @@ def test_a_lost_answer_is_found_when_the_provider_registers_it_late(registry):
     assert found == "obj-0" and created and provider.created == ["obj-0"]
 
 
+def test_lookups_that_time_out_after_a_lost_answer_are_tried_again(registry):
+    """The provider is slow to answer the lookups too: they fail for a while, then find the object."""
+    provider = FakeProvider(lose=1)
+    failures = [Lost(), Throttled(), Lost()]
+
+    def slow_lookup():
+        if provider.created and failures:
+            raise failures.pop()
+        return provider.lookup()
+
+    found, created = ensure_once(registry, kind="job", provider="p", key="k", lookup=slow_lookup,
+                                 create=provider.create, classify=classify, policy=FAST)
+    assert found == "obj-0" and created and provider.created == ["obj-0"] and failures == []
+
+
+def test_a_lost_answer_is_never_created_again_while_lookups_keep_failing():
+    provider = FakeProvider(lose=1)
+
+    def failing_lookup():
+        raise Lost()
+
+    with pytest.raises(Lost):
+        create_with_retries(provider.create, failing_lookup, classify=classify, policy=FAST, what="x")
+    assert provider.created == ["obj-0"]  # absence was never confirmed: no second create
+
+
 def test_creates_are_bounded_by_create_attempts():
     provider = FakeProvider(throttle=10)
     with pytest.raises(Throttled):

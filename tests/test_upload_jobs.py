@@ -211,7 +211,7 @@ def test_concurrent_creates_of_one_key_make_one_job(local_service, registry, tra
 
 def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, registry, train_file):
     """The provider registers the job 1 s after the lost response: the lookup waits for it, no second job."""
-    provider = provider_for(local_service, timeout=0.3)
+    provider = provider_for(local_service, timeout=0.5)
     file = upload(provider, registry, train_file)
     set_faults(local_service, {"fine_tuning.jobs.create": {"slow": 1.0, "slow_seconds": 1.0, "max_faults": 1}})
     job, created = create(provider, registry, request_for(file.file_id),
