@@ -8,7 +8,8 @@ records), then in the same run times:
   on every value), in one process;
 - ftflow: `ftflow prepare` through the CLI, start-up included, default options, a fresh work
   dir; peak RSS of every process of the run (CLI, Prefect's temporary server, shard workers);
-- warm start: `ftflow prepare` on 20 lines with a warm PREFECT_HOME;
+- warm start: `ftflow prepare` on 20 lines with a warm PREFECT_HOME, with Prefect's temporary
+  server and with a running one (`prefect server start`, PREFECT_API_URL set);
 - scaling: `--dask-address` on a dask.distributed LocalCluster of 2 single-threaded worker
   processes against one of 1 worker (same outputs);
 - incremental: 1% more lines appended, the re-run (reusing unchanged shards) against the
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,11 +175,39 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> dict:
     return {"seconds": seconds, "peaks": sorted(peaks.values(), key=lambda p: -p[1]), "output": "".join(output)}
 
 
-def prepare(source: Path, out: Path, work: Path, *extra: str) -> dict:
+def prepare(source: Path, out: Path, work: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
     result = timed([str(FTFLOW), "prepare", str(source), "--out", str(out), *extra],
-                   env={"FTFLOW_WORK_DIR": str(work)})
+                   env={"FTFLOW_WORK_DIR": str(work), **(env or {})})
     result["report"] = json.loads((out / "report.json").read_text())
     return result
+
+
+@contextmanager
+def running_prefect_server() -> Iterator[str]:
+    """`prefect server start` on a free port, as the CLI's hint suggests; yields its API URL."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(FTFLOW.parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                               str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{api_url}/health", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("prefect server start did not come up") from None
+                time.sleep(0.5)
+        yield api_url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def describe(name: str, run: dict) -> str:
@@ -238,6 +269,11 @@ def main() -> None:
         prepare(small, tmp_path / "small-out", tmp_path / "small-work")  # warms PREFECT_HOME
         warm = prepare(small, tmp_path / "small-out", tmp_path / "small-work-2")
         print(describe("20 lines, warm PREFECT_HOME", warm))
+        with running_prefect_server() as api_url:
+            prepare(small, tmp_path / "small-out", tmp_path / "small-work-3", env={"PREFECT_API_URL": api_url})
+            served = prepare(small, tmp_path / "small-out", tmp_path / "small-work-4",
+                             env={"PREFECT_API_URL": api_url})
+        print(describe("20 lines, running Prefect server", served))
 
         if not args.skip_incremental:
             # Logs grow in place: append to the very file the full run read (a stored shard is

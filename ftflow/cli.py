@@ -61,9 +61,16 @@ def print_table(table: Table) -> None:
 
 
 def announce_prefect_server() -> None:
-    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server."""
+    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server.
+
+    Every command that runs a flow comes through here: the quality gate's Great Expectations is
+    imported meanwhile (ftflow/preload.py).
+    """
     from prefect.settings import PREFECT_API_URL
 
+    from ftflow.preload import preload
+
+    preload("great_expectations")
     if not PREFECT_API_URL.value():  # on stdout: stderr is kept for the one error line
         console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (about 10 s). To keep one "
                       "running: `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",

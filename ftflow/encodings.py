@@ -69,5 +69,14 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.Encoding(**constructor_args)
 
 
+@cache
+def special_tokens(name: str) -> frozenset[str]:
+    """The named encoding's special tokens, from tiktoken's definition, without loading its BPE file."""
+    if name not in PACKAGED_BPE:
+        raise ConfigError(f"encoding {name!r} is not packaged (have {sorted(PACKAGED_BPE)})")
+    with _build_lock, mock.patch.object(openai_public, "load_tiktoken_bpe", lambda *_a, **_k: {}):
+        return frozenset(getattr(openai_public, name)()["special_tokens"])
+
+
 def encoding_for_model(model: str) -> tiktoken.Encoding:
     return get_encoding(encoding_name_for_model(model))

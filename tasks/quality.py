@@ -31,7 +31,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from ftflow.caching import RUN_CACHE
-from ftflow.encodings import PACKAGED_BPE, get_encoding
+from ftflow.encodings import PACKAGED_BPE, special_tokens
 from ftflow.resources import resource_text
 from ftflow.settings import Settings
 from tasks.budget import count_example_tokens
@@ -85,7 +85,7 @@ class ExampleRejected(Exception):
 @cache
 def special_token_pattern() -> re.Pattern[str]:
     """Special tokens of every packaged encoding: OpenAI rejects them whatever the model."""
-    tokens = sorted({t for name in PACKAGED_BPE for t in get_encoding(name).special_tokens_set})
+    tokens = sorted({t for name in PACKAGED_BPE for t in special_tokens(name)})
     return re.compile("|".join(re.escape(t) for t in tokens))
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from ftflow import encodings
 from ftflow.catalog import load_catalog
+from ftflow.encodings import PACKAGED_BPE, get_encoding, special_tokens
 from ftflow.errors import ConfigError
 
 
@@ -63,3 +64,8 @@ def test_every_provider_s_fine_tuned_name_leads_back_to_its_base_model():
     # Together: a baseline equal to the candidate could never be beaten, so nothing would be promoted.
     assert base_model_of("ftflow-local/Meta-Llama-3.1-8B-Instruct-Reference-ftflow-ca7a70a871-xuvBmrFQ") == llama
     assert base_model_of(llama) == llama
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGED_BPE))
+def test_special_tokens_without_the_bpe_file_are_the_encodings_own(name):
+    assert special_tokens(name) == get_encoding(name).special_tokens_set
