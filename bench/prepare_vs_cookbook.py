@@ -301,11 +301,19 @@ def scaling(n: int, tmp_path: Path, full: dict | None) -> None:
         source = tmp_path / "scaling.jsonl"
         write_input(source, n)
     runs = {}
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-            runs[workers] = prepare(source, tmp_path / f"out-dask{workers}", tmp_path / f"work-dask{workers}",
-                                    "--dask-address", cluster.scheduler_address)
-        print(describe(f"Dask LocalCluster, {workers} worker(s)", runs[workers]))
+    # As on a real cluster, the workers and the CLI report to one Prefect server (README: Shards,
+    # workers, Dask); a worker without PREFECT_API_URL would start a temporary server of its own.
+    with running_prefect_server() as api_url:
+        os.environ["PREFECT_API_URL"] = api_url  # inherited by the cluster's worker processes
+        try:
+            for workers in (1, 2):
+                with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+                    runs[workers] = prepare(source, tmp_path / f"out-dask{workers}", tmp_path / f"work-dask{workers}",
+                                            "--dask-address", cluster.scheduler_address)
+                print(describe(f"Dask LocalCluster, {workers} worker(s)", runs[workers]))
+        finally:
+            del os.environ["PREFECT_API_URL"]
     same = runs[1]["report"]["dataset_sha256"] == runs[2]["report"]["dataset_sha256"]
     if full is not None:
         same = same and full["report"]["dataset_sha256"] == runs[1]["report"]["dataset_sha256"]

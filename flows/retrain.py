@@ -2,7 +2,7 @@
 
 prepare (with its quality and budget gates) -> name the run after its dataset -> skip if the
 data is unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
-record the run's lineage -> plots and the run's summary.
+record the run's lineage -> plots and the run's summary. A run that fails is recorded too.
 Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, eval.json,
 run.json, plots/) and one row in the registry, which the next run's unchanged-data check reads.
 A skipped run ends in a Completed state named `Skipped`.
@@ -23,7 +23,14 @@ from flows.prepare import prepare
 from ftflow.settings import DEFAULT_MODEL, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
-from tasks.lineage import check_unchanged, new_run_id, record_run, run_cost_usd, training_summary
+from tasks.lineage import (
+    check_unchanged,
+    failure_recorded,
+    new_run_id,
+    record_run,
+    run_cost_usd,
+    training_summary,
+)
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
 from tasks.preference_shard import PreferenceOptions
@@ -65,44 +72,47 @@ def retrain(
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
             "backend": settings.backend, "sources": sources, "method": settings.method}
 
-    report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=TransformOptions.from_settings(settings),
-                              gates=GateOptions.from_settings(settings),
-                              drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
-                              method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
-                              preference=PreferenceOptions.from_settings(settings)))
-    base["run_name"] = label_run(report["dataset_sha256"])
-    dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
-    skip = check_unchanged(report, settings, force)
-    if skip:
-        print(skip)
-        record = record_run({**base, **dataset, "status": "skipped", "reason": skip, "run_cost_usd": 0.0},
-                            settings, run_dir)
-        publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
-        return Completed(name="Skipped", message=skip, data=record)  # type: ignore[return-value]
+    with failure_recorded(base, settings, run_dir):
+        report = untraced(prepare(sources, out_dir=run_dir, model=model,
+                                  transform=TransformOptions.from_settings(settings),
+                                  gates=GateOptions.from_settings(settings),
+                                  drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
+                                  method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
+                                  preference=PreferenceOptions.from_settings(settings)))
+        base["run_name"] = label_run(report["dataset_sha256"])
+        dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
+        skip = check_unchanged(report, settings, force)
+        if skip:
+            print(skip)
+            record = record_run({**base, **dataset, "status": "skipped", "reason": skip, "run_cost_usd": 0.0},
+                                settings, run_dir)
+            publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
+            return Completed(name="Skipped", message=skip, data=record)  # type: ignore[return-value]
 
-    with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
-        job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
-                       backend=settings.backend, method=settings.method, dpo_beta=settings.dpo_beta,
-                       return_state=True)
-    if job.is_cancelled():
-        record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
-        return Cancelled(message=job.message)  # type: ignore[return-value]
-    trained = training_summary(untraced(job.result()), report, settings.tokens_mismatch_tolerance)
+        with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
+            job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
+                           backend=settings.backend, method=settings.method, dpo_beta=settings.dpo_beta,
+                           return_state=True)
+        if job.is_cancelled():
+            record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
+            return Cancelled(message=job.message)  # type: ignore[return-value]
+        trained = training_summary(untraced(job.result()), report, settings.tokens_mismatch_tolerance)
 
-    current = current_model(settings)
-    evaluate = evaluate_preferences if settings.method == "dpo" else evaluate_models
-    evaluation = evaluate(run_dir, trained["fine_tuned_model"], current, settings)
-    economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
-    decision = decide_promotion(evaluation, run_id, settings)
-    record = record_run({**base, **dataset, "status": "succeeded", **trained, "evaluation": evaluation["models"],
-                         "eval_examples": evaluation["examples"], "eval_examples_sha256": evaluation["examples_sha256"],
-                         "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
-                         "run_cost_usd": run_cost_usd(trained, economics and economics.training_cost_usd),
-                         "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
-    plots = draw_plots(record, read_history(settings), run_dir)
-    publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
-    print(f"{record['run_name']}: {outcome(record)}")
-    return record
+        current = current_model(settings)
+        evaluate = evaluate_preferences if settings.method == "dpo" else evaluate_models
+        evaluation = evaluate(run_dir, trained["fine_tuned_model"], current, settings)
+        economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
+        decision = decide_promotion(evaluation, run_id, settings)
+        record = record_run({**base, **dataset, "status": "succeeded", **trained,
+                             "evaluation": evaluation["models"], "eval_examples": evaluation["examples"],
+                             "eval_examples_sha256": evaluation["examples_sha256"],
+                             "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
+                             "run_cost_usd": run_cost_usd(trained, economics and economics.training_cost_usd),
+                             "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
+        plots = draw_plots(record, read_history(settings), run_dir)
+        publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
+        print(f"{record['run_name']}: {outcome(record)}")
+        return record
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def retrain(
 
 @app.command()
 def finetune(
-    dataset_dir: Annotated[str, typer.Argument(help="A folder written by `ftflow prepare`")],
+    dataset_dir: Annotated[str, typer.Argument(metavar="DATASET_DIR", help="A folder written by `ftflow prepare`")],
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
@@ -427,6 +427,7 @@ def snapshot_eval(
     from flows.snapshot_eval import snapshot_eval as snapshot_flow
     from ftflow.errors import ConfigError
     from tasks.registry import Registry
+    from tasks.snapshot import snapshot_path
 
     def action() -> dict[str, Any]:
         registry = Registry(get_settings().registry_url)
@@ -440,8 +441,9 @@ def snapshot_eval(
         return snapshot_flow(folder, promoted["model"], promoted["backend"])
 
     snapshot = run_reporting_errors(action)
+    written = snapshot_path(Path(snapshot["validation_file"]).parent, snapshot["model"])
     console.print(f"snapshot of {snapshot['model']} ({snapshot['backend']}): {snapshot['metrics']['examples']} "
-                  f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to the run folder")
+                  f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to {written}", soft_wrap=True)
 
 
 runs_app = typer.Typer(help="The retrain runs in the registry: outcome, dataset, evaluation, cost.")
@@ -465,7 +467,7 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to sh
 
 
 @runs_app.command("show")
-def runs_show(run: Annotated[str, typer.Argument(help="Run name, run id, or the start of one")]) -> None:
+def runs_show(run: Annotated[str, typer.Argument(metavar="RUN", help="Run name, run id, or the start of one")]) -> None:
     """Print one run's summary: outcome, dataset, job, loss, evaluation, cost case."""
     from rich.markdown import Markdown
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,5 +85,28 @@ def record_run(record: dict[str, Any], settings: Settings, run_dir: str) -> dict
 
     record = {**record, "flow_run_id": flow_run.get_id(), "finished_at": time.time()}
     Registry(settings.registry_url).save_run(record)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # a run that failed early has no folder yet
     Path(run_dir, "run.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2, default=str))
     return record
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: our errors say what went wrong in their message; anything else names its type too."""
+    from ftflow.errors import FtflowError
+
+    message = " ".join(str(exc).split())
+    return message if isinstance(exc, FtflowError) and message else f"{type(exc).__name__}: {message}".rstrip(": ")
+
+
+@contextmanager
+def failure_recorded(base: dict[str, Any], settings: Settings, run_dir: str) -> Iterator[None]:
+    """Record a run that raises as `failed`, with the reason, then let the error go on.
+
+    `ftflow runs` then shows every run, not only those that got to the end. The record names no
+    job: a job that finished before the failure stays free for the next run to re-attach to.
+    """
+    try:
+        yield
+    except Exception as exc:
+        record_run({**base, "status": "failed", "reason": failure_reason(exc)}, settings, run_dir)
+        raise

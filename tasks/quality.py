@@ -526,8 +526,9 @@ def check_quality(
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
     import pandas as pd
 
-    # Where each example came from is text no suite checks; leaving it out halves the frame.
-    columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc")]
+    # Where each example came from and its digest are text no suite checks: without them the
+    # frame of a million examples is a few tens of MiB of numbers.
+    columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc", "content_sha256")]
     features = pd.read_parquet(features_path, columns=columns)
     result = run_suites(features, totals, parameters, drift, figures)
     (out_dir / "quality.json").write_bytes(

@@ -24,7 +24,7 @@ from ftflow.jsonl import JsonlWriter
 from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
-PARTITION_ROWS = 2_000_000  # kept examples per partition of the digest space (about 0.5 GiB of rows)
+PARTITION_ROWS = 250_000  # kept examples per partition of the digest space (about 150 MiB of rows)
 SORT_KEYS = [("content_sha256", "ascending"), ("line_sha256", "ascending"), ("shard", "ascending"),
              ("ordinal", "ascending")]
 

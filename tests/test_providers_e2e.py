@@ -90,6 +90,7 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
     assert snapshot.exit_code == 0, snapshot.output
     snap_files = list((tmp_path / "runs" / first["run_id"]).glob("snapshot-*.json"))
     assert len(snap_files) == 1 and json.loads(snap_files[0].read_text())["metrics"]["examples"] > 0
+    assert f"written to {snap_files[0]}" in " ".join(snapshot.output.split())
 
     second = retrain(SAMPLES, runs_dir=runs, system_prompt=PROMPT, backend="together", model=LLAMA)
     assert second["status"] == "succeeded" and second["backend"] == "together"

@@ -129,6 +129,22 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
         assert path.is_dir() or key not in path.read_text(errors="replace"), path
 
 
+def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_env, tmp_path):
+    """The budget gate stops the run: `ftflow runs` still lists it, failed, with the gate's reason."""
+    from ftflow.errors import FtflowError
+    from tasks.registry import Registry
+
+    with pytest.raises(FtflowError) as raised:
+        retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), max_cost_usd=0.000001)
+    [record] = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()
+    assert record["status"] == "failed" and record["reason"] == " ".join(str(raised.value).split())
+    assert "job_id" not in record and (tmp_path / "runs" / record["run_id"] / "run.json").exists()
+    listed = CliRunner().invoke(app, ["runs"], terminal_width=200)
+    assert listed.exit_code == 0 and "failed" in listed.output
+    shown = CliRunner().invoke(app, ["runs", "show", record["run_id"]], terminal_width=200)
+    assert shown.exit_code == 0 and "failed:" in shown.output
+
+
 def dataset(tmp_path, lines: list, name: str = "ds"):
     folder = tmp_path / name
     folder.mkdir()
