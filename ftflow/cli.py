@@ -72,7 +72,7 @@ def announce_prefect_server() -> None:
 
     preload("great_expectations")
     if not PREFECT_API_URL.value():  # on stdout: stderr is kept for the one error line
-        console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (about 10 s). To keep one "
+        console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one "
                       "running: `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
                       style="dim", highlight=False, soft_wrap=True)
 
