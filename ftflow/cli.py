@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ftflow.errors import FtflowError
 from ftflow.formatting import change, count, share, usd, with_interval
+from ftflow.preload import preload
 from ftflow.settings import get_settings
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
@@ -61,16 +62,9 @@ def print_table(table: Table) -> None:
 
 
 def announce_prefect_server() -> None:
-    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server.
-
-    Every command that runs a flow comes through here: the quality gate's Great Expectations is
-    imported meanwhile (ftflow/preload.py).
-    """
+    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server."""
     from prefect.settings import PREFECT_API_URL
 
-    from ftflow.preload import preload
-
-    preload("great_expectations")
     if not PREFECT_API_URL.value():  # on stdout: stderr is kept for the one error line
         console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one "
                       "running: `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
@@ -270,6 +264,7 @@ def prepare(
         )
         transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
         gates = GateOptions.from_settings(settings)
+        preload("great_expectations")  # the quality gate's, while Prefect's server starts
         announce_prefect_server()
         runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address, settings.shard_mb << 20)
         return prepare_flow.with_options(task_runner=runner)(
@@ -321,6 +316,7 @@ def retrain(
         settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
                                 n_epochs=n_epochs, backend=backend,
                                 eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
+        preload("great_expectations")  # the quality gate's, while Prefect's server starts
         announce_prefect_server()
         return retrain_flow(
             sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,

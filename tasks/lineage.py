@@ -95,7 +95,9 @@ def failure_reason(exc: BaseException) -> str:
     from ftflow.errors import FtflowError
 
     message = " ".join(str(exc).split())
-    return message if isinstance(exc, FtflowError) and message else f"{type(exc).__name__}: {message}".rstrip(": ")
+    if isinstance(exc, FtflowError) and message:
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 @contextmanager

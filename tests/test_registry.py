@@ -52,3 +52,12 @@ def test_a_re_attached_job_costs_this_run_nothing():
     assert run_cost_usd({"job_created": False, "estimated_cost_usd": 0.33}, 0.31) == 0.0
     assert run_cost_usd({"job_created": True, "estimated_cost_usd": 0.33}, 0.31) == 0.31
     assert run_cost_usd({"job_created": True, "estimated_cost_usd": 0.33}, None) == 0.33  # not evaluated
+
+
+def test_a_failed_runs_reason_is_one_line_that_names_the_error():
+    from ftflow.errors import FtflowError
+    from tasks.lineage import failure_reason
+
+    assert failure_reason(FtflowError("budget gate failed:\n  $0.88 > $0.01")) == "budget gate failed: $0.88 > $0.01"
+    assert failure_reason(ValueError("bad value:")) == "ValueError: bad value:"
+    assert failure_reason(KeyError()) == "KeyError"
