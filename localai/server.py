@@ -58,7 +58,11 @@ class LocalService:
     def start(self, timeout: float = 30.0) -> LocalService:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         app = create_app(self.config)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        # log_config=None: uvicorn's own logging config (dictConfig) would shut down every handler
+        # of the host process, Prefect's API log handler too, which then waited 5 s to drain and
+        # warned "EventsWorker - Still processing items" in the middle of a run.
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", log_config=None,
+                                lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="localai-server", daemon=True)
         self._thread.start()

@@ -191,3 +191,30 @@ def test_the_key_is_printed_only_when_the_service_generated_it():
     given = "\n".join(announcement(config, host="127.0.0.1", port=1, generated=False))
     assert "OPENAI_API_KEY=sk-local-abcdef123456" in generated
     assert "abcdef" not in given and "FTFLOW_SERVICE_API_KEY" in given
+
+
+def test_the_embedded_service_leaves_the_host_processs_logging_alone(tmp_path):
+    """Started inside a flow run, it must not shut down Prefect's log handlers (uvicorn's dictConfig did)."""
+
+    class Recording(logging.Handler):
+        closed = flushed = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def flush(self) -> None:
+            self.flushed = True
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    host = Recording()
+    logging.getLogger().addHandler(host)
+    try:
+        with LocalService(data_dir=tmp_path / "embedded", **FAST):
+            pass
+        assert not host.flushed and not host.closed
+        assert host in logging.getLogger().handlers
+    finally:
+        logging.getLogger().removeHandler(host)
