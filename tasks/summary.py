@@ -243,7 +243,9 @@ def publish_summary(record: dict[str, Any], settings: Settings, plots: dict[str,
     links = job_links(record, PREFECT_UI_URL.value(), finetune_flow_run_id)
     text = summary_markdown(record, links, {name: data_url(Path(path)) for name, path in plots.items()})
     create_markdown_artifact(text, key=SUMMARY_KEY, description=f"{record.get('run_name')}: {outcome(record)}")
-    history = [history_row(r) for r in Registry(settings.registry_url).list_runs(20)]
+    # The UI renders a table cell that is a lone "-" as a list bullet: an em dash says "none".
+    history = [{column: "\u2014" if value == "-" else value for column, value in history_row(r).items()}
+               for r in Registry(settings.registry_url).list_runs(20)]
     create_table_artifact(history, key=HISTORY_KEY, description="The last retrain runs, newest first")
     return text
 

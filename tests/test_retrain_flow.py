@@ -143,6 +143,22 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     assert listed.exit_code == 0 and "failed" in listed.output
     shown = CliRunner().invoke(app, ["runs", "show", record["run_id"]], terminal_width=200)
     assert shown.exit_code == 0 and "failed:" in shown.output
+    # The next run trains; its history artifact lists the failed run, with no cell the UI shows as a bullet.
+    assert retrain(SAMPLES, runs_dir=str(tmp_path / "runs"))["status"] == "succeeded"
+
+    async def history():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ftflow-history"])))
+            return found[0].data
+
+    import asyncio
+
+    data = asyncio.run(history())
+    rows = data if isinstance(data, list) else json.loads(data)
+    assert [row["outcome"] for row in rows] == ["trained, promoted", "failed"]
+    assert "-" not in rows[1].values() and rows[1]["dataset"] == "\u2014"
 
 
 def dataset(tmp_path, lines: list, name: str = "ds"):
