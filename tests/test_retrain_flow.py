@@ -144,14 +144,17 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     shown = CliRunner().invoke(app, ["runs", "show", record["run_id"]], terminal_width=200)
     assert shown.exit_code == 0 and "failed:" in shown.output
     # The next run trains; its history artifact lists the failed run, with no cell the UI shows as a bullet.
-    assert retrain(SAMPLES, runs_dir=str(tmp_path / "runs"))["status"] == "succeeded"
+    succeeded = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"))
+    assert succeeded["status"] == "succeeded"
 
     async def history():
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
         async with get_client() as client:
-            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ftflow-history"])))
-            return found[0].data
+            [found] = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ftflow-history"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[succeeded["flow_run_id"]])))
+            return found.data
 
     import asyncio
 
