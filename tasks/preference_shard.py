@@ -24,7 +24,7 @@ import hashlib
 import io
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, InputError
-from ftflow.jsonl import JsonlWriter, file_sha256, open_binary
+from ftflow.jsonl import file_sha256, open_binary
 from tasks.budget import Budget, default_epochs
 from tasks.extract import ExtractOptions, Rejection, resolve_sources
 from tasks.pii import scan_message
@@ -56,9 +56,17 @@ from tasks.preference import (
     rated_answer,
     to_pair,
 )
-from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter
+from tasks.quality import FEATURE_SCHEMA, ExampleRejected
 from tasks.reduce import ReduceResult, dedup_and_split
-from tasks.shards import SHARD_FEATURE_SCHEMA, Plan, Shard, ShardResult, ShardSettings, prepare_shard
+from tasks.shards import (
+    SHARD_FEATURE_SCHEMA,
+    Plan,
+    Shard,
+    ShardFiles,
+    ShardResult,
+    ShardSettings,
+    prepare_shard,
+)
 from tasks.transform import TransformOptions, apply_system_prompt, split_for
 
 PAIR_COLUMNS = [
@@ -205,23 +213,13 @@ def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, dire
     """One file's records -> pairs (rated rows grouped per conversation), each output written once."""
     encoding = get_encoding(settings.encoding)
     result = ShardResult(shard.name, shard.index, str(directory))
-    rejected_by = {"extract": Counter[str](), "quality": Counter[str]()}
     pii: Counter[str] = Counter()
     rated: dict[str, list[tuple[str, RatedAnswer, Any]]] = {}
-    offset = 0
-    directory.mkdir(parents=True)
-    with (
-        open(directory / "examples.jsonl", "wb") as examples,
-        JsonlWriter(directory / "rejected.jsonl") as rejected,
-        FeatureWriter(directory / "features.parquet", PAIR_SHARD_SCHEMA) as features,
-    ):
+    with ShardFiles(result, directory, PAIR_SHARD_SCHEMA) as files:
         def reject(stage: str, loc: str, reason: str, detail: str, record: Any) -> None:
-            rejected.write({"source": shard.source, "loc": loc, "reason": reason, "detail": detail,
-                            "record": record, "stage": stage})
-            rejected_by[stage][reason] += 1
+            files.reject(stage, shard.source, loc, reason, detail, record)
 
         def keep(pair: PreferencePair, shape: str, loc: str, record: Any) -> None:
-            nonlocal offset
             pair, found = clean_pair(pair, settings.transform)
             pii.update(found)
             try:
@@ -229,15 +227,10 @@ def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, dire
             except (PairRejected, ExampleRejected) as exc:
                 reject("quality", loc, exc.reason, exc.detail, record)
                 return
-            line = orjson.dumps(pair.to_record()) + b"\n"
             split = split_for(conversation_key(pair.input["messages"]), settings.validation_fraction)
             row = pair_feature_row(pair, tokens, shape=shape, source=shard.source, loc=loc, split=split,
                                    pii=sum(found.values()))
-            features.add({**row, "ordinal": result.records_read, "offset": offset, "length": len(line),
-                          "line_sha256": hashlib.sha256(line).hexdigest()})
-            examples.write(line)
-            offset += len(line)
-            result.kept += 1
+            files.keep(pair.to_record(), row, result.records_read)
 
         for item in raw_records(Path(shard.source)):
             if isinstance(item, Rejection):
@@ -272,11 +265,7 @@ def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, dire
                 reject("quality", loc, exc.reason, exc.detail, records)
                 continue
             keep(pair, "rated", loc, records)
-    result.rejected = {stage: dict(sorted(counts.items())) for stage, counts in rejected_by.items()}
-    result.pii = dict(sorted(pii.items()))
-    result.check()
-    (directory / "result.json").write_bytes(orjson.dumps(asdict(result)))
-    return result
+    return files.finish(pii)
 
 
 # --- dataset figures and budget ----------------------------------------------------------------

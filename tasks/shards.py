@@ -23,6 +23,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -280,25 +281,62 @@ def shard_items(shard: Shard, options: ExtractOptions) -> Iterator[Item]:
     return reader_for(path, options)(path, options)
 
 
+class ShardFiles:
+    """What a fused pass writes for one shard, each once: kept examples, rejections (counted by
+    stage and reason), feature rows; `finish` seals the result into result.json.
+
+    Used by the chat pass below and the preference pass (tasks/preference_shard.py).
+    """
+
+    def __init__(self, result: ShardResult, directory: Path, schema: pa.Schema) -> None:
+        self.result, self.directory, self.schema = result, directory, schema
+        self.rejected_by: dict[str, Counter[str]] = {"extract": Counter(), "quality": Counter()}
+        self.offset = 0
+        self._files = ExitStack()
+
+    def __enter__(self) -> ShardFiles:
+        self.directory.mkdir(parents=True)
+        self.examples = self._files.enter_context(open(self.directory / "examples.jsonl", "wb"))
+        self.rejections = self._files.enter_context(JsonlWriter(self.directory / "rejected.jsonl"))
+        self.features = self._files.enter_context(FeatureWriter(self.directory / "features.parquet", self.schema))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._files.__exit__(*exc)
+
+    def reject(self, stage: str, source: str, loc: str, reason: str, detail: str, record: Any) -> None:
+        self.rejections.write({"source": source, "loc": loc, "reason": reason, "detail": detail, "record": record,
+                               "stage": stage})
+        self.rejected_by[stage][reason] += 1
+
+    def keep(self, record: dict[str, Any], row: dict[str, Any], ordinal: int) -> None:
+        """Write a kept example; its feature row locates its exact bytes for the reduce."""
+        line = orjson.dumps(record) + b"\n"
+        self.features.add({**row, "ordinal": ordinal, "offset": self.offset, "length": len(line),
+                           "line_sha256": hashlib.sha256(line).hexdigest()})
+        self.examples.write(line)
+        self.offset += len(line)
+        self.result.kept += 1
+
+    def finish(self, pii: Counter[str]) -> ShardResult:
+        result = self.result
+        result.rejected = {stage: dict(sorted(counts.items())) for stage, counts in self.rejected_by.items()}
+        result.pii = dict(sorted(pii.items()))
+        result.check()
+        (self.directory / "result.json").write_bytes(orjson.dumps(asdict(result)))
+        return result
+
+
 def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> ShardResult:
     """The fused pass: every record through every per-record stage, each output written once."""
     encoding = get_encoding(settings.encoding)
     result = ShardResult(shard.name, shard.index, str(directory))
-    extract_rejected: Counter[str] = Counter()
-    quality_rejected: Counter[str] = Counter()
     pii: Counter[str] = Counter()
-    offset = 0
-    directory.mkdir(parents=True)
-    with (
-        open(directory / "examples.jsonl", "wb") as examples,
-        JsonlWriter(directory / "rejected.jsonl") as rejected,
-        FeatureWriter(directory / "features.parquet", SHARD_FEATURE_SCHEMA) as features,
-    ):
+    with ShardFiles(result, directory, SHARD_FEATURE_SCHEMA) as files:
         for ordinal, item in enumerate(shard_items(shard, settings.extract)):
             result.records_read += 1
             if isinstance(item, Rejection):
-                rejected.write({**item.to_dict(), "stage": "extract"})
-                extract_rejected[item.reason] += 1
+                files.reject("extract", **item.to_dict())
                 continue
             assert isinstance(item, Candidate)
             example, stats = normalize_example(item.example, settings.transform)
@@ -308,26 +346,14 @@ def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> Shar
             try:
                 tokens, assistant = check_example(example, encoding, settings.training_context)
             except ExampleRejected as exc:
-                rejected.write({"source": item.source, "loc": item.loc, "reason": exc.reason, "detail": exc.detail,
-                                "record": example, "stage": "quality"})
-                quality_rejected[exc.reason] += 1
+                files.reject("quality", item.source, item.loc, exc.reason, exc.detail, example)
                 continue
-            line = orjson.dumps(example) + b"\n"
             content, conversation = example_digests(example)
             row = feature_row(example, source=item.source, loc=item.loc,
                               split=split_for(conversation, settings.validation_fraction), tokens=tokens,
                               assistant_tokens=assistant, pii=sum(stats.pii.values()), content_sha256=content)
-            features.add({**row, "ordinal": ordinal, "offset": offset, "length": len(line),
-                          "line_sha256": hashlib.sha256(line).hexdigest()})
-            examples.write(line)
-            offset += len(line)
-            result.kept += 1
-    result.rejected = {"extract": dict(sorted(extract_rejected.items())),
-                       "quality": dict(sorted(quality_rejected.items()))}
-    result.pii = dict(sorted(pii.items()))
-    result.check()
-    (directory / "result.json").write_bytes(orjson.dumps(asdict(result)))
-    return result
+            files.keep(example, row, ordinal)
+    return files.finish(pii)
 
 
 def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
