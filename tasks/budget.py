@@ -58,7 +58,9 @@ def count_example_tokens(example: dict[str, Any], encoding: tiktoken.Encoding) -
         total += TOKENS_PER_MESSAGE
         system = message.get("role") == "system"
         for key, value in message.items():
-            text = _text_of(value) if key != "weight" else None
+            if key == "weight":
+                continue
+            text = value if type(value) is str else _text_of(value)
             if text is None:
                 continue
             n = _system_tokens(text, encoding) if system else len(encoding.encode_ordinary(text))

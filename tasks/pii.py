@@ -56,25 +56,48 @@ _ALTERNATIVES = {  # the order is the priority at one start position
     # 7+ digits with phone/card separators; a leading "+" or "(" belongs to the number.
     "number": rf"(?<![\w+])(?<!\d[.,])(?<!\w[-/])(?:\+|\((?=\d))?\d(?:{_SEP}?\d){{6,}}(?![-/]?\w)",
 }
-# Prefilters: each finds a part that every match of its alternative contains, and starts with
-# a digit or a literal, which `re` skips to without trying the pattern at every position.
-_HINTS: dict[str, re.Pattern[str]] = {
-    "ip6": re.compile(r":[0-9A-Fa-f]{0,4}:"),
-    "ip4": re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d"),
-    "iban": re.compile(r"\d(?<=[A-Za-z]{2}\d)\d(?:[ -]?[A-Za-z0-9]{4}){2}"),
-    "number": re.compile(r"\d(?:\W{0,3}\d){6}"),
+# Prefilters: each finds a part that every match of its alternative contains, with the fewest
+# digits such a part holds (text with fewer skips the scan). All but ip6 start with a digit,
+# so their scan starts at the text's first digit; ip6's starts with a literal `re` skips to.
+_HINTS: dict[str, tuple[re.Pattern[str], int]] = {
+    "ip6": (re.compile(r":[0-9A-Fa-f]{0,4}:"), 0),
+    "ip4": (re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d"), 4),
+    "iban": (re.compile(r"\d(?<=[A-Za-z]{2}\d)\d(?:[ -]?[A-Za-z0-9]{4}){2}"), 2),
+    "number": (re.compile(r"\d(?:\W{0,3}\d){6}"), 7),
 }
 _DIGIT = re.compile(r"\d")
+_DIGITS_TO_NUL = bytes.maketrans(b"0123456789", bytes(10))
+
+
+def _digits(text: str) -> tuple[int, int]:
+    """(at least as many as the digits in `text`, at most the index of its first digit).
+
+    Most text is Latin-1, where only 0-9 are digits and a character is a byte: there, digits
+    are mapped to NUL and counted and found by C byte operations (a regex steps through the
+    text one character at a time). Other text is scanned with `\\d`, which also matches other
+    scripts' digits, as the candidate regexes do.
+    """
+    try:
+        marked = text.encode("latin-1").translate(_DIGITS_TO_NUL)
+    except UnicodeEncodeError:
+        return len(_DIGIT.findall(text)), 0
+    return marked.count(0), max(marked.find(0), 0)
 
 
 def _candidate_regex(text: str) -> re.Pattern[str] | None:
     """The one candidate regex for `text`: only the alternatives whose prefilter fires."""
-    if "@" not in text and not _DIGIT.search(text):
-        return None
+    digits, first = _digits(text)
+    if not digits:
+        return _compiled(("email",)) if "@" in text else None
     names = tuple(
-        name for name in _ALTERNATIVES if ("@" in text if name == "email" else _HINTS[name].search(text))
+        name for name in _ALTERNATIVES if ("@" in text if name == "email" else _hint(name, text, digits, first))
     )
     return _compiled(names) if names else None
+
+
+def _hint(name: str, text: str, digits: int, first_digit: int) -> bool:
+    hint, min_digits = _HINTS[name]
+    return digits >= min_digits and hint.search(text, 0 if name == "ip6" else first_digit) is not None
 
 
 @cache
@@ -341,8 +364,10 @@ def scan_text(
     if something was masked, so a JSON answer stays valid JSON.
     """
     regex = _candidate_regex(text)
+    if regex is None and "\\" not in text:
+        return text
     is_json = text.lstrip()[:1] in ("{", "[")
-    if regex is None and not (is_json and "\\" in text):  # JSON escapes can hide PII from the prefilters
+    if regex is None and not is_json:  # in JSON, escapes can hide PII from the prefilters
         return text
     if is_json:
         try:

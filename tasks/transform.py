@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -67,10 +68,19 @@ def parse_mapping(pairs: list[str] | None, *, option: str) -> dict[str, str]:
 
 def map_role(role: Any, role_map: dict[str, str]) -> Any:
     """Map a source role, case-insensitively; unknown roles pass through for quality to reject."""
+    return _role_lookup(role, _lowercase_keys(tuple(role_map.items())))
+
+
+@lru_cache(maxsize=16)
+def _lowercase_keys(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    # The user's map, lower-cased once per map rather than once per message.
+    return {k.lower(): v for k, v in pairs}
+
+
+def _role_lookup(role: Any, user_map: dict[str, str]) -> Any:
     if not isinstance(role, str):
         return role
     key = role.strip().lower()
-    user_map = {k.lower(): v for k, v in role_map.items()}
     return user_map.get(key) or DEFAULT_ROLE_MAP.get(key, role)
 
 
@@ -101,15 +111,17 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
     messages = example.get("messages")
     if not isinstance(messages, list):
         return example, stats
+    user_map = _lowercase_keys(tuple(options.role_map.items()))
     mapped: list[Any] = []
     for message in messages:
         if isinstance(message, dict):
-            message = {**message, "role": map_role(message.get("role"), options.role_map)}
+            message = {**message, "role": _role_lookup(message.get("role"), user_map)}
             if isinstance(message.get("content"), str):
                 message["content"] = message["content"].strip()
             if options.pii != "off":
                 message, found = scan_message(message, options.pii, options.pii_regions)
-                stats.pii.update(found)
+                if found:
+                    stats.pii.update(found)
         mapped.append(message)
     last_assistant = max(
         (i for i, m in enumerate(mapped) if isinstance(m, dict) and m.get("role") == "assistant"),
@@ -146,7 +158,9 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, str):
         return " ".join(value.split()).casefold()
     if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items() if k != "weight"}
+        # Strings inline: a message is a dict of mostly strings, and this runs for every example.
+        return {k: " ".join(v.split()).casefold() if type(v) is str else _canonical(v)
+                for k, v in value.items() if k != "weight"}
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     return value
