@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ftflow.errors import FtflowError
 from ftflow.formatting import change, count, share, usd, with_interval
+from ftflow.prefect_api import prefect_api
 from ftflow.preload import preload
 from ftflow.settings import get_settings
 
@@ -62,13 +63,11 @@ def print_table(table: Table) -> None:
 
 
 def announce_prefect_server() -> None:
-    """Say why the first seconds pass quietly: without PREFECT_API_URL Prefect starts a temporary server."""
-    from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():  # on stdout: stderr is kept for the one error line
-        console.print("PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one "
-                      "running: `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
-                      style="dim", highlight=False, soft_wrap=True)
+    """Say why the first seconds pass quietly: without PREFECT_API_URL a temporary server starts."""
+    console.print(  # on stdout: stderr is kept for the one error line
+        "PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one running: "
+        "`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
+        style="dim", highlight=False, soft_wrap=True)
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:
@@ -217,78 +216,82 @@ def prepare(
 
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     """
-    from typing import get_args
+    with prefect_api(announce_prefect_server) as api:
+        if api.server:
+            preload("great_expectations")  # the quality gate's, while the temporary server boots
+        from typing import get_args
 
-    from flows.prepare import prepare as prepare_flow
-    from ftflow.errors import ConfigError
-    from tasks.extract import ExtractOptions, Format
-    from tasks.preference_shard import PreferenceOptions
-    from tasks.report import GateOptions
-    from tasks.shards import task_runner_for
-    from tasks.transform import TransformOptions, parse_mapping
+        from flows.prepare import prepare as prepare_flow
+        from ftflow.errors import ConfigError
+        from tasks.extract import ExtractOptions, Format
+        from tasks.preference_shard import PreferenceOptions
+        from tasks.report import GateOptions
+        from tasks.shards import task_runner_for
+        from tasks.transform import TransformOptions, parse_mapping
 
-    started = time.time()
-    report_file: list[Path] = []  # known once the settings are valid
+        started = time.time()
+        report_file: list[Path] = []  # known once the settings are valid
 
-    def action() -> dict[str, Any]:
-        if format not in get_args(Format):
-            raise ConfigError(f"--format must be one of {', '.join(get_args(Format))}, not {format!r}")
-        settings = get_settings(
-            model=model,
-            system_prompt=system_prompt,
-            system_prompt_mode=system_prompt_mode,
-            pii=pii,
-            validation_fraction=validation_fraction,
-            n_epochs=n_epochs,
-            max_cost_usd=max_cost_usd,
-            out_dir=out,
-            workers=workers,
-            dask_address=dask_address,
-            method=method,
-        )
-        report_file.append(Path(settings.out_dir) / "report.json")
-        extract = ExtractOptions(
-            format=format,
-            turns_key=turns_key,
-            role_key=role_key,
-            content_key=content_key,  # type: ignore[arg-type]
-            text_key=text_key,
-            speakers=parse_mapping(speaker, option="--speaker"),
-            id_column=id_column,
-            order_column=order_column,
-            role_column=role_column,
-            content_column=content_column,
-            sql_url=sql_url_parameter(sql_url),
-            query=query,
-            batch_size=settings.batch_size,
-        )
-        transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
-        gates = GateOptions.from_settings(settings)
-        preload("great_expectations")  # the quality gate's, while Prefect's server starts
-        announce_prefect_server()
-        runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address, settings.shard_mb << 20)
-        return prepare_flow.with_options(task_runner=runner)(
-            sources=list(sources or []),
-            out_dir=str(settings.out_dir),
-            model=settings.model,
-            extract=extract,
-            transform=transform,
-            gates=gates,
-            work_dir=str(settings.work_dir),
-            shard_bytes=settings.shard_mb << 20,
-            method=settings.method,
-            min_rating_margin=settings.dpo_min_rating_margin,
-            preference=PreferenceOptions.from_settings(settings),
-        )
+        def action() -> dict[str, Any]:
+            if format not in get_args(Format):
+                raise ConfigError(f"--format must be one of {', '.join(get_args(Format))}, not {format!r}")
+            settings = get_settings(
+                model=model,
+                system_prompt=system_prompt,
+                system_prompt_mode=system_prompt_mode,
+                pii=pii,
+                validation_fraction=validation_fraction,
+                n_epochs=n_epochs,
+                max_cost_usd=max_cost_usd,
+                out_dir=out,
+                workers=workers,
+                dask_address=dask_address,
+                method=method,
+            )
+            report_file.append(Path(settings.out_dir) / "report.json")
+            extract = ExtractOptions(
+                format=format,
+                turns_key=turns_key,
+                role_key=role_key,
+                content_key=content_key,  # type: ignore[arg-type]
+                text_key=text_key,
+                speakers=parse_mapping(speaker, option="--speaker"),
+                id_column=id_column,
+                order_column=order_column,
+                role_column=role_column,
+                content_column=content_column,
+                sql_url=sql_url_parameter(sql_url),
+                query=query,
+                batch_size=settings.batch_size,
+            )
+            transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
+            gates = GateOptions.from_settings(settings)
+            api.connect()
+            preload("great_expectations")
+            runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address,
+                                     settings.shard_mb << 20)
+            return prepare_flow.with_options(task_runner=runner)(
+                sources=list(sources or []),
+                out_dir=str(settings.out_dir),
+                model=settings.model,
+                extract=extract,
+                transform=transform,
+                gates=gates,
+                work_dir=str(settings.work_dir),
+                shard_bytes=settings.shard_mb << 20,
+                method=settings.method,
+                min_rating_margin=settings.dpo_min_rating_margin,
+                preference=PreferenceOptions.from_settings(settings),
+            )
 
-    try:
-        report = run_reporting_errors(action)
-    except typer.Exit:
-        written = report_file[0] if report_file else None
-        if written and written.exists() and written.stat().st_mtime > started:  # the gate failed after the report
-            print_prepare_summary(json.loads(written.read_text("utf-8")))
-        raise
-    print_prepare_summary(report)
+        try:
+            report = run_reporting_errors(action)
+        except typer.Exit:
+            written = report_file[0] if report_file else None
+            if written and written.exists() and written.stat().st_mtime > started:  # the gate failed after the report
+                print_prepare_summary(json.loads(written.read_text("utf-8")))
+            raise
+        print_prepare_summary(report)
 
 
 @app.command()
@@ -310,30 +313,33 @@ def retrain(
 
     SOURCE: files or globs (default: data/raw/*).
     """
-    from flows.retrain import retrain as retrain_flow
+    with prefect_api(announce_prefect_server) as api:
+        if api.server:
+            preload("great_expectations")  # the quality gate's, while the temporary server boots
+        from flows.retrain import retrain as retrain_flow
 
-    def action() -> Any:
-        settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
-                                n_epochs=n_epochs, backend=backend,
-                                eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
-        preload("great_expectations")  # the quality gate's, while Prefect's server starts
-        announce_prefect_server()
-        return retrain_flow(
-            sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
-            system_prompt=settings.system_prompt,
-            baseline_system_prompt=None if baseline_prompt_file else settings.baseline_system_prompt,
-            baseline_prompt_file=str(baseline_prompt_file) if baseline_prompt_file else None,
-            eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
-            max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
-            monthly_requests=settings.monthly_requests, force=force, backend=settings.backend,
-            method=settings.method, dpo_beta=settings.dpo_beta)
+        def action() -> Any:
+            settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
+                                    n_epochs=n_epochs, backend=backend,
+                                    eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
+            api.connect()
+            preload("great_expectations")
+            return retrain_flow(
+                sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
+                system_prompt=settings.system_prompt,
+                baseline_system_prompt=None if baseline_prompt_file else settings.baseline_system_prompt,
+                baseline_prompt_file=str(baseline_prompt_file) if baseline_prompt_file else None,
+                eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
+                max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
+                monthly_requests=settings.monthly_requests, force=force, backend=settings.backend,
+                method=settings.method, dpo_beta=settings.dpo_beta)
 
-    record = run_reporting_errors(action)
-    if not isinstance(record, dict):  # a Cancelled state
-        err_console.print(f"cancelled: {getattr(record, 'message', record)}")
-        raise typer.Exit(5)
-    print_prepare_summary(record["prepare"])
-    print_run_summary(record)
+        record = run_reporting_errors(action)
+        if not isinstance(record, dict):  # a Cancelled state
+            err_console.print(f"cancelled: {getattr(record, 'message', record)}")
+            raise typer.Exit(5)
+        print_prepare_summary(record["prepare"])
+        print_run_summary(record)
 
 
 @app.command()
@@ -346,18 +352,19 @@ def finetune(
     method: Annotated[str | None, typer.Option(help="supervised|dpo (as the folder was prepared)")] = None,
 ) -> None:
     """Upload a prepared dataset and fine-tune on it (exactly one job per data and settings)."""
-    from flows.finetune import finetune as finetune_flow
+    with prefect_api(announce_prefect_server) as api:
+        from flows.finetune import finetune as finetune_flow
 
-    settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend, method=method))
-    announce_prefect_server()
-    result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
-                                                        n_epochs=n_epochs, force=force, backend=settings.backend,
-                                                        method=settings.method, dpo_beta=settings.dpo_beta))
-    if not isinstance(result, dict):
-        err_console.print(f"cancelled: {getattr(result, 'message', result)}")
-        raise typer.Exit(5)
-    console.print(f"fine-tuned model: [bold]{result['fine_tuned_model']}[/] (job {result['job_id']}, "
-                  f"{result['trained_tokens']:,} trained tokens)")
+        settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend, method=method))
+        api.connect()
+        result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
+                                                            n_epochs=n_epochs, force=force, backend=settings.backend,
+                                                            method=settings.method, dpo_beta=settings.dpo_beta))
+        if not isinstance(result, dict):
+            err_console.print(f"cancelled: {getattr(result, 'message', result)}")
+            raise typer.Exit(5)
+        console.print(f"fine-tuned model: [bold]{result['fine_tuned_model']}[/] (job {result['job_id']}, "
+                      f"{result['trained_tokens']:,} trained tokens)")
 
 
 @app.command()
@@ -420,26 +427,28 @@ def snapshot_eval(
     model: Annotated[str | None, typer.Option(help="Base model whose promoted model to snapshot")] = None,
 ) -> None:
     """Record the promoted model's answers on a held-out set into the run folder, while it still serves."""
-    from flows.snapshot_eval import snapshot_eval as snapshot_flow
-    from ftflow.errors import ConfigError
-    from tasks.registry import Registry
-    from tasks.snapshot import snapshot_path
+    with prefect_api(announce_prefect_server) as api:
+        from flows.snapshot_eval import snapshot_eval as snapshot_flow
+        from ftflow.errors import ConfigError
+        from tasks.registry import Registry
+        from tasks.snapshot import snapshot_path
 
-    def action() -> dict[str, Any]:
-        registry = Registry(get_settings().registry_url)
-        promoted = registry.current_promotion(model)
-        if promoted is None:
-            raise ConfigError("no model has been promoted yet: nothing to snapshot")
-        folder = run_dir or next((r.get("run_dir") for r in registry.list_runs(500)
-                                  if r["run_id"] == promoted["run_id"]), None)
-        if not folder:
-            raise ConfigError(f"the run folder of {promoted['run_id']} is unknown; pass --run-dir")
-        return snapshot_flow(folder, promoted["model"], promoted["backend"])
+        def action() -> dict[str, Any]:
+            registry = Registry(get_settings().registry_url)
+            promoted = registry.current_promotion(model)
+            if promoted is None:
+                raise ConfigError("no model has been promoted yet: nothing to snapshot")
+            folder = run_dir or next((r.get("run_dir") for r in registry.list_runs(500)
+                                      if r["run_id"] == promoted["run_id"]), None)
+            if not folder:
+                raise ConfigError(f"the run folder of {promoted['run_id']} is unknown; pass --run-dir")
+            api.connect()
+            return snapshot_flow(folder, promoted["model"], promoted["backend"])
 
-    snapshot = run_reporting_errors(action)
-    written = snapshot_path(Path(snapshot["validation_file"]).parent, snapshot["model"])
-    console.print(f"snapshot of {snapshot['model']} ({snapshot['backend']}): {snapshot['metrics']['examples']} "
-                  f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to {written}", soft_wrap=True)
+        snapshot = run_reporting_errors(action)
+        written = snapshot_path(Path(snapshot["validation_file"]).parent, snapshot["model"])
+        console.print(f"snapshot of {snapshot['model']} ({snapshot['backend']}): {snapshot['metrics']['examples']} "
+                      f"answers, F1 {snapshot['metrics']['f1']:.2f}; written to {written}", soft_wrap=True)
 
 
 runs_app = typer.Typer(help="The retrain runs in the registry: outcome, dataset, evaluation, cost.")

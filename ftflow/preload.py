@@ -1,10 +1,12 @@
 """Import what a run will need while Prefect's temporary server boots.
 
-Without PREFECT_API_URL, Prefect starts its server in a subprocess and this process mostly
-sleeps for the seconds that takes. Great Expectations alone takes about 2.5 s to import, and
-every prepare needs it for its quality gate: importing it on a background thread in those
-seconds takes it off the wall clock. Python's per-module import locks make a later import on
-the main thread wait for the background one rather than run twice.
+Without PREFECT_API_URL, a temporary Prefect server boots in a subprocess (ftflow/prefect_api.py)
+while this process imports its flows and then waits. Great Expectations alone takes about 2.5 s
+to import, and every prepare needs it for its quality gate: importing it on a background thread
+in those seconds takes it off the wall clock. (With a running server there is no wait to fill;
+the import then starts when the flow does, not to slow down the flow's own imports.)
+Python's per-module import locks make a later import on the main thread wait for the
+background one rather than run twice.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ def _import(modules: tuple[str, ...]) -> None:
             log.debug("preloading %s failed", name, exc_info=True)
 
 
-def preload(*modules: str) -> threading.Thread:
-    """Start importing `modules` on a daemon thread; return it."""
-    thread = threading.Thread(target=_import, args=(modules,), name="ftflow-preload", daemon=True)
-    thread.start()
-    return thread
+_started: set[str] = set()
+
+
+def preload(*modules: str) -> None:
+    """Start importing `modules` on a daemon thread, unless that was started already."""
+    modules = tuple(name for name in modules if name not in _started)
+    if modules:
+        _started.update(modules)
+        threading.Thread(target=_import, args=(modules,), name="ftflow-preload", daemon=True).start()

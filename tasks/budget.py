@@ -45,8 +45,8 @@ def _text_of(value: Any) -> str | None:
 
 
 @lru_cache(maxsize=64)
-def _system_tokens(text: str, encoding: tiktoken.Encoding) -> int:
-    # The same system prompt stands in nearly every example: count it once.
+def _repeated_tokens(text: str, encoding: tiktoken.Encoding) -> int:
+    # Role names and the system prompt stand in nearly every example: count each once.
     return len(encoding.encode_ordinary(text))
 
 
@@ -63,7 +63,7 @@ def count_example_tokens(example: dict[str, Any], encoding: tiktoken.Encoding) -
             text = value if type(value) is str else _text_of(value)
             if text is None:
                 continue
-            n = _system_tokens(text, encoding) if system else len(encoding.encode_ordinary(text))
+            n = _repeated_tokens(text, encoding) if system or key == "role" else len(encoding.encode_ordinary(text))
             total += n
             if key == "name":
                 total += TOKENS_PER_NAME

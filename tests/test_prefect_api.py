@@ -1,0 +1,100 @@
+"""The temporary Prefect server ftflow starts for a command when no server is configured."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftflow import prefect_api
+from tests.conftest import ROOT
+
+FTFLOW = Path(sys.executable).parent / "ftflow"
+
+
+def _server_processes(prefect_home: Path) -> list[int]:
+    """Prefect server processes started with this PREFECT_HOME that are still alive."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"prefect.server.api.server:create_app" in cmdline and f"PREFECT_HOME={prefect_home}".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.flow
+def test_a_command_without_a_server_runs_on_a_temporary_one_that_keeps_its_logs(tmp_path):
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "PREFECT_UI_URL"}
+    env |= {"PREFECT_HOME": str(home), "FTFLOW_WORK_DIR": str(tmp_path / "work")}
+    done = subprocess.run([str(FTFLOW), "prepare", str(ROOT / "data/raw/support_chat.jsonl"), "--out",
+                           str(tmp_path / "out")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr
+    assert "PREFECT_API_URL is not set: starting a temporary Prefect server" in done.stdout
+    assert "Error logging to API" not in done.stdout + done.stderr  # logs were sent before the server stopped
+    assert "View at" not in done.stdout  # the temporary server serves no UI
+    assert _server_processes(home) == []
+    with sqlite3.connect(home / "prefect.db") as db:
+        (flow_run_id, state), = db.execute("SELECT id, state_type FROM flow_run").fetchall()
+        logs = db.execute("SELECT count(*) FROM log WHERE flow_run_id = ?", (flow_run_id,)).fetchone()[0]
+    assert state == "COMPLETED"
+    assert logs > 0
+
+
+def test_no_temporary_server_when_a_server_is_configured(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    with prefect_api.prefect_api(announce=lambda: pytest.fail("announced a temporary server")) as api:
+        assert api.server is None
+        api.connect()
+    monkeypatch.delenv("PREFECT_API_URL")
+    # Set where only Prefect looks (a profile, prefect.toml): seen in the settings once loaded.
+    with (
+        temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}),
+        prefect_api.prefect_api(announce=lambda: pytest.fail("announced a temporary server")) as api,
+    ):
+        assert api.server is None
+
+
+def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_configured():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class Booting:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    booting = Booting()
+    api = prefect_api.PrefectApi(booting, announce=lambda: pytest.fail("announced a temporary server"))
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        api.connect()
+    api.close()
+    assert booting.stopped and api.server is None
+
+
+@pytest.mark.flow
+def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1], prefect_api._free_port()])
+        monkeypatch.setattr(prefect_api, "_free_port", lambda: next(ports))
+        server = prefect_api.TemporaryServer()
+        try:
+            server.wait_ready(timeout=300)
+            assert server.port != taken.getsockname()[1]
+        finally:
+            server.stop()
+    assert server.process is None
