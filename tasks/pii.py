@@ -408,14 +408,17 @@ def _scan_json(value: Any, counts: Counter[str], regions: tuple[str, ...], key: 
 
 
 def scan_message(
-    message: dict[str, Any], action: PiiAction, regions: tuple[str, ...] = DEFAULT_REGIONS
+    message: dict[str, Any], action: PiiAction, regions: tuple[str, ...] = DEFAULT_REGIONS,
+    counts: Counter[str] | None = None,
 ) -> tuple[dict[str, Any], Counter[str]]:
     """Scan every string of a chat message the model trains on; return it (masked) and counts.
 
     That is `content` (a string or text parts), `name`, and each tool call's function name and
-    arguments. Other fields are left alone.
+    arguments. Other fields are left alone. Counts are added to `counts` when given (one
+    counter for a whole example), else to a new one.
     """
-    counts: Counter[str] = Counter()
+    if counts is None:
+        counts = Counter()
     out = dict(message)
     content = out.get("content")
     if isinstance(content, str):

@@ -182,8 +182,7 @@ def clean_pair(pair: PreferencePair, options: TransformOptions) -> tuple[Prefere
         if isinstance(message.get("content"), str):
             message = {**message, "content": message["content"].strip()}
         if options.pii != "off":  # the same scan normalize_example makes: content, text parts, names, tool calls
-            message, counts = scan_message(message, options.pii, options.pii_regions)
-            found.update(counts)
+            message, _ = scan_message(message, options.pii, options.pii_regions, found)
         return message
 
     messages = [clean(m) for m in pair.input["messages"]]

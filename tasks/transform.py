@@ -112,21 +112,20 @@ def normalize_example(example: dict[str, Any], options: TransformOptions) -> tup
     if not isinstance(messages, list):
         return example, stats
     user_map = _lowercase_keys(tuple(options.role_map.items()))
+    scan = options.pii != "off"
     mapped: list[Any] = []
+    last_assistant = None
     for message in messages:
         if isinstance(message, dict):
             message = {**message, "role": _role_lookup(message.get("role"), user_map)}
-            if isinstance(message.get("content"), str):
-                message["content"] = message["content"].strip()
-            if options.pii != "off":
-                message, found = scan_message(message, options.pii, options.pii_regions)
-                if found:
-                    stats.pii.update(found)
+            content = message.get("content")
+            if isinstance(content, str):
+                message["content"] = content.strip()
+            if scan:
+                message, _ = scan_message(message, options.pii, options.pii_regions, stats.pii)
+            if message["role"] == "assistant":
+                last_assistant = len(mapped)
         mapped.append(message)
-    last_assistant = max(
-        (i for i, m in enumerate(mapped) if isinstance(m, dict) and m.get("role") == "assistant"),
-        default=None,
-    )
     if last_assistant is not None:  # without one, quality rejects the example as a whole
         stats.trimmed_turns = len(mapped) - last_assistant - 1
         mapped = mapped[: last_assistant + 1]
