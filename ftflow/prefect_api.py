@@ -110,12 +110,11 @@ class PrefectApi:
     def __init__(self, server: TemporaryServer | None, announce: Callable[[], None]) -> None:
         self.server = server
         self._announce = announce
-        self._settings = contextlib.ExitStack()
         self.connected = False
         self._saved_environment: dict[str, str | None] = {}
 
     def connect(self) -> None:
-        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
+        from prefect.settings import get_current_settings
 
         if self.server is None or self.connected:  # configured, or connected already
             return
@@ -125,25 +124,32 @@ class PrefectApi:
             return
         self._announce()
         self.server.wait_ready(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
-        # No UI is served, and the server stops with the command: no "View at" links to it. Worker
-        # processes this command starts read the environment.
-        environment = {"PREFECT_API_URL": self.server.api_url, "PREFECT_UI_URL": ""}
-        self._saved_environment = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)
-        self._settings.enter_context(
-            temporary_settings(updates={PREFECT_API_URL: self.server.api_url, PREFECT_UI_URL: ""})
-        )
+        # No UI is served, and the server stops with the command: no "View at" links to it.
+        self._set_environment({"PREFECT_API_URL": self.server.api_url, "PREFECT_UI_URL": ""})
         self.connected = True
+
+    def _set_environment(self, variables: dict[str, str | None]) -> None:
+        """Set (None: remove) variables for this process, every thread, and the processes it starts.
+
+        Prefect reads its settings from the environment once; its threads (log and event
+        workers, the process pool's message forwarder) see the process-wide settings, which
+        `refresh_global_settings_context` reads again.
+        """
+        from prefect.context import refresh_global_settings_context
+
+        for name, value in variables.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        refresh_global_settings_context()
 
     def close(self) -> None:
         if self.connected:
             _drain_prefect_workers()  # logs and events still queued go to the server before it stops
-            self._settings.close()
-            for name, value in self._saved_environment.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            self._set_environment(dict(self._saved_environment))
+            self.connected = False
         if self.server is not None:
             self.server.stop()
 

@@ -5,12 +5,13 @@ of examples, never on input order, shard size or the number of workers. Of the c
 duplicate, the one with the smallest hash of its exact bytes is kept (ties by shard and
 ordinal): copies that differ only in case or whitespace then give the same output whatever
 came first. Memory holds the feature rows (numbers and digests, no text) of one partition of
-the digest space at a time; the text is copied from the shards' files by offset.
+the digest space at a time; the text is copied from the shards' files, which hold their
+examples in this same order (tasks/shards.py, ShardFiles), so each is read once, front to back.
 """
 
 from __future__ import annotations
 
-import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
+from ftflow.errors import FtflowError
 from ftflow.jsonl import JsonlWriter
 from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
@@ -65,7 +67,12 @@ def dedup_and_split(
     """Write train/validation (to staged_dir, until the gates pass), duplicates and features."""
     results = sorted(results, key=lambda r: r.index)
     staged_dir.mkdir(parents=True, exist_ok=True)
-    descriptors = [os.open(Path(r.directory) / "examples.jsonl", os.O_RDONLY) for r in results]
+    shard_examples = ExitStack()
+    # Each shard's examples are stored in the order this step visits them (ShardFiles): every
+    # file is read once, front to back, whatever the partitions.
+    readers = [shard_examples.enter_context(open(Path(r.directory) / "examples.jsonl", "rb", buffering=1 << 20))
+               for r in results]
+    positions = [0] * len(results)
     train_path, validation_path = staged_dir / "train.jsonl", staged_dir / "validation.jsonl"
     counts = {"train": 0, "validation": 0}
     try:
@@ -83,19 +90,24 @@ def dedup_and_split(
                 digests = table.column("content_sha256")
                 repeated = pc.equal(digests.slice(1), digests.slice(0, len(table) - 1))
                 is_copy = pa.concat_arrays([pa.array([False]), repeated.combine_chunks()])
-                kept, copies = table.filter(pc.invert(is_copy)), table.filter(is_copy)
-                for shard, offset, length, split in zip(
-                    kept.column("shard").to_pylist(), kept.column("offset").to_pylist(),
-                    kept.column("length").to_pylist(), kept.column("split").to_pylist(), strict=True,
+                for shard, offset, length, split, copy in zip(
+                    table.column("shard").to_pylist(), table.column("offset").to_pylist(),
+                    table.column("length").to_pylist(), table.column("split").to_pylist(), is_copy.to_pylist(),
+                    strict=True,
                 ):
-                    outputs[split].write(os.pread(descriptors[shard], length, offset))
-                    counts[split] += 1
+                    if offset != positions[shard]:  # a bug of ours, never bad data
+                        raise FtflowError(f"shard {results[shard].shard}: example at byte {offset} read out of order")
+                    line = readers[shard].read(length)
+                    positions[shard] += length
+                    if not copy:
+                        outputs[split].write(line)
+                        counts[split] += 1
+                kept, copies = table.filter(pc.invert(is_copy)), table.filter(is_copy)
                 for row in copies.select(["source", "loc", "content_sha256"]).to_pylist():
                     duplicates.write(row)
                 features.add_table(kept)
     finally:
-        for descriptor in descriptors:
-            os.close(descriptor)
+        shard_examples.close()
     return ReduceResult(
         train=counts["train"],
         validation=counts["validation"],

@@ -9,15 +9,16 @@
 
 `prepare_shard` reads one shard record by record through extract -> normalise (with PII) ->
 per-example checks and token counts -> content and split digests, and writes the shard's
-kept examples, rejections and feature rows once. Its result is stored under a key made of
-the shard's content fingerprint, the settings that change its output and the code, so an
-unchanged shard is reused by the next run. The reduce step (tasks/reduce.py) de-duplicates
-across all shards.
+kept examples (in the order the reduce step reads them), rejections and feature rows once.
+Its result is stored under a key made of the shard's content fingerprint, the settings that
+change its output and the code, so an unchanged shard is reused by the next run. The reduce
+step (tasks/reduce.py) de-duplicates across all shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import shutil
 import uuid
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner
@@ -285,20 +287,28 @@ class ShardFiles:
     """What a fused pass writes for one shard, each once: kept examples, rejections (counted by
     stage and reason), feature rows; `finish` seals the result into result.json.
 
+    Kept examples are written sorted as the reduce step orders them (content digest, then the
+    hash of their bytes, then ordinal), so the reduce reads each shard's file once, front to
+    back, instead of seeking to every example. They are sorted in memory; a shard that keeps
+    more than SPILL_BYTES (a large file that cannot be split) is sorted in runs on disk, which
+    `finish` merges.
+
     Used by the chat pass below and the preference pass (tasks/preference_shard.py).
     """
+
+    SPILL_BYTES = 128 << 20
 
     def __init__(self, result: ShardResult, directory: Path, schema: pa.Schema) -> None:
         self.result, self.directory, self.schema = result, directory, schema
         self.rejected_by: dict[str, Counter[str]] = {"extract": Counter(), "quality": Counter()}
-        self.offset = 0
+        self._kept: list[tuple[tuple[str, str, int], bytes, dict[str, Any]]] = []
+        self._kept_bytes = 0
+        self._runs: list[Path] = []
         self._files = ExitStack()
 
     def __enter__(self) -> ShardFiles:
         self.directory.mkdir(parents=True)
-        self.examples = self._files.enter_context(open(self.directory / "examples.jsonl", "wb"))
         self.rejections = self._files.enter_context(JsonlWriter(self.directory / "rejected.jsonl"))
-        self.features = self._files.enter_context(FeatureWriter(self.directory / "features.parquet", self.schema))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -310,15 +320,57 @@ class ShardFiles:
         self.rejected_by[stage][reason] += 1
 
     def keep(self, record: dict[str, Any], row: dict[str, Any], ordinal: int) -> None:
-        """Write a kept example; its feature row locates its exact bytes for the reduce."""
+        """Hold a kept example until `finish` writes it in order; its row locates its bytes."""
         line = orjson.dumps(record) + b"\n"
-        self.features.add({**row, "ordinal": ordinal, "offset": self.offset, "length": len(line),
-                           "line_sha256": hashlib.sha256(line).hexdigest()})
-        self.examples.write(line)
-        self.offset += len(line)
+        line_sha256 = hashlib.sha256(line).hexdigest()
+        row = {**row, "ordinal": ordinal, "line_sha256": line_sha256}
+        self._kept.append(((row["content_sha256"], line_sha256, ordinal), line, row))
+        self._kept_bytes += len(line)
         self.result.kept += 1
+        if self._kept_bytes >= self.SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Write the examples held so far, sorted, as a run to merge at the end."""
+        run = self.directory / f".run-{len(self._runs)}"
+        self._write_sorted(self._sorted_held(), run.with_suffix(".jsonl"), run.with_suffix(".parquet"))
+        self._runs.append(run)
+
+    def _sorted_held(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        held, self._kept, self._kept_bytes = self._kept, [], 0
+        held.sort(key=lambda kept: kept[0])
+        return ((line, row) for _, line, row in held)
+
+    def _write_sorted(self, kept: Iterator[tuple[bytes, dict[str, Any]]], lines: Path, rows: Path) -> None:
+        offset = 0
+        with open(lines, "wb", buffering=1 << 20) as examples, FeatureWriter(rows, self.schema) as features:
+            for line, row in kept:
+                row["offset"], row["length"] = offset, len(line)  # the row is this writer's own copy
+                features.add(row)
+                examples.write(line)
+                offset += len(line)
+
+    def _merged_runs(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        def run_rows(run: Path) -> Iterator[tuple[tuple[str, str, int], bytes, dict[str, Any]]]:
+            with open(run.with_suffix(".jsonl"), "rb") as lines:
+                for batch in pq.ParquetFile(run.with_suffix(".parquet")).iter_batches(batch_size=10_000):
+                    for row in batch.to_pylist():
+                        key = (row["content_sha256"], row["line_sha256"], row["ordinal"])
+                        yield key, lines.read(row["length"]), row
+
+        for _, line, row in heapq.merge(*(run_rows(run) for run in self._runs), key=lambda kept: kept[0]):
+            yield line, row
 
     def finish(self, pii: Counter[str]) -> ShardResult:
+        if self._runs:
+            self._spill()
+            kept = self._merged_runs()
+        else:
+            kept = self._sorted_held()
+        self._write_sorted(kept, self.directory / "examples.jsonl", self.directory / "features.parquet")
+        for run in self._runs:
+            run.with_suffix(".jsonl").unlink()
+            run.with_suffix(".parquet").unlink()
         result = self.result
         result.rejected = {stage: dict(sorted(counts.items())) for stage, counts in self.rejected_by.items()}
         result.pii = dict(sorted(pii.items()))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftflow import prefect_api
-from tests.conftest import ROOT
+from tests.conftest import chat, write_jsonl
 
 FTFLOW = Path(sys.executable).parent / "ftflow"
 
@@ -34,13 +34,19 @@ def _server_processes(prefect_home: Path) -> list[int]:
 @pytest.mark.flow
 def test_a_command_without_a_server_runs_on_a_temporary_one_that_keeps_its_logs(tmp_path):
     home = tmp_path / "prefect"
+    # Two shards on two worker processes: their logs and events reach the server through
+    # threads of the command, which must see the same server as the flow.
+    source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Frage {i}: " + "wo ist mein Paket? " * 30, f"Antwort {i}")
+                                                    for i in range(3000)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "PREFECT_UI_URL"}
-    env |= {"PREFECT_HOME": str(home), "FTFLOW_WORK_DIR": str(tmp_path / "work")}
-    done = subprocess.run([str(FTFLOW), "prepare", str(ROOT / "data/raw/support_chat.jsonl"), "--out",
-                           str(tmp_path / "out")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    env |= {"PREFECT_HOME": str(home), "FTFLOW_WORK_DIR": str(tmp_path / "work"), "FTFLOW_SHARD_MB": "1"}
+    done = subprocess.run([str(FTFLOW), "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "2"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
     assert done.returncode == 0, done.stderr
     assert "PREFECT_API_URL is not set: starting a temporary Prefect server" in done.stdout
+    assert "Starting temporary server" not in done.stdout + done.stderr  # Prefect did not start one of its own
+    assert "prepare-shard-0001" in done.stderr  # (Prefect logs to stderr)
     assert "Error logging to API" not in done.stdout + done.stderr  # logs were sent before the server stopped
     assert "View at" not in done.stdout  # the temporary server serves no UI
     assert _server_processes(home) == []

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ftflow.errors import ShardFailed
+from ftflow.errors import FtflowError, ShardFailed
 from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
 from tasks.reduce import dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
-from tasks.shards import Shard, ShardSettings, plan_shards, prepare_shard, shard_items
+from tasks.shards import Shard, ShardFiles, ShardSettings, plan_shards, prepare_shard, shard_items
 from tasks.transform import TransformOptions
 from tests.conftest import chat, write_jsonl
 
@@ -177,6 +177,37 @@ def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
     assert pq.read_table(tmp_path / "a" / "features.parquet").equals(pq.read_table(tmp_path / "b" / "features.parquet"))
     assert (whole.train, whole.validation, whole.duplicates_removed) == (parts.train, parts.validation,
                                                                          parts.duplicates_removed)
+
+
+def test_a_shard_stores_its_examples_in_the_reduce_order_also_when_sorted_in_runs(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    in_memory = run([str(path)], tmp_path / "w1", tmp_path / "o1", 1 << 20)
+    shard_dir = next((tmp_path / "w1" / "shards").iterdir())
+    rows = pq.read_table(shard_dir / "features.parquet").to_pylist()
+    assert [(r["content_sha256"], r["line_sha256"], r["ordinal"]) for r in rows] == sorted(
+        (r["content_sha256"], r["line_sha256"], r["ordinal"]) for r in rows)
+    assert [r["offset"] for r in rows] == [sum(r["length"] for r in rows[:i]) for i in range(len(rows))]
+
+    monkeypatch.setattr(ShardFiles, "SPILL_BYTES", 2000)  # a run every dozen examples or so
+    in_runs = run([str(path)], tmp_path / "w2", tmp_path / "o2", 1 << 20)
+    assert in_runs == in_memory
+    spilled_dir = next((tmp_path / "w2" / "shards").iterdir())
+    assert [p.name for p in sorted(spilled_dir.iterdir())] == ["examples.jsonl", "features.parquet", "rejected.jsonl",
+                                                               "result.json"]  # the runs are gone
+    assert (spilled_dir / "examples.jsonl").read_bytes() == (shard_dir / "examples.jsonl").read_bytes()
+
+
+def test_the_reduce_refuses_examples_stored_out_of_order(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    plan = plan_shards([str(path)], ExtractOptions(), 1 << 20)
+    results = [prepare_shard(shard, settings(), tmp_path / "work") for shard in plan.shards]
+    features = Path(results[0].directory) / "features.parquet"
+    table = pq.read_table(features)
+    offsets = table.column("offset").to_pylist()
+    swapped = pa.array([offsets[1], offsets[0], *offsets[2:]], pa.int64())  # two examples trade places in the file
+    pq.write_table(table.set_column(table.schema.get_field_index("offset"), "offset", swapped), features)
+    with pytest.raises(FtflowError, match="read out of order"):
+        dedup_and_split(results, tmp_path / "out" / ".staged", tmp_path / "out")
 
 
 def test_task_runner_small_input_in_process_larger_on_all_cores_or_dask(tmp_path):
