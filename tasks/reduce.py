@@ -27,6 +27,7 @@ from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
 PARTITION_ROWS = 250_000  # kept examples per partition of the digest space (about 150 MiB of rows)
+# Within one shard this is the order the shard stored its examples in (tasks/shards.py, STORED_ORDER).
 SORT_KEYS = [("content_sha256", "ascending"), ("line_sha256", "ascending"), ("shard", "ascending"),
              ("ordinal", "ascending")]
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import operator
 import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,9 @@ READ_CHUNK = 1 << 22
 # hash of its exact bytes (which copy of a duplicate is kept must not depend on input order).
 SHARD_FEATURE_SCHEMA = FEATURE_SCHEMA.append(pa.field("ordinal", pa.int64())).append(
     pa.field("offset", pa.int64())).append(pa.field("length", pa.int64())).append(pa.field("line_sha256", pa.string()))
+# The order a shard stores its kept examples in: the reduce step's order (tasks/reduce.py,
+# SORT_KEYS) within one shard, so the reduce reads each shard's file once, front to back.
+STORED_ORDER = operator.itemgetter("content_sha256", "line_sha256", "ordinal")
 # The code that shapes a shard's output: a change in any of these files invalidates stored shards.
 SHARD_CODE = ("extract.py", "transform.py", "quality.py", "budget.py", "shards.py")
 
@@ -301,18 +304,17 @@ class ShardFiles:
     def __init__(self, result: ShardResult, directory: Path, schema: pa.Schema) -> None:
         self.result, self.directory, self.schema = result, directory, schema
         self.rejected_by: dict[str, Counter[str]] = {"extract": Counter(), "quality": Counter()}
-        self._kept: list[tuple[tuple[str, str, int], bytes, dict[str, Any]]] = []
+        self._kept: list[tuple[bytes, dict[str, Any]]] = []
         self._kept_bytes = 0
         self._runs: list[Path] = []
-        self._files = ExitStack()
 
     def __enter__(self) -> ShardFiles:
         self.directory.mkdir(parents=True)
-        self.rejections = self._files.enter_context(JsonlWriter(self.directory / "rejected.jsonl"))
+        self.rejections = JsonlWriter(self.directory / "rejected.jsonl")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._files.__exit__(*exc)
+        self.rejections.close()
 
     def reject(self, stage: str, source: str, loc: str, reason: str, detail: str, record: Any) -> None:
         self.rejections.write({"source": source, "loc": loc, "reason": reason, "detail": detail, "record": record,
@@ -322,9 +324,7 @@ class ShardFiles:
     def keep(self, record: dict[str, Any], row: dict[str, Any], ordinal: int) -> None:
         """Hold a kept example until `finish` writes it in order; its row locates its bytes."""
         line = orjson.dumps(record) + b"\n"
-        line_sha256 = hashlib.sha256(line).hexdigest()
-        row = {**row, "ordinal": ordinal, "line_sha256": line_sha256}
-        self._kept.append(((row["content_sha256"], line_sha256, ordinal), line, row))
+        self._kept.append((line, {**row, "ordinal": ordinal, "line_sha256": hashlib.sha256(line).hexdigest()}))
         self._kept_bytes += len(line)
         self.result.kept += 1
         if self._kept_bytes >= self.SPILL_BYTES:
@@ -336,12 +336,12 @@ class ShardFiles:
         self._write_sorted(self._sorted_held(), run.with_suffix(".jsonl"), run.with_suffix(".parquet"))
         self._runs.append(run)
 
-    def _sorted_held(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _sorted_held(self) -> list[tuple[bytes, dict[str, Any]]]:
         held, self._kept, self._kept_bytes = self._kept, [], 0
-        held.sort(key=lambda kept: kept[0])
-        return ((line, row) for _, line, row in held)
+        held.sort(key=lambda kept: STORED_ORDER(kept[1]))
+        return held
 
-    def _write_sorted(self, kept: Iterator[tuple[bytes, dict[str, Any]]], lines: Path, rows: Path) -> None:
+    def _write_sorted(self, kept: Iterable[tuple[bytes, dict[str, Any]]], lines: Path, rows: Path) -> None:
         offset = 0
         with open(lines, "wb", buffering=1 << 20) as examples, FeatureWriter(rows, self.schema) as features:
             for line, row in kept:
@@ -351,15 +351,13 @@ class ShardFiles:
                 offset += len(line)
 
     def _merged_runs(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
-        def run_rows(run: Path) -> Iterator[tuple[tuple[str, str, int], bytes, dict[str, Any]]]:
+        def run_rows(run: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
             with open(run.with_suffix(".jsonl"), "rb") as lines:
                 for batch in pq.ParquetFile(run.with_suffix(".parquet")).iter_batches(batch_size=10_000):
                     for row in batch.to_pylist():
-                        key = (row["content_sha256"], row["line_sha256"], row["ordinal"])
-                        yield key, lines.read(row["length"]), row
+                        yield lines.read(row["length"]), row
 
-        for _, line, row in heapq.merge(*(run_rows(run) for run in self._runs), key=lambda kept: kept[0]):
-            yield line, row
+        return heapq.merge(*(run_rows(run) for run in self._runs), key=lambda kept: STORED_ORDER(kept[1]))
 
     def finish(self, pii: Counter[str]) -> ShardResult:
         if self._runs:
