@@ -21,7 +21,6 @@ from rich.table import Table
 from ftflow.errors import FtflowError
 from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.prefect_api import prefect_api
-from ftflow.preload import preload
 from ftflow.settings import get_settings
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
@@ -216,9 +215,7 @@ def prepare(
 
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     """
-    with prefect_api(announce_prefect_server) as api:
-        if api.server:
-            preload("great_expectations")  # the quality gate's, while the temporary server boots
+    with prefect_api(announce_prefect_server, preload=("great_expectations",)) as api:  # the quality gate's
         from typing import get_args
 
         from flows.prepare import prepare as prepare_flow
@@ -267,7 +264,6 @@ def prepare(
             transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
             gates = GateOptions.from_settings(settings)
             api.connect()
-            preload("great_expectations")
             runner = task_runner_for(list(sources or []), settings.workers, settings.dask_address,
                                      settings.shard_mb << 20)
             return prepare_flow.with_options(task_runner=runner)(
@@ -313,9 +309,7 @@ def retrain(
 
     SOURCE: files or globs (default: data/raw/*).
     """
-    with prefect_api(announce_prefect_server) as api:
-        if api.server:
-            preload("great_expectations")  # the quality gate's, while the temporary server boots
+    with prefect_api(announce_prefect_server, preload=("great_expectations",)) as api:  # the quality gate's
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:
@@ -323,7 +317,6 @@ def retrain(
                                     n_epochs=n_epochs, backend=backend,
                                     eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
             api.connect()
-            preload("great_expectations")
             return retrain_flow(
                 sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
                 system_prompt=settings.system_prompt,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftflow.errors import FtflowError
+from ftflow.preload import preload as start_preload
 
 # Prefect's own values for its temporary server (prefect/server/api/server.py).
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -105,17 +106,27 @@ def _free_port() -> int:
 
 
 class PrefectApi:
-    """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow."""
+    """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow.
 
-    def __init__(self, server: TemporaryServer | None, announce: Callable[[], None]) -> None:
+    `preload` modules are imported on a background thread (ftflow/preload.py): at once while a
+    temporary server boots, which leaves the wait to fill; else from `connect`, so as not to
+    slow down the command's own imports.
+    """
+
+    def __init__(self, server: TemporaryServer | None, announce: Callable[[], None],
+                 preload: tuple[str, ...] = ()) -> None:
         self.server = server
         self._announce = announce
+        self._preload = preload
         self.connected = False
         self._saved_environment: dict[str, str | None] = {}
+        if server is not None:
+            start_preload(*preload)
 
     def connect(self) -> None:
         from prefect.settings import get_current_settings
 
+        start_preload(*self._preload)  # started already if a temporary server boots
         if self.server is None or self.connected:  # configured, or connected already
             return
         if get_current_settings().api.url:  # set where only Prefect looks (a profile, prefect.toml)
@@ -175,13 +186,14 @@ def _configured() -> bool:
 
 
 @contextlib.contextmanager
-def prefect_api(announce: Callable[[], None]) -> Iterator[PrefectApi]:
+def prefect_api(announce: Callable[[], None], preload: tuple[str, ...] = ()) -> Iterator[PrefectApi]:
     """Start a temporary Prefect server now unless PREFECT_API_URL is set; stop it at the end.
 
-    `announce` is called when the temporary server is used, to say why the first seconds pass.
+    `announce` is called when the temporary server is used, to say why the first seconds pass;
+    `preload` names modules the command will need (see PrefectApi).
     """
     server = None if _configured() else TemporaryServer()
-    api = PrefectApi(server, announce)
+    api = PrefectApi(server, announce, preload)
     try:
         yield api
     finally:
