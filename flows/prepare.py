@@ -63,7 +63,7 @@ def prepare(
                                    preference)
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
     staged = clear_previous_outputs(out_dir)
-    plan = plan_input(sources, extract, shard_bytes)
+    plan = plan_input(sources, extract, shard_bytes, work_dir)
     results = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir)).result()
     split = reduce_shards(results, staged, out_dir)
     totals = compute_totals(results, split)

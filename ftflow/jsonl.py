@@ -18,11 +18,11 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
 

@@ -22,9 +22,10 @@ import heapq
 import operator
 import os
 import shutil
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -125,30 +126,135 @@ def _boundary_after(f: Any, position: int, kind: ShardKind) -> int:
     return f.tell()
 
 
-def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int) -> tuple[list[Shard], str]:
-    """Byte ranges of about shard_bytes at record boundaries, in one pass that also hashes the file."""
+def _ends_record(f: Any, position: int, kind: ShardKind) -> bool:
+    """Whether a record ends right before position: a whole line ends there (for transcripts,
+    a `---` line)."""
+    tail_size = min(position, 1024)  # a separator line is short; a longer last line is not one
+    f.seek(position - tail_size)
+    tail = f.read(tail_size)
+    if not tail.endswith(b"\n"):
+        return False
+    if kind != "transcript":
+        return True
+    last_line = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1:]
+    return bool(TRANSCRIPT_SEPARATOR.match(last_line.decode("utf-8", "replace")))
+
+
+class _FileDigest(threading.Thread):
+    """sha256 of a whole file, read and hashed on its own thread (hashlib lets go of the GIL)
+    while the planner hashes the file's ranges."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name=f"sha256-{path.name}", daemon=True)
+        self.path = path
+        self._hexdigest = ""
+        self._error: Exception | None = None
+
+    def run(self) -> None:
+        from ftflow.jsonl import file_sha256
+
+        try:
+            self._hexdigest = file_sha256(self.path, READ_CHUNK)
+        except Exception as exc:  # noqa: BLE001 - raised by hexdigest() on the planner's thread
+            self._error = exc
+
+    def hexdigest(self) -> str:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._hexdigest
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A range a previous plan cut a file into, as recorded in the work dir."""
+
+    start: int
+    end: int
+    first_line: int
+    fingerprint: str
+
+
+class CutHistory:
+    """The ranges each plain file was last cut into, per work dir.
+
+    Logs grow by appending. Cut afresh, a grown file's last range would end further on, so the
+    shard that read last week's tail would change and be prepared again. A planner that starts
+    from the previous cuts, for as long as their bytes are unchanged and each still ends a record,
+    leaves every stored shard as it was and cuts only the appended bytes into new ranges.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _file(self, path: Path, kind: ShardKind, shard_bytes: int) -> Path:
+        identity = f"{path.resolve()}\0{kind}\0{shard_bytes}".encode()
+        return self.directory / f"{hashlib.sha256(identity).hexdigest()[:32]}.json"
+
+    def load(self, path: Path, kind: ShardKind, shard_bytes: int) -> list[Cut]:
+        try:
+            return [Cut(*cut) for cut in orjson.loads(self._file(path, kind, shard_bytes).read_bytes())]
+        except (OSError, orjson.JSONDecodeError, TypeError):  # none yet, or unreadable: cut afresh
+            return []
+
+    def save(self, path: Path, kind: ShardKind, shard_bytes: int, shards: list[Shard]) -> None:
+        target = self._file(path, kind, shard_bytes)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(f".{uuid.uuid4().hex[:8]}.partial")
+        cuts = [[s.start, s.end, s.first_line, s.fingerprint] for s in shards]
+        temporary.write_bytes(orjson.dumps(cuts))
+        os.replace(temporary, target)
+
+
+def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int,
+                 previous: Sequence[Cut] = ()) -> tuple[list[Shard], str]:
+    """Byte ranges of about shard_bytes at record boundaries, each hashed, and the file's sha256.
+
+    The previous plan's cuts are kept, from the start, while each range's bytes are unchanged
+    and it still ends a record (see CutHistory); the rest of the file is cut afresh.
+    """
     size = path.stat().st_size
-    whole = hashlib.sha256()
+    whole = _FileDigest(path)
+    whole.start()
     shards: list[Shard] = []
     start, line = 0, 1
+    reusable = list(previous)
     with open(path, "rb") as f, open(path, "rb") as data:
         while start < size:
-            end = _boundary_after(f, min(start + shard_bytes, size), kind) if start + shard_bytes < size else size
-            part, newlines = hashlib.sha256(), 0
-            data.seek(start)
-            remaining = end - start
-            while remaining:
-                chunk = data.read(min(READ_CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                part.update(chunk)
-                whole.update(chunk)
-                newlines += chunk.count(b"\n")
+            cut = reusable.pop(0) if reusable else None
+            if cut is not None and not (cut.start == start and cut.first_line == line and cut.end <= size
+                                        and _ends_record(f, cut.end, kind)):
+                cut, reusable = None, []
+            if cut is not None:
+                end = cut.end
+            elif start + shard_bytes < size:
+                end = _boundary_after(f, start + shard_bytes, kind)
+            else:
+                end = size
+            fingerprint, newlines = _hash_range(data, start, end)
+            if cut is not None and fingerprint != cut.fingerprint:  # changed: cut afresh from here
+                reusable = []
+                end = _boundary_after(f, start + shard_bytes, kind) if start + shard_bytes < size else size
+                fingerprint, newlines = _hash_range(data, start, end)
             shards.append(Shard(first_index + len(shards), str(path), kind, start, end, line,
-                                fingerprint=part.hexdigest()))
+                                fingerprint=fingerprint))
             start, line = end, line + newlines
     return shards, whole.hexdigest()
+
+
+def _hash_range(data: Any, start: int, end: int) -> tuple[str, int]:
+    """sha256 of the bytes [start, end) and the number of line ends among them."""
+    part, newlines = hashlib.sha256(), 0
+    data.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = data.read(min(READ_CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        part.update(chunk)
+        newlines += chunk.count(b"\n")
+    return part.hexdigest(), newlines
 
 
 def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_index: int, sha: str) -> list[Shard]:
@@ -180,8 +286,13 @@ def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_i
     return shards
 
 
-def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_MB << 20) -> Plan:
-    """Cut the sources (paths, globs, and --sql-url/--query) into shards; hash every file once."""
+def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+                history: CutHistory | None = None) -> Plan:
+    """Cut the sources (paths, globs, and --sql-url/--query) into shards; hash every file.
+
+    With a history, plain files are cut where the previous plan cut them, as far as their bytes
+    are unchanged, and the new cuts are recorded.
+    """
     from ftflow.jsonl import file_sha256
 
     skipped: list[str] = []
@@ -193,7 +304,10 @@ def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = 
     for path in paths:
         kind = _kind_of(path, options)
         if kind in ("lines", "transcript"):
-            ranges, fingerprints[str(path)] = _plan_ranges(path, kind, shard_bytes, len(shards))
+            previous = history.load(path, kind, shard_bytes) if history else []
+            ranges, fingerprints[str(path)] = _plan_ranges(path, kind, shard_bytes, len(shards), previous)
+            if history:
+                history.save(path, kind, shard_bytes, ranges)
             shards += ranges
             continue
         fingerprints[str(path)] = file_sha256(path)
@@ -406,6 +520,13 @@ def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> Shar
     return files.finish(pii)
 
 
+def stored_result(shard: Shard, settings_fingerprint: str, work_dir: Path) -> Path | None:
+    """The result.json of the shard's stored result, if a run stored one for these bytes and settings."""
+    key = shard_key(shard, settings_fingerprint)
+    result = work_dir / "shards" / key / "result.json" if key else None
+    return result if result is not None and result.exists() else None
+
+
 def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
                   write: Callable[[Shard, Any, Path], ShardResult] = _write_shard) -> ShardResult:
     """Return the shard's result, reusing a stored one for the same bytes and settings.
@@ -418,10 +539,9 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
     key = shard_key(shard, settings.fingerprint())
     shards_dir = work_dir / "shards"
     final = shards_dir / (key or f"sql-{uuid.uuid4().hex}")
-    if key and (final / "result.json").exists():
-        stored = orjson.loads((final / "result.json").read_bytes())
-        return ShardResult(**{**stored, "shard": shard.name, "index": shard.index, "directory": str(final),
-                              "reused": True})
+    if (stored := stored_result(shard, settings.fingerprint(), work_dir)) is not None:
+        return ShardResult(**{**orjson.loads(stored.read_bytes()), "shard": shard.name, "index": shard.index,
+                              "directory": str(final), "reused": True})
     temporary = shards_dir / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
         result = write(shard, settings, temporary)
@@ -459,54 +579,93 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def shards_to_prepare_here(parameters: dict[str, Any]) -> set[Shard]:
+    """Of the shards a mapped shard task is given, those not worth a worker process: the ones
+    whose result is stored already, and the shard left to prepare if only one is."""
+    def value(name: str) -> Any:
+        return getattr(parameters.get(name), "value", parameters.get(name))  # unwrap `unmapped`
+
+    shards, settings, work_dir = value("shard"), value("settings"), value("work_dir")
+    if not isinstance(shards, list) or not isinstance(settings, ShardSettings) or work_dir is None:
+        return set()
+    fingerprint = settings.fingerprint()
+    stored = {shard for shard in shards if stored_result(shard, fingerprint, Path(work_dir)) is not None}
+    to_prepare = [shard for shard in shards if shard not in stored]
+    return stored | set(to_prepare) if len(to_prepare) <= 1 else stored
+
+
 class ShardProcessPool(ProcessPoolTaskRunner):
     """Prefect's process pool whose workers report to this process's Prefect server, and die with it.
 
     Without PREFECT_API_URL, Prefect runs a temporary server for the command; each worker
     process would start one of its own (seconds each, and task runs recorded elsewhere).
     Workers inherit the environment at start, so the server's URL is put there first.
+
+    A worker process takes seconds to start (it imports Prefect and the stages). Shards whose
+    result is stored already, and a single shard left to prepare, run on threads of this process
+    instead (`shards_to_prepare_here`): a re-run of grown input starts no worker for the one new
+    range, nor for reading back the unchanged ones.
     """
 
     def __init__(self, max_workers: int | None = None, **options: Any) -> None:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         options.setdefault("initializer", exit_with_parent)
         super().__init__(max_workers=max_workers, **options)
+        self._here = ThreadPoolTaskRunner(max_workers=self._max_workers)
+        self._shards_here: set[Shard] = set()
+
+    def __enter__(self) -> ShardProcessPool:
+        super().__enter__()
+        self._here.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._here.__exit__(*exc)
+        super().__exit__(*exc)
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any:
+        self._shards_here = shards_to_prepare_here(parameters)
+        return super().map(task, parameters, wait_for)
 
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
         from prefect.context import FlowRunContext
         from prefect.settings import get_current_settings
 
+        if parameters.get("shard") in self._shards_here:
+            return self._here.submit(task, parameters, wait_for, dependencies)
         context = FlowRunContext.get()
         if context is not None and get_current_settings().api.url is None and "PREFECT_API_URL" not in os.environ:
             os.environ["PREFECT_API_URL"] = str(context.client.api_url)
         return super().submit(task, parameters, wait_for, dependencies)
 
 
-def task_runner_for(sources: list[str], workers: int | None, dask_address: str | None, shard_bytes: int) -> Any:
-    """Where shards run: an existing Dask cluster, or local processes (all cores by default).
-
-    Input smaller than one shard runs in a thread: starting worker processes (each imports
-    Prefect and the stages) costs seconds that a single shard cannot win back.
-    """
+def task_runner_for(workers: int | None, dask_address: str | None) -> Any:
+    """Where shards run: an existing Dask cluster, or local processes (all cores by default;
+    see ShardProcessPool for the shards it keeps in this process)."""
     if dask_address:
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
             raise ConfigError("--dask-address needs prefect-dask: pip install 'ftflow[dask]'") from None
         return DaskTaskRunner(address=dask_address)
-    from prefect.task_runners import ThreadPoolTaskRunner
+    if workers == 1:
+        from prefect.task_runners import ThreadPoolTaskRunner
 
-    size = sum(path.stat().st_size for path in resolve_sources(sources)) if sources else 0
-    if size < shard_bytes or workers == 1:
         return ThreadPoolTaskRunner(max_workers=1)
     return ShardProcessPool(max_workers=workers or os.cpu_count())
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
-def plan_input(sources: list[str], options: ExtractOptions, shard_bytes: int) -> Plan:
-    """Return the shards of the input and a fingerprint of each source; warn of each unreadable match."""
+def plan_input(sources: list[str], options: ExtractOptions, shard_bytes: int, work_dir: str) -> Plan:
+    """Return the shards of the input and a fingerprint of each source; warn of each unreadable match.
+
+    Files are cut where the last plan in work_dir cut them, as far as they are unchanged, so an
+    appended file re-prepares only its new bytes.
+    """
     from prefect import get_run_logger
 
-    plan = plan_shards(sources, options, shard_bytes)
+    plan = plan_shards(sources, options, shard_bytes, CutHistory(Path(work_dir) / "cuts"))
     for message in plan.skipped_sources:
         get_run_logger().warning(message)
     return plan

@@ -15,7 +15,16 @@ from ftflow.errors import FtflowError, ShardFailed
 from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
 from tasks.reduce import dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
-from tasks.shards import Shard, ShardFiles, ShardSettings, plan_shards, prepare_shard, shard_items
+from tasks.shards import (
+    CutHistory,
+    Shard,
+    ShardFiles,
+    ShardSettings,
+    plan_shards,
+    prepare_shard,
+    shard_items,
+    shards_to_prepare_here,
+)
 from tasks.transform import TransformOptions
 from tests.conftest import chat, write_jsonl
 
@@ -36,7 +45,7 @@ def settings(**transform) -> ShardSettings:
 
 def run(sources: list[str], work: Path, out: Path, shard_bytes: int, **transform) -> dict:
     """Plan, prepare every shard, reduce: what the flow does, as plain functions."""
-    plan = plan_shards(sources, ExtractOptions(), shard_bytes)
+    plan = plan_shards(sources, ExtractOptions(), shard_bytes, CutHistory(work / "cuts"))
     results = [prepare_shard(shard, settings(**transform), work) for shard in plan.shards]
     out.mkdir(parents=True, exist_ok=True)
     split = dedup_and_split(results, out / ".staged", out)
@@ -121,7 +130,7 @@ def test_one_shard_many_shards_and_shuffled_input_give_the_same_dataset(tmp_path
     assert train > 80 and validation > 10
 
 
-def test_unchanged_shards_are_reused_and_appended_data_is_prepared(tmp_path):
+def test_appended_lines_are_prepared_alone_and_every_earlier_shard_is_reused(tmp_path):
     data = records()
     path = write_jsonl(tmp_path / "a.jsonl", data)
     first = run([str(path)], tmp_path / "work", tmp_path / "o1", 2000)
@@ -129,8 +138,75 @@ def test_unchanged_shards_are_reused_and_appended_data_is_prepared(tmp_path):
         f.write(json.dumps(chat("Neue Frage", "Neue Antwort")) + "\n")
     grown = run([str(path)], tmp_path / "work", tmp_path / "o2", 2000)
     fresh = run([str(path)], tmp_path / "fresh", tmp_path / "o3", 2000)
-    assert grown["reused"] == first["shards"] - 1 and fresh["reused"] == 0
+    # The last range of the first run ended at its end of file: kept, the new line is a shard of its own.
+    assert (grown["shards"], grown["reused"]) == (first["shards"] + 1, first["shards"])
+    assert fresh["reused"] == 0 and fresh["shards"] == first["shards"]
     assert grown["sha"] == fresh["sha"] != first["sha"] and grown["counts"] == fresh["counts"]
+    assert (grown["train"], grown["validation"], grown["tokens"]) == (fresh["train"], fresh["validation"],
+                                                                      fresh["tokens"])
+
+
+def test_previous_cuts_are_kept_only_while_their_bytes_are_unchanged_and_end_a_record(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    history = CutHistory(tmp_path / "cuts")
+    first = plan_shards([str(path)], ExtractOptions(), 2000, history).shards
+    assert len(first) > 4
+
+    text = path.read_bytes()
+    middle = first[2].start + 10
+    path.write_bytes(text[:middle] + (b"X" if text[middle:middle + 1] != b"X" else b"Y") + text[middle + 1:])
+    changed = plan_shards([str(path)], ExtractOptions(), 2000, history).shards
+    assert changed[:2] == first[:2]  # before the change: the same ranges, the same bytes
+    assert changed[2].fingerprint != first[2].fingerprint
+    assert changed == plan_shards([str(path)], ExtractOptions(), 2000).shards  # after it: cut afresh
+
+    path.write_bytes(text.rstrip(b"\n"))  # the last line without its newline ...
+    plan_shards([str(path)], ExtractOptions(), 2000, history)
+    with open(path, "ab") as f:
+        f.write(b', "extra": 1}\n')  # ... is continued: the last range no longer ends a record
+    continued = plan_shards([str(path)], ExtractOptions(), 2000, history).shards
+    assert continued == plan_shards([str(path)], ExtractOptions(), 2000).shards
+    # Another shard size is another plan: the recorded cuts are not used for it.
+    assert plan_shards([str(path)], ExtractOptions(), 3000, history).shards == plan_shards(
+        [str(path)], ExtractOptions(), 3000).shards
+
+
+def test_a_transcript_range_is_kept_only_if_it_ends_with_a_separator(tmp_path):
+    conversation = "user: Wo ist mein Paket?\nassistant: Es kommt morgen.\n"
+    path = tmp_path / "t.txt"
+    path.write_text("---\n".join([conversation] * 60) + "---\n")
+    history = CutHistory(tmp_path / "cuts")
+    first = plan_shards([str(path)], ExtractOptions(), 300, history).shards
+    with open(path, "a") as f:
+        f.write(conversation)  # a new record after the last separator
+    grown = plan_shards([str(path)], ExtractOptions(), 300, history).shards
+    assert grown[:len(first)] == first and len(grown) == len(first) + 1
+
+    with open(path, "a") as f:
+        f.write("user: Und die Rechnung?\n")  # the last record goes on: its range must be read again
+    again = plan_shards([str(path)], ExtractOptions(), 300, history).shards
+    assert again[:len(first)] == first and again[-1].start == grown[-1].start
+    assert again[-1].fingerprint != grown[-1].fingerprint
+
+
+def test_only_two_or_more_shards_left_to_prepare_go_to_worker_processes(tmp_path):
+    from prefect import unmapped
+
+    path = write_jsonl(tmp_path / "a.jsonl", records())
+    shards = plan_shards([str(path)], ExtractOptions(), 2000).shards
+    work = tmp_path / "work"
+
+    def here() -> set:
+        return shards_to_prepare_here({"shard": shards, "settings": unmapped(settings()),
+                                       "work_dir": unmapped(str(work))})
+
+    assert here() == set()  # nothing stored: every shard to a worker
+    prepare_shard(shards[0], settings(), work)
+    assert here() == {shards[0]}  # stored: read back here
+    for shard in shards[1:-1]:
+        prepare_shard(shard, settings(), work)
+    assert here() == set(shards)  # one left to prepare: here too, no worker started for it
+    assert shards_to_prepare_here({"shard": shards, "settings": unmapped(settings())}) == set()
 
 
 def test_a_system_prompt_change_moves_no_example_between_splits(tmp_path):
@@ -210,15 +286,14 @@ def test_the_reduce_refuses_examples_stored_out_of_order(tmp_path):
         dedup_and_split(results, tmp_path / "out" / ".staged", tmp_path / "out")
 
 
-def test_task_runner_small_input_in_process_larger_on_all_cores_or_dask(tmp_path):
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+def test_task_runner_all_cores_by_default_one_thread_for_one_worker_or_dask():
+    from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from tasks.shards import task_runner_for
+    from tasks.shards import ShardProcessPool, task_runner_for
 
-    sources = [str(write_jsonl(tmp_path / "a.jsonl", records()))]
-    assert isinstance(task_runner_for(sources, None, None, 1 << 20), ThreadPoolTaskRunner)
-    pool = task_runner_for(sources, None, None, 1000)
-    assert isinstance(pool, ProcessPoolTaskRunner) and pool._max_workers == os.cpu_count()
-    assert task_runner_for(sources, 3, None, 1000)._max_workers == 3
-    assert isinstance(task_runner_for(sources, None, "tcp://127.0.0.1:8786", 1000), DaskTaskRunner)
+    pool = task_runner_for(None, None)
+    assert isinstance(pool, ShardProcessPool) and pool._max_workers == os.cpu_count()
+    assert task_runner_for(3, None)._max_workers == 3
+    assert isinstance(task_runner_for(1, None), ThreadPoolTaskRunner)
+    assert isinstance(task_runner_for(None, "tcp://127.0.0.1:8786"), DaskTaskRunner)
