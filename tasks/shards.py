@@ -536,12 +536,13 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
     A shard is written to a temporary folder and renamed into place only when complete, so a
     shard that fails leaves nothing a later run could take for a finished result.
     """
-    key = shard_key(shard, settings.fingerprint())
+    fingerprint = settings.fingerprint()
+    if (stored := stored_result(shard, fingerprint, work_dir)) is not None:
+        return ShardResult(**{**orjson.loads(stored.read_bytes()), "shard": shard.name, "index": shard.index,
+                              "directory": str(stored.parent), "reused": True})
+    key = shard_key(shard, fingerprint)
     shards_dir = work_dir / "shards"
     final = shards_dir / (key or f"sql-{uuid.uuid4().hex}")
-    if (stored := stored_result(shard, settings.fingerprint(), work_dir)) is not None:
-        return ShardResult(**{**orjson.loads(stored.read_bytes()), "shard": shard.name, "index": shard.index,
-                              "directory": str(final), "reused": True})
     temporary = shards_dir / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
         result = write(shard, settings, temporary)
