@@ -78,7 +78,6 @@ def prepare(
     return report
 
 
-
 def prepare_preferences(sources: list[str], out_dir: str, model: str, transform: TransformOptions,
                         gates: GateOptions, work_dir: str, min_rating_margin: float,
                         preference: PreferenceOptions) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
-from ftflow.jsonl import JsonlWriter
+from ftflow.jsonl import JsonlWriter, file_sha256
 from tasks.extract import (
     TRANSCRIPT_SEPARATOR,
     Candidate,
@@ -151,8 +151,6 @@ class _FileDigest(threading.Thread):
         self._error: Exception | None = None
 
     def run(self) -> None:
-        from ftflow.jsonl import file_sha256
-
         try:
             self._hexdigest = file_sha256(self.path, READ_CHUNK)
         except Exception as exc:  # noqa: BLE001 - raised by hexdigest() on the planner's thread
@@ -182,6 +180,8 @@ class CutHistory:
     shard that read last week's tail would change and be prepared again. A planner that starts
     from the previous cuts, for as long as their bytes are unchanged and each still ends a record,
     leaves every stored shard as it was and cuts only the appended bytes into new ranges.
+    Each append so adds ranges of its own, however small; without this history (delete
+    `work_dir/cuts`) a file is cut afresh into ranges of shard_bytes.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -293,8 +293,6 @@ def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = 
     With a history, plain files are cut where the previous plan cut them, as far as their bytes
     are unchanged, and the new cuts are recorded.
     """
-    from ftflow.jsonl import file_sha256
-
     skipped: list[str] = []
     paths = resolve_sources(sources, skipped) if sources else []
     if not paths and not options.sql_url:
@@ -592,7 +590,7 @@ def shards_to_prepare_here(parameters: dict[str, Any]) -> set[Shard]:
     fingerprint = settings.fingerprint()
     stored = {shard for shard in shards if stored_result(shard, fingerprint, Path(work_dir)) is not None}
     to_prepare = [shard for shard in shards if shard not in stored]
-    return stored | set(to_prepare) if len(to_prepare) <= 1 else stored
+    return (stored | set(to_prepare)) if len(to_prepare) <= 1 else stored
 
 
 class ShardProcessPool(ProcessPoolTaskRunner):
