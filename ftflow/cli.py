@@ -264,7 +264,7 @@ def prepare(
             transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
             gates = GateOptions.from_settings(settings)
             api.connect()
-            runner = task_runner_for(settings.workers, settings.dask_address)
+            runner = task_runner_for(settings.workers, settings.dask_address, settings.shard_mb << 20)
             return prepare_flow.with_options(task_runner=runner)(
                 sources=list(sources or []),
                 out_dir=str(settings.out_dir),

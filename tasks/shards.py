@@ -578,9 +578,18 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def shards_to_prepare_here(parameters: dict[str, Any]) -> set[Shard]:
+def _bytes_to_read(shard: Shard) -> int:
+    """About how many bytes preparing the shard reads (a whole file, for a part of a Parquet file)."""
+    if shard.kind == "sql":
+        return 1 << 62  # unknown, and a table can be large: worth a worker
+    size = Path(shard.source).stat().st_size
+    return (shard.end if shard.end is not None else size) - shard.start
+
+
+def shards_to_prepare_here(parameters: dict[str, Any], shard_bytes: int = DEFAULT_SHARD_MB << 20) -> set[Shard]:
     """Of the shards a mapped shard task is given, those not worth a worker process: the ones
-    whose result is stored already, and the shard left to prepare if only one is."""
+    whose result is stored already, and those left to prepare if they are one shard or less
+    than shard_bytes in all."""
     def value(name: str) -> Any:
         return getattr(parameters.get(name), "value", parameters.get(name))  # unwrap `unmapped`
 
@@ -590,7 +599,9 @@ def shards_to_prepare_here(parameters: dict[str, Any]) -> set[Shard]:
     fingerprint = settings.fingerprint()
     stored = {shard for shard in shards if stored_result(shard, fingerprint, Path(work_dir)) is not None}
     to_prepare = [shard for shard in shards if shard not in stored]
-    return (stored | set(to_prepare)) if len(to_prepare) <= 1 else stored
+    if len(to_prepare) <= 1 or sum(_bytes_to_read(shard) for shard in to_prepare) < shard_bytes:
+        return stored | set(to_prepare)
+    return stored
 
 
 class ShardProcessPool(ProcessPoolTaskRunner):
@@ -601,18 +612,25 @@ class ShardProcessPool(ProcessPoolTaskRunner):
     Workers inherit the environment at start, so the server's URL is put there first.
 
     A worker process takes seconds to start (it imports Prefect and the stages). Shards whose
-    result is stored already, and a single shard left to prepare, run on threads of this process
-    instead (`shards_to_prepare_here`): a re-run of grown input starts no worker for the one new
-    range, nor for reading back the unchanged ones.
+    result is stored already, and shards left to prepare that are only one or less than
+    shard_bytes in all, run on threads of this process instead (`shards_to_prepare_here`): a
+    small input starts no worker, nor does a re-run of grown input for its one new range.
     """
 
-    def __init__(self, max_workers: int | None = None, **options: Any) -> None:
+    def __init__(self, max_workers: int | None = None, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+                 **options: Any) -> None:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         options.setdefault("initializer", exit_with_parent)
         super().__init__(max_workers=max_workers, **options)
+        self._shard_bytes = shard_bytes
         self._here = ThreadPoolTaskRunner(max_workers=self._max_workers)
         self._shards_here: set[Shard] = set()
+
+    def duplicate(self) -> ShardProcessPool:
+        copy = super().duplicate()  # Prefect runs each flow run on a copy of its runner
+        copy._shard_bytes = self._shard_bytes
+        return copy
 
     def __enter__(self) -> ShardProcessPool:
         super().__enter__()
@@ -624,7 +642,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
         super().__exit__(*exc)
 
     def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any:
-        self._shards_here = shards_to_prepare_here(parameters)
+        self._shards_here = shards_to_prepare_here(parameters, self._shard_bytes)
         return super().map(task, parameters, wait_for)
 
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
@@ -639,7 +657,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
         return super().submit(task, parameters, wait_for, dependencies)
 
 
-def task_runner_for(workers: int | None, dask_address: str | None) -> Any:
+def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int = DEFAULT_SHARD_MB << 20) -> Any:
     """Where shards run: an existing Dask cluster, or local processes (all cores by default;
     see ShardProcessPool for the shards it keeps in this process)."""
     if dask_address:
@@ -652,7 +670,7 @@ def task_runner_for(workers: int | None, dask_address: str | None) -> Any:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=1)
-    return ShardProcessPool(max_workers=workers or os.cpu_count())
+    return ShardProcessPool(max_workers=workers or os.cpu_count(), shard_bytes=shard_bytes)
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)

@@ -189,7 +189,7 @@ def test_a_transcript_range_is_kept_only_if_it_ends_with_a_separator(tmp_path):
     assert again[-1].fingerprint != grown[-1].fingerprint
 
 
-def test_only_two_or_more_shards_left_to_prepare_go_to_worker_processes(tmp_path):
+def test_only_shards_left_to_prepare_worth_a_worker_go_to_worker_processes(tmp_path):
     from prefect import unmapped
 
     path = write_jsonl(tmp_path / "a.jsonl", records())
@@ -198,7 +198,7 @@ def test_only_two_or_more_shards_left_to_prepare_go_to_worker_processes(tmp_path
 
     def here() -> set:
         return shards_to_prepare_here({"shard": shards, "settings": unmapped(settings()),
-                                       "work_dir": unmapped(str(work))})
+                                       "work_dir": unmapped(str(work))}, shard_bytes=2000)
 
     assert here() == set()  # nothing stored: every shard to a worker
     prepare_shard(shards[0], settings(), work)
@@ -207,6 +207,12 @@ def test_only_two_or_more_shards_left_to_prepare_go_to_worker_processes(tmp_path
         prepare_shard(shard, settings(), work)
     assert here() == set(shards)  # one left to prepare: here too, no worker started for it
     assert shards_to_prepare_here({"shard": shards, "settings": unmapped(settings())}) == set()
+
+    # Shards left to prepare that hold less than one shard's bytes in all: here, as one small input.
+    small = {"shard": shards, "settings": unmapped(settings()), "work_dir": unmapped(str(tmp_path / "other"))}
+    size = path.stat().st_size
+    assert shards_to_prepare_here(small, shard_bytes=size) == set()
+    assert shards_to_prepare_here(small, shard_bytes=size + 1) == set(shards)
 
 
 def test_a_system_prompt_change_moves_no_example_between_splits(tmp_path):
@@ -292,8 +298,11 @@ def test_task_runner_all_cores_by_default_one_thread_for_one_worker_or_dask():
 
     from tasks.shards import ShardProcessPool, task_runner_for
 
-    pool = task_runner_for(None, None)
+    pool = task_runner_for(None, None, 1000)
     assert isinstance(pool, ShardProcessPool) and pool._max_workers == os.cpu_count()
+    copy = pool.duplicate()  # what each flow run gets
+    assert (type(copy), copy._max_workers, copy._shard_bytes, copy._initializer) == (
+        ShardProcessPool, pool._max_workers, 1000, pool._initializer)
     assert task_runner_for(3, None)._max_workers == 3
     assert isinstance(task_runner_for(1, None), ThreadPoolTaskRunner)
     assert isinstance(task_runner_for(None, "tcp://127.0.0.1:8786"), DaskTaskRunner)
