@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,6 +171,7 @@ class Cut:
     end: int
     first_line: int
     fingerprint: str
+    lines: int  # line ends in the range: unchanged bytes need not be counted again
 
 
 class CutHistory:
@@ -197,18 +198,18 @@ class CutHistory:
         except (OSError, orjson.JSONDecodeError, TypeError):  # none yet, or unreadable: cut afresh
             return []
 
-    def save(self, path: Path, kind: ShardKind, shard_bytes: int, shards: list[Shard]) -> None:
+    def save(self, path: Path, kind: ShardKind, shard_bytes: int, cuts: list[Cut]) -> None:
         target = self._file(path, kind, shard_bytes)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_suffix(f".{uuid.uuid4().hex[:8]}.partial")
-        cuts = [[s.start, s.end, s.first_line, s.fingerprint] for s in shards]
-        temporary.write_bytes(orjson.dumps(cuts))
+        temporary.write_bytes(orjson.dumps([astuple(cut) for cut in cuts]))
         os.replace(temporary, target)
 
 
 def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int,
-                 previous: Sequence[Cut] = ()) -> tuple[list[Shard], str]:
-    """Byte ranges of about shard_bytes at record boundaries, each hashed, and the file's sha256.
+                 previous: Sequence[Cut] = ()) -> tuple[list[Shard], str, list[Cut]]:
+    """Byte ranges of about shard_bytes at record boundaries, each hashed, the file's sha256, and
+    the cuts to record.
 
     The previous plan's cuts are kept, from the start, while each range's bytes are unchanged
     and it still ends a record (see CutHistory); the rest of the file is cut afresh.
@@ -216,34 +217,28 @@ def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int
     size = path.stat().st_size
     whole = _FileDigest(path)
     whole.start()
-    shards: list[Shard] = []
+    cuts: list[Cut] = []
     start, line = 0, 1
     reusable = list(previous)
     with open(path, "rb") as f, open(path, "rb") as data:
         while start < size:
             cut = reusable.pop(0) if reusable else None
-            if cut is not None and not (cut.start == start and cut.first_line == line and cut.end <= size
-                                        and _ends_record(f, cut.end, kind)):
-                cut, reusable = None, []
-            if cut is not None:
-                end = cut.end
-            elif start + shard_bytes < size:
-                end = _boundary_after(f, start + shard_bytes, kind)
-            else:
-                end = size
-            fingerprint, newlines = _hash_range(data, start, end)
-            if cut is not None and fingerprint != cut.fingerprint:  # changed: cut afresh from here
+            if cut is not None and (cut.start, cut.first_line) == (start, line) and cut.end <= size and _ends_record(
+                    f, cut.end, kind) and _hash_range(data, start, cut.end, count_lines=False)[0] == cut.fingerprint:
+                cuts.append(cut)
+            else:  # changed (or never cut): cut afresh from here on
                 reusable = []
                 end = _boundary_after(f, start + shard_bytes, kind) if start + shard_bytes < size else size
                 fingerprint, newlines = _hash_range(data, start, end)
-            shards.append(Shard(first_index + len(shards), str(path), kind, start, end, line,
-                                fingerprint=fingerprint))
-            start, line = end, line + newlines
-    return shards, whole.hexdigest()
+                cuts.append(Cut(start, end, line, fingerprint, newlines))
+            start, line = cuts[-1].end, line + cuts[-1].lines
+    shards = [Shard(first_index + i, str(path), kind, c.start, c.end, c.first_line, fingerprint=c.fingerprint)
+              for i, c in enumerate(cuts)]
+    return shards, whole.hexdigest(), cuts
 
 
-def _hash_range(data: Any, start: int, end: int) -> tuple[str, int]:
-    """sha256 of the bytes [start, end) and the number of line ends among them."""
+def _hash_range(data: Any, start: int, end: int, count_lines: bool = True) -> tuple[str, int]:
+    """sha256 of the bytes [start, end) and the number of line ends among them (0 if not counted)."""
     part, newlines = hashlib.sha256(), 0
     data.seek(start)
     remaining = end - start
@@ -253,7 +248,8 @@ def _hash_range(data: Any, start: int, end: int) -> tuple[str, int]:
             break
         remaining -= len(chunk)
         part.update(chunk)
-        newlines += chunk.count(b"\n")
+        if count_lines:
+            newlines += chunk.count(b"\n")
     return part.hexdigest(), newlines
 
 
@@ -303,9 +299,9 @@ def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = 
         kind = _kind_of(path, options)
         if kind in ("lines", "transcript"):
             previous = history.load(path, kind, shard_bytes) if history else []
-            ranges, fingerprints[str(path)] = _plan_ranges(path, kind, shard_bytes, len(shards), previous)
+            ranges, fingerprints[str(path)], cuts = _plan_ranges(path, kind, shard_bytes, len(shards), previous)
             if history:
-                history.save(path, kind, shard_bytes, ranges)
+                history.save(path, kind, shard_bytes, cuts)
             shards += ranges
             continue
         fingerprints[str(path)] = file_sha256(path)
