@@ -64,14 +64,17 @@ def prepare(
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
     staged = clear_previous_outputs(out_dir)
     plan = plan_input(sources, extract, shard_bytes, work_dir)
-    results = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir)).result()
-    split = reduce_shards(results, staged, out_dir)
-    totals = compute_totals(results, split)
+    shards = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
+    results = shards.result()  # the first shard that failed fails the run, named
+    # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
+    # them, which it cannot trace from results returned by a worker process.
+    split = reduce_shards(shards, staged, out_dir)
+    totals = compute_totals(shards, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
                             Path(out_dir), drift)
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
-    report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
+    report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "supervised"})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
@@ -85,15 +88,16 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
     settings = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
     staged = clear_previous_outputs(out_dir)
     plan = plan_preference_input(sources)
-    results = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir)).result()
-    split = reduce_preference_shards(results, staged, out_dir)
-    totals = compute_totals(results, split)
+    shards = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
+    results = shards.result()
+    split = reduce_preference_shards(shards, staged, out_dir)
+    totals = compute_totals(shards, split)
     figures = preference_figures(split.features_path)
     parameters = {**suite_parameters(gates, settings.training_context), **preference.suite_parameters()}
     quality = check_quality(split.features_path, totals, parameters, Path(out_dir), figures={"preference": figures})
     budget = estimate_preference_budget(split.features_path, model, settings.encoding, count_too_long(results),
                                         gates.n_epochs, gates.max_cost_usd)
-    report = write_report(results, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
+    report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "dpo", "preference": figures})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)

@@ -86,6 +86,26 @@ def test_many_shards_in_worker_processes_give_the_same_dataset_as_one(prefect_se
     }
 
 
+def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_processes(prefect_server, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.shards import ShardProcessPool
+
+    state = prepare.with_options(task_runner=ShardProcessPool(max_workers=2, shard_bytes=600))(
+        messy_sources(tmp_path), out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), shard_bytes=600,
+        return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[
+            state.state_details.flow_run_id])))
+    shard_ids = {run.id for run in runs if run.name.startswith("prepare-shard-")}
+    assert len(shard_ids) > 8
+    for step in ("dedup-and-split", "compute-totals", "write-report"):
+        run, = [run for run in runs if run.name.startswith(step)]
+        assert {upstream.id for upstream in run.task_inputs["results"]} == shard_ids, step
+
+
 def test_a_shard_that_fails_fails_the_run_by_name_and_publishes_nothing(prefect_server, tmp_path):
     sources = messy_sources(tmp_path)
     out, work = tmp_path / "out", tmp_path / "work"
