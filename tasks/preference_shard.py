@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
@@ -326,7 +326,9 @@ def plan_preference_input(sources: list[str]) -> Plan:
 @task(name="prepare-preference-shard", task_run_name="prepare-preference-shard-{shard.name}", cache_policy=NO_CACHE)
 def prepare_preference_shard_task(shard: Shard, settings: PreferenceShardSettings, work_dir: str) -> ShardResult:
     """Return one file's pair counters; its pairs, rejections and features go to the work dir."""
-    return prepare_shard(shard, settings, Path(work_dir), write=write_preference_shard)
+    result = prepare_shard(shard, settings, Path(work_dir), write=write_preference_shard)
+    get_run_logger().info(result.summary())
+    return result
 
 
 @task(name="dedup-and-split-pairs", cache_policy=RUN_CACHE)

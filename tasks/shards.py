@@ -33,7 +33,7 @@ from typing import Any, Literal
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -372,11 +372,20 @@ class ShardResult:
     pii: dict[str, int] = field(default_factory=dict)
     reused: bool = False
 
+    @property
+    def rejected_total(self) -> int:
+        return sum(sum(r.values()) for r in self.rejected.values())
+
     def check(self) -> None:
         """Every record read is kept or rejected: a bug of ours otherwise, never bad data."""
-        rejected = sum(sum(r.values()) for r in self.rejected.values())
-        if self.kept + rejected != self.records_read:
-            raise FtflowError(f"shard {self.shard}: read {self.records_read}, kept {self.kept}, rejected {rejected}")
+        if self.kept + self.rejected_total != self.records_read:
+            raise FtflowError(f"shard {self.shard}: read {self.records_read}, kept {self.kept}, "
+                              f"rejected {self.rejected_total}")
+
+    def summary(self) -> str:
+        """One line for the shard's task run log: what it read and kept, and whether it was reused."""
+        how = "stored result reused" if self.reused else "prepared"
+        return f"{how}: {self.records_read:,} records read, {self.kept:,} kept, {self.rejected_total:,} rejected"
 
 
 def shard_items(shard: Shard, options: ExtractOptions) -> Iterator[Item]:
@@ -676,8 +685,6 @@ def plan_input(sources: list[str], options: ExtractOptions, shard_bytes: int, wo
     Files are cut where the last plan in work_dir cut them, as far as they are unchanged, so an
     appended file re-prepares only its new bytes.
     """
-    from prefect import get_run_logger
-
     plan = plan_shards(sources, options, shard_bytes, CutHistory(Path(work_dir) / "cuts"))
     for message in plan.skipped_sources:
         get_run_logger().warning(message)
@@ -687,4 +694,6 @@ def plan_input(sources: list[str], options: ExtractOptions, shard_bytes: int, wo
 @task(name="prepare-shard", task_run_name="prepare-shard-{shard.name}", cache_policy=NO_CACHE)
 def prepare_shard_task(shard: Shard, settings: ShardSettings, work_dir: str) -> ShardResult:
     """Return one shard's counters; its examples, rejections and features go to the work dir."""
-    return prepare_shard(shard, settings, Path(work_dir))
+    result = prepare_shard(shard, settings, Path(work_dir))
+    get_run_logger().info(result.summary())
+    return result

@@ -106,6 +106,32 @@ def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_
         assert {upstream.id for upstream in run.task_inputs["results"]} == shard_ids, step
 
 
+def test_each_shard_logs_what_it_read_and_whether_it_was_reused(prefect_server, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from tasks.shards import ShardProcessPool
+
+    def shard_logs() -> list[str]:
+        state = prepare.with_options(task_runner=ShardProcessPool(max_workers=2, shard_bytes=600))(
+            messy_sources(tmp_path), out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), shard_bytes=600,
+            return_state=True)
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        APILogWorker.drain_all(timeout=30)  # logs are sent in batches
+        with get_client(sync_client=True) as client:
+            shards = {run.id for run in client.read_task_runs(flow_run_filter=flow_run)
+                      if run.name.startswith("prepare-shard-")}
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))
+        lines = [log.message for log in logs if log.task_run_id in shards and "records read" in log.message]
+        assert len(lines) == len(shards) > 8  # one line per shard, from worker processes too
+        return lines
+
+    assert all(line.startswith("prepared: ") for line in shard_logs())
+    assert all(line.startswith("stored result reused: ") for line in shard_logs())
+
+
 def test_a_shard_that_fails_fails_the_run_by_name_and_publishes_nothing(prefect_server, tmp_path):
     sources = messy_sources(tmp_path)
     out, work = tmp_path / "out", tmp_path / "work"
