@@ -22,10 +22,10 @@ import heapq
 import operator
 import os
 import shutil
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -140,29 +140,6 @@ def _ends_record(f: Any, position: int, kind: ShardKind) -> bool:
     return bool(TRANSCRIPT_SEPARATOR.match(last_line.decode("utf-8", "replace")))
 
 
-class _FileDigest(threading.Thread):
-    """sha256 of a whole file, read and hashed on its own thread (hashlib lets go of the GIL)
-    while the planner hashes the file's ranges."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name=f"sha256-{path.name}", daemon=True)
-        self.path = path
-        self._hexdigest = ""
-        self._error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            self._hexdigest = file_sha256(self.path, READ_CHUNK)
-        except Exception as exc:  # noqa: BLE001 - raised by hexdigest() on the planner's thread
-            self._error = exc
-
-    def hexdigest(self) -> str:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._hexdigest
-
-
 @dataclass(frozen=True)
 class Cut:
     """A range a previous plan cut a file into, as recorded in the work dir."""
@@ -215,8 +192,10 @@ def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int
     and it still ends a record (see CutHistory); the rest of the file is cut afresh.
     """
     size = path.stat().st_size
-    whole = _FileDigest(path)
-    whole.start()
+    # The whole file's sha256 on a thread of its own while the ranges are hashed (hashlib lets go of the GIL).
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sha256-{path.name}")
+    whole = hashing.submit(file_sha256, path, READ_CHUNK)
+    hashing.shutdown(wait=False)
     cuts: list[Cut] = []
     start, line = 0, 1
     reusable = list(previous)
@@ -234,7 +213,7 @@ def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int
             start, line = cuts[-1].end, line + cuts[-1].lines
     shards = [Shard(first_index + i, str(path), kind, c.start, c.end, c.first_line, fingerprint=c.fingerprint)
               for i, c in enumerate(cuts)]
-    return shards, whole.hexdigest(), cuts
+    return shards, whole.result(), cuts
 
 
 def _hash_range(data: Any, start: int, end: int, count_lines: bool = True) -> tuple[str, int]:
