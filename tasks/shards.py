@@ -202,8 +202,7 @@ def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int
     with open(path, "rb") as f, open(path, "rb") as data:
         while start < size:
             cut = reusable.pop(0) if reusable else None
-            if cut is not None and (cut.start, cut.first_line) == (start, line) and cut.end <= size and _ends_record(
-                    f, cut.end, kind) and _hash_range(data, start, cut.end, count_lines=False)[0] == cut.fingerprint:
+            if cut is not None and _still_holds(cut, start, line, size, kind, f, data):
                 cuts.append(cut)
             else:  # changed (or never cut): cut afresh from here on
                 reusable = []
@@ -214,6 +213,13 @@ def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int
     shards = [Shard(first_index + i, str(path), kind, c.start, c.end, c.first_line, fingerprint=c.fingerprint)
               for i, c in enumerate(cuts)]
     return shards, whole.result(), cuts
+
+
+def _still_holds(cut: Cut, start: int, line: int, size: int, kind: ShardKind, f: Any, data: Any) -> bool:
+    """Whether a recorded cut can be kept: it starts where the plan has got to, lies within the
+    file, still ends a record, and its bytes hash as they did."""
+    return ((cut.start, cut.first_line) == (start, line) and cut.end <= size and _ends_record(f, cut.end, kind)
+            and _hash_range(data, start, cut.end, count_lines=False)[0] == cut.fingerprint)
 
 
 def _hash_range(data: Any, start: int, end: int, count_lines: bool = True) -> tuple[str, int]:
