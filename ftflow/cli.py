@@ -532,7 +532,11 @@ def service(
     serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print)
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m ftflow.cli`
+def main() -> None:
+    """The `ftflow` console entry point."""
+    from ftflow.process_exit import skip_final_collections
+
+    skip_final_collections()  # a second or more at exit otherwise (ftflow/process_exit.py)
     sys.exit(app())
 
 

@@ -108,25 +108,20 @@ def _free_port() -> int:
 class PrefectApi:
     """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow.
 
-    `preload` modules are imported on a background thread (ftflow/preload.py): at once while a
-    temporary server boots, which leaves the wait to fill; else from `connect`, so as not to
-    slow down the command's own imports.
+    `preload` modules are imported on a background thread (ftflow/preload.py) from the start.
     """
 
     def __init__(self, server: TemporaryServer | None, announce: Callable[[], None],
                  preload: tuple[str, ...] = ()) -> None:
         self.server = server
         self._announce = announce
-        self._preload = preload
         self.connected = False
         self._saved_environment: dict[str, str | None] = {}
-        if server is not None:
-            start_preload(*preload)
+        start_preload(*preload)
 
     def connect(self) -> None:
         from prefect.settings import get_current_settings
 
-        start_preload(*self._preload)  # started already if a temporary server boots
         if self.server is None or self.connected:  # configured, or connected already
             return
         if get_current_settings().api.url:  # set where only Prefect looks (a profile, prefect.toml)

@@ -568,6 +568,15 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def start_shard_worker() -> None:
+    """Worker initializer: the worker ends with its parent, and exits without the interpreter's
+    final collections (ftflow/process_exit.py), which the pool's shutdown would wait for."""
+    from ftflow.process_exit import skip_final_collections
+
+    exit_with_parent()
+    skip_final_collections()
+
+
 def _bytes_to_read(shard: Shard) -> int:
     """About how many bytes preparing the shard reads (a whole file, for a part of a Parquet file)."""
     if shard.kind == "sql":
@@ -611,7 +620,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
                  **options: Any) -> None:
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        options.setdefault("initializer", exit_with_parent)
+        options.setdefault("initializer", start_shard_worker)
         super().__init__(max_workers=max_workers, **options)
         self._shard_bytes = shard_bytes
         self._here = ThreadPoolTaskRunner(max_workers=self._max_workers)
