@@ -17,6 +17,7 @@ from prefect import flow, unmapped
 from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions
+from tasks.lineage import fingerprint_inputs
 from tasks.preference_shard import (
     PreferenceOptions,
     PreferenceShardSettings,
@@ -75,7 +76,7 @@ def prepare(
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "supervised"})
+                          {"method": "supervised", "inputs_sha256": fingerprint_inputs(plan, settings, gates)})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report
@@ -98,7 +99,8 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
     budget = estimate_preference_budget(split.features_path, model, settings.encoding, count_too_long(results),
                                         gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "dpo", "preference": figures})
+                          {"method": "dpo", "preference": figures,
+                           "inputs_sha256": fingerprint_inputs(plan, settings, gates, preference)})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report

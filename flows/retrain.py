@@ -1,7 +1,8 @@
 """retrain: the scheduled pipeline.
 
-prepare (with its quality and budget gates) -> name the run after its dataset -> skip if the
-data is unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
+skip if the sources and settings are those of the last successful run -> prepare (with its
+quality and budget gates) -> name the run after its dataset -> skip if the dataset is
+unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
 record the run's lineage -> plots and the run's summary. A run that fails is recorded too.
 Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, eval.json,
 run.json, plots/) and one row in the registry, which the next run's unchanged-data check reads.
@@ -20,10 +21,11 @@ from prefect.states import Cancelled, Completed
 from flows import untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
-from ftflow.settings import DEFAULT_MODEL, get_settings, read_prompt_file
+from ftflow.settings import DEFAULT_MODEL, Settings, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
 from tasks.lineage import (
+    check_inputs_unchanged,
     check_unchanged,
     failure_recorded,
     new_run_id,
@@ -72,22 +74,24 @@ def retrain(
     base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
             "backend": settings.backend, "sources": sources, "method": settings.method}
 
+    transform, gates = TransformOptions.from_settings(settings), GateOptions.from_settings(settings)
+    preference = PreferenceOptions.from_settings(settings)
     with failure_recorded(base, settings, run_dir):
-        report = untraced(prepare(sources, out_dir=run_dir, model=model,
-                                  transform=TransformOptions.from_settings(settings),
-                                  gates=GateOptions.from_settings(settings),
+        unchanged = check_inputs_unchanged(sources, model, transform, gates, settings.method,
+                                           settings.dpo_min_rating_margin, preference, settings, force)
+        if unchanged:
+            base["run_name"] = label_run(unchanged["dataset_sha256"])
+            return skipped(base, {"dataset_sha256": unchanged["dataset_sha256"], "prepare": None},
+                           unchanged["reason"], settings, run_dir)
+        report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=transform, gates=gates,
                                   drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
                                   method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
-                                  preference=PreferenceOptions.from_settings(settings)))
+                                  preference=preference))
         base["run_name"] = label_run(report["dataset_sha256"])
         dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
         skip = check_unchanged(report, settings, force)
         if skip:
-            print(skip)
-            record = record_run({**base, **dataset, "status": "skipped", "reason": skip, "run_cost_usd": 0.0},
-                                settings, run_dir)
-            publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
-            return Completed(name="Skipped", message=skip, data=record)  # type: ignore[return-value]
+            return skipped(base, dataset, skip, settings, run_dir)
 
         with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
             job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
@@ -113,6 +117,15 @@ def retrain(
         publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
         print(f"{record['run_name']}: {outcome(record)}")
         return record
+
+
+def skipped(base: dict[str, Any], dataset: dict[str, Any], reason: str, settings: Settings, run_dir: str) -> Any:
+    """Record the run as skipped, with its summary; a Completed state named `Skipped`."""
+    print(reason)
+    record = record_run({**base, **dataset, "status": "skipped", "reason": reason, "run_cost_usd": 0.0},
+                        settings, run_dir)
+    publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
+    return Completed(name="Skipped", message=reason, data=record)
 
 
 if __name__ == "__main__":

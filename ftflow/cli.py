@@ -330,7 +330,8 @@ def retrain(
         if not isinstance(record, dict):  # a Cancelled state
             err_console.print(f"cancelled: {getattr(record, 'message', record)}")
             raise typer.Exit(5)
-        print_prepare_summary(record["prepare"])
+        if record["prepare"]:  # None when the sources and settings were unchanged: nothing was prepared
+            print_prepare_summary(record["prepare"])
         print_run_summary(record)
 
 

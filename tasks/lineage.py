@@ -1,11 +1,13 @@
-"""Lineage tasks of a retrain run: the unchanged-data skip, and the run record."""
+"""Lineage tasks of a retrain run: what a dataset is made of, the unchanged-data skip, the run record."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
+from ftflow.resources import resource_text
 from ftflow.settings import Settings
+from tasks.extract import ExtractOptions
+from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings, plan_preference_input
+from tasks.quality import SUITES
 from tasks.registry import Registry
+from tasks.report import GateOptions
+from tasks.shards import Plan, ShardSettings, plan_shards
+from tasks.transform import TransformOptions
+
+# Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
+DATASET_CODE = ("reduce.py", "report.py", "preference.py")
 
 
 def new_run_id() -> str:
@@ -27,6 +39,45 @@ def new_run_id() -> str:
     if run_id and started:
         return f"{started:%Y%m%dT%H%M%S}-{run_id[:8]}"
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def inputs_sha256(plan: Plan, settings: ShardSettings, gates: GateOptions,
+                  preference: PreferenceOptions | None = None) -> str | None:
+    """One digest of what a prepared dataset is made of: each source's content, the settings and
+    code that shape its examples (`settings.fingerprint()`, the reduce), and those that decide
+    its gates (gate options, the suites). None when a source cannot be fingerprinted by its
+    content: a SQL query's rows change without its text changing.
+    """
+    if any(shard.kind == "sql" for shard in plan.shards):
+        return None
+    here = Path(__file__).resolve().parent
+    code = hashlib.sha256()
+    for name in DATASET_CODE:
+        code.update((here / name).read_bytes())
+    for suite in (*SUITES, "preference"):
+        code.update(resource_text(f"expectations/{suite}.json").encode())
+    described = {"sources": plan.fingerprints, "settings": settings.fingerprint(), "code": code.hexdigest(),
+                 "gates": asdict(gates), "preference": asdict(preference) if preference else None}
+    return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@task(name="fingerprint-inputs", cache_policy=RUN_CACHE)
+def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
+                       preference: PreferenceOptions | None = None) -> str | None:
+    """Return the digest of what this dataset is made of (`inputs_sha256` in its report)."""
+    return inputs_sha256(plan, settings, gates, preference)
+
+
+def current_inputs_sha256(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
+                          method: str, min_rating_margin: float, preference: PreferenceOptions) -> str | None:
+    """What `prepare` would record as `inputs_sha256` for these arguments, without preparing:
+    the same settings and plan (which reads and hashes each source once, and writes nothing)."""
+    if method == "dpo":
+        dpo = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
+        return inputs_sha256(plan_preference_input(sources), dpo, gates, preference)
+    extract = ExtractOptions()  # retrain prepares with the default extract options
+    return inputs_sha256(plan_shards(sources, extract), ShardSettings.for_model(model, extract, transform,
+                                                                                 gates.validation_fraction), gates)
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -76,6 +127,26 @@ def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> 
         return None
     return (f"dataset {report['dataset_sha256'][:12]} is unchanged since run {last['run_id']} "
             f"({last.get('fine_tuned_model')}); nothing to retrain (use --force to train anyway)")
+
+
+@task(name="check-inputs-unchanged", cache_policy=RUN_CACHE)
+def check_inputs_unchanged(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
+                           method: str, min_rating_margin: float, preference: PreferenceOptions, settings: Settings,
+                           force: bool) -> dict[str, Any] | None:
+    """Before preparing: if the last successful run's dataset was made from exactly these sources,
+    settings and code, return its dataset digest and why this run stops; else None."""
+    if force:
+        return None
+    last = Registry(settings.registry_url).last_successful_run(model)
+    recorded = ((last or {}).get("prepare") or {}).get("inputs_sha256")
+    if last is None or recorded is None:  # no run to compare with, or one recorded before this check existed
+        return None
+    if current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference) != recorded:
+        return None
+    return {"dataset_sha256": last["dataset_sha256"], "inputs_sha256": recorded,
+            "reason": f"sources and settings unchanged since run {last['run_id']} ({last.get('fine_tuned_model')}): "
+                      f"dataset {last['dataset_sha256'][:12]} not prepared again; nothing to retrain "
+                      "(use --force to train anyway)"}
 
 
 @task(name="record-run", cache_policy=NO_CACHE)

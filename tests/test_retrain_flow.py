@@ -61,6 +61,11 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert skipped.is_completed() and skipped.name == "Skipped"  # not a plain "Completed" like a trained run
     again = skipped.result()
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
+    # Decided from the sources' and settings' digest, before preparing: nothing was prepared.
+    assert "not prepared again" in again["reason"] and again["prepare"] is None
+    assert again["dataset_sha256"] == record["dataset_sha256"]
+    assert not (tmp_path / "runs" / again["run_id"] / "train.jsonl").exists()
+    assert len(record["prepare"]["inputs_sha256"]) == 64
     state = pipeline_env.service
     assert len(state.store.list("job")) == 1
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # train + validation
@@ -73,6 +78,26 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert forced["evaluation"]["current"]["examples_sha256"] == forced["evaluation"]["candidate"]["examples_sha256"]
     assert forced["eval_examples_sha256"] == record["eval_examples_sha256"]
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # reused, not re-uploaded
+
+
+def test_changed_sources_that_give_the_same_dataset_are_prepared_then_skipped(prefect_server, pipeline_env,
+                                                                             tmp_path):
+    source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Wo ist Bestellung {i}?", f"Sie ist unterwegs ({i}).")
+                                                    for i in range(60)])
+    runs = str(tmp_path / "runs")
+    first = retrain([str(source)], runs_dir=runs)
+    assert first["status"] == "succeeded"
+
+    with open(source, "a", encoding="utf-8") as f:  # a line that is rejected: the dataset stays the same
+        f.write("{not json\n")
+    second = retrain([str(source)], runs_dir=runs)
+    assert second["status"] == "skipped" and second["prepare"] is not None  # prepared, then compared
+    assert second["prepare"]["inputs_sha256"] != first["prepare"]["inputs_sha256"]
+    assert second["dataset_sha256"] == first["dataset_sha256"] and "is unchanged since run" in second["reason"]
+
+    # A gate differs from the last successful run's: prepared again, for the gates to decide.
+    third = retrain([str(source)], runs_dir=runs, max_cost_usd=50.0)
+    assert third["prepare"] is not None and third["prepare"]["max_cost_usd"] == 50.0
 
 
 def test_without_held_out_examples_the_model_is_not_evaluated_nor_promoted(prefect_server, pipeline_env, tmp_path,
