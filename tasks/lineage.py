@@ -143,7 +143,7 @@ def check_inputs_unchanged(sources: list[str], model: str, transform: TransformO
         return None
     if current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference) != recorded:
         return None
-    return {"dataset_sha256": last["dataset_sha256"], "inputs_sha256": recorded,
+    return {"dataset_sha256": last["dataset_sha256"],
             "reason": f"sources and settings unchanged since run {last['run_id']} ({last.get('fine_tuned_model')}): "
                       f"dataset {last['dataset_sha256'][:12]} not prepared again; nothing to retrain "
                       "(use --force to train anyway)"}
