@@ -134,14 +134,23 @@ def check_inputs_unchanged(sources: list[str], model: str, transform: TransformO
                            method: str, min_rating_margin: float, preference: PreferenceOptions, settings: Settings,
                            force: bool) -> dict[str, Any] | None:
     """Before preparing: if the last successful run's dataset was made from exactly these sources,
-    settings and code, return its dataset digest and why this run stops; else None."""
+    settings and code, return its dataset digest and why this run stops; else None. Logs why not."""
+    from prefect import get_run_logger
+
+    log = get_run_logger()
     if force:
+        log.info("--force: preparing whatever the last successful run was made of")
         return None
     last = Registry(settings.registry_url).last_successful_run(model)
     recorded = ((last or {}).get("prepare") or {}).get("inputs_sha256")
-    if last is None or recorded is None:  # no run to compare with, or one recorded before this check existed
+    if last is None or recorded is None:
+        log.info("preparing: %s", f"run {last['run_id']} recorded no inputs digest" if last
+                 else f"no successful run of {model} to compare with")
         return None
-    if current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference) != recorded:
+    current = current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference)
+    if current != recorded:
+        log.info("preparing: inputs %s differ from run %s's %s", current[:12] if current else "(a SQL source: none)",
+                 last["run_id"], recorded[:12])
         return None
     return {"dataset_sha256": last["dataset_sha256"],
             "reason": f"sources and settings unchanged since run {last['run_id']} ({last.get('fine_tuned_model')}): "

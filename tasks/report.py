@@ -191,6 +191,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         ("billing tokens", report["billing_tokens"]),
         ("estimated cost", f"${report['estimated_cost_usd']:.4f} (prices as of {report['prices_as_of']})"),
         ("gate", "passed" if report["gate"]["passed"] else "FAILED"),
+        ("inputs digest", (report.get("inputs_sha256") or "none (a SQL source)")[:12]),
     ]
     lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]

@@ -175,7 +175,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
     if links:
         lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
-    lines.append(f"Run folder: `{record['run_dir']}` (run.json, report.json, eval.json, plots/).")
+    files = ["run.json", *(["report.json"] if report else []), *(["eval.json"] if record.get("evaluation") else []),
+             *(["plots/"] if images else [])]  # a run that stopped early wrote only some of them
+    lines.append(f"Run folder: `{record['run_dir']}` ({', '.join(files)}).")
     return "\n".join(lines)
 
 

@@ -126,6 +126,16 @@ def test_the_summary_says_outcome_dataset_job_evaluation_and_cost():
         assert expected in text, expected
 
 
+def test_the_summary_names_only_the_files_the_run_wrote():
+    trained = summary_markdown(run_record(), images={"loss": "data:image/png;base64,AAAA"})
+    assert trained.endswith("(run.json, report.json, eval.json, plots/).")
+    # Skipped before preparing: no report, no evaluation; only the eval-history plot.
+    skipped = run_record(status="skipped", reason="sources and settings unchanged", prepare=None, evaluation=None,
+                         job_id=None, economics=None)
+    assert summary_markdown(skipped).endswith("(run.json).")
+    assert "## Dataset" not in summary_markdown(skipped)
+
+
 def test_outcomes_tell_trained_reattached_skipped_and_not_promoted_apart():
     model = "ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc"
     assert outcome(run_record()) == "trained; promoted"
