@@ -11,9 +11,12 @@ examples in this same order (tasks/shards.py, ShardFiles), so each is read once,
 
 from __future__ import annotations
 
+import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +44,50 @@ class ReduceResult:
     validation_path: str
     duplicates_path: str
     features_path: str
+    train_sha256: str
+    validation_sha256: str
+
+
+class HashedOutput:
+    """A file written front to back whose sha256 a helper thread computes as it grows.
+
+    After each partition the reduce calls `hash_written`: the bytes written so far are read
+    back (from the page cache) and hashed on the thread, which hashlib and file reads let run
+    beside the next partition's work. So the report does not read 1.1 GB of train/validation
+    again at the end (0.6 to 1.2 s at 1M here): only the last partition is hashed after it.
+    """
+
+    def __init__(self, path: Path, hashing: ThreadPoolExecutor) -> None:
+        self.path = path
+        self.file = open(path, "wb", buffering=1 << 20)
+        self._reader = open(path, "rb")
+        self._digest = hashlib.sha256()
+        self._hashing = hashing
+        self._hashed: list[Future[Any]] = []
+
+    def hash_written(self) -> None:
+        self.file.flush()
+        self._hashed.append(self._hashing.submit(self._hash_until, self.file.tell()))
+
+    def _hash_until(self, end: int) -> None:
+        while (position := self._reader.tell()) < end:
+            chunk = self._reader.read(min(4 << 20, end - position))
+            if not chunk:  # a bug of ours (or the file was cut under us), never bad data
+                raise FtflowError(f"{self.path} ended at byte {position} while hashing it up to byte {end}")
+            self._digest.update(chunk)
+
+    def finish(self) -> str:
+        """Close the file; return its sha256."""
+        self.hash_written()
+        self.file.close()
+        for hashed in self._hashed:
+            hashed.result()
+        self._reader.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self.file.close()
+        self._reader.close()
 
 
 def digest_partitions(rows: int, partition_rows: int) -> list[tuple[str, str | None]]:
@@ -68,22 +115,23 @@ def dedup_and_split(
     """Write train/validation (to staged_dir, until the gates pass), duplicates and features."""
     results = sorted(results, key=lambda r: r.index)
     staged_dir.mkdir(parents=True, exist_ok=True)
-    shard_examples = ExitStack()
+    opened = ExitStack()
     # Each shard's examples are stored in the order this step visits them (ShardFiles): every
     # file is read once, front to back, whatever the partitions.
-    readers = [shard_examples.enter_context(open(Path(r.directory) / "examples.jsonl", "rb", buffering=1 << 20))
+    readers = [opened.enter_context(open(Path(r.directory) / "examples.jsonl", "rb", buffering=1 << 20))
                for r in results]
     positions = [0] * len(results)
-    train_path, validation_path = staged_dir / "train.jsonl", staged_dir / "validation.jsonl"
     counts = {"train": 0, "validation": 0}
     try:
         with (
-            open(train_path, "wb", buffering=1 << 20) as train,
-            open(validation_path, "wb", buffering=1 << 20) as validation,
+            ThreadPoolExecutor(1, thread_name_prefix="hash-splits") as hashing,
             JsonlWriter(out_dir / "duplicates.jsonl") as duplicates,
             FeatureWriter(out_dir / "features.parquet", schema) as features,
         ):
-            outputs = {"train": train, "validation": validation}
+            splits = {name: HashedOutput(staged_dir / f"{name}.jsonl", hashing) for name in ("train", "validation")}
+            for output in splits.values():
+                opened.callback(output.close)
+            outputs = {name: output.file for name, output in splits.items()}
             for low, high in digest_partitions(sum(r.kept for r in results), partition_rows):
                 table = _read_partition(results, low, high)
                 if not len(table):
@@ -103,20 +151,25 @@ def dedup_and_split(
                     if not copy:
                         outputs[split].write(line)
                         counts[split] += 1
+                for output in splits.values():
+                    output.hash_written()
                 kept, copies = table.filter(pc.invert(is_copy)), table.filter(is_copy)
                 for row in copies.select(["source", "loc", "content_sha256"]).to_pylist():
                     duplicates.write(row)
                 features.add_table(kept)
+            sha256s = {name: output.finish() for name, output in splits.items()}
     finally:
-        shard_examples.close()
+        opened.close()
     return ReduceResult(
         train=counts["train"],
         validation=counts["validation"],
         duplicates_removed=duplicates.count,
-        train_path=str(train_path),
-        validation_path=str(validation_path),
+        train_path=str(splits["train"].path),
+        validation_path=str(splits["validation"].path),
         duplicates_path=str(duplicates.path),
         features_path=str(features.path),
+        train_sha256=sha256s["train"],
+        validation_sha256=sha256s["validation"],
     )
 
 

@@ -117,7 +117,12 @@ def suite_parameters(gates: GateOptions, training_context: int) -> dict[str, Any
 
 def dataset_sha256(train: Path, validation: Path) -> str:
     """Fingerprint of what would be uploaded: the two files' hashes (written in canonical order)."""
-    return hashlib.sha256(f"{file_sha256(train)}\n{file_sha256(validation)}".encode()).hexdigest()
+    return combined_sha256(file_sha256(train), file_sha256(validation))
+
+
+def combined_sha256(train_sha256: str, validation_sha256: str) -> str:
+    """`dataset_sha256` from the two files' own sha256 (the reduce hashes them as it writes them)."""
+    return hashlib.sha256(f"{train_sha256}\n{validation_sha256}".encode()).hexdigest()
 
 
 def concatenate(parts: list[Path], target: Path) -> None:
@@ -168,7 +173,7 @@ def build_report(
         "estimated_cost_usd": budget.estimated_cost_usd,
         "max_cost_usd": budget.max_cost_usd,
         "prices_as_of": budget.prices_as_of,
-        "dataset_sha256": dataset_sha256(Path(split.train_path), Path(split.validation_path)),
+        "dataset_sha256": combined_sha256(split.train_sha256, split.validation_sha256),
         "sources": fingerprints,
         "sources_skipped": len(skipped_sources),
         "skipped_sources": skipped_sources,

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ftflow.errors import FtflowError, ShardFailed
+from ftflow.jsonl import file_sha256
 from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
 from tasks.reduce import dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
@@ -259,6 +260,10 @@ def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
     assert pq.read_table(tmp_path / "a" / "features.parquet").equals(pq.read_table(tmp_path / "b" / "features.parquet"))
     assert (whole.train, whole.validation, whole.duplicates_removed) == (parts.train, parts.validation,
                                                                          parts.duplicates_removed)
+    # The digests the reduce computes as it writes, partition by partition, are the files' own.
+    for split in (whole, parts):
+        assert split.train_sha256 == file_sha256(Path(split.train_path))
+        assert split.validation_sha256 == file_sha256(Path(split.validation_path))
 
 
 def test_a_shard_stores_its_examples_in_the_reduce_order_also_when_sorted_in_runs(tmp_path, monkeypatch):
