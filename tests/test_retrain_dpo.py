@@ -47,3 +47,10 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
     assert Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()[0]["method"] == "dpo"
     models = CliRunner().invoke(app, ["models"])
     assert models.exit_code == 0 and "dpo" in models.output, models.output
+
+    # The same pairs and settings again: decided before preparing (the pairs' own digest), no second job.
+    again = CliRunner().invoke(app, ["retrain", "--method", "dpo", "--model", MODEL, "--runs-dir", str(runs),
+                                     str(ROOT / "data/preference/*")])
+    assert again.exit_code == 0, again.output
+    assert "not prepared again" in " ".join(again.output.split())
+    assert len(local_service.service.store.list("job")) == 1
