@@ -4,8 +4,9 @@ skip if the sources and settings are those of the last successful run -> prepare
 quality and budget gates) -> name the run after its dataset -> skip if the dataset is
 unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
 record the run's lineage -> plots and the run's summary. A run that fails is recorded too.
-Each run writes a folder `<runs_dir>/<run id>/` (the prepared dataset, report.json, eval.json,
-run.json, plots/) and one row in the registry, which the next run's unchanged-data check reads.
+Each run writes a folder `<runs_dir>/<run id>/` (as far as it got: the prepared dataset,
+report.json, eval.json, run.json, plots/) and one row in the registry, which the next run's
+unchanged checks read.
 A skipped run ends in a Completed state named `Skipped`.
 """
 
