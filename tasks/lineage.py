@@ -18,12 +18,12 @@ from prefect.cache_policies import NO_CACHE
 from ftflow.caching import RUN_CACHE
 from ftflow.resources import resource_text
 from ftflow.settings import Settings
-from tasks.extract import ExtractOptions
-from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings, plan_preference_input
+from tasks.extract import ExtractOptions, fingerprint_sources, resolve_sources
+from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
 from tasks.quality import SUITES
 from tasks.registry import Registry
 from tasks.report import GateOptions
-from tasks.shards import Plan, ShardSettings, plan_shards
+from tasks.shards import Plan, ShardSettings
 from tasks.transform import TransformOptions
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
@@ -41,22 +41,18 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def inputs_sha256(plan: Plan, settings: ShardSettings, gates: GateOptions,
-                  preference: PreferenceOptions | None = None) -> str | None:
-    """One digest of what a prepared dataset is made of: each source's content, the settings and
-    code that shape its examples (`settings.fingerprint()`, the reduce), and those that decide
-    its gates (gate options, the suites). None when a source cannot be fingerprinted by its
-    content: a SQL query's rows change without its text changing.
-    """
-    if any(shard.kind == "sql" for shard in plan.shards):
-        return None
+def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateOptions,
+                  preference: PreferenceOptions | None = None) -> str:
+    """One digest of what a prepared dataset is made of: each source's content (`sources`: path
+    -> sha256), the settings and code that shape its examples (`settings.fingerprint()`, the
+    reduce), and those that decide its gates (gate options, the suites)."""
     here = Path(__file__).resolve().parent
     code = hashlib.sha256()
     for name in DATASET_CODE:
         code.update((here / name).read_bytes())
     for suite in (*SUITES, "preference"):
         code.update(resource_text(f"expectations/{suite}.json").encode())
-    described = {"sources": plan.fingerprints, "settings": settings.fingerprint(), "code": code.hexdigest(),
+    described = {"sources": sources, "settings": settings.fingerprint(), "code": code.hexdigest(),
                  "gates": asdict(gates), "preference": asdict(preference) if preference else None}
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -64,20 +60,25 @@ def inputs_sha256(plan: Plan, settings: ShardSettings, gates: GateOptions,
 @task(name="fingerprint-inputs", cache_policy=RUN_CACHE)
 def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
                        preference: PreferenceOptions | None = None) -> str | None:
-    """Return the digest of what this dataset is made of (`inputs_sha256` in its report)."""
-    return inputs_sha256(plan, settings, gates, preference)
+    """Return the digest of what this dataset is made of (`inputs_sha256` in its report); None
+    when a source cannot be fingerprinted by its content: a SQL query's rows change without its
+    text changing."""
+    if any(shard.kind == "sql" for shard in plan.shards):
+        return None
+    return inputs_sha256(plan.fingerprints, settings, gates, preference)
 
 
 def current_inputs_sha256(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
-                          method: str, min_rating_margin: float, preference: PreferenceOptions) -> str | None:
+                          method: str, min_rating_margin: float, preference: PreferenceOptions) -> str:
     """What `prepare` would record as `inputs_sha256` for these arguments, without preparing:
-    the same settings and plan (which reads and hashes each source once, and writes nothing)."""
+    the same settings, and each source file's sha256 as its plan takes it (read once, nothing
+    written). retrain prepares with the default extract options: files, never a SQL source."""
+    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), ExtractOptions())
     if method == "dpo":
         dpo = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
-        return inputs_sha256(plan_preference_input(sources), dpo, gates, preference)
-    extract = ExtractOptions()  # retrain prepares with the default extract options
-    return inputs_sha256(plan_shards(sources, extract), ShardSettings.for_model(model, extract, transform,
-                                                                                 gates.validation_fraction), gates)
+        return inputs_sha256(fingerprints, dpo, gates, preference)
+    settings = ShardSettings.for_model(model, ExtractOptions(), transform, gates.validation_fraction)
+    return inputs_sha256(fingerprints, settings, gates)
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -149,8 +150,7 @@ def check_inputs_unchanged(sources: list[str], model: str, transform: TransformO
         return None
     current = current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference)
     if current != recorded:
-        log.info("preparing: inputs %s differ from run %s's %s", current[:12] if current else "(a SQL source: none)",
-                 last["run_id"], recorded[:12])
+        log.info("preparing: inputs %s differ from run %s's %s", current[:12], last["run_id"], recorded[:12])
         return None
     return {"dataset_sha256": last["dataset_sha256"],
             "reason": f"sources and settings unchanged since run {last['run_id']} ({last.get('fine_tuned_model')}): "

@@ -7,7 +7,7 @@ import pytest
 
 from ftflow.settings import DEFAULT_MODEL
 from tasks.extract import ExtractOptions
-from tasks.lineage import current_inputs_sha256, inputs_sha256
+from tasks.lineage import current_inputs_sha256, fingerprint_inputs
 from tasks.preference_shard import PreferenceOptions
 from tasks.report import GateOptions
 from tasks.shards import ShardSettings, plan_shards
@@ -16,7 +16,7 @@ from tests.conftest import chat, write_jsonl
 
 
 def digest(sources: list[str], transform: TransformOptions = TransformOptions(),
-           gates: GateOptions = GateOptions()) -> str | None:
+           gates: GateOptions = GateOptions()) -> str:
     return current_inputs_sha256(sources, DEFAULT_MODEL, transform, gates, "supervised", 1.0, PreferenceOptions())
 
 
@@ -27,9 +27,10 @@ def source(tmp_path):
 
 def test_the_same_sources_and_settings_give_the_same_digest(source, tmp_path):
     assert digest([str(source)]) == digest([str(tmp_path / "*.jsonl")])  # a glob that matches the same file
+    # What prepare records (from its plan) is what retrain computes before preparing.
     plan = plan_shards([str(source)], ExtractOptions(), shard_bytes=64)  # the shard size is not an input
     settings = ShardSettings.for_model(DEFAULT_MODEL, ExtractOptions(), TransformOptions(), 0.1)
-    assert inputs_sha256(plan, settings, GateOptions()) == digest([str(source)])
+    assert fingerprint_inputs.fn(plan, settings, GateOptions()) == digest([str(source)])
 
 
 def test_every_input_of_the_dataset_changes_the_digest(source, tmp_path):
@@ -50,4 +51,4 @@ def test_a_sql_source_has_no_digest(tmp_path):
     options = ExtractOptions(sql_url=f"sqlite:///{database}", query="SELECT 1")
     plan = plan_shards([], options)
     settings = ShardSettings.for_model(DEFAULT_MODEL, options, TransformOptions(), 0.1)
-    assert inputs_sha256(plan, settings, GateOptions()) is None
+    assert fingerprint_inputs.fn(plan, settings, GateOptions()) is None
