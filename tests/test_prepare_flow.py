@@ -86,16 +86,22 @@ def test_many_shards_in_worker_processes_give_the_same_dataset_as_one(prefect_se
     }
 
 
-def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_processes(prefect_server, tmp_path):
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
+def prepare_on_worker_processes(tmp_path):
+    """The messy sources in 600-byte shards on two worker processes; the flow run's final state."""
     from tasks.shards import ShardProcessPool
 
     state = prepare.with_options(task_runner=ShardProcessPool(max_workers=2, shard_bytes=600))(
         messy_sources(tmp_path), out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), shard_bytes=600,
         return_state=True)
     assert state.is_completed()
+    return state
+
+
+def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_processes(prefect_server, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state = prepare_on_worker_processes(tmp_path)
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[
             state.state_details.flow_run_id])))
@@ -111,12 +117,8 @@ def test_each_shard_logs_what_it_read_and_whether_it_was_reused(prefect_server, 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogWorker
 
-    from tasks.shards import ShardProcessPool
-
     def shard_logs() -> list[str]:
-        state = prepare.with_options(task_runner=ShardProcessPool(max_workers=2, shard_bytes=600))(
-            messy_sources(tmp_path), out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), shard_bytes=600,
-            return_state=True)
+        state = prepare_on_worker_processes(tmp_path)
         flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         APILogWorker.drain_all(timeout=30)  # logs are sent in batches
         with get_client(sync_client=True) as client:
