@@ -65,6 +65,9 @@ def prepare(
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
     staged = clear_previous_outputs(out_dir)
     plan = plan_input(sources, extract, shard_bytes, work_dir)
+    # Before any later step: Prefect links inputs to earlier results by identity, and a budget
+    # that holds settings.encoding would otherwise show as an input of this digest.
+    inputs = fingerprint_inputs(plan, settings, gates)
     shards = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
     results = shards.result()  # the first shard that failed fails the run, named
     # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
@@ -76,7 +79,7 @@ def prepare(
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "supervised", "inputs_sha256": fingerprint_inputs(plan, settings, gates)})
+                          {"method": "supervised", "inputs_sha256": inputs})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report
@@ -89,6 +92,7 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
     settings = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
     staged = clear_previous_outputs(out_dir)
     plan = plan_preference_input(sources)
+    inputs = fingerprint_inputs(plan, settings, gates, preference)  # first, as in prepare
     shards = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
     results = shards.result()
     split = reduce_preference_shards(shards, staged, out_dir)
@@ -99,8 +103,7 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
     budget = estimate_preference_budget(split.features_path, model, settings.encoding, count_too_long(results),
                                         gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "dpo", "preference": figures,
-                           "inputs_sha256": fingerprint_inputs(plan, settings, gates, preference)})
+                          {"method": "dpo", "preference": figures, "inputs_sha256": inputs})
     enforce_gates(report, staged)
     publish_dataset(staged, out_dir)
     return report

@@ -110,6 +110,12 @@ def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_
     for step in ("dedup-and-split", "compute-totals", "write-report"):
         run, = [run for run in runs if run.name.startswith(step)]
         assert {upstream.id for upstream in run.task_inputs["results"]} == shard_ids, step
+    # The inputs digest is made of the plan and the settings alone: no other step feeds it.
+    names = {run.id: run.name for run in runs}
+    fingerprint, = [run for run in runs if run.name.startswith("fingerprint-inputs")]
+    upstream = {names[ref.id].rsplit("-", 1)[0] for refs in fingerprint.task_inputs.values() for ref in refs
+                if getattr(ref, "id", None) in names}
+    assert upstream == {"plan-shards"}
 
 
 def test_each_shard_logs_what_it_read_and_whether_it_was_reused(prefect_server, tmp_path):
