@@ -18,11 +18,22 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+def read_chunks(f: IO[bytes], length: int | None = None, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The next `length` bytes of f (all that is left if None), in chunks; fewer if f ends first."""
+    while length is None or length > 0:
+        chunk = f.read(chunk_size if length is None else min(chunk_size, length))
+        if not chunk:
+            return
+        if length is not None:
+            length -= len(chunk)
+        yield chunk
+
+
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
+        for chunk in read_chunks(f, chunk_size=chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
 

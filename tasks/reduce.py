@@ -25,7 +25,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import FtflowError
-from ftflow.jsonl import JsonlWriter
+from ftflow.jsonl import JsonlWriter, read_chunks
 from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
@@ -70,11 +70,10 @@ class HashedOutput:
         self._hashed.append(self._hashing.submit(self._hash_until, self.file.tell()))
 
     def _hash_until(self, end: int) -> None:
-        while (position := self._reader.tell()) < end:
-            chunk = self._reader.read(min(4 << 20, end - position))
-            if not chunk:  # a bug of ours (or the file was cut under us), never bad data
-                raise FtflowError(f"{self.path} ended at byte {position} while hashing it up to byte {end}")
+        for chunk in read_chunks(self._reader, end - self._reader.tell(), 4 << 20):
             self._digest.update(chunk)
+        if (position := self._reader.tell()) < end:  # a bug of ours (or the file was cut under us)
+            raise FtflowError(f"{self.path} ended at byte {position} while hashing it up to byte {end}")
 
     def finish(self) -> str:
         """Close the file; return its sha256."""

@@ -39,7 +39,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
-from ftflow.jsonl import JsonlWriter, file_sha256
+from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
 from tasks.extract import (
     TRANSCRIPT_SEPARATOR,
     Candidate,
@@ -226,12 +226,7 @@ def _hash_range(data: Any, start: int, end: int, count_lines: bool = True) -> tu
     """sha256 of the bytes [start, end) and the number of line ends among them (0 if not counted)."""
     part, newlines = hashlib.sha256(), 0
     data.seek(start)
-    remaining = end - start
-    while remaining:
-        chunk = data.read(min(READ_CHUNK, remaining))
-        if not chunk:
-            break
-        remaining -= len(chunk)
+    for chunk in read_chunks(data, end - start, READ_CHUNK):
         part.update(chunk)
         if count_lines:
             newlines += chunk.count(b"\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ftflow.errors import FtflowError, ShardFailed
-from ftflow.jsonl import file_sha256
+from ftflow.jsonl import file_sha256, read_chunks
 from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
-from tasks.reduce import dedup_and_split, digest_partitions
+from tasks.reduce import HashedOutput, dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
 from tasks.shards import (
     CutHistory,
@@ -264,6 +265,27 @@ def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
     for split in (whole, parts):
         assert split.train_sha256 == file_sha256(Path(split.train_path))
         assert split.validation_sha256 == file_sha256(Path(split.validation_path))
+
+
+def test_read_chunks_stops_at_the_length_asked_or_at_the_end_of_the_file(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as f:
+        f.seek(2)
+        assert list(read_chunks(f, 5, chunk_size=2)) == [b"23", b"45", b"6"]
+        assert list(read_chunks(f, 10, chunk_size=4)) == [b"789"]  # the file ends first
+        f.seek(0)
+        assert list(read_chunks(f, chunk_size=4)) == [b"0123", b"4567", b"89"]
+
+
+def test_the_reduce_digest_says_where_its_file_ended_if_it_is_cut_under_it(tmp_path):
+    with ThreadPoolExecutor(1) as hashing:
+        output = HashedOutput(tmp_path / "train.jsonl", hashing)
+        output.file.write(b"x" * 10)
+        output.file.flush()
+        with pytest.raises(FtflowError, match="ended at byte 10 while hashing it up to byte 20"):
+            output._hash_until(20)
+        output.close()
 
 
 def test_a_shard_stores_its_examples_in_the_reduce_order_also_when_sorted_in_runs(tmp_path, monkeypatch):
