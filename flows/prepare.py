@@ -80,8 +80,7 @@ def prepare(
                              gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "supervised", "inputs_sha256": inputs})
-    enforce_gates(report, staged)
-    publish_dataset(staged, out_dir)
+    gate_and_publish(report, staged, out_dir)
     return report
 
 
@@ -104,9 +103,16 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
                                         gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "dpo", "preference": figures, "inputs_sha256": inputs})
-    enforce_gates(report, staged)
-    publish_dataset(staged, out_dir)
+    gate_and_publish(report, staged, out_dir)
     return report
+
+
+def gate_and_publish(report: dict[str, Any], staged: str, out_dir: str) -> None:
+    """Fail the run by the gate that failed; else publish train/validation."""
+    gates = enforce_gates(report, staged, return_state=True)
+    gates.result()  # raises the gate's error: QualityGateFailed or BudgetExceeded
+    # No data passes from the gates to publishing: wait_for draws the edge in the graph.
+    publish_dataset(staged, out_dir, wait_for=[gates])
 
 
 if __name__ == "__main__":

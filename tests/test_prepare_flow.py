@@ -116,6 +116,9 @@ def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_
     upstream = {names[ref.id].rsplit("-", 1)[0] for refs in fingerprint.task_inputs.values() for ref in refs
                 if getattr(ref, "id", None) in names}
     assert upstream == {"plan-shards"}
+    publish, = [run for run in runs if run.name.startswith("publish-dataset")]
+    assert "enforce-gates" in {names[ref.id].rsplit("-", 1)[0] for refs in publish.task_inputs.values()
+                               for ref in refs if getattr(ref, "id", None) in names}
 
 
 def test_each_shard_logs_what_it_read_and_whether_it_was_reused(prefect_server, tmp_path):
