@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftflow.errors import FtflowError
-from ftflow.preload import preload as start_preload
 
 # Prefect's own values for its temporary server (prefect/server/api/server.py).
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -106,18 +105,13 @@ def _free_port() -> int:
 
 
 class PrefectApi:
-    """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow.
+    """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow."""
 
-    `preload` modules are imported on a background thread (ftflow/preload.py) from the start.
-    """
-
-    def __init__(self, server: TemporaryServer | None, announce: Callable[[], None],
-                 preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, server: TemporaryServer | None, announce: Callable[[], None]) -> None:
         self.server = server
         self._announce = announce
         self.connected = False
         self._saved_environment: dict[str, str | None] = {}
-        start_preload(*preload)
 
     def connect(self) -> None:
         from prefect.settings import get_current_settings
@@ -181,14 +175,13 @@ def _configured() -> bool:
 
 
 @contextlib.contextmanager
-def prefect_api(announce: Callable[[], None], preload: tuple[str, ...] = ()) -> Iterator[PrefectApi]:
+def prefect_api(announce: Callable[[], None]) -> Iterator[PrefectApi]:
     """Start a temporary Prefect server now unless PREFECT_API_URL is set; stop it at the end.
 
-    `announce` is called when the temporary server is used, to say why the first seconds pass;
-    `preload` names modules the command will need (see PrefectApi).
+    `announce` is called when the temporary server is used, to say why the first seconds pass.
     """
     server = None if _configured() else TemporaryServer()
-    api = PrefectApi(server, announce, preload)
+    api = PrefectApi(server, announce)
     try:
         yield api
     finally:

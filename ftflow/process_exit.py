@@ -1,4 +1,5 @@
-"""Leave out the interpreter's last garbage collections when an ftflow process exits.
+"""How ftflow's processes end: with the process that started them, and without the
+interpreter's last garbage collections.
 
 At exit, CPython runs full garbage collections over every object still alive. After importing
 Prefect, pandas and Great Expectations that is millions of objects: `python -c "import
@@ -13,8 +14,27 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
+import threading
+import time
 
 
 def skip_final_collections() -> None:
     """Freeze the heap when this process exits, before the interpreter's final collections."""
     atexit.register(gc.freeze)
+
+
+def exit_with_parent() -> None:
+    """End this process when the process that started it is gone.
+
+    A killed command (SIGKILL, OOM) must not leave its helper processes (shard workers, the
+    quality suites' process) behind, still working and holding its output pipes open.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -529,6 +529,17 @@ def last_success_features(settings: Settings) -> dict[str, Any] | None:
     return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
 
 
+def run_suites_on_file(features_path: str, totals: dict[str, Any], parameters: dict[str, Any],
+                       drift: DriftOptions, figures: dict[str, dict[str, Any]] | None) -> QualityResult:
+    """`run_suites` on a features file (what the suites' process is sent: a path, not a frame)."""
+    import pandas as pd
+
+    # Where each example came from and its digest are text no suite checks: without them the
+    # frame of a million examples is a few tens of MiB of numbers.
+    columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc", "content_sha256")]
+    return run_suites(pd.read_parquet(features_path, columns=columns), totals, parameters, drift, figures)
+
+
 @task(name="check-quality", cache_policy=RUN_CACHE)
 def check_quality(
     features_path: str,
@@ -539,13 +550,9 @@ def check_quality(
     figures: dict[str, dict[str, Any]] | None = None,
 ) -> QualityResult:
     """Return the GX suites' verdict; writes `quality.json` and a markdown artifact."""
-    import pandas as pd
+    from ftflow import suites_process
 
-    # Where each example came from and its digest are text no suite checks: without them the
-    # frame of a million examples is a few tens of MiB of numbers.
-    columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc", "content_sha256")]
-    features = pd.read_parquet(features_path, columns=columns)
-    result = run_suites(features, totals, parameters, drift, figures)
+    result = suites_process.run(run_suites_on_file, features_path, totals, parameters, drift, figures)
     (out_dir / "quality.json").write_bytes(
         orjson.dumps(
             {**result.to_dict(), "parameters": {**parameters, **drift.parameters()}, "suites": result.suites},

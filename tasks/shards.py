@@ -544,29 +544,10 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
 # --- tasks ---------------------------------------------------------------------------------------
 
 
-def exit_with_parent() -> None:
-    """Worker initializer: end this worker when the process that started it is gone.
-
-    A killed command (SIGKILL, OOM) must not leave shard workers behind, still working and
-    holding its output pipes open.
-    """
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def start_shard_worker() -> None:
     """Worker initializer: the worker ends with its parent, and exits without the interpreter's
     final collections (ftflow/process_exit.py), which the pool's shutdown would wait for."""
-    from ftflow.process_exit import skip_final_collections
+    from ftflow.process_exit import exit_with_parent, skip_final_collections
 
     exit_with_parent()
     skip_final_collections()

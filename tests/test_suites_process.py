@@ -1,0 +1,47 @@
+"""The quality suites' own process (ftflow/suites_process.py), as `prepare` and `retrain` start it."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from ftflow import suites_process
+from ftflow.errors import ConfigError
+from tasks.quality import DriftOptions, run_suites_on_file
+from tests.test_quality import PARAMS, TOTALS, features
+
+
+def refuse(message: str) -> None:
+    raise ConfigError(message)
+
+
+def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp_path):
+    path = tmp_path / "features.parquet"
+    features(20).assign(last_role="assistant").to_parquet(path)
+    arguments = (str(path), {**TOTALS, "train_examples": 5}, PARAMS, DriftOptions(), None)
+    here = run_suites_on_file(*arguments)
+    assert here.failed == ["dataset.train_examples: 5, expected >= 10"]
+    with suites_process.suites_process():
+        assert suites_process.run(os.getpid) != os.getpid()
+        there = suites_process.run(run_suites_on_file, *arguments)
+        process = suites_process._current._process
+    assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
+    assert not process.is_alive()  # stopped with the block
+    assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process
+
+
+def test_an_error_there_is_raised_here_with_its_class():
+    with suites_process.suites_process(), pytest.raises(ConfigError, match="no such suite"):
+        suites_process.run(refuse, "no such suite")
+
+
+def test_if_the_suites_process_is_gone_they_run_here_and_say_so(caplog):
+    with suites_process.suites_process():
+        process = suites_process._current._process
+        process.kill()
+        process.join(10)
+        with caplog.at_level(logging.WARNING, logger="ftflow.suites_process"):
+            assert suites_process.run(os.getpid) == os.getpid()
+    assert "ended unexpectedly; running the suites in this process" in caplog.text
