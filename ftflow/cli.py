@@ -22,7 +22,7 @@ from ftflow.errors import FtflowError
 from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.prefect_api import prefect_api
 from ftflow.settings import get_settings
-from ftflow.suites_process import suites_process
+from ftflow.suites_process import start_suites
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
@@ -216,7 +216,7 @@ def prepare(
 
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     """
-    with prefect_api(announce_prefect_server) as api, suites_process():  # the quality gate's GX, imported aside
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
         from typing import get_args
 
         from flows.prepare import prepare as prepare_flow
@@ -309,7 +309,7 @@ def retrain(
 
     SOURCE: files or globs (default: data/raw/*).
     """
-    with prefect_api(announce_prefect_server) as api, suites_process():  # the quality gate's GX, imported aside
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:

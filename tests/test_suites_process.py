@@ -23,7 +23,7 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
     arguments = (str(path), {**TOTALS, "train_examples": 5}, PARAMS, DriftOptions(), None)
     here = run_suites_on_file(*arguments)
     assert here.failed == ["dataset.train_examples: 5, expected >= 10"]
-    with suites_process.suites_process():
+    with suites_process.start_suites(own_process=True):
         assert suites_process.run(os.getpid) != os.getpid()
         there = suites_process.run(run_suites_on_file, *arguments)
         process = suites_process._current._process
@@ -33,15 +33,21 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
 
 
 def test_an_error_there_is_raised_here_with_its_class():
-    with suites_process.suites_process(), pytest.raises(ConfigError, match="no such suite"):
+    with suites_process.start_suites(own_process=True), pytest.raises(ConfigError, match="no such suite"):
         suites_process.run(refuse, "no such suite")
 
 
 def test_if_the_suites_process_is_gone_they_run_here_and_say_so(caplog):
-    with suites_process.suites_process():
+    with suites_process.start_suites(own_process=True):
         process = suites_process._current._process
         process.kill()
         process.join(10)
         with caplog.at_level(logging.WARNING, logger="ftflow.suites_process"):
             assert suites_process.run(os.getpid) == os.getpid()
     assert "ended unexpectedly; running the suites in this process" in caplog.text
+
+
+def test_beside_a_temporary_server_the_suites_are_imported_on_a_thread_and_run_here():
+    with suites_process.start_suites(own_process=False):
+        assert suites_process._current is None
+        assert suites_process.run(os.getpid) == os.getpid()
