@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -42,12 +43,19 @@ def _import_suites() -> bool:
     return True
 
 
+def _exit(*_: Any) -> None:
+    raise SystemExit(0)
+
+
 def _serve(connection: Connection) -> None:
     """The suites' process: import, then run what it is sent, one call at a time."""
     from ftflow.process_exit import exit_with_parent, skip_final_collections
 
     exit_with_parent()
     skip_final_collections()
+    # Stopped by the command (SIGTERM): exit as on return, so what the suites opened is closed
+    # (tqdm's write lock, which GX creates, is a named semaphore: else reported leaked at exit).
+    signal.signal(signal.SIGTERM, _exit)
     if not _import_suites():
         return  # the command runs the suites itself and meets the error there
     while True:

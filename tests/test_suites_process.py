@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
 from ftflow import suites_process
 from ftflow.errors import ConfigError
 from tasks.quality import DriftOptions, run_suites_on_file
+from tests.conftest import ROOT
 from tests.test_quality import PARAMS, TOTALS, features
 
 
@@ -51,3 +54,17 @@ def test_beside_a_temporary_server_the_suites_are_imported_on_a_thread_and_run_h
     with suites_process.start_suites(own_process=False):
         assert suites_process._current is None
         assert suites_process.run(os.getpid) == os.getpid()
+
+
+def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
+    path = tmp_path / "features.parquet"
+    features(20).assign(last_role="assistant").to_parquet(path)
+    command = (
+        "from ftflow.suites_process import start_suites, run\n"
+        "from tasks.quality import DriftOptions, run_suites_on_file\n"
+        "from tests.test_quality import PARAMS, TOTALS\n"
+        "with start_suites(own_process=True):\n"
+        f"    assert run(run_suites_on_file, {str(path)!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
+    )
+    done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
