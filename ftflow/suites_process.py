@@ -43,8 +43,13 @@ def _import_suites() -> bool:
     return True
 
 
-def _exit(*_: Any) -> None:
-    raise SystemExit(0)
+STOPPED = 128 + signal.SIGTERM  # the exit code of a suites process stopped while still importing
+_leaving = False  # set once the suites' process is on its way out
+
+
+def _stop(*_: Any) -> None:
+    if not _leaving:  # else it is exiting already: let it finish closing what it opened
+        raise SystemExit(STOPPED)
 
 
 def _serve(connection: Connection) -> None:
@@ -53,15 +58,18 @@ def _serve(connection: Connection) -> None:
 
     exit_with_parent()
     skip_final_collections()
-    # Stopped by the command (SIGTERM): exit as on return, so what the suites opened is closed
-    # (tqdm's write lock, which GX creates, is a named semaphore: else reported leaked at exit).
-    signal.signal(signal.SIGTERM, _exit)
+    # Stopped by the command while importing (SIGTERM): exit as on return. Never in the middle
+    # of its own exit, which closes what the suites opened (tqdm's write lock, which GX creates,
+    # is a named semaphore: else reported leaked at the command's exit).
+    global _leaving
+    signal.signal(signal.SIGTERM, _stop)
     if not _import_suites():
         return  # the command runs the suites itself and meets the error there
     while True:
         try:
             function, args = connection.recv()
         except EOFError:  # the command closed its end: it is done
+            _leaving = True
             return
         try:
             answer = (True, function(*args))
@@ -91,9 +99,13 @@ class SuitesProcess:
         return value
 
     def close(self) -> None:
+        """Let the process leave on its own (it does when its end of the pipe closes); stop it if
+        it is still importing."""
         self._connection.close()
-        self._process.terminate()  # still importing, or idle: nothing of its own to finish
-        self._process.join(5)
+        self._process.join(0.5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
 
 
 _current: SuitesProcess | None = None

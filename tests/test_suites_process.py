@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
         there = suites_process.run(run_suites_on_file, *arguments)
         process = suites_process._current._process
     assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
-    assert not process.is_alive()  # stopped with the block
+    assert process.exitcode == 0  # idle, it left on its own when the block ended
     assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process
 
 
@@ -68,3 +69,10 @@ def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
+
+
+def test_a_command_that_ends_while_the_suites_still_import_stops_them():
+    with suites_process.start_suites(own_process=True):
+        process = suites_process._current._process
+    # SIGTERM's own exit if it came before the process set its handler
+    assert process.exitcode in (suites_process.STOPPED, -signal.SIGTERM)
