@@ -269,6 +269,12 @@ def write_report(
     return report
 
 
+# Drift also moves when only the settings changed (say, a run without --system-prompt after runs
+# with one): the gate's message says what it compared with, and what to do.
+DRIFT_HINT = (". Drift compares with the last successful run of this base model; a changed setting (such as "
+              "--system-prompt) moves it too: run with that run's settings, or raise FTFLOW_DRIFT_MAX_* for this run")
+
+
 @task(name="enforce-gates", cache_policy=NO_CACHE)
 def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
     """Raise when the quality suites or the budget failed, removing the staged train/validation files."""
@@ -276,9 +282,9 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
         return
     shutil.rmtree(staged_dir, ignore_errors=True)
     if report["quality"]["success"] is False:
-        raise QualityGateFailed(
-            "quality gate failed: " + "; ".join(report["quality"]["failed"]), failed=report["quality"]["failed"]
-        )
+        failed = report["quality"]["failed"]
+        hint = DRIFT_HINT if any(check.startswith("drift.") for check in failed) else ""
+        raise QualityGateFailed("quality gate failed: " + "; ".join(failed) + hint, failed=failed)
     raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
 
 

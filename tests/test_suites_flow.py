@@ -101,6 +101,7 @@ def test_prepare_fails_the_expectation_by_name(name: str, clean_summary: dict[st
     with pytest.raises(QualityGateFailed) as failure:
         run_prepare(tmp_path, CASES[name], clean_summary)
     assert f"{name}:" in str(failure.value), CASES[name].note
+    assert ("compares with the last successful run" in str(failure.value)) == name.startswith("drift.")
     report = json.loads((tmp_path / "out" / "report.json").read_text())  # a failed gate still leaves the report
     assert any(f.startswith(f"{name}:") for f in report["quality"]["failed"])
 
