@@ -21,10 +21,15 @@ def refuse(message: str) -> None:
     raise ConfigError(message)
 
 
-def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp_path):
+def features_file(tmp_path) -> str:
+    """A features file as the reduce writes it, of a dataset the suites pass."""
     path = tmp_path / "features.parquet"
     features(20).assign(last_role="assistant").to_parquet(path)
-    arguments = (str(path), {**TOTALS, "train_examples": 5}, PARAMS, DriftOptions(), None)
+    return str(path)
+
+
+def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp_path):
+    arguments = (features_file(tmp_path), {**TOTALS, "train_examples": 5}, PARAMS, DriftOptions(), None)
     here = run_suites_on_file(*arguments)
     assert here.failed == ["dataset.train_examples: 5, expected >= 10"]
     with suites_process.start_suites(own_process=True):
@@ -58,14 +63,13 @@ def test_beside_a_temporary_server_the_suites_are_imported_on_a_thread_and_run_h
 
 
 def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
-    path = tmp_path / "features.parquet"
-    features(20).assign(last_role="assistant").to_parquet(path)
+    path = features_file(tmp_path)
     command = (
         "from ftflow.suites_process import start_suites, run\n"
         "from tasks.quality import DriftOptions, run_suites_on_file\n"
         "from tests.test_quality import PARAMS, TOTALS\n"
         "with start_suites(own_process=True):\n"
-        f"    assert run(run_suites_on_file, {str(path)!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
+        f"    assert run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
     )
     done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
