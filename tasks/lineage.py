@@ -73,11 +73,12 @@ def current_inputs_sha256(sources: list[str], model: str, transform: TransformOp
     """What `prepare` would record as `inputs_sha256` for these arguments, without preparing:
     the same settings, and each source file's sha256 as its plan takes it (read once, nothing
     written). retrain prepares with the default extract options: files, never a SQL source."""
-    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), ExtractOptions())
+    extract = ExtractOptions()
+    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), extract)
     if method == "dpo":
         dpo = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
         return inputs_sha256(fingerprints, dpo, gates, preference)
-    settings = ShardSettings.for_model(model, ExtractOptions(), transform, gates.validation_fraction)
+    settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
     return inputs_sha256(fingerprints, settings, gates)
 
 
