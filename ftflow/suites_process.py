@@ -48,7 +48,9 @@ _leaving = False  # set once the suites' process is on its way out
 
 
 def _stop(*_: Any) -> None:
+    global _leaving
     if not _leaving:  # else it is exiting already: let it finish closing what it opened
+        _leaving = True  # a second SIGTERM (the command's own exit stops daemons too) must not interrupt it
         raise SystemExit(STOPPED)
 
 
