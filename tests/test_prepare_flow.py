@@ -97,14 +97,32 @@ def prepare_on_worker_processes(tmp_path):
     return state
 
 
-def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_processes(prefect_server, tmp_path):
+def read_recorded_task_runs(state, timeout: float = 30.0):
+    """The flow run's task runs once the server has recorded one per shard.
+
+    Task runs reach the server as events that it records in the background, so right after
+    the flow returns some may still be on their way.
+    """
+    import time
+
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    state = prepare_on_worker_processes(tmp_path)
+    shards_total = state.result()["shards"]["total"]
+    flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[
-            state.state_details.flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_run)
+            recorded = sum(run.name.startswith("prepare-shard-") for run in runs)
+            if recorded >= shards_total or time.monotonic() > deadline:
+                assert recorded == shards_total
+                return runs
+            time.sleep(0.2)
+
+
+def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_processes(prefect_server, tmp_path):
+    runs = read_recorded_task_runs(prepare_on_worker_processes(tmp_path))
     shard_ids = {run.id for run in runs if run.name.startswith("prepare-shard-")}
     assert len(shard_ids) > 8
     for step in ("dedup-and-split", "compute-totals", "write-report"):
@@ -123,16 +141,14 @@ def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_
 
 def test_each_shard_logs_what_it_read_and_whether_it_was_reused(prefect_server, tmp_path):
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogWorker
 
     def shard_logs() -> list[str]:
         state = prepare_on_worker_processes(tmp_path)
-        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        shards = {run.id for run in read_recorded_task_runs(state) if run.name.startswith("prepare-shard-")}
         APILogWorker.drain_all(timeout=30)  # logs are sent in batches
         with get_client(sync_client=True) as client:
-            shards = {run.id for run in client.read_task_runs(flow_run_filter=flow_run)
-                      if run.name.startswith("prepare-shard-")}
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
                 any_=[state.state_details.flow_run_id])))
         lines = [log.message for log in logs if log.task_run_id in shards and "records read" in log.message]
