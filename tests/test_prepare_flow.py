@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
@@ -97,26 +98,35 @@ def prepare_on_worker_processes(tmp_path):
     return state
 
 
-def read_recorded_task_runs(state, timeout: float = 30.0):
-    """The flow run's task runs once the server has recorded one per shard.
+def task_of(run_name: str) -> str:
+    """The task of a run: prepare-shard-0004-chat.jsonl-L17 -> prepare-shard, plan-shards-c2b -> plan-shards."""
+    return "prepare-shard" if run_name.startswith("prepare-shard-") else run_name.rsplit("-", 1)[0]
 
-    Task runs reach the server as events that it records in the background, so right after
-    the flow returns some may still be on their way.
+
+STEPS = ("clear-outputs", "plan-shards", "fingerprint-inputs", "dedup-and-split", "compute-totals", "check-quality",
+         "estimate-budget", "write-report", "enforce-gates", "publish-dataset")
+
+
+def read_recorded_task_runs(state, timeout: float = 30.0):
+    """The flow run's task runs once the server has recorded one per shard and one per step.
+
+    Task runs reach the server as events that it records in the background (those of worker
+    processes from each worker), so right after the flow returns some may still be on their way.
     """
     import time
 
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    shards_total = state.result()["shards"]["total"]
+    expected = Counter({"prepare-shard": state.result()["shards"]["total"], **dict.fromkeys(STEPS, 1)})
     flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(flow_run_filter=flow_run)
-            recorded = sum(run.name.startswith("prepare-shard-") for run in runs)
-            if recorded >= shards_total or time.monotonic() > deadline:
-                assert recorded == shards_total
+            recorded = Counter(task_of(run.name) for run in runs)
+            if recorded == expected or time.monotonic() > deadline:
+                assert recorded == expected
                 return runs
             time.sleep(0.2)
 
@@ -131,11 +141,11 @@ def test_the_graph_links_every_shard_to_the_steps_that_read_it_also_from_worker_
     # The inputs digest is made of the plan and the settings alone: no other step feeds it.
     names = {run.id: run.name for run in runs}
     fingerprint, = [run for run in runs if run.name.startswith("fingerprint-inputs")]
-    upstream = {names[ref.id].rsplit("-", 1)[0] for refs in fingerprint.task_inputs.values() for ref in refs
+    upstream = {task_of(names[ref.id]) for refs in fingerprint.task_inputs.values() for ref in refs
                 if getattr(ref, "id", None) in names}
     assert upstream == {"plan-shards"}
     publish, = [run for run in runs if run.name.startswith("publish-dataset")]
-    assert "enforce-gates" in {names[ref.id].rsplit("-", 1)[0] for refs in publish.task_inputs.values()
+    assert "enforce-gates" in {task_of(names[ref.id]) for refs in publish.task_inputs.values()
                                for ref in refs if getattr(ref, "id", None) in names}
 
 
