@@ -7,6 +7,7 @@ import random
 import string
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -131,21 +132,37 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
     monkeypatch.setenv("OPENAI_API_KEY", local_service.api_key)
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     monkeypatch.setenv("FTFLOW_POLL_INITIAL_SECONDS", "0.05")
+    started = datetime.now(UTC)
     record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), backend="openai", max_cost_usd=5.0)
     assert record["status"] == "succeeded" and record["backend"] == "openai"
     key = local_service.api_key
 
-    async def everything_prefect_stored():
+    async def everything_prefect_stored_of_this_run():
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            FlowRunFilter,
+            FlowRunFilterStartTime,
+            LogFilter,
+            LogFilterFlowRunId,
+        )
+
         async with get_client() as client:
-            runs = await client.read_flow_runs()
-            logs = await client.read_logs()
-            artifacts = await client.read_artifacts()
+            # The session's server holds every earlier test's runs too, and each read returns
+            # at most a page (200): read this run's, all of them.
+            runs = await read_all(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+                start_time=FlowRunFilterStartTime(after_=started)))
+            ids = [run.id for run in runs]
+            logs = await read_all(client.read_logs, log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+            artifacts = await read_all(client.read_artifacts, artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
             return runs, logs, artifacts
 
     import asyncio
 
-    runs, logs, artifacts = asyncio.run(everything_prefect_stored())
-    assert runs and logs and artifacts
+    runs, logs, artifacts = asyncio.run(everything_prefect_stored_of_this_run())
+    assert str(record["flow_run_id"]) in {str(run.id) for run in runs} and len(runs) > 1  # retrain and its subflows
+    assert str(record["flow_run_id"]) in {str(log.flow_run_id) for log in logs} and artifacts
     assert all(key not in json.dumps(r.parameters, default=str) for r in runs)
     assert all(key not in log.message for log in logs)
     assert all(key not in json.dumps(a.data, default=str) for a in artifacts)
@@ -189,6 +206,14 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     assert "-" not in rows[1].values() and rows[1]["dataset"] == "\u2014"
 
 
+async def read_all(read, **filters) -> list:
+    """Every row a Prefect client read returns, page by page (the server caps a page at 200)."""
+    rows: list = []
+    while page := await read(**filters, limit=200, offset=len(rows)):
+        rows += page
+    return rows
+
+
 def dataset(tmp_path, lines: list, name: str = "ds"):
     folder = tmp_path / name
     folder.mkdir()
@@ -224,15 +249,29 @@ def test_cancelling_the_flow_run_cancels_the_job(prefect_server, pipeline_env, t
         assert time.monotonic() < deadline and runner.is_alive()
         time.sleep(0.1)
 
-    async def cancel_running_finetune():
+    async def cancel_running_finetune() -> int:
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
         async with get_client() as client:
-            for run in await client.read_flow_runs():
-                if run.name.startswith("finetune") and run.state.is_running():
-                    await client.set_flow_run_state(run.id, Cancelling(), force=True)
+            # Filtered by the server: unfiltered, a read returns one page of the session's runs.
+            running = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["finetune"])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING]))))
+            for run in running:
+                await client.set_flow_run_state(run.id, Cancelling(), force=True)
+            return len(running)
 
     import asyncio
 
-    asyncio.run(cancel_running_finetune())
+    assert asyncio.run(cancel_running_finetune()) == 1
     runner.join(timeout=60)
     assert outcome["state"].is_cancelled()
     [job] = store.list("job")
