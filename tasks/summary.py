@@ -116,13 +116,17 @@ def _loss_lines(record: dict[str, Any], plot: str | None) -> list[str]:
     return ["; ".join(parts) + ".", "", *([f"![loss per step]({plot})", ""] if plot else [])]
 
 
-EVAL_ROWS = (("f1", "F1", False), ("json_valid_rate", "valid JSON", True), ("schema_valid_rate", "schema valid", True),
-             ("language_rate", "in language", True), ("prompt_tokens_mean", "prompt tokens / request", None))
+EVAL_ROWS = (("f1", "F1", False), ("fact_recall", "fact recall", True),
+             ("invented_fact_rate", "answers inventing a fact", True), ("json_valid_rate", "valid JSON", True),
+             ("schema_valid_rate", "schema valid", True), ("language_rate", "in language", True),
+             ("prompt_tokens_mean", "prompt tokens / request", None))
+ROLE_NAMES = {"candidate": "fine-tuned", "baseline": "baseline (base + full prompt)", "current": "incumbent"}
+FIELDS_SHOWN = 8  # exact match of the first fields of the reference; all of them are in eval.json
 
 
 def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     roles = [r for r in ("candidate", "baseline", "current") if models.get(r)]
-    names = {"candidate": "fine-tuned", "baseline": "baseline (base + full prompt)", "current": "incumbent"}
+    names = ROLE_NAMES
     lines = ["| | " + " | ".join(names[r] for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
     for metric, label, is_share in EVAL_ROWS:
         cells = []
@@ -140,6 +144,69 @@ def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     has_intervals = any((models[r].get("ci95") or {}).get(metric) for r in roles for metric, _, _ in EVAL_ROWS)
     lines.append(("Figures in brackets are 95% intervals. " if has_intervals else "") + "Models: " + ", ".join(
         f"{names[r]} `{models[r]['model']}`" for r in roles) + ".")
+    if any(models[r].get("fact_recall") is not None for r in roles):
+        lines += ["", "Fact recall: the share of the reference's order numbers, numbers, amounts, dates and names "
+                      "that also appear in the conversation and that the answer states; an answer inventing a fact "
+                      "states one that is in neither."]
+    return [*lines, "", *_field_lines(models, roles)]
+
+
+def _field_lines(models: dict[str, dict[str, Any]], roles: list[str]) -> list[str]:
+    """Exact match per field of the JSON reference, per model: a wrong id shows as a low share here."""
+    paths = list(dict.fromkeys(p for r in roles for p in models[r].get("fields") or {}))
+    if not paths:
+        return []
+    lines = ["Exact match per field of the reference answer:", "",
+             "| field | " + " | ".join(ROLE_NAMES[r] for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    for path in paths[:FIELDS_SHOWN]:
+        cells = []
+        for role in roles:
+            found = (models[role].get("fields") or {}).get(path)
+            interval = (found or {}).get("ci95")
+            cells.append("-" if not found else share(found["exact_match_rate"])
+                         + (f" [{share(interval[0])}, {share(interval[1])}]" if interval else ""))
+        lines.append(f"| `{path}` | " + " | ".join(cells) + " |")
+    if len(paths) > FIELDS_SHOWN:
+        lines.append(f"| {len(paths) - FIELDS_SHOWN} more fields in eval.json | |")
+    return [*lines, ""]
+
+
+def _canonical(model: str | None) -> str | None:
+    from ftflow.catalog import base_model_of, load_catalog
+    from ftflow.errors import ConfigError
+
+    if not model:
+        return None
+    try:
+        return load_catalog().get(model).name
+    except ConfigError:  # not in the price table (an open model elsewhere): compare the names
+        return base_model_of(model)
+
+
+def base_change_line(record: dict[str, Any]) -> str | None:
+    """`Base model changed: a (backend) -> b (backend)` when the incumbent was made from another base or provider."""
+    incumbent = (record.get("promotion") or {}).get("incumbent")
+    if not incumbent or not record.get("base_model"):
+        return None
+    before = (_canonical(incumbent.get("base_model") or incumbent["model"]), incumbent.get("backend"))
+    after = (_canonical(record["base_model"]), record.get("backend"))
+    if before == after or (before[0] == after[0] and None in (before[1], after[1])):
+        return None
+    what = " and ".join(w for w, changed in (("base model", before[0] != after[0]),
+                                             ("provider", None not in (before[1], after[1]) and before[1] != after[1]))
+                        if changed)
+    return (f"**{what[0].upper() + what[1:]} changed:** `{before[0]}` ({before[1] or '-'}) -> `{after[0]}` "
+            f"({after[1] or '-'}), against the incumbent `{incumbent['model']}`.")
+
+
+def _promotion_lines(promotion: dict[str, Any]) -> list[str]:
+    """Each criterion of the gate: value, threshold, verdict."""
+    criteria = promotion.get("criteria") or []
+    if not criteria:
+        return []
+    lines = ["| criterion | value | at least | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c['criterion']} | {c['value']:.3f} | {c['threshold']:.3f} | "
+              f"{'pass' if c['verdict'] == 'pass' else '**FAIL**'} |" for c in criteria]
     return [*lines, ""]
 
 
@@ -154,6 +221,12 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
                                     f"({change(-economics['prompt_token_reduction'])})"),
         (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
         ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
+        *([] if not economics.get("incumbent_model") else [
+            ("cost per 1K requests against the incumbent",
+             f"{usd(economics['cost_per_1k_requests_incumbent_usd'], 4)} (`{economics['incumbent_model']}`) -> "
+             f"{usd(economics['cost_per_1k_requests_after_usd'], 4)}"),
+            (f"monthly saving against the incumbent at {count(economics['monthly_requests'])} requests",
+             usd(economics["monthly_saving_vs_incumbent_usd"]))]),
     ]
 
 
@@ -163,6 +236,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     images = images or {}
     title = record.get("run_name") or record["run_id"]
     lines = [f"# {title}", "", f"**Outcome:** {outcome(record)}", ""]
+    changed = base_change_line(record)
+    if changed:
+        lines += [changed, ""]
     report = record.get("prepare")
     if report:
         lines += ["## Dataset", "", *_table(_dataset_rows(report))]
@@ -171,6 +247,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
                   "## Loss", "", *_loss_lines(record, images.get("loss"))]
     if record.get("evaluation"):
         lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
+    promotion_lines = _promotion_lines(record.get("promotion") or {})
+    if promotion_lines:
+        lines += ["## Promotion gate", "", *promotion_lines]
     if record.get("economics"):
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
     if links:

@@ -126,6 +126,42 @@ def test_the_summary_says_outcome_dataset_job_evaluation_and_cost():
         assert expected in text, expected
 
 
+
+def test_the_summary_explains_the_promotion_facts_fields_base_change_and_cost_against_the_incumbent():
+    """The issue's reproduction: a gpt-4.1-nano candidate over a gpt-4o-mini incumbent at equal F1."""
+    candidate = {"model": "ft:gpt-4.1-nano-2025-04-14:x::new", "f1": 0.96, "fact_recall": 0.31,
+                 "invented_fact_rate": 0.47, "json_valid_rate": 1.0, "language_rate": 1.0, "prompt_tokens_mean": 47,
+                 "ci95": {"f1": [0.95, 0.96], "fact_recall": [0.2, 0.43]},
+                 "fields": {"intent": {"exact_match_rate": 1.0, "ci95": [1.0, 1.0]},
+                            "antwort": {"exact_match_rate": 0.0, "ci95": [0.0, 0.0]}}}
+    record = run_record(
+        base_model="gpt-4.1-nano", backend="local",
+        evaluation={"candidate": candidate, "baseline": {**candidate, "model": "gpt-4.1-nano", "f1": 0.06},
+                    "current": {**candidate, "model": "ft:gpt-4o-mini-2024-07-18:x::old"}},
+        promotion={"promoted": False, "reasons": ["fact_recall 0.310 is below the baseline's 0.900"],
+                   "criteria": [{"criterion": "fact_recall against the baseline", "value": 0.31, "threshold": 0.88,
+                                 "verdict": "fail"},
+                                {"criterion": "f1 against the incumbent", "value": 0.96, "threshold": 0.94,
+                                 "verdict": "pass"}],
+                   "incumbent": {"model": "ft:gpt-4o-mini-2024-07-18:x::old", "base_model": "gpt-4o-mini",
+                                 "backend": "openai"}},
+        economics={**run_record()["economics"], "incumbent_model": "ft:gpt-4o-mini-2024-07-18:x::old",
+                   "cost_per_1k_requests_incumbent_usd": 0.0829, "cost_per_1k_requests_after_usd": 0.0553,
+                   "monthly_saving_vs_incumbent_usd": 2.76})
+    text = summary_markdown(record)
+    for expected in ("| fact recall | 31% [20%, 43%] |", "| answers inventing a fact | 47% |",
+                     "| `antwort` | 0% [0%, 0%] |", "| `intent` | 100% [100%, 100%] |",
+                     "**Base model and provider changed:** `gpt-4o-mini-2024-07-18` (openai) -> "
+                     "`gpt-4.1-nano-2025-04-14` (local)",
+                     "| fact_recall against the baseline | 0.310 | 0.880 | **FAIL** |",
+                     "| f1 against the incumbent | 0.960 | 0.940 | pass |",
+                     "| cost per 1K requests against the incumbent | $0.0829 (`ft:gpt-4o-mini-2024-07-18:x::old`) -> "
+                     "$0.0553 |", "$2.76"):
+        assert expected in text, expected
+    same = run_record(promotion={"promoted": True, "reasons": [], "incumbent": {
+        "model": "ft:old", "base_model": "gpt-4o-mini-2024-07-18", "backend": "local"}})
+    assert "changed:**" not in summary_markdown(same)
+
 def test_the_summary_names_only_the_files_the_run_wrote():
     trained = summary_markdown(run_record(), images={"loss": "data:image/png;base64,AAAA"})
     assert trained.endswith("(run.json, report.json, eval.json, plots/).")
