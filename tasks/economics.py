@@ -16,6 +16,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+from ftflow.errors import ConfigError
 from ftflow.formatting import change, usd
 from tasks.evaluate import NOT_EVALUATED, prices_for
 
@@ -50,7 +51,16 @@ class CostCase:
 def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_before: float,
               prompt_tokens_after: float, completion_tokens_after: float, trained_tokens: int,
               monthly_requests: int, incumbent: tuple[str, float, float] | None = None) -> CostCase:
-    """The cost case; `incumbent`: the promoted model, its prompt and completion tokens per request."""
+    """The cost case; `incumbent`: the promoted model, its prompt and completion tokens per request.
+
+    Raises ConfigError for a negative count (a what-if typed by hand): it would price a request below zero.
+    """
+    counts = {"prompt tokens before": prompt_tokens_before, "completion tokens before": completion_tokens_before,
+              "prompt tokens after": prompt_tokens_after, "completion tokens after": completion_tokens_after,
+              "trained tokens": trained_tokens, "monthly requests": monthly_requests}
+    negative = [f"{name} {value:g}" for name, value in counts.items() if value < 0]
+    if negative:
+        raise ConfigError(f"token and request counts cannot be negative: {', '.join(negative)}")
     catalog = load_catalog()
     info = catalog.get(model)
     per_request_before = (prompt_tokens_before * info.base_input + completion_tokens_before * info.base_output) / 1e6

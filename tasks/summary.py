@@ -1,7 +1,9 @@
 """What a retrain run shows the operator: its name and tags, one summary, the run history.
 
-- the flow run is named `retrain-<dataset sha8>-<date>` and tagged `trigger:scheduled` or
-  `trigger:manual`, so runs tell apart in the UI's list;
+- the flow run is named `retrain-<base model>-<start time>-<flow-run id8>` as it starts (the
+  same name in the log, the UI and the registry; its run id is the part after the model) and
+  tagged `dataset:<sha8>` and `trigger:scheduled` or `trigger:manual`, so runs tell apart in
+  the UI's list;
 - one markdown artifact (`ftflow-summary`) says in ten seconds what happened: outcome,
   dataset, job, loss, evaluation against baseline and incumbent, cost case, links;
 - one table artifact (`ftflow-history`) lists the last runs from the registry, the same
@@ -26,8 +28,32 @@ HISTORY_KEY = "ftflow-history"
 SUMMARY_KEY = "ftflow-summary"
 
 
-def run_name(dataset_sha256: str, day: dt.date) -> str:
-    return f"retrain-{dataset_sha256[:8]}-{day:%Y-%m-%d}"
+def short_model(model: str | None) -> str:
+    """A base model as people call it: its shortest alias (`gpt-4o-mini`), the name after an org's slash."""
+    from ftflow.catalog import load_catalog
+
+    if not model:
+        return "-"
+    aliases = [alias for alias, name in load_catalog().aliases.items() if model in (alias, name)]
+    return min([*aliases, model.rsplit("/", 1)[-1]], key=len)
+
+
+def run_name(model: str, run_id: str) -> str:
+    """`retrain-<base model>-<run id>`: what ran, and when (the run id is its start time and flow-run id)."""
+    return f"retrain-{short_model(model)}-{run_id}"
+
+
+def retrain_run_name() -> str:
+    """The flow run's name, set once as it starts (so the log and the UI show the same one); see `run_name`.
+
+    The dataset is known only after prepare: it is a tag (`dataset:<sha8>`) and a column, not part of the name.
+    """
+    from prefect.runtime import flow_run
+
+    from ftflow.settings import get_settings
+    from tasks.lineage import new_run_id
+
+    return run_name(flow_run.parameters.get("model") or get_settings().model, new_run_id())
 
 
 def trigger_tag(auto_scheduled: bool) -> str:
@@ -260,8 +286,10 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     return "\n".join(lines)
 
 
-HISTORY_COLUMNS = ("run", "started", "outcome", "dataset", "examples", "F1", "JSON", "language", "cost",
-                   "promoted model")
+HISTORY_COLUMNS = ("run id", "started", "base model", "outcome", "dataset", "examples", "F1", "facts", "JSON",
+                   "language", "cost", "promoted model")
+# What `ftflow runs` prints: fits 100 columns (the name is base model + run id; `ftflow models` has the models).
+TERMINAL_COLUMNS = ("run id", "base model", "outcome", "dataset", "F1", "facts", "cost")
 
 
 def history_row(record: dict[str, Any]) -> dict[str, str]:
@@ -270,15 +298,17 @@ def history_row(record: dict[str, Any]) -> dict[str, str]:
     written = (record.get("prepare") or {}).get("examples_written") or {}
     status = record["status"]
     if status == "succeeded":
-        status = "re-attached" if record.get("job_created") is False else "trained"
-        status += ", promoted" if record.get("promoted") else ", not promoted"
+        status = "promoted" if record.get("promoted") else "not promoted"
+        status = f"re-attached, {status}" if record.get("job_created") is False else status
     return {
-        "run": record.get("run_name") or record["run_id"],
+        "run id": record["run_id"],
         "started": dt.datetime.fromtimestamp(record["started_at"], dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "base model": short_model(record.get("base_model")),
         "outcome": status,
         "dataset": (record.get("dataset_sha256") or "")[:8] or "-",
         "examples": count(sum(written.values())) if written else "-",
         "F1": with_interval(candidate.get("f1"), (candidate.get("ci95") or {}).get("f1")),
+        "facts": share(candidate.get("fact_recall")),
         "JSON": share(candidate.get("json_valid_rate")),
         "language": share(candidate.get("language_rate")),
         "cost": usd(record.get("run_cost_usd", (record.get("economics") or {}).get("training_cost_usd"))),
@@ -298,18 +328,18 @@ def job_links(record: dict[str, Any], ui_url: str | None, finetune_flow_run_id: 
 
 @task(name="label-run", cache_policy=NO_CACHE)
 def label_run(dataset_sha256: str) -> str:
-    """Return the run's name; renames the flow run after its dataset and tags how it was triggered."""
+    """Return the run's name (given as it started); tags the flow run with its dataset and how it was triggered."""
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
-    name = run_name(dataset_sha256, dt.datetime.now(dt.UTC).date())
     run_id = flow_run.get_id()
-    if run_id:
-        with get_client(sync_client=True) as client:
-            current = client.read_flow_run(run_id)
-            tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled))})
-            client.update_flow_run(run_id, name=name, tags=tags)
-    return name
+    if not run_id:
+        return retrain_run_name()
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id)
+        tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled)), f"dataset:{dataset_sha256[:8]}"})
+        client.update_flow_run(run_id, tags=tags)
+    return current.name
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)

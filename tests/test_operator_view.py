@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -69,8 +68,12 @@ def test_a_job_logs_about_twenty_loss_lines_and_one_line_per_event_kind():
         == ["Checkpoint created at step 1", None]
 
 
-def test_run_names_carry_the_dataset_and_the_date_and_tags_the_trigger():
-    assert run_name("0440c9f11ef4abcd", dt.date(2026, 11, 27)) == "retrain-0440c9f1-2026-11-27"
+def test_run_names_say_the_base_model_and_the_run_id_and_tags_the_trigger():
+    """Seven runs a day with one dataset were all `retrain-59eb880b-2026-12-06`: the run id makes each unique."""
+    assert run_name("gpt-4o-mini-2024-07-18", "20261206T201012-3f9a2c1b") == \
+        "retrain-gpt-4o-mini-20261206T201012-3f9a2c1b"
+    assert run_name("gpt-4.1-nano", "20261206T201013-0a1b2c3d") == "retrain-gpt-4.1-nano-20261206T201013-0a1b2c3d"
+    assert run_name("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "x").startswith("retrain-Meta-Llama-3.1")
     assert trigger_tag(True) == "trigger:scheduled" and trigger_tag(False) == "trigger:manual"
 
 
@@ -185,7 +188,8 @@ def test_outcomes_tell_trained_reattached_skipped_and_not_promoted_apart():
 
 def test_history_rows_read_like_the_cli_table():
     row = history_row(run_record(job_created=False, run_cost_usd=0.0))
-    assert row["run"] == "retrain-0440c9f1-2026-11-27" and row["outcome"] == "re-attached, promoted"
+    assert row["run id"] == "20261127T145419-462ed1cb" and row["outcome"] == "re-attached, promoted"
+    assert row["base model"] == "gpt-4o-mini"
     assert row["F1"] == "0.92 [0.88, 0.95]" and row["JSON"] == "100%" and row["cost"] == "$0.00"
     assert row["dataset"] == "0440c9f1" and row["examples"] == "381"
     skipped = history_row({"run_id": "r2", "status": "skipped", "started_at": 1795791259.0})
@@ -241,7 +245,8 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     listed = runner.invoke(app, ["runs"])
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
-    assert any("retrain-0440c9f1-2026-11-27" in line and "0.92 [0.88, 0.95]" in line for line in lines)
+    assert any("20261127T145419-462ed1cb" in line and "gpt-4o-mini" in line and "0.92 [0.88, 0.95]" in line
+               for line in lines)
     models = runner.invoke(app, ["models"])
     assert "…" not in listed.output + models.output  # at 80 columns, no cell is cropped
     assert any("ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc" in line for line in models.output.splitlines())
@@ -253,6 +258,60 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     assert missing.exit_code == 2 and "no run matches 'nope'" in missing.output
     assert json.loads(json.dumps(registry.find_runs("2026112")))  # both runs start so: ambiguous prefix
     assert runner.invoke(app, ["runs", "show", "2026112"]).exit_code == 2
+
+
+def test_runs_show_finds_a_run_by_name_run_id_or_prefect_flow_run_id_and_lists_ambiguous_ones_by_id(
+        tmp_path, monkeypatch):
+    """The issue's reproductions: two runs of one name, and the flow-run id from the UI's URL."""
+    from tasks.registry import Registry
+
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    for run_id, flow_run_id, model in (("20261206T201012-3f9a2c1b", "3f9a2c1b-1111-4222-8333-444455556666", "gpt-4o-mini"),
+                                       ("20261206T201544-7e0d9a55", "7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "gpt-4.1-nano")):
+        registry.save_run(run_record(run_id=run_id, flow_run_id=flow_run_id, base_model=model,
+                                     run_name=run_name(model, run_id), started_at=1796588000.0 + len(model)))
+    runner = CliRunner()
+    for query in ("7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "7e0d9a", "20261206T201544-7e0d9a55", "20261206T2015",
+                  "retrain-gpt-4.1-nano-20261206T201544-7e0d9a55", "retrain-gpt-4.1"):
+        shown = runner.invoke(app, ["runs", "show", query])
+        assert shown.exit_code == 0 and "retrain-gpt-4.1-nano-20261206T201544-7e0d9a55" in shown.output, query
+    both = runner.invoke(app, ["runs", "show", "20261206T201"])
+    assert both.exit_code == 2
+    assert "matches 2 runs: 20261206T201544-7e0d9a55 (retrain-gpt-4.1-nano-" in both.output
+    assert "20261206T201012-3f9a2c1b (retrain-gpt-4o-mini-" in both.output
+
+
+def test_runs_fits_a_100_column_terminal(tmp_path, monkeypatch):
+    """`ftflow runs` was 215 columns wide."""
+    from tasks.registry import Registry
+
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    monkeypatch.setenv("COLUMNS", "100")
+    candidate = {**run_record()["evaluation"]["candidate"], "fact_recall": 0.31}
+    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(
+        run_record(promoted=False, evaluation={**run_record()["evaluation"], "candidate": candidate}))
+    listed = CliRunner().invoke(app, ["runs"])
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.output.splitlines()) <= 100, listed.output
+    assert "20261127T145419-462ed1cb" in listed.output and "gpt-4o-mini" in listed.output
+    assert "not promoted" in listed.output and "31%" in listed.output
+
+
+def test_every_registry_command_says_a_bad_setting_in_one_error_line(monkeypatch):
+    """`ftflow runs`, `models` and `models current` printed a traceback for a bad FTFLOW_BACKEND."""
+    monkeypatch.setenv("FTFLOW_BACKEND", "bogus")
+    runner = CliRunner()
+    for command in (["runs"], ["runs", "show", "x"], ["models"], ["models", "current"], ["economics"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, command
+
+
+def test_economics_refuses_negative_counts():
+    result = CliRunner().invoke(app, ["economics", "--prompt-tokens-after", "-5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: token and request counts cannot be negative: prompt tokens after -5"
 
 
 def test_the_readme_sets_the_server_environment_before_starting_the_server():
