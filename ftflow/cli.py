@@ -169,6 +169,11 @@ def print_run_summary(record: dict[str, Any]) -> None:
                      f"{f1} / {share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
                      f"(baseline {baseline['f1']:.2f} / {share(baseline['json_valid_rate'])} / "
                      f"{share(baseline['language_rate'])})"))
+        if candidate.get("fact_recall") is not None:
+            facts = with_interval(candidate["fact_recall"], (candidate.get("ci95") or {}).get("fact_recall"))
+            rows.append(("fact recall / invented", f"{facts} / {share(candidate.get('invented_fact_rate'))} "
+                                                   f"(baseline {with_interval(baseline.get('fact_recall'), None)} / "
+                                                   f"{share(baseline.get('invented_fact_rate'))})"))
     if economics:
         rows += [
             ("prompt tokens / request", f"{count(economics['prompt_tokens_after'])} "

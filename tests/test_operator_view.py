@@ -386,3 +386,14 @@ def test_task_finish_lines_name_their_task():
     other = logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, "job x: step 1/2", (), None)
     other.task_name = "wait-for-job"
     assert NameFinishedTasks().filter(other) and other.getMessage() == "job x: step 1/2"
+
+
+def test_the_run_summary_on_the_terminal_shows_fact_recall(capsys):
+    from ftflow.cli import print_run_summary
+
+    evaluation = run_record()["evaluation"]
+    evaluation["candidate"] = {**evaluation["candidate"], "fact_recall": 0.3, "invented_fact_rate": 1.0,
+                               "ci95": {"f1": [0.88, 0.95], "fact_recall": [0.19, 0.41]}}
+    evaluation["baseline"] = {**evaluation["baseline"], "fact_recall": 0.94, "invented_fact_rate": 0.0}
+    print_run_summary(run_record(evaluation=evaluation))
+    assert "0.30 [0.19, 0.41] / 100% (baseline 0.94 / 0%)" in capsys.readouterr().out
