@@ -397,3 +397,13 @@ def test_the_run_summary_on_the_terminal_shows_fact_recall(capsys):
     evaluation["baseline"] = {**evaluation["baseline"], "fact_recall": 0.94, "invented_fact_rate": 0.0}
     print_run_summary(run_record(evaluation=evaluation))
     assert "0.30 [0.19, 0.41] / 100% (baseline 0.94 / 0%)" in capsys.readouterr().out
+
+
+def test_eval_history_labels_tell_runs_of_one_day_and_dataset_apart():
+    """Seven runs named `retrain-59eb880b-2026-12-06` gave seven identical x labels."""
+    from tasks.plots import history_label
+
+    runs = [run_record(run_id=f"20261206T20{i}000-{i}a0b1c2d", run_name="retrain-59eb880b-2026-12-06",
+                       base_model=model) for i, model in enumerate(("gpt-4o-mini", "gpt-4.1-nano", "gpt-4o-mini"))]
+    labels = [history_label(r) for r in runs]
+    assert len(set(labels)) == 3 and labels[1] == "20261206T201000-1a0b1c2d\ngpt-4.1-nano"
