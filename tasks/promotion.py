@@ -48,6 +48,7 @@ class Decision:
 
 def _criterion(name: str, value: float, threshold: float, reason: str) -> dict[str, Any]:
     """One line of the gate: passes when `value` >= `threshold`; `reason` says why when it does not."""
+    threshold = max(threshold, 0.0)  # shares and scores: "at least -0.02" reads as a glitch and means 0
     passed = value >= threshold
     return {"criterion": name, "value": round(value, 4), "threshold": round(threshold, 4),
             "verdict": "pass" if passed else "fail", **({} if passed else {"reason": reason})}
