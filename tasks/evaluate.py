@@ -47,6 +47,7 @@ from ftflow.providers import chat_for
 from ftflow.providers.base import retry_on_transient
 from ftflow.settings import Settings
 from tasks.facts import score_facts
+from tasks.judge import judge_answers
 from tasks.transform import content_hash
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -401,7 +402,22 @@ def evaluate(run_dir: Path, candidate: str, current: str | None,
                                           language=settings.eval_language, schema=schema,
                                           concurrency=settings.eval_concurrency)
     result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}
+    if settings.eval_judge and cases:
+        result["judge"] = judge_candidate(run_dir, candidate, cases, scores["candidate"], settings)
+        result["models"]["candidate"]["judge"] = {k: v for k, v in result["judge"].items() if k != "per_example"}
     return result, scores, cases
+
+
+def judge_candidate(run_dir: Path, candidate: str, cases: list[EvalCase], scores: list[Scored],
+                    settings: Settings) -> dict[str, Any]:
+    """The LLM judge's verdicts on the candidate's answers, within what the budget leaves after training."""
+    model = settings.eval_judge_model or base_model_of(candidate)
+    client, name = chat_for(settings, model)
+    report = run_dir / "report.json"
+    training = json.loads(report.read_text("utf-8")).get("estimated_cost_usd", 0.0) if report.is_file() else 0.0
+    budget = None if settings.max_cost_usd is None else settings.max_cost_usd - training
+    return judge_answers(client, model, name, cases, scores, cache_dir=Path(settings.work_dir) / "judge",
+                         budget_usd=budget, concurrency=settings.eval_concurrency)
 
 
 def _with_interval(value: float | None, interval: list[float] | None) -> str:

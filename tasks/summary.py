@@ -174,7 +174,27 @@ def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
         lines += ["", "Fact recall: the share of the reference's order numbers, numbers, amounts, dates and names "
                       "that also appear in the conversation and that the answer states; an answer inventing a fact "
                       "states one that is in neither."]
+    judge = (models.get("candidate") or {}).get("judge")
+    if judge:
+        lines += ["", judge_line(judge)]
     return [*lines, "", *_field_lines(models, roles)]
+
+
+def judge_line(judge: dict[str, Any]) -> str:
+    """What the LLM judge said of the fine-tuned answers, and how often it agrees with the metrics."""
+    head = f"LLM judge `{judge['model']}` (rubric {judge['rubric']})"
+    if judge["status"] != "judged":
+        return f"{head}: not run, {judge['reason']}."
+    ci95 = judge.get("ci95") or {}
+
+    def rate(key: str) -> str:
+        interval = ci95.get(key)
+        return share(judge[key]) + (f" [{share(interval[0])}, {share(interval[1])}]" if interval else "")
+
+    return (f"{head}: {rate('pass_rate')} of the fine-tuned answers pass; it agrees with the automatic metrics "
+            f"on {rate('agreement_with_automatic')} of them ({count(judge['examples'])} answers, "
+            f"{count(judge['cached'])} from its cache, {count(judge['unparseable'])} unparseable; "
+            f"cost {usd(judge['cost_usd'], 4)}).")
 
 
 def _field_lines(models: dict[str, dict[str, Any]], roles: list[str]) -> list[str]:
