@@ -53,7 +53,8 @@ def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
     summary = artifacts["ftflow-summary"]
     assert summary.type == "markdown" and summary.data.startswith(f"# {stack.retrain_run.name}")
     for section in ("**Outcome:** trained; ", "## Dataset", "## Fine-tuning job", "## Loss", "## Held-out evaluation",
-                    "## Cost case", "## Links", "![loss per step](data:image/png;base64,"):
+                    "## Cost case", "## Links", "![loss per step](data:image/png;base64,", "| fact recall |",
+                    "## Promotion gate", "| `antwort` | 0% [0%, 0%] |"):
         assert section in summary.data, section
     for plot in ("ftflow-plot-loss", "ftflow-plot-tokens", "ftflow-plot-eval-history"):
         image = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", artifacts[plot].data)
@@ -61,7 +62,7 @@ def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
     history = artifacts["ftflow-history"]
     assert history.type == "table"
     rows = history.data if isinstance(history.data, list) else json.loads(history.data)
-    assert rows[0]["run"] == stack.retrain_run.name and rows[0]["outcome"].startswith("trained")
+    assert stack.retrain_run.name.endswith(rows[0]["run id"]) and rows[0]["outcome"] == "not promoted"
 
 
 def test_no_task_has_subflow_inputs_the_default_ui_cannot_read(stack):
