@@ -464,9 +464,11 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to sh
     from tasks.registry import Registry
     from tasks.summary import TERMINAL_COLUMNS, history_row
 
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for column in TERMINAL_COLUMNS:
-        table.add_column(column, no_wrap=True, justify="right" if column in ("facts", "cost") else "left")
+        # ids never wrap; the outcome does ("re-attached, not promoted") when 100 columns need it
+        table.add_column(column, no_wrap=column != "outcome",
+                         justify="right" if column in ("facts", "cost") else "left")
     for record in run_reporting_errors(lambda: Registry(get_settings().registry_url).list_runs(limit)):
         row = history_row(record)
         table.add_row(*(row[column] for column in TERMINAL_COLUMNS))

@@ -289,13 +289,14 @@ def test_runs_fits_a_100_column_terminal(tmp_path, monkeypatch):
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     monkeypatch.setenv("COLUMNS", "100")
     candidate = {**run_record()["evaluation"]["candidate"], "fact_recall": 0.31}
-    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(
-        run_record(promoted=False, evaluation={**run_record()["evaluation"], "candidate": candidate}))
+    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(  # the widest cells: nano, re-attached
+        run_record(promoted=False, evaluation={**run_record()["evaluation"], "candidate": candidate},
+                   base_model="gpt-4.1-nano-2025-04-14", job_created=False, run_cost_usd=1234.5))
     listed = CliRunner().invoke(app, ["runs"])
     assert listed.exit_code == 0, listed.output
     assert max(len(line) for line in listed.output.splitlines()) <= 100, listed.output
-    assert "20261127T145419-462ed1cb" in listed.output and "gpt-4o-mini" in listed.output
-    assert "not promoted" in listed.output and "31%" in listed.output
+    assert "20261127T145419-462ed1cb" in listed.output and "gpt-4.1-nano" in listed.output
+    assert "re-attached" in listed.output and "not promoted" in listed.output and "31%" in listed.output
 
 
 def test_every_registry_command_says_a_bad_setting_in_one_error_line(monkeypatch):
