@@ -19,7 +19,7 @@ def test_the_extractor_is_precise_and_complete_on_the_labelled_cases():
         want = {tuple(fact) for fact in case["facts"]}
         found, wanted, right = found + len(got), wanted + len(want), right + len(got & want)
     precision, recall = right / found, right / wanted
-    # measured 2026-12-06: precision 1.00, recall 0.95 (names without a cue are not found)
+    # measured 2026-12-06: precision 1.00 (62 of 62), recall 0.94 (62 of 66): names without a cue are not found
     assert precision >= 0.95, precision
     assert recall >= 0.9, recall
 
