@@ -60,7 +60,7 @@ def photograph(stack: PrefectStack, run: object, out: Path, chromium: str) -> li
         print(f"wrote {out / 'task-runs.png'}")
         if page.get_by_text("No task runs").count():
             problems.append("the Task Runs tab says 'No task runs'")
-        shoot(f"{stack.ui_url}/artifacts/artifact/{artifacts['ftflow-summary']}", "summary.png", height=2300)
+        shoot(f"{stack.ui_url}/artifacts/artifact/{artifacts['ftflow-summary']}", "summary.png", height=2900)
         shoot(f"{stack.ui_url}/artifacts/artifact/{artifacts['ftflow-plot-loss']}", "loss-plot.png", height=700)
         # wide enough for the schedule's text ("At 03:00 AM, only on Monday (Europe/Vienna)"), not "+1"
         shoot(f"{stack.ui_url}/deployments", "deployments.png", height=600, width=1900)

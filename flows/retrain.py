@@ -41,11 +41,11 @@ from tasks.promotion import current_model, decide_promotion
 from tasks.quality import DriftOptions, last_success_features
 from tasks.reconcile import reconcile_ledger
 from tasks.report import GateOptions
-from tasks.summary import label_run, outcome, publish_summary, read_history
+from tasks.summary import label_run, outcome, publish_summary, read_history, retrain_run_name
 from tasks.transform import TransformOptions
 
 
-@flow(name="retrain", flow_run_name="retrain-{model}", log_prints=True)
+@flow(name="retrain", flow_run_name=retrain_run_name, log_prints=True)
 def retrain(
     sources: list[str] = ["data/raw/*"],  # noqa: B006 - Prefect copies parameters per run
     runs_dir: str = ".ftflow/runs",

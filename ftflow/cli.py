@@ -169,6 +169,11 @@ def print_run_summary(record: dict[str, Any]) -> None:
                      f"{f1} / {share(candidate['json_valid_rate'])} / {share(candidate['language_rate'])} "
                      f"(baseline {baseline['f1']:.2f} / {share(baseline['json_valid_rate'])} / "
                      f"{share(baseline['language_rate'])})"))
+        if candidate.get("fact_recall") is not None:
+            facts = with_interval(candidate["fact_recall"], (candidate.get("ci95") or {}).get("fact_recall"))
+            rows.append(("fact recall / invented", f"{facts} / {share(candidate.get('invented_fact_rate'))} "
+                                                   f"(baseline {with_interval(baseline.get('fact_recall'), None)} / "
+                                                   f"{share(baseline.get('invented_fact_rate'))})"))
     if economics:
         rows += [
             ("prompt tokens / request", f"{count(economics['prompt_tokens_after'])} "
@@ -386,7 +391,7 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
     for column in ("run", "status", "method", "backend", "dataset", "fine-tuned model", "F1", "promoted",
                    "trained tokens"):
         table.add_column(column, no_wrap=True)
-    for run in Registry(get_settings().registry_url).list_runs(limit):
+    for run in run_reporting_errors(lambda: Registry(get_settings().registry_url).list_runs(limit)):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
         table.add_row(run.get("run_name") or run["run_id"], run["status"], run.get("method", "supervised"),
                       run.get("backend") or "-", (run.get("dataset_sha256") or "")[:8],
@@ -403,7 +408,7 @@ def models_current(
     """Print the promoted model: backend, model id and deployment (what downstream apps should call)."""
     from tasks.registry import Registry
 
-    promoted = Registry(get_settings().registry_url).current_promotion(model)
+    promoted = run_reporting_errors(lambda: Registry(get_settings().registry_url).current_promotion(model))
     if promoted is None:
         err_console.print("no model has been promoted yet")
         raise typer.Exit(1)
@@ -454,19 +459,25 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to sh
     """List the last runs, newest first: outcome, dataset, F1 with its interval, rates, cost, promoted model."""
     if ctx.invoked_subcommand:
         return
-    from tasks.registry import Registry
-    from tasks.summary import HISTORY_COLUMNS, history_row
+    from rich import box
 
-    table = Table()
-    for column in HISTORY_COLUMNS:
-        table.add_column(column, no_wrap=True, justify="right" if column in ("examples", "cost") else "left")
-    for record in Registry(get_settings().registry_url).list_runs(limit):
-        table.add_row(*history_row(record).values())
+    from tasks.registry import Registry
+    from tasks.summary import TERMINAL_COLUMNS, history_row
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in TERMINAL_COLUMNS:
+        # ids never wrap; the outcome does ("re-attached, not promoted") when 100 columns need it
+        table.add_column(column, no_wrap=column != "outcome",
+                         justify="right" if column in ("facts", "cost") else "left")
+    for record in run_reporting_errors(lambda: Registry(get_settings().registry_url).list_runs(limit)):
+        row = history_row(record)
+        table.add_row(*(row[column] for column in TERMINAL_COLUMNS))
     print_table(table)
 
 
 @runs_app.command("show")
-def runs_show(run: Annotated[str, typer.Argument(metavar="RUN", help="Run name, run id, or the start of one")]) -> None:
+def runs_show(run: Annotated[str, typer.Argument(
+        metavar="RUN", help="Run name, run id or Prefect flow-run id, or the start of one")]) -> None:
     """Print one run's summary: outcome, dataset, job, loss, evaluation, cost case."""
     from rich.markdown import Markdown
 
@@ -476,12 +487,12 @@ def runs_show(run: Annotated[str, typer.Argument(metavar="RUN", help="Run name, 
 
     def find() -> dict[str, Any]:
         matches = Registry(get_settings().registry_url).find_runs(run)
-        if matches and run in (matches[0]["run_id"], matches[0].get("run_name")):
-            return matches[0]  # the newest of the runs with this name
+        if matches and run in (matches[0]["run_id"], matches[0].get("run_name"), matches[0].get("flow_run_id")):
+            return matches[0]  # the newest of the runs with this name (older records shared names)
         if len(matches) != 1:
-            names = ", ".join(m.get("run_name") or m["run_id"] for m in matches[:5])
+            ids = ", ".join(f"{m['run_id']} ({m.get('run_name') or '-'}, {m['status']})" for m in matches[:5])
             raise ConfigError(f"no run matches {run!r}" if not matches else f"{run!r} matches {len(matches)} runs: "
-                              f"{names}; give more of the run id")
+                              f"{ids}; give one of these run ids")
         return matches[0]
 
     # wide enough for the dataset's sha256 and the model ids in the summary's tables

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     eval_json_schema: Path | None = Field(None, description="JSON schema the answers must follow, if any.")
     eval_max_examples: int = Field(50, ge=1, description="Held-out examples to evaluate at most.")
     eval_concurrency: int = Field(4, ge=1, description="Parallel chat requests during evaluation.")
+    eval_judge: bool = Field(False, description="Also have an LLM judge grade the fine-tuned answers (costs requests).")
+    eval_judge_model: str | None = Field(None, description="The judge's chat model (default: the base model).")
     promotion_min_improvement: float = Field(0.05, ge=0, description="F1 (dpo: win rate) to beat the baseline by.")
     promotion_max_regression: float = Field(0.02, ge=0, description="Largest drop allowed against the promoted model.")
     monthly_requests: int = Field(100_000, ge=0, description="Request volume for the cost case.")

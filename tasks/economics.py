@@ -3,6 +3,8 @@
 Before: the base model with the long production prompt. After: the fine-tuned model with the
 short prompt, at its higher price per token. Token figures are the means measured in the
 evaluation (the API's `usage`), training cost is trained tokens x the training price.
+When a model is promoted already, the case also says what the candidate costs against it (the
+incumbent, at its own prices and measured tokens): the choice the promotion actually makes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+from ftflow.errors import ConfigError
 from ftflow.formatting import change, usd
-from tasks.evaluate import NOT_EVALUATED
+from tasks.evaluate import NOT_EVALUATED, prices_for
 
 
 @dataclass
@@ -37,6 +40,9 @@ class CostCase:
     training_cost_usd: float
     break_even_requests: int | None  # requests whose savings pay the training back; None: never
     payback_months: float | None
+    incumbent_model: str | None = None  # the promoted model, if any, at its own prices
+    cost_per_1k_requests_incumbent_usd: float | None = None
+    monthly_saving_vs_incumbent_usd: float | None = None  # negative: the candidate costs more
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +50,17 @@ class CostCase:
 
 def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_before: float,
               prompt_tokens_after: float, completion_tokens_after: float, trained_tokens: int,
-              monthly_requests: int) -> CostCase:
+              monthly_requests: int, incumbent: tuple[str, float, float] | None = None) -> CostCase:
+    """The cost case; `incumbent`: the promoted model, its prompt and completion tokens per request.
+
+    Raises ConfigError for a negative count (a what-if typed by hand): it would price a request below zero.
+    """
+    counts = {"prompt tokens before": prompt_tokens_before, "completion tokens before": completion_tokens_before,
+              "prompt tokens after": prompt_tokens_after, "completion tokens after": completion_tokens_after,
+              "trained tokens": trained_tokens, "monthly requests": monthly_requests}
+    negative = [f"{name} {value:g}" for name, value in counts.items() if value < 0]
+    if negative:
+        raise ConfigError(f"token and request counts cannot be negative: {', '.join(negative)}")
     catalog = load_catalog()
     info = catalog.get(model)
     per_request_before = (prompt_tokens_before * info.base_input + completion_tokens_before * info.base_output) / 1e6
@@ -53,6 +69,15 @@ def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_befo
     saving_per_request = per_request_before - per_request_after
     training_cost = trained_tokens * info.training / 1e6
     monthly_saving = saving_per_request * monthly_requests
+    against: dict[str, Any] = {}
+    if incumbent:
+        name, prompt_tokens, completion_tokens = incumbent
+        price_in, price_out = prices_for(name)
+        per_request_incumbent = (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+        against = {"incumbent_model": name,
+                   "cost_per_1k_requests_incumbent_usd": round(per_request_incumbent * 1000, 6),
+                   "monthly_saving_vs_incumbent_usd": round((per_request_incumbent - per_request_after)
+                                                            * monthly_requests, 4)}
     return CostCase(
         model=info.name, prices_as_of=catalog.as_of, monthly_requests=monthly_requests,
         prompt_tokens_before=prompt_tokens_before, prompt_tokens_after=prompt_tokens_after,
@@ -67,6 +92,7 @@ def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_befo
         trained_tokens=trained_tokens, training_cost_usd=round(training_cost, 4),
         break_even_requests=int(-(-training_cost // saving_per_request)) if saving_per_request > 0 else None,
         payback_months=round(training_cost / monthly_saving, 3) if monthly_saving > 0 else None,
+        **against,
     )
 
 
@@ -88,6 +114,9 @@ def cost_case_markdown(case: CostCase) -> str:
         "", f"Prompt tokens per request {change(-case.prompt_token_reduction)}; monthly saving "
         f"{usd(case.monthly_saving_usd)}; training {usd(case.training_cost_usd, 4)} ({case.trained_tokens:,} tokens); "
         f"{verdict}.",
+        *([] if case.incumbent_model is None else [
+            "", f"Against the promoted `{case.incumbent_model}`: {usd(case.cost_per_1k_requests_incumbent_usd, 4)} "
+            f"per 1K requests, monthly saving {usd(case.monthly_saving_vs_incumbent_usd)}."]),
     ])
 
 
@@ -100,11 +129,14 @@ def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: st
     if evaluation["status"] == NOT_EVALUATED:
         return None
     before, after = evaluation["models"]["baseline"], evaluation["models"]["candidate"]
+    current = evaluation["models"].get("current")
     case = cost_case(model=model, prompt_tokens_before=before["prompt_tokens_mean"],
                      completion_tokens_before=before["completion_tokens_mean"],
                      prompt_tokens_after=after["prompt_tokens_mean"],
                      completion_tokens_after=after["completion_tokens_mean"], trained_tokens=trained_tokens,
-                     monthly_requests=monthly_requests)
+                     monthly_requests=monthly_requests,
+                     incumbent=current and (current["model"], current["prompt_tokens_mean"],
+                                            current["completion_tokens_mean"]))
     create_markdown_artifact(cost_case_markdown(case), key="ftflow-cost-case",
                              description="Fine-tuned + short prompt vs base + long prompt")
     return case

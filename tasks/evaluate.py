@@ -10,6 +10,11 @@ examples. Per example and aggregated:
   reference is compared field by field on the values only (keys never count), and the F1 is
   the mean over the fields of either answer; plain text is compared as a whole;
 - exact match per JSON field of the reference;
+- facts (`tasks/facts.py`): fact recall, the share of the reference's grounded facts (ids,
+  numbers, amounts, dates, names that also appear in the input turns) the answer states, and
+  the share of answers that invent a fact (one in neither the input nor the reference). Word
+  F1 scores an answer with the wrong order number, name and city nearly as high as the right
+  one; fact recall does not;
 - prompt and completion tokens actually used (the API's `usage`), and what they cost.
 Every rate and mean carries a seeded bootstrap 95% interval, and the candidate's difference
 to each other model a paired one (same examples, resampled together), which the promotion
@@ -26,7 +31,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,8 @@ from ftflow.jsonl import iter_records
 from ftflow.providers import chat_for
 from ftflow.providers.base import retry_on_transient
 from ftflow.settings import Settings
+from tasks.facts import score_facts
+from tasks.judge import judge_answers
 from tasks.transform import content_hash
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -209,15 +216,30 @@ class Scored:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    fact_recall: float | None = None  # share of the reference's grounded facts stated; None: it has none
+    missed_facts: list[str] = field(default_factory=list)
+    invented_facts: list[str] = field(default_factory=list)
+
+
+def input_text(messages: list[dict[str, Any]]) -> str:
+    """Everything the model was given: each turn's text, tool calls' arguments included."""
+    parts = []
+    for message in messages:
+        if isinstance(message.get("content"), str):
+            parts.append(message["content"])
+        parts += [call.get("function", {}).get("arguments", "") for call in message.get("tool_calls") or []]
+    return "\n".join(parts)
 
 
 def score(index: int, answer: str, reference: str, *, usage: Any, language: str, schema: dict | None,
-          price_in: float, price_out: float) -> Scored:
+          price_in: float, price_out: float, inputs: str = "") -> Scored:
     detected = detect_language(prose_of(answer))
     prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    facts = score_facts(prose_of(answer), prose_of(reference), inputs)
     return Scored(
         index=index, answer=answer, reference=reference, f1=round(answer_f1(answer, reference), 4),
-        fields=field_matches(answer, reference),
+        fields=field_matches(answer, reference), fact_recall=facts.recall, missed_facts=facts.missed,
+        invented_facts=facts.invented,
         json_valid=parse_json(answer) is not None, schema_valid=schema_valid(answer, schema), language=detected,
         in_language=detected == language, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         cost_usd=(prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000,
@@ -227,6 +249,8 @@ def score(index: int, answer: str, reference: str, *, usage: Any, language: str,
 # Each tracked figure: its name in the results and its per-example value (None: not applicable).
 METRICS = {
     "f1": lambda s: s.f1,
+    "fact_recall": lambda s: s.fact_recall,
+    "invented_fact_rate": lambda s: float(bool(s.invented_facts)),
     "json_valid_rate": lambda s: float(s.json_valid),
     "schema_valid_rate": lambda s: None if s.schema_valid is None else float(s.schema_valid),
     "language_rate": lambda s: float(s.in_language),
@@ -340,7 +364,8 @@ def evaluate_model(client: openai.OpenAI, model: str, cases: list[EvalCase], *, 
         reply = client.chat.completions.create(model=served_as or model, temperature=0,
                                                messages=with_system_prompt(case.messages, system_prompt))
         return score(index, reply.choices[0].message.content or "", case.reference, usage=reply.usage,
-                     language=language, schema=schema, price_in=price_in, price_out=price_out)
+                     language=language, schema=schema, price_in=price_in, price_out=price_out,
+                     inputs=input_text(case.messages))
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(ask, range(len(cases))))
@@ -348,11 +373,15 @@ def evaluate_model(client: openai.OpenAI, model: str, cases: list[EvalCase], *, 
 
 def worst_examples_markdown(model: str, scores: list[Scored], cases: list[EvalCase], n: int = 5) -> str:
     lines = [f"# Weakest answers of `{model}` on held-out examples", ""]
-    for s in sorted(scores, key=lambda s: (s.f1, s.index))[:n]:
+    weakest = sorted(scores, key=lambda s: (1.0 if s.fact_recall is None else s.fact_recall, s.f1, s.index))
+    for s in weakest[:n]:
         question = next((m["content"] for m in reversed(cases[s.index].messages) if m["role"] == "user"), "")
-        lines += [f"## Example {s.index}: F1 {s.f1:.2f}, JSON {'yes' if s.json_valid else 'no'}, "
+        facts = "-" if s.fact_recall is None else f"{s.fact_recall:.2f}"
+        lines += [f"## Example {s.index}: fact recall {facts}, F1 {s.f1:.2f}, JSON {'yes' if s.json_valid else 'no'}, "
                   f"language {s.language}", "", f"**User:** {question}", "", f"**Answer:** {s.answer}", "",
-                  f"**Reference:** {s.reference}", ""]
+                  f"**Reference:** {s.reference}", "",
+                  f"**Facts missed:** {', '.join(s.missed_facts) or 'none'}; "
+                  f"**invented:** {', '.join(s.invented_facts) or 'none'}", ""]
     return "\n".join(lines)
 
 
@@ -373,7 +402,22 @@ def evaluate(run_dir: Path, candidate: str, current: str | None,
                                           language=settings.eval_language, schema=schema,
                                           concurrency=settings.eval_concurrency)
     result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}
+    if settings.eval_judge and cases:
+        result["judge"] = judge_candidate(run_dir, candidate, cases, scores["candidate"], settings)
+        result["models"]["candidate"]["judge"] = {k: v for k, v in result["judge"].items() if k != "per_example"}
     return result, scores, cases
+
+
+def judge_candidate(run_dir: Path, candidate: str, cases: list[EvalCase], scores: list[Scored],
+                    settings: Settings) -> dict[str, Any]:
+    """The LLM judge's verdicts on the candidate's answers, within what the budget leaves after training."""
+    model = settings.eval_judge_model or base_model_of(candidate)
+    client, name = chat_for(settings, model)
+    report = run_dir / "report.json"
+    training = json.loads(report.read_text("utf-8")).get("estimated_cost_usd", 0.0) if report.is_file() else 0.0
+    budget = None if settings.max_cost_usd is None else settings.max_cost_usd - training
+    return judge_answers(client, model, name, cases, scores, cache_dir=Path(settings.work_dir) / "judge",
+                         budget_usd=budget, concurrency=settings.eval_concurrency)
 
 
 def _with_interval(value: float | None, interval: list[float] | None) -> str:

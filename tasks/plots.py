@@ -65,7 +65,15 @@ def plot_token_histogram(tokens: list[int], path: Path, limit: int | None = None
     return _save(fig, path)
 
 
-HISTORY_METRICS = (("f1", "F1"), ("json_valid_rate", "valid JSON"), ("language_rate", "in language"))
+HISTORY_METRICS = (("f1", "F1"), ("fact_recall", "fact recall"), ("json_valid_rate", "valid JSON"),
+                   ("language_rate", "in language"))
+
+
+def history_label(run: dict[str, Any]) -> str:
+    """A run on the x axis: its id (start time and flow-run id, never shared) and its base model."""
+    from tasks.summary import short_model
+
+    return f"{run['run_id']}\n{short_model(run.get('base_model'))}"
 
 
 def plot_eval_history(runs: list[dict[str, Any]], path: Path, title: str = "Held-out evaluation, run over run") -> Path:
@@ -73,8 +81,8 @@ def plot_eval_history(runs: list[dict[str, Any]], path: Path, title: str = "Held
     plt = _pyplot()
     evaluated = [r for r in runs if (r.get("evaluation") or {}).get("candidate")]
     fig, ax = plt.subplots(figsize=SIZE)
-    labels = [r.get("run_name") or r["run_id"] for r in evaluated]
-    for offset, (metric, label) in zip((-0.15, 0.0, 0.15), HISTORY_METRICS, strict=True):
+    labels = [history_label(r) for r in evaluated]
+    for offset, (metric, label) in zip((-0.225, -0.075, 0.075, 0.225), HISTORY_METRICS, strict=True):
         xs, ys, errors = [], [], [[], []]
         for i, run in enumerate(evaluated):
             model = run["evaluation"]["candidate"]
@@ -119,7 +127,8 @@ def draw_plots(record: dict[str, Any], history: list[dict[str, Any]], run_dir: s
     if any((r.get("evaluation") or {}).get("candidate") for r in history):
         plots["eval-history"] = plot_eval_history(history, out / "eval-history.png")
     descriptions = {"tokens": "Tokens per training example", "loss": "Training and validation loss per step",
-                    "eval-history": "Held-out F1, valid-JSON and language rates, run over run (95% intervals)"}
+                    "eval-history": "Held-out F1, fact recall, valid-JSON and language rates, run over run "
+                                    "(95% intervals)"}
     for name, path in plots.items():
         create_markdown_artifact(f"![{descriptions[name]}]({data_url(path)})", key=f"ftflow-plot-{name}",
                                  description=descriptions[name])

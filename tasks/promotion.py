@@ -5,15 +5,19 @@
   above zero, so a gain that sampling noise could explain does not promote;
 - no tracked rate (valid JSON, schema, language) below the baseline's by more than
   `max_regression` (point estimates: a doubtful drop blocks rather than passes);
-- no regression against the currently promoted model: no tracked figure (F1 and the rates)
-  below it by more than `max_regression`.
+- fact recall (the share of the reference's grounded facts the answer states, see
+  `tasks/facts.py`) not below the baseline's by more than `max_regression`;
+- no regression against the currently promoted model: no tracked figure (F1, fact recall and
+  the rates) below it by more than `max_regression`.
+Every criterion is kept with its value, threshold and verdict (`Decision.criteria`), and the
+incumbent it was compared with (model, base model, backend), so the summary can explain it.
 Without held-out examples there is nothing to compare: "not evaluated", never promoted.
 Not being promoted is an outcome, not an error: the run ends normally and says why.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prefect import task
@@ -24,6 +28,9 @@ from tasks.evaluate import NOT_EVALUATED
 from tasks.registry import Registry
 
 RATES = ("json_valid_rate", "schema_valid_rate", "language_rate")
+# Must not fall below the baseline's (less `max_regression`) nor regress against the incumbent:
+# an answer with the wrong order number is worse than none, however well it reads.
+FACTS = ("fact_recall",)
 
 
 @dataclass
@@ -31,19 +38,25 @@ class Decision:
     promoted: bool
     reasons: list[str]
     model: str
+    # Each criterion of the gate: what, the candidate's value, the threshold, pass or fail.
+    criteria: list[dict[str, Any]] = field(default_factory=list)
+    incumbent: dict[str, Any] | None = None  # the promoted model compared against: model, base model, backend
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _dropped(candidate: dict[str, Any], other: dict[str, Any], metric: str, max_regression: float) -> bool:
-    return candidate.get(metric) is not None and other.get(metric) is not None \
-        and candidate[metric] < other[metric] - max_regression
+def _criterion(name: str, value: float, threshold: float, reason: str) -> dict[str, Any]:
+    """One line of the gate: passes when `value` >= `threshold`; `reason` says why when it does not."""
+    threshold = max(threshold, 0.0)  # shares and scores: "at least -0.02" reads as a glitch and means 0
+    passed = value >= threshold
+    return {"criterion": name, "value": round(value, 4), "threshold": round(threshold, 4),
+            "verdict": "pass" if passed else "fail", **({} if passed else {"reason": reason})}
 
 
 def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression: float,
            metric: str = "f1") -> Decision:
-    """Promote or not, with every reason against, from an evaluation (`evaluate.summarize` or the DPO one).
+    """Promote or not, with every criterion and every reason against (`evaluate.summarize` or the DPO one).
 
     `metric` is what must improve: token F1, or the win rate on preference pairs (method dpo).
     """
@@ -52,21 +65,29 @@ def decide(evaluation: dict[str, Any], *, min_improvement: float, max_regression
                         model=evaluation["candidate"])
     models = evaluation["models"]
     candidate, baseline, current = models["candidate"], models["baseline"], models.get("current")
-    reasons = []
     gain = evaluation["differences"]["baseline"][metric]
     low, high = gain["ci95"]
-    if low < min_improvement:
-        label = "F1" if metric == "f1" else metric
-        reasons.append(f"{label} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} by "
-                       f"{min_improvement:.3f} with 95% confidence (gain {gain['difference']:+.3f}, "
-                       f"interval {low:+.3f} to {high:+.3f}, n={evaluation['examples']})")
-    reasons += [f"{rate} {candidate[rate]:.3f} is below the baseline's {baseline[rate]:.3f}"
-                for rate in RATES if _dropped(candidate, baseline, rate, max_regression)]
+    label = "F1" if metric == "f1" else metric
+    criteria = [_criterion(
+        f"{label} gain over the baseline, low end of its 95% interval", low, min_improvement,
+        f"{label} {candidate[metric]:.3f} does not beat the baseline's {baseline[metric]:.3f} by "
+        f"{min_improvement:.3f} with 95% confidence (gain {gain['difference']:+.3f}, "
+        f"interval {low:+.3f} to {high:+.3f}, n={evaluation['examples']})")]
+    criteria += [_criterion(f"{rate} against the baseline", candidate[rate], baseline[rate] - max_regression,
+                            f"{rate} {candidate[rate]:.3f} is below the baseline's {baseline[rate]:.3f}")
+                 for rate in (*FACTS, *RATES) if _both(candidate, baseline, rate)]
     if current:
-        reasons += [f"{tracked} {candidate[tracked]:.3f} regresses against the promoted {current['model']} "
-                    f"({current[tracked]:.3f}) by more than {max_regression:.3f}"
-                    for tracked in (metric, *RATES) if _dropped(candidate, current, tracked, max_regression)]
-    return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"])
+        criteria += [_criterion(f"{tracked} against the incumbent", candidate[tracked],
+                                current[tracked] - max_regression,
+                                f"{tracked} {candidate[tracked]:.3f} regresses against the promoted "
+                                f"{current['model']} ({current[tracked]:.3f}) by more than {max_regression:.3f}")
+                     for tracked in (metric, *FACTS, *RATES) if _both(candidate, current, tracked)]
+    reasons = [c.pop("reason") for c in criteria if "reason" in c]
+    return Decision(promoted=not reasons, reasons=reasons, model=candidate["model"], criteria=criteria)
+
+
+def _both(candidate: dict[str, Any], other: dict[str, Any], metric: str) -> bool:
+    return candidate.get(metric) is not None and other.get(metric) is not None
 
 
 @task(name="current-model", cache_policy=RUN_CACHE)
@@ -85,6 +106,10 @@ def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings
                       max_regression=settings.promotion_max_regression,
                       metric="win_rate" if evaluation.get("method") == "dpo" else "f1")
     registry = Registry(settings.registry_url)
+    incumbent = registry.current_promotion(settings.model) or registry.current_promotion()  # as current_model
+    if incumbent:
+        decision.incumbent = {"model": incumbent["model"], "base_model": incumbent["base_model"],
+                              "backend": incumbent["backend"]}
     # A re-attached job's model may be the promoted one already: no second promotion row for it.
     already_promoted = (registry.current_promotion(settings.model) or {}).get("model") == decision.model
     if decision.promoted and not already_promoted:

@@ -326,9 +326,11 @@ class Registry:
             return [json.loads(r[0]) for r in rows]
 
     def find_runs(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Runs whose id or name equals `prefix`, else those starting with it; newest first."""
-        exact = sa.or_(runs.c.run_id == prefix, runs.c.record.contains(f'"run_name": "{prefix}"', autoescape=True))
+        """Runs whose id, name or Prefect flow-run id equals `prefix`, else those starting with it; newest first."""
+        exact = sa.or_(runs.c.run_id == prefix, runs.c.flow_run_id == prefix,
+                       runs.c.record.contains(f'"run_name": "{prefix}"', autoescape=True))
         starts = sa.or_(runs.c.run_id.startswith(prefix, autoescape=True),
+                        runs.c.flow_run_id.startswith(prefix, autoescape=True),
                         runs.c.record.contains(f'"run_name": "{prefix}', autoescape=True))
         with self.engine.connect() as conn:
             for condition in (exact, starts):

@@ -1,7 +1,9 @@
 """What a retrain run shows the operator: its name and tags, one summary, the run history.
 
-- the flow run is named `retrain-<dataset sha8>-<date>` and tagged `trigger:scheduled` or
-  `trigger:manual`, so runs tell apart in the UI's list;
+- the flow run is named `retrain-<base model>-<start time>-<flow-run id8>` as it starts (the
+  same name in the log, the UI and the registry; its run id is the part after the model) and
+  tagged `dataset:<sha8>` and `trigger:scheduled` or `trigger:manual`, so runs tell apart in
+  the UI's list;
 - one markdown artifact (`ftflow-summary`) says in ten seconds what happened: outcome,
   dataset, job, loss, evaluation against baseline and incumbent, cost case, links;
 - one table artifact (`ftflow-history`) lists the last runs from the registry, the same
@@ -26,8 +28,32 @@ HISTORY_KEY = "ftflow-history"
 SUMMARY_KEY = "ftflow-summary"
 
 
-def run_name(dataset_sha256: str, day: dt.date) -> str:
-    return f"retrain-{dataset_sha256[:8]}-{day:%Y-%m-%d}"
+def short_model(model: str | None) -> str:
+    """A base model as people call it: its shortest alias (`gpt-4o-mini`), the name after an org's slash."""
+    from ftflow.catalog import load_catalog
+
+    if not model:
+        return "-"
+    aliases = [alias for alias, name in load_catalog().aliases.items() if model in (alias, name)]
+    return min([*aliases, model.rsplit("/", 1)[-1]], key=len)
+
+
+def run_name(model: str, run_id: str) -> str:
+    """`retrain-<base model>-<run id>`: what ran, and when (the run id is its start time and flow-run id)."""
+    return f"retrain-{short_model(model)}-{run_id}"
+
+
+def retrain_run_name() -> str:
+    """The flow run's name, set once as it starts (so the log and the UI show the same one); see `run_name`.
+
+    The dataset is known only after prepare: it is a tag (`dataset:<sha8>`) and a column, not part of the name.
+    """
+    from prefect.runtime import flow_run
+
+    from ftflow.settings import get_settings
+    from tasks.lineage import new_run_id
+
+    return run_name(flow_run.parameters.get("model") or get_settings().model, new_run_id())
 
 
 def trigger_tag(auto_scheduled: bool) -> str:
@@ -116,13 +142,17 @@ def _loss_lines(record: dict[str, Any], plot: str | None) -> list[str]:
     return ["; ".join(parts) + ".", "", *([f"![loss per step]({plot})", ""] if plot else [])]
 
 
-EVAL_ROWS = (("f1", "F1", False), ("json_valid_rate", "valid JSON", True), ("schema_valid_rate", "schema valid", True),
-             ("language_rate", "in language", True), ("prompt_tokens_mean", "prompt tokens / request", None))
+EVAL_ROWS = (("f1", "F1", False), ("fact_recall", "fact recall", True),
+             ("invented_fact_rate", "answers inventing a fact", True), ("json_valid_rate", "valid JSON", True),
+             ("schema_valid_rate", "schema valid", True), ("language_rate", "in language", True),
+             ("prompt_tokens_mean", "prompt tokens / request", None))
+ROLE_NAMES = {"candidate": "fine-tuned", "baseline": "baseline (base + full prompt)", "current": "incumbent"}
+FIELDS_SHOWN = 8  # exact match of the first fields of the reference; all of them are in eval.json
 
 
 def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     roles = [r for r in ("candidate", "baseline", "current") if models.get(r)]
-    names = {"candidate": "fine-tuned", "baseline": "baseline (base + full prompt)", "current": "incumbent"}
+    names = ROLE_NAMES
     lines = ["| | " + " | ".join(names[r] for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
     for metric, label, is_share in EVAL_ROWS:
         cells = []
@@ -140,6 +170,89 @@ def _eval_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     has_intervals = any((models[r].get("ci95") or {}).get(metric) for r in roles for metric, _, _ in EVAL_ROWS)
     lines.append(("Figures in brackets are 95% intervals. " if has_intervals else "") + "Models: " + ", ".join(
         f"{names[r]} `{models[r]['model']}`" for r in roles) + ".")
+    if any(models[r].get("fact_recall") is not None for r in roles):
+        lines += ["", "Fact recall: the share of the reference's order numbers, numbers, amounts, dates and names "
+                      "that also appear in the conversation and that the answer states; an answer inventing a fact "
+                      "states one that is in neither."]
+    judge = (models.get("candidate") or {}).get("judge")
+    if judge:
+        lines += ["", judge_line(judge)]
+    return [*lines, "", *_field_lines(models, roles)]
+
+
+def judge_line(judge: dict[str, Any]) -> str:
+    """What the LLM judge said of the fine-tuned answers, and how often it agrees with the metrics."""
+    head = f"LLM judge `{judge['model']}` (rubric {judge['rubric']})"
+    if judge["status"] != "judged":
+        return f"{head}: not run, {judge['reason']}."
+    ci95 = judge.get("ci95") or {}
+
+    def rate(key: str) -> str:
+        interval = ci95.get(key)
+        return share(judge[key]) + (f" [{share(interval[0])}, {share(interval[1])}]" if interval else "")
+
+    return (f"{head}: {rate('pass_rate')} of the fine-tuned answers pass; it agrees with the automatic metrics "
+            f"on {rate('agreement_with_automatic')} of them ({count(judge['examples'])} answers, "
+            f"{count(judge['cached'])} from its cache, {count(judge['unparseable'])} unparseable; "
+            f"cost {usd(judge['cost_usd'], 4)}).")
+
+
+def _field_lines(models: dict[str, dict[str, Any]], roles: list[str]) -> list[str]:
+    """Exact match per field of the JSON reference, per model: a wrong id shows as a low share here."""
+    paths = list(dict.fromkeys(p for r in roles for p in models[r].get("fields") or {}))
+    if not paths:
+        return []
+    lines = ["Exact match per field of the reference answer:", "",
+             "| field | " + " | ".join(ROLE_NAMES[r] for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    for path in paths[:FIELDS_SHOWN]:
+        cells = []
+        for role in roles:
+            found = (models[role].get("fields") or {}).get(path)
+            interval = (found or {}).get("ci95")
+            cells.append("-" if not found else share(found["exact_match_rate"])
+                         + (f" [{share(interval[0])}, {share(interval[1])}]" if interval else ""))
+        lines.append(f"| `{path}` | " + " | ".join(cells) + " |")
+    if len(paths) > FIELDS_SHOWN:
+        lines.append(f"| {len(paths) - FIELDS_SHOWN} more fields in eval.json | |")
+    return [*lines, ""]
+
+
+def _canonical(model: str | None) -> str | None:
+    from ftflow.catalog import base_model_of, load_catalog
+    from ftflow.errors import ConfigError
+
+    if not model:
+        return None
+    try:
+        return load_catalog().get(model).name
+    except ConfigError:  # not in the price table (an open model elsewhere): compare the names
+        return base_model_of(model)
+
+
+def base_change_line(record: dict[str, Any]) -> str | None:
+    """`Base model changed: a (backend) -> b (backend)` when the incumbent was made from another base or provider."""
+    incumbent = (record.get("promotion") or {}).get("incumbent")
+    if not incumbent or not record.get("base_model"):
+        return None
+    before = (_canonical(incumbent.get("base_model") or incumbent["model"]), incumbent.get("backend"))
+    after = (_canonical(record["base_model"]), record.get("backend"))
+    if before == after or (before[0] == after[0] and None in (before[1], after[1])):
+        return None
+    what = " and ".join(w for w, changed in (("base model", before[0] != after[0]),
+                                             ("provider", None not in (before[1], after[1]) and before[1] != after[1]))
+                        if changed)
+    return (f"**{what[0].upper() + what[1:]} changed:** `{before[0]}` ({before[1] or '-'}) -> `{after[0]}` "
+            f"({after[1] or '-'}), against the incumbent `{incumbent['model']}`.")
+
+
+def _promotion_lines(promotion: dict[str, Any]) -> list[str]:
+    """Each criterion of the gate: value, threshold, verdict."""
+    criteria = promotion.get("criteria") or []
+    if not criteria:
+        return []
+    lines = ["| criterion | value | at least | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c['criterion']} | {c['value']:.3f} | {c['threshold']:.3f} | "
+              f"{'pass' if c['verdict'] == 'pass' else '**FAIL**'} |" for c in criteria]
     return [*lines, ""]
 
 
@@ -154,6 +267,12 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
                                     f"({change(-economics['prompt_token_reduction'])})"),
         (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
         ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
+        *([] if not economics.get("incumbent_model") else [
+            ("cost per 1K requests against the incumbent",
+             f"{usd(economics['cost_per_1k_requests_incumbent_usd'], 4)} (`{economics['incumbent_model']}`) -> "
+             f"{usd(economics['cost_per_1k_requests_after_usd'], 4)}"),
+            (f"monthly saving against the incumbent at {count(economics['monthly_requests'])} requests",
+             usd(economics["monthly_saving_vs_incumbent_usd"]))]),
     ]
 
 
@@ -163,6 +282,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     images = images or {}
     title = record.get("run_name") or record["run_id"]
     lines = [f"# {title}", "", f"**Outcome:** {outcome(record)}", ""]
+    changed = base_change_line(record)
+    if changed:
+        lines += [changed, ""]
     report = record.get("prepare")
     if report:
         lines += ["## Dataset", "", *_table(_dataset_rows(report))]
@@ -171,6 +293,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
                   "## Loss", "", *_loss_lines(record, images.get("loss"))]
     if record.get("evaluation"):
         lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
+    promotion_lines = _promotion_lines(record.get("promotion") or {})
+    if promotion_lines:
+        lines += ["## Promotion gate", "", *promotion_lines]
     if record.get("economics"):
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
     if links:
@@ -181,8 +306,10 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     return "\n".join(lines)
 
 
-HISTORY_COLUMNS = ("run", "started", "outcome", "dataset", "examples", "F1", "JSON", "language", "cost",
-                   "promoted model")
+HISTORY_COLUMNS = ("run id", "started", "base model", "outcome", "dataset", "examples", "F1", "facts", "JSON",
+                   "language", "cost", "promoted model")
+# What `ftflow runs` prints: fits 100 columns (the name is base model + run id; `ftflow models` has the models).
+TERMINAL_COLUMNS = ("run id", "base model", "outcome", "dataset", "F1", "facts", "cost")
 
 
 def history_row(record: dict[str, Any]) -> dict[str, str]:
@@ -191,15 +318,17 @@ def history_row(record: dict[str, Any]) -> dict[str, str]:
     written = (record.get("prepare") or {}).get("examples_written") or {}
     status = record["status"]
     if status == "succeeded":
-        status = "re-attached" if record.get("job_created") is False else "trained"
-        status += ", promoted" if record.get("promoted") else ", not promoted"
+        status = "promoted" if record.get("promoted") else "not promoted"
+        status = f"re-attached, {status}" if record.get("job_created") is False else status
     return {
-        "run": record.get("run_name") or record["run_id"],
+        "run id": record["run_id"],
         "started": dt.datetime.fromtimestamp(record["started_at"], dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "base model": short_model(record.get("base_model")),
         "outcome": status,
         "dataset": (record.get("dataset_sha256") or "")[:8] or "-",
         "examples": count(sum(written.values())) if written else "-",
         "F1": with_interval(candidate.get("f1"), (candidate.get("ci95") or {}).get("f1")),
+        "facts": share(candidate.get("fact_recall")),
         "JSON": share(candidate.get("json_valid_rate")),
         "language": share(candidate.get("language_rate")),
         "cost": usd(record.get("run_cost_usd", (record.get("economics") or {}).get("training_cost_usd"))),
@@ -219,18 +348,18 @@ def job_links(record: dict[str, Any], ui_url: str | None, finetune_flow_run_id: 
 
 @task(name="label-run", cache_policy=NO_CACHE)
 def label_run(dataset_sha256: str) -> str:
-    """Return the run's name; renames the flow run after its dataset and tags how it was triggered."""
+    """Return the run's name (given as it started); tags the flow run with its dataset and how it was triggered."""
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
-    name = run_name(dataset_sha256, dt.datetime.now(dt.UTC).date())
     run_id = flow_run.get_id()
-    if run_id:
-        with get_client(sync_client=True) as client:
-            current = client.read_flow_run(run_id)
-            tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled))})
-            client.update_flow_run(run_id, name=name, tags=tags)
-    return name
+    if not run_id:
+        return retrain_run_name()
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id)
+        tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled)), f"dataset:{dataset_sha256[:8]}"})
+        client.update_flow_run(run_id, tags=tags)
+    return current.name
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)

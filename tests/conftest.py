@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +47,15 @@ def postgres_engine_or_skip():
     return engine
 
 
-SPEC_PATH = SHARED / "openai-openapi" / "openapi.yaml"
+# The parts of OpenAI's OpenAPI spec the service implements, vendored (tests/data/openai-openapi.SOURCE.md).
+SPEC_PATH = ROOT / "tests" / "data" / "openai-openapi.yaml"
+
+
+def required_file(path: Path) -> Path:
+    """A file the tests need: a missing one fails the test (a skip would hide it), naming the file."""
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: it is part of the repository (tests/data/), restore it", pytrace=False)
+    return path
 
 
 def _as_openapi_31(node):
@@ -68,12 +75,10 @@ def _as_openapi_31(node):
 
 @pytest.fixture(scope="session")
 def spec():
-    """OpenAI's OpenAPI spec (shared copy), readable by a JSON Schema 2020-12 validator."""
+    """OpenAI's OpenAPI spec (the vendored subset), readable by a JSON Schema 2020-12 validator."""
     import yaml
 
-    if not SPEC_PATH.exists():
-        pytest.skip(f"the OpenAI spec is not at {SPEC_PATH}")
-    with open(SPEC_PATH) as f:
+    with open(required_file(SPEC_PATH)) as f:
         loaded = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     # Known gap in the spec itself: its /pause example returns status "paused", which the
     # FineTuningJob enum omits. We return what the API returns and widen only that enum.

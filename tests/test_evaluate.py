@@ -164,3 +164,23 @@ def test_baseline_prompt_replaces_the_system_turn():
     messages = [{"role": "system", "content": "kurz"}, {"role": "user", "content": "Hallo"}]
     assert with_system_prompt(messages, "LANG") == [{"role": "system", "content": "LANG"}, messages[1]]
     assert with_system_prompt(messages, None) is messages
+
+
+def test_fact_recall_and_invented_facts_per_example_and_overall_with_intervals():
+    """Answers for the right intent but another customer: F1 stays high, fact recall falls."""
+    def reference(i: int) -> str:
+        return dumps({"intent": "bestellstatus", "antwort": f"Servus Jonas! Deine Bestellung AR-5{i:04d} "
+                      "(Talblitz 300) kommt in 3 Werktagen an."})
+    question = [{"role": "user", "content": ""}]
+    cases = [EvalCase(id=f"id{i}", messages=question, reference=reference(i)) for i in range(20)]
+    usage = SimpleNamespace(prompt_tokens=100, completion_tokens=20)
+    answers = [reference(i) if i % 2 else reference(i + 1000) for i in range(20)]  # every other: a wrong number
+    scores = [score(i, answers[i], c.reference, usage=usage, language="de", schema=None, price_in=0.3,
+                    price_out=1.2, inputs=f"Wo ist AR-5{i:04d}, mein Talblitz 300?") for i, c in enumerate(cases)]
+    assert [s.fact_recall for s in scores[:2]] == [0.5, 1.0]
+    assert scores[0].missed_facts == ["AR-50000"] and scores[0].invented_facts == ["AR-51000"]
+    figures = summarize("ft:m", cases, {"candidate": scores}, {"candidate": "ft:m"})["models"]["candidate"]
+    assert figures["fact_recall"] == 0.75 and figures["f1"] > 0.9
+    assert figures["invented_fact_rate"] == 0.5
+    low, high = figures["ci95"]["fact_recall"]
+    assert low < 0.75 < high

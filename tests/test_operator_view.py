@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -69,8 +68,12 @@ def test_a_job_logs_about_twenty_loss_lines_and_one_line_per_event_kind():
         == ["Checkpoint created at step 1", None]
 
 
-def test_run_names_carry_the_dataset_and_the_date_and_tags_the_trigger():
-    assert run_name("0440c9f11ef4abcd", dt.date(2026, 11, 27)) == "retrain-0440c9f1-2026-11-27"
+def test_run_names_say_the_base_model_and_the_run_id_and_tags_the_trigger():
+    """Seven runs a day with one dataset were all `retrain-59eb880b-2026-12-06`: the run id makes each unique."""
+    assert run_name("gpt-4o-mini-2024-07-18", "20261206T201012-3f9a2c1b") == \
+        "retrain-gpt-4o-mini-20261206T201012-3f9a2c1b"
+    assert run_name("gpt-4.1-nano", "20261206T201013-0a1b2c3d") == "retrain-gpt-4.1-nano-20261206T201013-0a1b2c3d"
+    assert run_name("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "x").startswith("retrain-Meta-Llama-3.1")
     assert trigger_tag(True) == "trigger:scheduled" and trigger_tag(False) == "trigger:manual"
 
 
@@ -126,6 +129,42 @@ def test_the_summary_says_outcome_dataset_job_evaluation_and_cost():
         assert expected in text, expected
 
 
+
+def test_the_summary_explains_the_promotion_facts_fields_base_change_and_cost_against_the_incumbent():
+    """The issue's reproduction: a gpt-4.1-nano candidate over a gpt-4o-mini incumbent at equal F1."""
+    candidate = {"model": "ft:gpt-4.1-nano-2025-04-14:x::new", "f1": 0.96, "fact_recall": 0.31,
+                 "invented_fact_rate": 0.47, "json_valid_rate": 1.0, "language_rate": 1.0, "prompt_tokens_mean": 47,
+                 "ci95": {"f1": [0.95, 0.96], "fact_recall": [0.2, 0.43]},
+                 "fields": {"intent": {"exact_match_rate": 1.0, "ci95": [1.0, 1.0]},
+                            "antwort": {"exact_match_rate": 0.0, "ci95": [0.0, 0.0]}}}
+    record = run_record(
+        base_model="gpt-4.1-nano", backend="local",
+        evaluation={"candidate": candidate, "baseline": {**candidate, "model": "gpt-4.1-nano", "f1": 0.06},
+                    "current": {**candidate, "model": "ft:gpt-4o-mini-2024-07-18:x::old"}},
+        promotion={"promoted": False, "reasons": ["fact_recall 0.310 is below the baseline's 0.900"],
+                   "criteria": [{"criterion": "fact_recall against the baseline", "value": 0.31, "threshold": 0.88,
+                                 "verdict": "fail"},
+                                {"criterion": "f1 against the incumbent", "value": 0.96, "threshold": 0.94,
+                                 "verdict": "pass"}],
+                   "incumbent": {"model": "ft:gpt-4o-mini-2024-07-18:x::old", "base_model": "gpt-4o-mini",
+                                 "backend": "openai"}},
+        economics={**run_record()["economics"], "incumbent_model": "ft:gpt-4o-mini-2024-07-18:x::old",
+                   "cost_per_1k_requests_incumbent_usd": 0.0829, "cost_per_1k_requests_after_usd": 0.0553,
+                   "monthly_saving_vs_incumbent_usd": 2.76})
+    text = summary_markdown(record)
+    for expected in ("| fact recall | 31% [20%, 43%] |", "| answers inventing a fact | 47% |",
+                     "| `antwort` | 0% [0%, 0%] |", "| `intent` | 100% [100%, 100%] |",
+                     "**Base model and provider changed:** `gpt-4o-mini-2024-07-18` (openai) -> "
+                     "`gpt-4.1-nano-2025-04-14` (local)",
+                     "| fact_recall against the baseline | 0.310 | 0.880 | **FAIL** |",
+                     "| f1 against the incumbent | 0.960 | 0.940 | pass |",
+                     "| cost per 1K requests against the incumbent | $0.0829 (`ft:gpt-4o-mini-2024-07-18:x::old`) -> "
+                     "$0.0553 |", "$2.76"):
+        assert expected in text, expected
+    same = run_record(promotion={"promoted": True, "reasons": [], "incumbent": {
+        "model": "ft:old", "base_model": "gpt-4o-mini-2024-07-18", "backend": "local"}})
+    assert "changed:**" not in summary_markdown(same)
+
 def test_the_summary_names_only_the_files_the_run_wrote():
     trained = summary_markdown(run_record(), images={"loss": "data:image/png;base64,AAAA"})
     assert trained.endswith("(run.json, report.json, eval.json, plots/).")
@@ -149,7 +188,8 @@ def test_outcomes_tell_trained_reattached_skipped_and_not_promoted_apart():
 
 def test_history_rows_read_like_the_cli_table():
     row = history_row(run_record(job_created=False, run_cost_usd=0.0))
-    assert row["run"] == "retrain-0440c9f1-2026-11-27" and row["outcome"] == "re-attached, promoted"
+    assert row["run id"] == "20261127T145419-462ed1cb" and row["outcome"] == "re-attached, promoted"
+    assert row["base model"] == "gpt-4o-mini"
     assert row["F1"] == "0.92 [0.88, 0.95]" and row["JSON"] == "100%" and row["cost"] == "$0.00"
     assert row["dataset"] == "0440c9f1" and row["examples"] == "381"
     skipped = history_row({"run_id": "r2", "status": "skipped", "started_at": 1795791259.0})
@@ -205,7 +245,8 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     listed = runner.invoke(app, ["runs"])
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
-    assert any("retrain-0440c9f1-2026-11-27" in line and "0.92 [0.88, 0.95]" in line for line in lines)
+    assert any("20261127T145419-462ed1cb" in line and "gpt-4o-mini" in line and "0.92 [0.88, 0.95]" in line
+               for line in lines)
     models = runner.invoke(app, ["models"])
     assert "…" not in listed.output + models.output  # at 80 columns, no cell is cropped
     assert any("ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc" in line for line in models.output.splitlines())
@@ -217,6 +258,61 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     assert missing.exit_code == 2 and "no run matches 'nope'" in missing.output
     assert json.loads(json.dumps(registry.find_runs("2026112")))  # both runs start so: ambiguous prefix
     assert runner.invoke(app, ["runs", "show", "2026112"]).exit_code == 2
+
+
+def test_runs_show_finds_a_run_by_name_run_id_or_prefect_flow_run_id_and_lists_ambiguous_ones_by_id(
+        tmp_path, monkeypatch):
+    """The issue's reproductions: two runs of one name, and the flow-run id from the UI's URL."""
+    from tasks.registry import Registry
+
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    for run_id, flow_run_id, model in (("20261206T201012-3f9a2c1b", "3f9a2c1b-1111-4222-8333-444455556666", "gpt-4o-mini"),
+                                       ("20261206T201544-7e0d9a55", "7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "gpt-4.1-nano")):
+        registry.save_run(run_record(run_id=run_id, flow_run_id=flow_run_id, base_model=model,
+                                     run_name=run_name(model, run_id), started_at=1796588000.0 + len(model)))
+    runner = CliRunner()
+    for query in ("7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "7e0d9a", "20261206T201544-7e0d9a55", "20261206T2015",
+                  "retrain-gpt-4.1-nano-20261206T201544-7e0d9a55", "retrain-gpt-4.1"):
+        shown = runner.invoke(app, ["runs", "show", query])
+        assert shown.exit_code == 0 and "retrain-gpt-4.1-nano-20261206T201544-7e0d9a55" in shown.output, query
+    both = runner.invoke(app, ["runs", "show", "20261206T201"])
+    assert both.exit_code == 2
+    assert "matches 2 runs: 20261206T201544-7e0d9a55 (retrain-gpt-4.1-nano-" in both.output
+    assert "20261206T201012-3f9a2c1b (retrain-gpt-4o-mini-" in both.output
+
+
+def test_runs_fits_a_100_column_terminal(tmp_path, monkeypatch):
+    """`ftflow runs` was 215 columns wide."""
+    from tasks.registry import Registry
+
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    monkeypatch.setenv("COLUMNS", "100")
+    candidate = {**run_record()["evaluation"]["candidate"], "fact_recall": 0.31}
+    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(  # the widest cells: nano, re-attached
+        run_record(promoted=False, evaluation={**run_record()["evaluation"], "candidate": candidate},
+                   base_model="gpt-4.1-nano-2025-04-14", job_created=False, run_cost_usd=1234.5))
+    listed = CliRunner().invoke(app, ["runs"])
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.output.splitlines()) <= 100, listed.output
+    assert "20261127T145419-462ed1cb" in listed.output and "gpt-4.1-nano" in listed.output
+    assert "re-attached" in listed.output and "not promoted" in listed.output and "31%" in listed.output
+
+
+def test_every_registry_command_says_a_bad_setting_in_one_error_line(monkeypatch):
+    """`ftflow runs`, `models` and `models current` printed a traceback for a bad FTFLOW_BACKEND."""
+    monkeypatch.setenv("FTFLOW_BACKEND", "bogus")
+    runner = CliRunner()
+    for command in (["runs"], ["runs", "show", "x"], ["models"], ["models", "current"], ["economics"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, command
+
+
+def test_economics_refuses_negative_counts():
+    result = CliRunner().invoke(app, ["economics", "--prompt-tokens-after", "-5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: token and request counts cannot be negative: prompt tokens after -5"
 
 
 def test_the_readme_sets_the_server_environment_before_starting_the_server():
@@ -291,3 +387,24 @@ def test_task_finish_lines_name_their_task():
     other = logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, "job x: step 1/2", (), None)
     other.task_name = "wait-for-job"
     assert NameFinishedTasks().filter(other) and other.getMessage() == "job x: step 1/2"
+
+
+def test_the_run_summary_on_the_terminal_shows_fact_recall(capsys):
+    from ftflow.cli import print_run_summary
+
+    evaluation = run_record()["evaluation"]
+    evaluation["candidate"] = {**evaluation["candidate"], "fact_recall": 0.3, "invented_fact_rate": 1.0,
+                               "ci95": {"f1": [0.88, 0.95], "fact_recall": [0.19, 0.41]}}
+    evaluation["baseline"] = {**evaluation["baseline"], "fact_recall": 0.94, "invented_fact_rate": 0.0}
+    print_run_summary(run_record(evaluation=evaluation))
+    assert "0.30 [0.19, 0.41] / 100% (baseline 0.94 / 0%)" in capsys.readouterr().out
+
+
+def test_eval_history_labels_tell_runs_of_one_day_and_dataset_apart():
+    """Seven runs named `retrain-59eb880b-2026-12-06` gave seven identical x labels."""
+    from tasks.plots import history_label
+
+    runs = [run_record(run_id=f"20261206T20{i}000-{i}a0b1c2d", run_name="retrain-59eb880b-2026-12-06",
+                       base_model=model) for i, model in enumerate(("gpt-4o-mini", "gpt-4.1-nano", "gpt-4o-mini"))]
+    labels = [history_label(r) for r in runs]
+    assert len(set(labels)) == 3 and labels[1] == "20261206T201000-1a0b1c2d\ngpt-4.1-nano"

@@ -54,6 +54,29 @@ def test_regression_against_the_promoted_model_within_and_beyond_the_margin():
     assert not decision.promoted and "regresses against the promoted ft:old" in decision.reasons[0]
 
 
+
+def test_fact_recall_below_the_baseline_or_the_incumbent_blocks_promotion():
+    """The issue's reproduction: equal F1, wrong order numbers; F1 alone promoted it."""
+    result = evaluation({**metrics(f1=0.96), "fact_recall": 0.3}, {**metrics("base", f1=0.1), "fact_recall": 0.9},
+                        (0.8, 0.9), current={**metrics("ft:old", f1=0.96), "fact_recall": 0.95})
+    decision = decide_default(result)
+    assert not decision.promoted
+    assert decision.reasons == ["fact_recall 0.300 is below the baseline's 0.900",
+                                "fact_recall 0.300 regresses against the promoted ft:old (0.950) by more than 0.020"]
+
+
+def test_every_criterion_is_listed_with_value_threshold_and_verdict():
+    result = evaluation({**metrics(f1=0.96), "fact_recall": 1.0}, {**metrics("base", f1=0.1), "fact_recall": 0.5},
+                        (0.8, 0.9), current={**metrics("ft:old", f1=0.96), "fact_recall": 1.0})
+    decision = decide_default(result)
+    assert decision.promoted
+    rows = {c["criterion"]: (c["value"], c["threshold"], c["verdict"]) for c in decision.criteria}
+    assert rows["F1 gain over the baseline, low end of its 95% interval"] == (0.8, 0.05, "pass")
+    assert rows["fact_recall against the baseline"] == (1.0, 0.48, "pass")
+    assert rows["f1 against the incumbent"] == (0.96, 0.94, "pass")
+    assert rows["language_rate against the incumbent"] == (1.0, 0.98, "pass")
+    assert len(rows) == 1 + 4 + 5  # the gain; facts and 3 rates vs baseline; F1, facts and 3 rates vs incumbent
+
 def test_zero_validation_examples_are_not_evaluated_and_not_promoted():
     # Issue 11: with 0 examples the gate said "F1 0.000 does not beat 0.000".
     result = {"status": "not evaluated", "candidate": "ft:m", "examples": 0, "models": {}, "differences": {},
@@ -78,6 +101,19 @@ def test_cost_case_from_measured_figures():
     assert case.break_even_requests == 50_000  # 3.00 / 0.00006 per request
     assert case.payback_months == pytest.approx(5.0)
 
+
+
+def test_cost_case_against_the_incumbent_too():
+    """The issue's reproduction: a gpt-4.1-nano candidate is cheaper than the gpt-4o-mini incumbent."""
+    # gpt-4.1-nano fine-tuned 0.20/0.80; gpt-4o-mini fine-tuned 0.30/1.20 per 1M tokens.
+    case = cost_case(model="gpt-4.1-nano", prompt_tokens_before=200, completion_tokens_before=100,
+                     prompt_tokens_after=50, completion_tokens_after=100, trained_tokens=0, monthly_requests=100_000,
+                     incumbent=("ft:gpt-4o-mini-2024-07-18:ftflow::old", 50, 100))
+    after, incumbent = (50 * 0.20 + 100 * 0.80) / 1e6, (50 * 0.30 + 100 * 1.20) / 1e6
+    assert case.incumbent_model == "ft:gpt-4o-mini-2024-07-18:ftflow::old"
+    assert case.cost_per_1k_requests_incumbent_usd == pytest.approx(incumbent * 1000)
+    assert case.monthly_saving_vs_incumbent_usd == pytest.approx((incumbent - after) * 100_000)
+    assert case.monthly_saving_vs_incumbent_usd > 0
 
 def test_cost_case_when_the_fine_tuned_model_costs_more():
     case = cost_case(model="gpt-4o-mini", prompt_tokens_before=100, completion_tokens_before=100,

@@ -1,6 +1,6 @@
 """Every response of every endpoint validates against the official OpenAI OpenAPI spec.
 
-The spec is read from ../shared/openai-openapi/openapi.yaml; the response schema of each
+The spec is read from tests/data/openai-openapi.yaml (the vendored subset); the response schema of each
 call is looked up from the spec's own paths (200 response, or ErrorResponse for errors).
 """
 

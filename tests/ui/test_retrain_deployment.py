@@ -38,11 +38,13 @@ def artifacts_of(client, flow_run_id):
     return {a.key: a for a in found}
 
 
-def test_the_run_is_named_after_its_dataset_and_tagged_manual(stack):
+def test_the_run_is_named_after_model_start_and_id_and_tagged_with_dataset_and_trigger(stack):
     run = stack.retrain_run
     assert run.state.type.value == "COMPLETED", (stack.folder / "worker.log").read_text()[-3000:]
-    assert re.fullmatch(r"retrain-[0-9a-f]{8}-\d{4}-\d{2}-\d{2}", run.name)
+    assert re.fullmatch(rf"retrain-gpt-4o-mini-\d{{8}}T\d{{6}}-{run.id.hex[:8]}", run.name), run.name
+    assert f"Beginning flow run '{run.name}'" in (stack.folder / "worker.log").read_text()  # the log says the same
     assert "trigger:manual" in run.tags and "trigger:scheduled" not in run.tags
+    assert any(re.fullmatch(r"dataset:[0-9a-f]{8}", tag) for tag in run.tags), run.tags
 
 
 def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
@@ -51,7 +53,8 @@ def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
     summary = artifacts["ftflow-summary"]
     assert summary.type == "markdown" and summary.data.startswith(f"# {stack.retrain_run.name}")
     for section in ("**Outcome:** trained; ", "## Dataset", "## Fine-tuning job", "## Loss", "## Held-out evaluation",
-                    "## Cost case", "## Links", "![loss per step](data:image/png;base64,"):
+                    "## Cost case", "## Links", "![loss per step](data:image/png;base64,", "| fact recall |",
+                    "## Promotion gate", "| `antwort` | 0% [0%, 0%] |"):
         assert section in summary.data, section
     for plot in ("ftflow-plot-loss", "ftflow-plot-tokens", "ftflow-plot-eval-history"):
         image = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", artifacts[plot].data)
@@ -59,7 +62,7 @@ def test_summary_plots_and_history_are_artifacts_of_the_run(stack):
     history = artifacts["ftflow-history"]
     assert history.type == "table"
     rows = history.data if isinstance(history.data, list) else json.loads(history.data)
-    assert rows[0]["run"] == stack.retrain_run.name and rows[0]["outcome"].startswith("trained")
+    assert stack.retrain_run.name.endswith(rows[0]["run id"]) and rows[0]["outcome"] == "not promoted"
 
 
 def test_no_task_has_subflow_inputs_the_default_ui_cannot_read(stack):
