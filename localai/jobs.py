@@ -19,6 +19,7 @@ from typing import Any
 
 from localai.common import new_id, now, paginate
 from localai.exceptions import InvalidRequest, NotFound, PermissionDenied
+from localai.faults import FaultInjector
 from localai.files import FilesBackend
 from localai.models import DPO_MODELS, ORG, ModelsBackend, base_models, base_of
 from localai.store import Store, public
@@ -64,8 +65,10 @@ class JobsBackend:
         seconds_per_1k_tokens: float,
         refusal: str | None = None,
         daily_job_limit: int | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.store = store
+        self.faults = faults
         self.files = files
         self.models = models
         self.seconds_per_1k_tokens = seconds_per_1k_tokens
@@ -157,6 +160,8 @@ class JobsBackend:
             "_suffix": suffix,
             "_sim": {"phase_since": time.time(), "elapsed": 0.0},
         }
+        if self.faults and self.faults.plan.job_error:  # decided at create: the plan then may change
+            job["_sim"]["fail_with"] = self.faults.plan.job_error.model_dump()
         self.store.put("job", job)
         self._event(job, f"Validating training file: {job['training_file']}")
         return public(job)
@@ -256,6 +261,8 @@ class JobsBackend:
     def _validate(self, job: dict[str, Any]) -> None:
         """Check the data as OpenAI does after upload: format for the method, special tokens; plan the run."""
         sim = job["_sim"]
+        if failure := sim.get("fail_with"):
+            return self._fail(job, failure["code"], failure["message"], failure["param"])
         method = job["method"]["type"]
         for param in ("training_file", "validation_file"):
             if job[param] is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -217,8 +218,7 @@ def poll_job(
         if job.state == "succeeded":
             return job
         if job.state == "failed":
-            raise JobFailed(f"fine-tuning job {job_id} failed: {job.error_code}: {job.error_message or 'no reason'}",
-                            job_id=job_id, code=job.error_code)
+            raise job_failed(job, [e.message for e in itertools.islice(provider.list_events(job_id), LAST_EVENTS)])
         if job.state == "cancelled":
             raise JobCancelled(f"fine-tuning job {job_id} was cancelled")
         if should_cancel():
@@ -228,6 +228,34 @@ def poll_job(
             raise JobTimeout(f"fine-tuning job {job_id} is still {job.provider_status} at its polling deadline")
         time.sleep(min(delay, max(0.0, deadline - time.time())))
         delay = min(maximum, delay * 1.5)
+
+
+LAST_EVENTS = 5  # of a job that failed without a reason, shown instead of one
+_LINE = re.compile(r"\b(?:line|example)\s+(\d+)", re.IGNORECASE)
+
+
+def provider_error(job: RemoteJob, last_events: list[str]) -> dict[str, Any]:
+    """The failed job's error as the provider gave it: code, message, param, and the line its message names.
+
+    Empty fields are None. A job failed with no message also keeps its last events (newest first).
+    """
+    message = job.error_message or None
+    line = _LINE.search(message or "")
+    return {"code": job.error_code or None, "message": message, "param": job.error_param or None,
+            "line": int(line.group(1)) if line else None, **({} if message else {"last_events": last_events})}
+
+
+def job_failed(job: RemoteJob, last_events: list[str]) -> JobFailed:
+    """JobFailed whose message quotes the provider's error verbatim, or says it gave none."""
+    error = provider_error(job, last_events)
+    given = ", ".join(f"{field} {error[field]!r}" for field in ("code", "param", "line") if error[field] is not None)
+    if error["message"]:
+        text = f"fine-tuning job {job.id} failed; the provider says ({given or 'no code'}): {error['message']}"
+    else:
+        events = " | ".join(last_events) or "none"
+        text = (f"fine-tuning job {job.id} failed and the provider gave no reason ({given or 'no code, no message'});"
+                f" its last events, newest first: {events}")
+    return JobFailed(text, job_id=job.id, code=error["code"], provider_error=error)
 
 
 # The result file's own column names are inconsistent (`train_accuracy` next to

@@ -157,6 +157,18 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _provider_error_lines(error: dict[str, Any]) -> list[str]:
+    """The failed job's error field by field, as the provider gave it; its last events if it gave no reason."""
+    rows = [("field", "the provider's value")]
+    rows += [(field, "`" + str(error[field]).replace("|", "\\|") + "`" if error.get(field) is not None else "(empty)")
+             for field in ("code", "message", "param", "line")]
+    lines = _table(rows)
+    if not error.get("message"):
+        lines += ["The provider gave no reason. The job's last events, newest first:", "",
+                  *[f"- {event}" for event in error.get("last_events") or ["(none)"]], ""]
+    return lines
+
+
 def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None,
                      images: dict[str, str] | None = None) -> str:
     """The run's summary: readable in ten seconds, top to bottom. `images`: plot name -> URL to embed."""
@@ -166,7 +178,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     report = record.get("prepare")
     if report:
         lines += ["## Dataset", "", *_table(_dataset_rows(report))]
-    if record.get("job_id"):
+    if record.get("provider_error"):
+        lines += ["## Provider error", "", *_provider_error_lines(record["provider_error"])]
+    elif record.get("job_id"):
         lines += ["## Fine-tuning job", "", *_table(_job_rows(record)),
                   "## Loss", "", *_loss_lines(record, images.get("loss"))]
     if record.get("evaluation"):

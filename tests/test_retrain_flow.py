@@ -209,6 +209,43 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     assert "-" not in rows[1].values() and rows[1]["dataset"] == "\u2014"
 
 
+def test_a_failed_jobs_provider_error_reaches_the_record_the_summary_and_the_error_line(
+        prefect_server, pipeline_env, tmp_path):
+    """The provider's code, message, param and line, verbatim: in run.json, the summary and the one error line."""
+    import httpx
+
+    message = 'The job failed due to an invalid training file. Invalid file format. Line 7, key "messages": bad.'
+    httpx.put(f"{pipeline_env.base_url.removesuffix('/v1')}/_admin/faults",
+              json={"job_error": {"code": "invalid_training_file", "message": message, "param": "training_file"}},
+              headers={"Authorization": f"Bearer {pipeline_env.api_key}"}).raise_for_status()
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["retrain", *SAMPLES, "--runs-dir", str(runs)])
+    assert result.exit_code == 4, (result.output, result.stderr)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: fine-tuning job ftjob-") and line.endswith(
+        f"failed; the provider says (code 'invalid_training_file', param 'training_file', line 7): {message}")
+    [run_json] = runs.glob("*/run.json")
+    record = json.loads(run_json.read_text())
+    assert record["status"] == "failed" and record["job_id"] in line
+    assert record["provider_error"] == {"code": "invalid_training_file", "message": message,
+                                        "param": "training_file", "line": 7}
+
+    async def summary():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        async with get_client() as client:
+            [found] = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ftflow-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[record["flow_run_id"]])))
+            return found.data
+
+    import asyncio
+
+    text = asyncio.run(summary())
+    assert "## Provider error" in text and "| code | `invalid_training_file` |" in text
+    assert f"| message | `{message}` |" in text and "| line | `7` |" in text
+
+
 async def read_all(read, **filters) -> list:
     """Every row a Prefect client read returns, page by page (the server caps a page at 200)."""
     rows: list = []

@@ -297,6 +297,36 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"
 
 
+def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provider, client, registry, tmp_path):
+    poisoned = tmp_path / "p.jsonl"
+    poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
+    job, _ = create(provider, registry, request_for(upload(provider, registry, poisoned).file_id))
+    with pytest.raises(JobFailed) as info:
+        poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
+    said = client.fine_tuning.jobs.retrieve(job.id).error
+    assert info.value.provider_error == {"code": "invalid_training_file", "message": said.message,
+                                         "param": "training_file", "line": 3}
+    assert str(info.value) == (f"fine-tuning job {job.id} failed; the provider says (code 'invalid_training_file', "
+                               f"param 'training_file', line 3): {said.message}")
+
+
+def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_service, provider, registry, train_file):
+    import httpx
+
+    response = httpx.put(f"{local_service.base_url.removesuffix('/v1')}/_admin/faults",
+                         json={"job_error": {"code": "", "message": ""}},
+                         headers={"Authorization": f"Bearer {local_service.api_key}"})
+    assert response.status_code == 200, response.text
+    job, _ = create(provider, registry, request_for(upload(provider, registry, train_file).file_id))
+    with pytest.raises(JobFailed) as info:
+        poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
+    error = info.value.provider_error
+    assert error["code"] is error["message"] is error["param"] is error["line"] is None
+    assert error["last_events"][0] == "Fine-tuning job failed: " and error["last_events"][-1].startswith("Validating")
+    assert "failed and the provider gave no reason (no code, no message); its last events, newest first: " \
+           "Fine-tuning job failed:  | Validating training file: file-" in str(info.value)
+
+
 def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, provider, client, registry, train_file,
                                                                monkeypatch):
     from types import SimpleNamespace

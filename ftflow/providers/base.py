@@ -78,6 +78,7 @@ class RemoteJob:
     result_files: list[str] = field(default_factory=list)
     error_code: str | None = None
     error_message: str | None = None
+    error_param: str | None = None
     key: str | None = None  # as far as the provider records it (metadata or suffix tag)
     duration_seconds: float | None = None  # from creation to the end, where the provider says
 

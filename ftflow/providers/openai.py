@@ -148,7 +148,8 @@ class OpenAIProvider(Provider):
             fine_tuned_model=job.fine_tuned_model, trained_tokens=job.trained_tokens,
             hyperparameters=hyper.model_dump(exclude_none=True) if hyper is not None else {},
             result_files=list(job.result_files or []), error_code=getattr(error, "code", None) if error else None,
-            error_message=getattr(error, "message", None) if error else None, key=self._key_of(job),
+            error_message=getattr(error, "message", None) if error else None,
+            error_param=getattr(error, "param", None) if error else None, key=self._key_of(job),
             duration_seconds=job.finished_at - job.created_at if getattr(job, "finished_at", None) else None)
 
     def _key_of(self, job: Any) -> str | None:
