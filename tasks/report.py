@@ -269,6 +269,32 @@ def write_report(
     return report
 
 
+def rejection_causes(rejected: dict[str, int], rejected_file: Path, shown: int = 3, detail_chars: int = 120) -> str:
+    """The most frequent rejection reasons, each with its count and its first record's place and detail.
+
+    What a failed `dataset.*` check (too few examples, too many rejected) needs to name its cause:
+    a `.jsonl.gz` that is not gzip says `corrupt_file`, where, and what the decompressor said.
+    `rejected.jsonl` is read only up to the first record of each shown reason.
+    """
+    top = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))[:shown]
+    first: dict[str, str] = {}
+    wanted = {reason for reason, _ in top}
+    if rejected_file.exists():
+        with open(rejected_file, "rb") as f:
+            for line in f:
+                if wanted <= first.keys():
+                    break
+                row = orjson.loads(line)
+                if row["reason"] in wanted and row["reason"] not in first:
+                    detail = " ".join(str(row.get("detail") or "").split())
+                    if len(detail) > detail_chars:
+                        detail = detail[: detail_chars - 3] + "..."
+                    first[row["reason"]] = f"{row['source']} {row['loc']}" + (f": {detail}" if detail else "")
+    causes = [f"{reason} {n} (first: {first.get(reason, 'not in rejected.jsonl')})" for reason, n in top]
+    more = len(rejected) - len(top)
+    return "rejected: " + ", ".join(causes) + (f", and {more} more reasons (see rejected.jsonl)" if more > 0 else "")
+
+
 # Drift also moves when only the settings changed (say, a run without --system-prompt after runs
 # with one): the gate's message says what it compared with, and what to do.
 DRIFT_HINT = (". Drift compares with the last successful run of this base model; a changed setting (such as "
@@ -284,6 +310,8 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
     if report["quality"]["success"] is False:
         failed = report["quality"]["failed"]
         hint = DRIFT_HINT if any(check.startswith("drift.") for check in failed) else ""
+        if report["rejected"] and any(check.startswith("dataset.") for check in failed):
+            hint += "; " + rejection_causes(report["rejected"], Path(report["files"]["rejected.jsonl"]))
         raise QualityGateFailed("quality gate failed: " + "; ".join(failed) + hint, failed=failed)
     raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
 
