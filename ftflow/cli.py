@@ -527,11 +527,14 @@ def service(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8765,
     data_dir: Annotated[Path | None, typer.Option(help="State and blobs (default .ftflow/service)")] = None,
+    max_running_jobs: Annotated[int | None, typer.Option(help="Jobs running at once; more wait queued")] = None,
+    daily_job_limit: Annotated[int | None, typer.Option(help="Jobs per model and 24 hours (OpenAI's 429)")] = None,
 ) -> None:
     """Run the local OpenAI-compatible fine-tuning service (a simulator) in the foreground."""
     from localai.server import serve_forever
 
-    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print)
+    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print,
+                  max_running_jobs=max_running_jobs, daily_job_limit=daily_job_limit)
 
 
 def main() -> None:

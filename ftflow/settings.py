@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(30.0, gt=0, description="Length of a create lease (renewed while held).")
     cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
+    job_slots: int | None = Field(
+        None, ge=1, description="Jobs ftflow runs at once per backend and account; None: the provider's documented "
+        "limit (OpenAI and local 3, Azure 1 per resource, Together none)."
+    )
+    quota_wait_seconds: float = Field(
+        86_400.0, ge=0, description="Wait out a provider's quota refusal (daily job limit) this long, then fail."
+    )
+    quota_retry_initial_seconds: float = Field(60.0, gt=0, description="First wait after a quota refusal.")
+    quota_retry_max_seconds: float = Field(1800.0, gt=0, description="Longest wait between quota retries.")
     # evaluation, promotion, economics
     baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")
     eval_language: str = Field("de", description="Language the answers must be in (ISO 639-1).")

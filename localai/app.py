@@ -57,6 +57,7 @@ class Service:
             refusal=config.refusal,
             daily_job_limit=config.daily_job_limit,
             faults=self.faults,
+            max_running_jobs=config.max_running_jobs,
         )
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
         # The other providers' dialects: each its own resource with its own state (moto-style).

@@ -246,6 +246,52 @@ def test_a_failed_jobs_provider_error_reaches_the_record_the_summary_and_the_err
     assert f"| message | `{message}` |" in text and "| line | `7` |" in text
 
 
+def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
+        prefect_server, pipeline_env, tmp_path, monkeypatch):
+    """The service runs one job at a time (--max-running-jobs 1) and ftflow holds one job slot:
+    both retrains succeed, their jobs never overlap, and the one that waited says so in its log."""
+    monkeypatch.setenv("FTFLOW_JOB_SLOTS", "1")
+    jobs = pipeline_env.service.jobs
+    jobs.max_running_jobs = 1
+    jobs.seconds_per_1k_tokens = 0.2  # a few seconds per job: long enough for the other run to arrive
+    sources = {}
+    for name in ("nord", "sued"):
+        sources[name] = write_jsonl(tmp_path / f"{name}.jsonl", [
+            chat(f"Frage {i} aus {name}: Wo ist Bestellung AR-{i}?", f'{{"antwort": "{name} {i} ist unterwegs"}}')
+            for i in range(40)])
+    started = datetime.now(UTC)
+    records: dict[str, dict] = {}
+
+    def run(name: str) -> None:
+        records[name] = retrain([str(sources[name])], runs_dir=str(tmp_path / "runs"), suffix=name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in sources]
+    for thread in threads:
+        thread.start()
+        time.sleep(1.0)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert {name: r["status"] for name, r in records.items()} == {"nord": "succeeded", "sued": "succeeded"}
+    first, second = sorted((jobs.get(r["job_id"]) for r in records.values()), key=lambda j: j["created_at"])
+    assert second["created_at"] >= first["finished_at"]  # created only once the first had finished
+
+    async def slot_logs():
+        from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch, LogFilterTimestamp
+
+        async with get_client() as client:
+            return await read_all(client.read_logs, log_filter=LogFilter(
+                text=LogFilterTextSearch(query="job slot on local"), timestamp=LogFilterTimestamp(after_=started)))
+
+    import asyncio
+
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    messages = [log.message for log in asyncio.run(slot_logs())]
+    assert sum(m.startswith("waiting for a job slot on local: 1 of 1 in use") for m in messages) == 1, messages
+    assert sum(m.startswith("got a job slot on local after waiting") for m in messages) == 1, messages
+
+
 async def read_all(read, **filters) -> list:
     """Every row a Prefect client read returns, page by page (the server caps a page at 200)."""
     rows: list = []

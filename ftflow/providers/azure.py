@@ -55,6 +55,8 @@ class AzureProvider(OpenAIProvider):
         "uploaded": "pending", "pending": "pending", "running": "pending", "notRunning": "pending",
         "processed": "processed", "error": "error", "deleting": "deleted", "deleted": "deleted",
     }
+    # Azure OpenAI quotas: 1 running fine-tuning job per resource, 20 queued (learn.microsoft.com, quotas-limits).
+    job_slots: ClassVar[int | None] = 1
     refusals: ClassVar[dict[str, str]] = {
         **OpenAIProvider.refusals,
         "invalidTrainingType": "Azure needs a training type: set azure_training_type to Standard, GlobalStandard "

@@ -64,11 +64,14 @@ class OpenAIProvider(Provider):
         "fine-tuning; use --backend azure or --backend together)",
         "organization_not_allowed": "this organisation may not create fine-tuning jobs (OpenAI stopped self-serve "
         "fine-tuning; use --backend azure or --backend together)",
-        "daily_rate_limit_exceeded": "the provider's daily fine-tuning job limit is reached; run again tomorrow "
-        "or ask the provider for a higher limit",
         "model_not_available": "this model cannot be fine-tuned by this provider; pick another --model",
         "invalid_api_key": "the provider rejected the API key",
     }
+    # 429 `daily_rate_limit_exceeded`: "... reached the maximum of N fine-tuning requests per day
+    # for the model ..." (johny-b/llmcomp#58); it frees up as the day's jobs age out.
+    quota_codes: ClassVar[frozenset[str]] = frozenset({"daily_rate_limit_exceeded"})
+    # "you can only have 3 simultaneous runs" (johny-b/llmcomp#70; GET /v1/fine_tuning/model_limits).
+    job_slots: ClassVar[int | None] = 3
     supports_uploads = True
 
     def __init__(self, settings: Any, api_key: str, client: openai.OpenAI) -> None:
