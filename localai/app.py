@@ -24,6 +24,7 @@ from localai.faults import FaultInjector
 from localai.files import FilesBackend
 from localai.jobs import JobsBackend
 from localai.models import ModelsBackend
+from localai.moderations import ModerationsBackend
 from localai.store import Store
 from localai.together import TogetherBackend
 from localai.uploads import UploadsBackend
@@ -60,6 +61,7 @@ class Service:
             max_running_jobs=config.max_running_jobs,
         )
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
+        self.moderations = ModerationsBackend()
         # The other providers' dialects: each its own resource with its own state (moto-style).
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
