@@ -250,10 +250,13 @@ def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
         prefect_server, pipeline_env, tmp_path, monkeypatch):
     """The service runs one job at a time (--max-running-jobs 1) and ftflow holds one job slot:
     both retrains succeed, their jobs never overlap, and the one that waited says so in its log."""
+    import asyncio
+
+    from prefect.logging.handlers import APILogWorker
+
     monkeypatch.setenv("FTFLOW_JOB_SLOTS", "1")
     jobs = pipeline_env.service.jobs
-    jobs.max_running_jobs = 1
-    jobs.seconds_per_1k_tokens = 0.2  # a few seconds per job: long enough for the other run to arrive
+    jobs.max_running_jobs = 0  # until the second run waits, the first one's job stays queued, holding the slot
     sources = {}
     for name in ("nord", "sued"):
         sources[name] = write_jsonl(tmp_path / f"{name}.jsonl", [
@@ -265,31 +268,41 @@ def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
     def run(name: str) -> None:
         records[name] = retrain([str(sources[name])], runs_dir=str(tmp_path / "runs"), suffix=name)
 
-    threads = [threading.Thread(target=run, args=(name,)) for name in sources]
-    for thread in threads:
-        thread.start()
-        time.sleep(1.0)
-    for thread in threads:
-        thread.join(timeout=300)
-    assert {name: r["status"] for name, r in records.items()} == {"nord": "succeeded", "sued": "succeeded"}
-    first, second = sorted((jobs.get(r["job_id"]) for r in records.values()), key=lambda j: j["created_at"])
-    assert second["created_at"] >= first["finished_at"]  # created only once the first had finished
-
-    async def slot_logs():
-        from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch, LogFilterTimestamp
+    async def slot_lines() -> list[str]:
+        from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
 
         async with get_client() as client:
-            return await read_all(client.read_logs, log_filter=LogFilter(
-                text=LogFilterTextSearch(query="job slot on local"), timestamp=LogFilterTimestamp(after_=started)))
+            logs = await read_all(client.read_logs, log_filter=LogFilter(timestamp=LogFilterTimestamp(after_=started)))
+        return [log.message for log in logs if "job slot on local" in log.message]
 
-    import asyncio
+    def wait_until(condition, what: str) -> None:
+        deadline = time.monotonic() + 180
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
 
-    from prefect.logging.handlers import APILogWorker
+    first = threading.Thread(target=run, args=("nord",))
+    first.start()
+    wait_until(lambda: jobs.store.list("job"), "the first run created no job")
+    second = threading.Thread(target=run, args=("sued",))
+    second.start()
 
+    def second_waits() -> bool:
+        APILogWorker.drain_all(timeout=10)
+        return any(line.startswith("waiting for a job slot on local: 1 of 1 in use") for line in asyncio.run(slot_lines()))
+
+    wait_until(second_waits, "the second run never said it was waiting for a job slot")
+    assert len(jobs.store.list("job")) == 1  # it waits before creating its job
+    jobs.max_running_jobs = 1
+    for thread in (first, second):
+        thread.join(timeout=300)
+    assert {name: r["status"] for name, r in records.items()} == {"nord": "succeeded", "sued": "succeeded"}
+    done = {name: jobs.get(r["job_id"]) for name, r in records.items()}
+    assert done["sued"]["created_at"] >= done["nord"]["finished_at"]  # never overlapping on the service
     APILogWorker.drain_all(timeout=30)
-    messages = [log.message for log in asyncio.run(slot_logs())]
-    assert sum(m.startswith("waiting for a job slot on local: 1 of 1 in use") for m in messages) == 1, messages
-    assert sum(m.startswith("got a job slot on local after waiting") for m in messages) == 1, messages
+    lines = asyncio.run(slot_lines())
+    assert sum(line.startswith("waiting for a job slot on local") for line in lines) == 1, lines
+    assert sum(line.startswith("got a job slot on local after waiting") for line in lines) == 1, lines
 
 
 async def read_all(read, **filters) -> list:
