@@ -414,6 +414,30 @@ def models_current(
           f"deployment: {promoted['deployment'] or '-'}")
 
 
+@app.command()
+def deployments() -> None:
+    """List the deployments ftflow made (Azure), their role and what each costs per month to host."""
+    import datetime as dt
+
+    from tasks.hosting import deployment_rows
+    from tasks.registry import Registry
+
+    settings = get_settings()
+    rows = deployment_rows(Registry(settings.registry_url), settings.keep_deployments)
+    if not rows:
+        console.print("no deployments: ftflow deploys fine-tuned models on Azure only")
+        return
+    table = Table()
+    for column in ("backend", "deployment", "model", "role", "since", "per month"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        since = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(row["backend"], row["deployment"], row["model"], row["role"], since, usd(row["usd_per_month"]))
+    print_table(table)
+    total = sum(row["usd_per_month"] or 0.0 for row in rows)
+    console.print(f"{len(rows)} deployments, {usd(total)} per month to host (idle or not)", highlight=False)
+
+
 @app.command("snapshot-eval")
 def snapshot_eval(
     run_dir: Annotated[str | None, typer.Option(help="Run folder whose validation.jsonl to answer "

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     azure_baseline_deployment: str | None = Field(None, description="Azure deployment of the base model (baseline).")
     azure_management_url: str = Field("https://management.azure.com", description="Azure control plane (ARM) URL.")
     deploy_timeout_seconds: float = Field(1800.0, gt=0, description="Wait at most this long for a deployment.")
+    keep_deployments: int = Field(
+        2, ge=1, description="After a promotion decision, keep the deployments of this many last promoted models "
+        "(the promoted one and the one before it); remove ftflow's other deployments (Azure bills each by the hour)."
+    )
     together_base_url: str | None = Field(None, description="Together API base URL without /v1 (TOGETHER_BASE_URL).")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 

@@ -37,6 +37,9 @@ class CostCase:
     training_cost_usd: float
     break_even_requests: int | None  # requests whose savings pay the training back; None: never
     payback_months: float | None
+    # The deployed model's hosting fee (Azure: per hour, idle or not), in monthly_cost_after_usd
+    # and the saving; 0 where the backend charges none.
+    hosting_usd_per_month: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,15 +47,18 @@ class CostCase:
 
 def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_before: float,
               prompt_tokens_after: float, completion_tokens_after: float, trained_tokens: int,
-              monthly_requests: int) -> CostCase:
+              monthly_requests: int, backend: str | None = None) -> CostCase:
+    """The cost case; on a backend that charges for hosting, the deployment's monthly fee counts against it."""
     catalog = load_catalog()
     info = catalog.get(model)
+    hosting = catalog.hosting_of(backend)
+    hosting_per_month = hosting.usd_per_month if hosting else 0.0
     per_request_before = (prompt_tokens_before * info.base_input + completion_tokens_before * info.base_output) / 1e6
     per_request_after = (prompt_tokens_after * info.finetuned_input
                          + completion_tokens_after * info.finetuned_output) / 1e6
     saving_per_request = per_request_before - per_request_after
     training_cost = trained_tokens * info.training / 1e6
-    monthly_saving = saving_per_request * monthly_requests
+    monthly_saving = saving_per_request * monthly_requests - hosting_per_month
     return CostCase(
         model=info.name, prices_as_of=catalog.as_of, monthly_requests=monthly_requests,
         prompt_tokens_before=prompt_tokens_before, prompt_tokens_after=prompt_tokens_after,
@@ -62,11 +68,12 @@ def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_befo
         cost_per_1k_requests_before_usd=round(per_request_before * 1000, 6),
         cost_per_1k_requests_after_usd=round(per_request_after * 1000, 6),
         monthly_cost_before_usd=round(per_request_before * monthly_requests, 4),
-        monthly_cost_after_usd=round(per_request_after * monthly_requests, 4),
+        monthly_cost_after_usd=round(per_request_after * monthly_requests + hosting_per_month, 4),
         monthly_saving_usd=round(monthly_saving, 4),
         trained_tokens=trained_tokens, training_cost_usd=round(training_cost, 4),
         break_even_requests=int(-(-training_cost // saving_per_request)) if saving_per_request > 0 else None,
         payback_months=round(training_cost / monthly_saving, 3) if monthly_saving > 0 else None,
+        hosting_usd_per_month=hosting_per_month,
     )
 
 
@@ -80,6 +87,8 @@ def cost_case_markdown(case: CostCase) -> str:
          usd(case.cost_per_1k_requests_after_usd, 4)),
         (f"cost per month ({case.monthly_requests:,} requests)", usd(case.monthly_cost_before_usd),
          usd(case.monthly_cost_after_usd)),
+        *([("of it: hosting the deployed model", "-", usd(case.hosting_usd_per_month))]
+          if case.hosting_usd_per_month else []),
     ]
     return "\n".join([
         f"# Cost case for {case.model} (prices as of {case.prices_as_of})", "",
@@ -93,7 +102,7 @@ def cost_case_markdown(case: CostCase) -> str:
 
 @task(name="compute-cost-case", cache_policy=RUN_CACHE)
 def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str,
-                      monthly_requests: int) -> CostCase | None:
+                      monthly_requests: int, backend: str | None = None) -> CostCase | None:
     """Return the cost case from the evaluation's measured token usage (also as an artifact); None unmeasured."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -104,7 +113,7 @@ def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: st
                      completion_tokens_before=before["completion_tokens_mean"],
                      prompt_tokens_after=after["prompt_tokens_mean"],
                      completion_tokens_after=after["completion_tokens_mean"], trained_tokens=trained_tokens,
-                     monthly_requests=monthly_requests)
+                     monthly_requests=monthly_requests, backend=backend)
     create_markdown_artifact(cost_case_markdown(case), key="ftflow-cost-case",
                              description="Fine-tuned + short prompt vs base + long prompt")
     return case

@@ -152,6 +152,8 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
         ("prompt tokens / request", f"{count(economics['prompt_tokens_before'])} -> "
                                     f"{count(economics['prompt_tokens_after'])} "
                                     f"({change(-economics['prompt_token_reduction'])})"),
+        *([("hosting the deployed model", f"{usd(economics['hosting_usd_per_month'])} per month (in the saving)")]
+          if economics.get("hosting_usd_per_month") else []),
         (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
         ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
     ]
@@ -187,6 +189,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
         lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
     if record.get("economics"):
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
+    if record.get("deployments_removed"):
+        lines += ["Removed deployments, neither promoted nor the previous promoted model: "
+                  + ", ".join(f"`{name}`" for name in record["deployments_removed"]) + ".", ""]
     if links:
         lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
     files = ["run.json", *(["report.json"] if report else []), *(["eval.json"] if record.get("evaluation") else []),

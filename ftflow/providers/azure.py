@@ -145,6 +145,14 @@ class AzureProvider(OpenAIProvider):
                                     f"{self.settings.deploy_timeout_seconds:.0f}s (state {state})")
             time.sleep(self.settings.poll_initial_seconds)
 
+    def remove_deployment(self, name: str) -> None:
+        """DELETE the deployment (it is billed by the hour while it exists); one already gone is fine."""
+        if self.management is None:
+            raise ConfigError("removing an Azure deployment needs an ARM token: AZURE_MANAGEMENT_TOKEN")
+        response = self.management.delete(self.deployment_url(name), params={"api-version": ARM_API_VERSION})
+        if response.status_code >= 400 and response.status_code != 404:
+            raise ProviderError(f"Azure refused to remove deployment {name}: {response.status_code} {response.text}")
+
     def refusal(self, exc: BaseException) -> ProviderRefused | None:
         """Azure answers a missing or wrong `trainingType` with a 400 that can read "the base model does not
         support fine-tuning" (litellm#24687): both mean the training type."""

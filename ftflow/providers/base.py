@@ -249,6 +249,10 @@ class Provider(ABC):
         """Make a fine-tuned model answer; returns the name to chat with. No-op by default."""
         return model
 
+    def remove_deployment(self, name: str) -> None:
+        """Remove a deployment `deploy_model` made; only providers whose models need one make any."""
+        raise NotImplementedError(f"the {self.backend} backend makes no deployments (asked to remove {name})")
+
     def served_as(self, model: str) -> str:
         """The name to chat with a model that has no recorded deployment."""
         return model
