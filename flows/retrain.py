@@ -36,6 +36,7 @@ from tasks.lineage import (
     run_cost_usd,
     training_summary,
 )
+from tasks.moderation import ModerationOptions
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
 from tasks.preference_shard import PreferenceOptions
@@ -89,7 +90,7 @@ def retrain(
         report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=transform, gates=gates,
                                   drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
                                   method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
-                                  preference=preference))
+                                  preference=preference, moderation=ModerationOptions.from_settings(settings)))
         base["run_name"] = label_run(report["dataset_sha256"])
         dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
         skip = check_unchanged(report, settings, force)

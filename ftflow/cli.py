@@ -131,6 +131,7 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
         ("duplicates removed", str(report["duplicates_removed"])),
         ("trimmed turns", str(report["trimmed_turns"])),
         ("PII", ", ".join(f"{k}={v}" for k, v in report["pii"].items()) or "none"),
+        *([("moderation", moderation_line(report["moderation"]))] if report.get("moderation") else []),
         (
             "tokens total / p95 / max",
             " / ".join(f"{report['tokens'][k]:,}" for k in ("total", "p95_example", "max_example")),
@@ -142,6 +143,16 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
         ("report", report["files"]["report.json"]),
     ]
     print_table(kv_table(f"prepared {report['dataset_sha256'][:12]} for {report['model']}", rows))
+
+
+def moderation_line(moderation: dict[str, Any]) -> str:
+    """`report, omni-moderation-latest: 2 of 381 flagged (violence=2)`, or `off`."""
+    if moderation["mode"] == "off":
+        return "off"
+    flagged = ", ".join(f"{k}={v}" for k, v in moderation["by_category"].items())
+    return (f"{moderation['mode']}, {moderation['model']}: {moderation['flagged']} of {moderation['examples']} "
+            f"flagged" + (f" ({flagged})" if flagged else "")
+            + (f", {moderation['rejected']} quarantined" if moderation["rejected"] else ""))
 
 
 def print_run_summary(record: dict[str, Any]) -> None:
@@ -222,6 +233,7 @@ def prepare(
         from flows.prepare import prepare as prepare_flow
         from ftflow.errors import ConfigError
         from tasks.extract import ExtractOptions, Format
+        from tasks.moderation import ModerationOptions
         from tasks.preference_shard import PreferenceOptions
         from tasks.report import GateOptions
         from tasks.shards import task_runner_for
@@ -278,6 +290,7 @@ def prepare(
                 method=settings.method,
                 min_rating_margin=settings.dpo_min_rating_margin,
                 preference=PreferenceOptions.from_settings(settings),
+                moderation=ModerationOptions.from_settings(settings),
             )
 
         try:

@@ -24,6 +24,7 @@ from pydantic_settings import (
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 
 PiiMode = Literal["off", "report", "mask"]
+ModerationMode = Literal["off", "report", "reject"]
 SystemPromptMode = Literal["replace", "if-missing"]
 Backend = Literal["local", "openai", "azure", "together"]
 AzureSurface = Literal["v1", "dated"]
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
+    moderation: ModerationMode | None = Field(
+        None, description="Moderation pre-check of every example: off, report (count flagged examples per category) "
+        "or reject (quarantine them as moderation:<category>); None: report where the backend has a moderation "
+        "endpoint (OpenAI, local), else off."
+    )
+    moderation_batch_size: int = Field(32, ge=1, le=1000, description="Examples per moderation request.")
     pii_regions: Annotated[list[str], NoDecode] = Field(
         ["DE", "AT", "CH", "GB", "US"],
         min_length=1,

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prefect import task
@@ -28,6 +28,9 @@ from tasks.budget import Budget
 from tasks.quality import QualityResult
 from tasks.reduce import ReduceResult
 from tasks.shards import ShardResult
+
+if TYPE_CHECKING:
+    from tasks.moderation import ModerationResult
 
 STAGES = ("extract", "quality")  # where a record can be rejected
 OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "duplicates.jsonl", "quality.json",
@@ -141,9 +144,11 @@ def build_report(
     quality: QualityResult,
     budget: Budget,
     out_dir: Path,
+    moderation: ModerationResult | None = None,
 ) -> dict[str, Any]:
     totals = add_up(results)
-    rejected = totals.rejected
+    moderated = moderation.rejected if moderation else {}
+    rejected = merge_counts(totals.rejected, moderated)
     accounted = split.train + split.validation + sum(rejected.values()) + split.duplicates_removed
     if accounted != totals.records_read:
         # A bug of ours, never bad data: every record must be somewhere.
@@ -157,7 +162,8 @@ def build_report(
         "records_read": totals.records_read,
         "examples_written": {"train": split.train, "validation": split.validation},
         "rejected": rejected,
-        "rejected_by_stage": totals.rejected_by_stage,
+        "rejected_by_stage": {**totals.rejected_by_stage,
+                              **({"moderation": moderated} if moderation and moderation.mode == "reject" else {})},
         "duplicates_removed": split.duplicates_removed,
         "trimmed_turns": totals.trimmed_turns,
         "merged_turns": totals.merged_turns,
@@ -180,6 +186,7 @@ def build_report(
         "quality": quality.to_dict(),
         "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
         "files": {name: str(out_dir / name) for name in OUTPUTS},
+        **({"moderation": moderation.report()} if moderation else {}),
     }
 
 
@@ -251,15 +258,18 @@ def write_report(
     budget: Budget,
     out_dir: str,
     extra: dict[str, Any] | None = None,
+    moderation: ModerationResult | None = None,
 ) -> dict[str, Any]:
-    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order).
+    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order,
+    then those moderation quarantined).
 
     `extra` adds method-specific fields (the method, preference figures)."""
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
-    concatenate([Path(r.directory) / "rejected.jsonl" for r in ordered], out / "rejected.jsonl")
+    quarantined = [Path(moderation.rejected_path)] if moderation and moderation.rejected_path else []
+    concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
     report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
-                             quality=quality, budget=budget, out_dir=out), **(extra or {})}
+                             quality=quality, budget=budget, out_dir=out, moderation=moderation), **(extra or {})}
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),

@@ -57,6 +57,8 @@ class AzureProvider(OpenAIProvider):
     }
     # Azure OpenAI quotas: 1 running fine-tuning job per resource, 20 queued (learn.microsoft.com, quotas-limits).
     job_slots: ClassVar[int | None] = 1
+    # Azure's screening is Azure AI Content Safety, a separate resource ftflow does not call yet.
+    moderation_model: ClassVar[str | None] = None
     refusals: ClassVar[dict[str, str]] = {
         **OpenAIProvider.refusals,
         "invalidTrainingType": "Azure needs a training type: set azure_training_type to Standard, GlobalStandard "

@@ -192,6 +192,8 @@ class Provider(ABC):
     quota_codes: ClassVar[frozenset[str]] = frozenset()
     #: Jobs the provider runs at once per account, as it documents; None: no documented limit.
     job_slots: ClassVar[int | None] = None
+    #: The model of the provider's moderation endpoint (tasks/moderation.py); None: it has none.
+    moderation_model: ClassVar[str | None] = None
 
     def __init__(self, settings: Any, api_key: str) -> None:
         self.settings = settings

@@ -72,6 +72,8 @@ class OpenAIProvider(Provider):
     quota_codes: ClassVar[frozenset[str]] = frozenset({"daily_rate_limit_exceeded"})
     # "you can only have 3 simultaneous runs" (johny-b/llmcomp#70; GET /v1/fine_tuning/model_limits).
     job_slots: ClassVar[int | None] = 3
+    # POST /v1/moderations, free of charge (the local service emulates it).
+    moderation_model: ClassVar[str | None] = "omni-moderation-latest"
     supports_uploads = True
 
     def __init__(self, settings: Any, api_key: str, client: openai.OpenAI) -> None:
