@@ -149,8 +149,9 @@ def waiting_out_quota(provider: Provider, quota: QuotaWait, create: Callable[[],
             said = f"{status_code(exc)} {error_code(exc)}: {error_message(exc)}"
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProviderRefused(f"the provider's quota refused the fine-tuning job for {quota.seconds:g} s "
-                                      f"(quota_wait_seconds); provider said ({said})") from None
+                waited = (f"still refused the fine-tuning job after waiting {quota.seconds:g} s (quota_wait_seconds)"
+                          if quota.seconds else "refused the fine-tuning job (quota_wait_seconds = 0: not waited out)")
+                raise ProviderRefused(f"the provider's quota {waited}; provider said ({said})") from None
             retry_after = retry_after_seconds(exc)
             wait = min(left, retry_after if retry_after is not None else delay)
             run_logger().warning("waiting for a job slot on %s: the provider refused the job (%s); trying again "
