@@ -1,7 +1,8 @@
 """finetune: upload a prepared dataset folder, create its job exactly once, wait for it, deploy it.
 
 reconcile (crashed runs, `creating` rows) -> check the folder (gate, sha256, budget) ->
-upload train (+ validation) -> create job (exactly once) -> poll (events, progress) -> metrics
+upload train (+ validation) -> [a job slot of the backend account] create job (exactly once,
+quota refusals waited out) -> poll (events, progress) -> metrics
 -> deploy (Azure; a no-op elsewhere)
 """
 
@@ -20,6 +21,7 @@ from tasks.jobs import (
     check_dataset,
     create_job,
     deploy_model,
+    job_slot,
     plan_job,
     release_job,
     wait_for_job,
@@ -47,11 +49,12 @@ def finetune(
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
     validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
     request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
-    job = create_job(request, settings)
-    try:
-        done = wait_for_job(job["job_id"], job["idempotency_key"], settings)
-    except JobCancelled as exc:
-        return Cancelled(message=str(exc))  # type: ignore[return-value]
+    with job_slot(settings):  # the provider runs this many jobs at once: wait for a free one first
+        job = create_job(request, settings)
+        try:
+            done = wait_for_job(job["job_id"], job["idempotency_key"], settings)
+        except JobCancelled as exc:
+            return Cancelled(message=str(exc))  # type: ignore[return-value]
     deployment = deploy_model(done["fine_tuned_model"], job["idempotency_key"], settings)
     release_job(done["job_id"], settings)
     return {**done, "method": settings.method, "idempotency_key": job["idempotency_key"], "created": job["created"],

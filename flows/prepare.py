@@ -1,8 +1,9 @@
 """prepare: raw conversations -> validated, budgeted chat-format JSONL. Nothing is uploaded.
 
 plan shards -> prepare each shard (extract, normalise, per-example checks, tokens, digests; in
-parallel, one task run per shard) -> de-duplicate and split -> GX suites -> budget -> report
--> gates -> publish. train/validation appear in out_dir only after the gates pass.
+parallel, one task run per shard) -> de-duplicate and split -> moderation pre-check (report or
+quarantine; tasks/moderation.py) -> GX suites -> budget -> report -> gates -> publish.
+train/validation appear in out_dir only after the gates pass.
 With method "dpo" the same steps run on preference pairs (tasks/preference_shard.py): one
 shard per file, pairs de-duplicated and split by conversation, plus the `preference` suite.
 """
@@ -18,6 +19,7 @@ from ftflow.settings import DEFAULT_MODEL
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions
 from tasks.lineage import fingerprint_inputs
+from tasks.moderation import ModerationOptions, moderate_examples
 from tasks.preference_shard import (
     PreferenceOptions,
     PreferenceShardSettings,
@@ -57,6 +59,7 @@ def prepare(
     method: str = "supervised",
     min_rating_margin: float = 1.0,
     preference: PreferenceOptions = PreferenceOptions(),
+    moderation: ModerationOptions = ModerationOptions(),
 ) -> dict[str, Any]:
     """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
     if method == "dpo":
@@ -67,19 +70,21 @@ def prepare(
     plan = plan_input(sources, extract, shard_bytes, work_dir)
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
-    inputs = fingerprint_inputs(plan, settings, gates)
+    inputs = fingerprint_inputs(plan, settings, gates, moderation=moderation)
     shards = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
     results = shards.result()  # the first shard that failed fails the run, named
     # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
     # them, which it cannot trace from results returned by a worker process.
     split = reduce_shards(shards, staged, out_dir)
+    moderated = moderate_examples(split, staged, moderation, work_dir)  # report or quarantine flagged examples
+    split = moderated.split
     totals = compute_totals(shards, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
                             Path(out_dir), drift)
     budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
                              gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "supervised", "inputs_sha256": inputs})
+                          {"method": "supervised", "inputs_sha256": inputs}, moderation=moderated)
     gate_and_publish(report, staged, out_dir)
     return report
 

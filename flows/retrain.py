@@ -2,8 +2,9 @@
 
 skip if the sources and settings are those of the last successful run -> prepare (with its
 quality and budget gates) -> name the run after its dataset -> skip if the dataset is
-unchanged -> finetune -> evaluate on held-out data -> cost case -> promotion gate ->
-record the run's lineage -> plots and the run's summary. A run that fails is recorded too.
+unchanged -> finetune -> evaluate on held-out data -> cost case (with hosting) -> promotion
+gate -> remove deployments neither promoted nor the previous promoted -> record the run's
+lineage -> plots and the run's summary. A run that fails is recorded too.
 Each run writes a folder `<runs_dir>/<run id>/` (as far as it got: the prepared dataset,
 report.json, eval.json, run.json, plots/) and one row in the registry, which the next run's
 unchanged checks read.
@@ -25,6 +26,7 @@ from flows.prepare import prepare
 from ftflow.settings import DEFAULT_MODEL, Settings, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
+from tasks.hosting import remove_stale_deployments
 from tasks.lineage import (
     check_inputs_unchanged,
     check_unchanged,
@@ -34,6 +36,7 @@ from tasks.lineage import (
     run_cost_usd,
     training_summary,
 )
+from tasks.moderation import ModerationOptions
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
 from tasks.preference_shard import PreferenceOptions
@@ -87,7 +90,7 @@ def retrain(
         report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=transform, gates=gates,
                                   drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
                                   method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
-                                  preference=preference))
+                                  preference=preference, moderation=ModerationOptions.from_settings(settings)))
         base["run_name"] = label_run(report["dataset_sha256"])
         dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
         skip = check_unchanged(report, settings, force)
@@ -106,14 +109,17 @@ def retrain(
         current = current_model(settings)
         evaluate = evaluate_preferences if settings.method == "dpo" else evaluate_models
         evaluation = evaluate(run_dir, trained["fine_tuned_model"], current, settings)
-        economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests)
+        economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests,
+                                      settings.backend)
         decision = decide_promotion(evaluation, run_id, settings)
+        removed = remove_stale_deployments(trained["fine_tuned_model"], settings)
         record = record_run({**base, **dataset, "status": "succeeded", **trained,
                              "evaluation": evaluation["models"], "eval_examples": evaluation["examples"],
                              "eval_examples_sha256": evaluation["examples_sha256"],
                              "economics": economics and economics.to_dict(), "promotion": decision.to_dict(),
                              "run_cost_usd": run_cost_usd(trained, economics and economics.training_cost_usd),
-                             "promoted": decision.promoted, "previous_model": current}, settings, run_dir)
+                             "promoted": decision.promoted, "previous_model": current,
+                             "deployments_removed": removed}, settings, run_dir)
         plots = draw_plots(record, read_history(settings), run_dir)
         publish_summary(record, settings, plots, str(job.state_details.flow_run_id))
         print(f"{record['run_name']}: {outcome(record)}")

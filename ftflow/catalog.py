@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -24,12 +24,33 @@ class ModelInfo:
     dpo_training_source: str = ""
 
 
+HOURS_PER_MONTH = 730  # 8,760 hours a year / 12
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """What a deployed fine-tuned model costs while deployed, whether it answers or not."""
+
+    usd_per_hour: float
+    as_of: str
+    source: str
+
+    @property
+    def usd_per_month(self) -> float:
+        return round(self.usd_per_hour * HOURS_PER_MONTH, 2)
+
+
 @dataclass(frozen=True)
 class Catalog:
     as_of: str
     source: str
     models: dict[str, ModelInfo]
     aliases: dict[str, str]
+    hosting: dict[str, Hosting] = field(default_factory=dict)  # backend -> its hosting fee; absent: none
+
+    def hosting_of(self, backend: str | None) -> Hosting | None:
+        """The backend's hosting fee for a deployed fine-tuned model, or None where it charges none."""
+        return self.hosting.get(backend or "")
 
     def get(self, model: str) -> ModelInfo:
         """Return the entry for a model, an alias, or a fine-tuned `ft:<base>:...` id."""
@@ -75,4 +96,5 @@ def load_catalog() -> Catalog:
         for alias in entry.pop("aliases", []):
             aliases[alias] = name
         models[name] = ModelInfo(name=name, **entry)
-    return Catalog(as_of=raw["as_of"], source=raw["source"], models=models, aliases=aliases)
+    hosting = {backend: Hosting(**entry) for backend, entry in raw.get("hosting", {}).items()}
+    return Catalog(as_of=raw["as_of"], source=raw["source"], models=models, aliases=aliases, hosting=hosting)

@@ -131,6 +131,7 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
         ("duplicates removed", str(report["duplicates_removed"])),
         ("trimmed turns", str(report["trimmed_turns"])),
         ("PII", ", ".join(f"{k}={v}" for k, v in report["pii"].items()) or "none"),
+        *([("moderation", moderation_line(report["moderation"]))] if report.get("moderation") else []),
         (
             "tokens total / p95 / max",
             " / ".join(f"{report['tokens'][k]:,}" for k in ("total", "p95_example", "max_example")),
@@ -142,6 +143,16 @@ def print_prepare_summary(report: dict[str, Any]) -> None:
         ("report", report["files"]["report.json"]),
     ]
     print_table(kv_table(f"prepared {report['dataset_sha256'][:12]} for {report['model']}", rows))
+
+
+def moderation_line(moderation: dict[str, Any]) -> str:
+    """`report, omni-moderation-latest: 2 of 381 flagged (violence=2)`, or `off`."""
+    if moderation["mode"] == "off":
+        return "off"
+    flagged = ", ".join(f"{k}={v}" for k, v in moderation["by_category"].items())
+    return (f"{moderation['mode']}, {moderation['model']}: {moderation['flagged']} of {moderation['examples']} "
+            f"flagged" + (f" ({flagged})" if flagged else "")
+            + (f", {moderation['rejected']} quarantined" if moderation["rejected"] else ""))
 
 
 def print_run_summary(record: dict[str, Any]) -> None:
@@ -227,6 +238,7 @@ def prepare(
         from flows.prepare import prepare as prepare_flow
         from ftflow.errors import ConfigError
         from tasks.extract import ExtractOptions, Format
+        from tasks.moderation import ModerationOptions
         from tasks.preference_shard import PreferenceOptions
         from tasks.report import GateOptions
         from tasks.shards import task_runner_for
@@ -283,6 +295,7 @@ def prepare(
                 method=settings.method,
                 min_rating_margin=settings.dpo_min_rating_margin,
                 preference=PreferenceOptions.from_settings(settings),
+                moderation=ModerationOptions.from_settings(settings),
             )
 
         try:
@@ -419,6 +432,30 @@ def models_current(
           f"deployment: {promoted['deployment'] or '-'}")
 
 
+@app.command()
+def deployments() -> None:
+    """List the deployments ftflow made (Azure), their role and what each costs per month to host."""
+    import datetime as dt
+
+    from tasks.hosting import deployment_rows
+    from tasks.registry import Registry
+
+    settings = get_settings()
+    rows = deployment_rows(Registry(settings.registry_url), settings.keep_deployments)
+    if not rows:
+        console.print("no deployments: ftflow deploys fine-tuned models on Azure only")
+        return
+    table = Table()
+    for column in ("backend", "deployment", "model", "role", "since", "per month"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        since = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(row["backend"], row["deployment"], row["model"], row["role"], since, usd(row["usd_per_month"]))
+    print_table(table)
+    total = sum(row["usd_per_month"] or 0.0 for row in rows)
+    console.print(f"{len(rows)} deployments, {usd(total)} per month to host (idle or not)", highlight=False)
+
+
 @app.command("snapshot-eval")
 def snapshot_eval(
     run_dir: Annotated[str | None, typer.Option(help="Run folder whose validation.jsonl to answer "
@@ -538,11 +575,14 @@ def service(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8765,
     data_dir: Annotated[Path | None, typer.Option(help="State and blobs (default .ftflow/service)")] = None,
+    max_running_jobs: Annotated[int | None, typer.Option(help="Jobs running at once; more wait queued")] = None,
+    daily_job_limit: Annotated[int | None, typer.Option(help="Jobs per model and 24 hours (OpenAI's 429)")] = None,
 ) -> None:
     """Run the local OpenAI-compatible fine-tuning service (a simulator) in the foreground."""
     from localai.server import serve_forever
 
-    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print)
+    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print,
+                  max_running_jobs=max_running_jobs, daily_job_limit=daily_job_limit)
 
 
 def main() -> None:

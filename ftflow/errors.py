@@ -92,12 +92,18 @@ class UploadRejected(ProviderError):
 
 
 class JobFailed(ProviderError):
-    """Raised when a fine-tuning job ends in `failed`; carries the provider's error."""
+    """Raised when a fine-tuning job ends in `failed`; carries the provider's error.
 
-    def __init__(self, message: str, *, job_id: str, code: str | None) -> None:
+    `provider_error`: the job's error as the provider gave it (code, message, param, line) and,
+    when it gave no reason, the job's last events.
+    """
+
+    def __init__(self, message: str, *, job_id: str, code: str | None,
+                 provider_error: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
         self.code = code
+        self.provider_error = provider_error
 
 
 class JobCancelled(ProviderError):

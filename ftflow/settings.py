@@ -24,6 +24,7 @@ from pydantic_settings import (
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 
 PiiMode = Literal["off", "report", "mask"]
+ModerationMode = Literal["off", "report", "reject"]
 SystemPromptMode = Literal["replace", "if-missing"]
 Backend = Literal["local", "openai", "azure", "together"]
 AzureSurface = Literal["v1", "dated"]
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Base model to fine-tune.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of examples held out for validation.")
     pii: PiiMode = Field("mask", description="PII handling: off, report (count) or mask.")
+    moderation: ModerationMode | None = Field(
+        None, description="Moderation pre-check of every example: off, report (count flagged examples per category) "
+        "or reject (quarantine them as moderation:<category>); None: report where the backend has a moderation "
+        "endpoint (OpenAI, local), else off."
+    )
+    moderation_batch_size: int = Field(32, ge=1, le=1000, description="Examples per moderation request.")
     pii_regions: Annotated[list[str], NoDecode] = Field(
         ["DE", "AT", "CH", "GB", "US"],
         min_length=1,
@@ -109,6 +116,10 @@ class Settings(BaseSettings):
     azure_baseline_deployment: str | None = Field(None, description="Azure deployment of the base model (baseline).")
     azure_management_url: str = Field("https://management.azure.com", description="Azure control plane (ARM) URL.")
     deploy_timeout_seconds: float = Field(1800.0, gt=0, description="Wait at most this long for a deployment.")
+    keep_deployments: int = Field(
+        2, ge=1, description="After a promotion decision, keep the deployments of this many last promoted models "
+        "(the promoted one and the one before it); remove ftflow's other deployments (Azure bills each by the hour)."
+    )
     together_base_url: str | None = Field(None, description="Together API base URL without /v1 (TOGETHER_BASE_URL).")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 
@@ -124,6 +135,15 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(30.0, gt=0, description="Length of a create lease (renewed while held).")
     cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
+    job_slots: int | None = Field(
+        None, ge=1, description="Jobs ftflow runs at once per backend and account; None: the provider's documented "
+        "limit (OpenAI and local 3, Azure 1 per resource, Together none)."
+    )
+    quota_wait_seconds: float = Field(
+        86_400.0, ge=0, description="Wait out a provider's quota refusal (daily job limit) this long, then fail."
+    )
+    quota_retry_initial_seconds: float = Field(60.0, gt=0, description="First wait after a quota refusal.")
+    quota_retry_max_seconds: float = Field(1800.0, gt=0, description="Longest wait between quota retries.")
     # evaluation, promotion, economics
     baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")
     eval_language: str = Field("de", description="Language the answers must be in (ISO 639-1).")

@@ -1,4 +1,4 @@
-"""`python -m localai [--host H] [--port N] [--data-dir D]`: the service in the foreground."""
+"""`python -m localai [--host H] [--port N] [--data-dir D] [--max-running-jobs N] [--daily-job-limit N]`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--max-running-jobs", type=int, default=None, help="jobs running at once; more wait queued")
+    parser.add_argument("--daily-job-limit", type=int, default=None, help="jobs per model and 24 hours")
     args = parser.parse_args()
-    serve_forever(host=args.host, port=args.port, data_dir=args.data_dir)
+    serve_forever(host=args.host, port=args.port, data_dir=args.data_dir, max_running_jobs=args.max_running_jobs,
+                  daily_job_limit=args.daily_job_limit)
 
 
 if __name__ == "__main__":

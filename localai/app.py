@@ -24,6 +24,7 @@ from localai.faults import FaultInjector
 from localai.files import FilesBackend
 from localai.jobs import JobsBackend
 from localai.models import ModelsBackend
+from localai.moderations import ModerationsBackend
 from localai.store import Store
 from localai.together import TogetherBackend
 from localai.uploads import UploadsBackend
@@ -48,6 +49,7 @@ class Service:
         self.files = FilesBackend(self.store, config.max_file_bytes)
         self.uploads = UploadsBackend(self.store, self.files)
         self.models = ModelsBackend(self.store)
+        self.faults = FaultInjector(config.faults)
         self.jobs = JobsBackend(
             self.store,
             self.files,
@@ -55,13 +57,15 @@ class Service:
             seconds_per_1k_tokens=config.seconds_per_1k_tokens,
             refusal=config.refusal,
             daily_job_limit=config.daily_job_limit,
+            faults=self.faults,
+            max_running_jobs=config.max_running_jobs,
         )
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
+        self.moderations = ModerationsBackend()
         # The other providers' dialects: each its own resource with its own state (moto-style).
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
         self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects()]
-        self.faults = FaultInjector(config.faults)
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 

@@ -19,7 +19,12 @@ class ServiceConfig(BaseSettings):
     tick_seconds: float = Field(0.1, gt=0, description="How often the scheduler advances jobs.")
     max_file_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Largest file for POST /v1/files.")
     refusal: str | None = Field(None, description="If set, every job create is refused with this message.")
-    daily_job_limit: int | None = Field(None, ge=0, description="Jobs allowed per 24 hours.")
+    daily_job_limit: int | None = Field(
+        None, ge=0, description="Jobs allowed per model and 24 hours; more are refused with OpenAI's 429."
+    )
+    max_running_jobs: int | None = Field(
+        None, ge=1, description="Jobs running at once; more wait in `queued` until one finishes."
+    )
     faults: FaultPlan = Field(default_factory=FaultPlan, description="Fault injection plan (JSON).")
     instruction_following: float = Field(
         0.8, ge=0, le=1, description="How often a base model follows its system prompt's format and language."

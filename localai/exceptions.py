@@ -6,6 +6,7 @@ APIError                  any error the service answers with
 ├── PermissionDenied      403
 ├── NotFound              404 (message names the object, as OpenAI's does)
 ├── RateLimited           429 rate_limit_exceeded (+ Retry-After), injected by faults
+├── DailyJobLimit         429 daily_rate_limit_exceeded: the day's fine-tuning jobs for a model are spent
 └── ServerError           500/502/503 server_error, injected by faults
 """
 
@@ -61,6 +62,23 @@ class RateLimited(APIError):
             "Rate limit reached for requests. Please try again later.",
             code="rate_limit_exceeded",
             headers={"retry-after": f"{retry_after:g}"},
+        )
+
+
+class DailyJobLimit(APIError):
+    """OpenAI's answer to a job create over the organisation's daily limit, word for word.
+
+    Body as reported by users (johny-b/llmcomp#58): 429, type `invalid_request_error`,
+    code `daily_rate_limit_exceeded`, no Retry-After.
+    """
+
+    status = 429
+
+    def __init__(self, limit: int, model: str) -> None:
+        super().__init__(
+            "This fine-tune request has been rate-limited. Your organization has reached the maximum of "
+            f"{limit} fine-tuning requests per day for the model '{model}'.",
+            code="daily_rate_limit_exceeded",
         )
 
 

@@ -10,6 +10,10 @@ operation's own seeded stream decides:
   operation is still carried out, as on a real overloaded server;
 - `lost_response`: the operation is carried out, then the connection drops mid-reply.
 
+A plan can also fail fine-tuning jobs: with `job_error` set, every job created from then on
+fails after `validating_files` with exactly that error object (`{"code": "", "message": ""}`
+is how a provider that gives no reason answers).
+
 Set it with `FTFLOW_SERVICE_FAULTS` (JSON) at start, or `PUT /_admin/faults` while running
 (the SDK never calls `/_admin`). `GET /_admin/faults` returns the plan and what was injected.
 """
@@ -37,9 +41,18 @@ class FaultRule(BaseModel):
     max_faults: int | None = Field(None, ge=0, description="Stop injecting after this many.")
 
 
+class JobError(BaseModel):
+    """The `error` object of a failed fine-tuning job, as the provider returns it."""
+
+    code: str = ""
+    message: str = ""
+    param: str | None = None
+
+
 class FaultPlan(BaseModel):
     seed: int = 0
     rules: dict[str, FaultRule] = Field(default_factory=dict)
+    job_error: JobError | None = Field(None, description="Jobs created while set fail with this error.")
 
 
 class FaultInjector:

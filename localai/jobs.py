@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from localai.common import new_id, now, paginate
-from localai.exceptions import InvalidRequest, NotFound, PermissionDenied
+from localai.exceptions import DailyJobLimit, InvalidRequest, NotFound, PermissionDenied
+from localai.faults import FaultInjector
 from localai.files import FilesBackend
 from localai.models import DPO_MODELS, ORG, ModelsBackend, base_models, base_of
 from localai.store import Store, public
@@ -64,8 +65,12 @@ class JobsBackend:
         seconds_per_1k_tokens: float,
         refusal: str | None = None,
         daily_job_limit: int | None = None,
+        faults: FaultInjector | None = None,
+        max_running_jobs: int | None = None,
     ) -> None:
         self.store = store
+        self.faults = faults
+        self.max_running_jobs = max_running_jobs
         self.files = files
         self.models = models
         self.seconds_per_1k_tokens = seconds_per_1k_tokens
@@ -92,23 +97,20 @@ class JobsBackend:
                 f"File {file_id} failed processing: {record['status_details']}", param=param, code="invalid_file"
             )
 
-    def _check_allowed(self) -> None:
+    def _check_allowed(self, model: str) -> None:
         if self.refusal:
             raise PermissionDenied(self.refusal, code="fine_tuning_not_allowed")
-        if self.daily_job_limit is not None:
+        if self.daily_job_limit is not None:  # per model and rolling 24 hours, as OpenAI words it
             day_ago = now() - 86_400
-            today = [j for j in self.store.list("job") if j["created_at"] > day_ago]
+            today = [j for j in self.store.list("job") if j["created_at"] > day_ago and j["model"] == model]
             if len(today) >= self.daily_job_limit:
-                raise InvalidRequest(
-                    f"You have reached the limit of {self.daily_job_limit} fine-tuning jobs per day.",
-                    code="daily_rate_limit_exceeded",
-                )
+                raise DailyJobLimit(self.daily_job_limit, model)
 
     def create_job(self, body: Any) -> dict[str, Any]:
         """Create a job from a create-job request body (checked here, whichever router received it)."""
-        self._check_allowed()
         request = check_create_job(body)
         model = request["model"]
+        self._check_allowed(model)
         if model not in base_models() and self.store.get("model", model) is None:
             raise InvalidRequest(
                 f"Model {model} is not available for fine-tuning or does not exist.",
@@ -157,6 +159,8 @@ class JobsBackend:
             "_suffix": suffix,
             "_sim": {"phase_since": time.time(), "elapsed": 0.0},
         }
+        if self.faults and self.faults.plan.job_error:  # decided at create: the plan then may change
+            job["_sim"]["fail_with"] = self.faults.plan.job_error.model_dump()
         self.store.put("job", job)
         self._event(job, f"Validating training file: {job['training_file']}")
         return public(job)
@@ -256,6 +260,8 @@ class JobsBackend:
     def _validate(self, job: dict[str, Any]) -> None:
         """Check the data as OpenAI does after upload: format for the method, special tokens; plan the run."""
         sim = job["_sim"]
+        if failure := sim.get("fail_with"):
+            return self._fail(job, failure["code"], failure["message"], failure["param"])
         method = job["method"]["type"]
         for param in ("training_file", "validation_file"):
             if job[param] is None:
@@ -408,10 +414,16 @@ class JobsBackend:
             waited = time.time() - job["_sim"]["phase_since"]
             if job["status"] == "validating_files" and waited >= PHASE_SECONDS["validating_files"]:
                 self._validate(job)
-            elif job["status"] == "queued" and waited >= PHASE_SECONDS["queued"]:
+            elif job["status"] == "queued" and waited >= PHASE_SECONDS["queued"] and self._slot_free():
                 self._start(job)
             elif job["status"] == "running":
                 self._run(job)
+
+    def _slot_free(self) -> bool:
+        """Whether one more job may run: jobs over `max_running_jobs` wait in `queued`, oldest first."""
+        if self.max_running_jobs is None:
+            return True
+        return sum(j["status"] in ("running", "paused") for j in self.store.list("job")) < self.max_running_jobs
 
     def _fail_broken(self, job_id: str, error: Exception) -> None:
         """Fail a job the simulator could not advance, as OpenAI reports its own internal errors."""

@@ -196,6 +196,11 @@ def create_chat_completion(request: Request, body: ChatRequest) -> dict:
     )
 
 
+@router.post("/moderations", name="moderations.create")
+def create_moderation(request: Request, body: Any = Body(...)) -> dict:
+    return backends(request).moderations.create_moderation(body)
+
+
 # --- admin (never called by the SDK) ----------------------------------------------------------
 
 

@@ -43,6 +43,9 @@ class CostCase:
     incumbent_model: str | None = None  # the promoted model, if any, at its own prices
     cost_per_1k_requests_incumbent_usd: float | None = None
     monthly_saving_vs_incumbent_usd: float | None = None  # negative: the candidate costs more
+    # The deployed model's hosting fee (Azure: per hour, idle or not), in monthly_cost_after_usd
+    # and the saving; 0 where the backend charges none.
+    hosting_usd_per_month: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,8 +53,12 @@ class CostCase:
 
 def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_before: float,
               prompt_tokens_after: float, completion_tokens_after: float, trained_tokens: int,
-              monthly_requests: int, incumbent: tuple[str, float, float] | None = None) -> CostCase:
+              monthly_requests: int, incumbent: tuple[str, float, float] | None = None,
+              backend: str | None = None) -> CostCase:
     """The cost case; `incumbent`: the promoted model, its prompt and completion tokens per request.
+
+    On a backend that charges for hosting, the deployment's monthly fee counts against the saving
+    over the base model (not against the incumbent, which is deployed too).
 
     Raises ConfigError for a negative count (a what-if typed by hand): it would price a request below zero.
     """
@@ -63,12 +70,14 @@ def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_befo
         raise ConfigError(f"token and request counts cannot be negative: {', '.join(negative)}")
     catalog = load_catalog()
     info = catalog.get(model)
+    hosting = catalog.hosting_of(backend)
+    hosting_per_month = hosting.usd_per_month if hosting else 0.0
     per_request_before = (prompt_tokens_before * info.base_input + completion_tokens_before * info.base_output) / 1e6
     per_request_after = (prompt_tokens_after * info.finetuned_input
                          + completion_tokens_after * info.finetuned_output) / 1e6
     saving_per_request = per_request_before - per_request_after
     training_cost = trained_tokens * info.training / 1e6
-    monthly_saving = saving_per_request * monthly_requests
+    monthly_saving = saving_per_request * monthly_requests - hosting_per_month
     against: dict[str, Any] = {}
     if incumbent:
         name, prompt_tokens, completion_tokens = incumbent
@@ -87,12 +96,13 @@ def cost_case(*, model: str, prompt_tokens_before: float, completion_tokens_befo
         cost_per_1k_requests_before_usd=round(per_request_before * 1000, 6),
         cost_per_1k_requests_after_usd=round(per_request_after * 1000, 6),
         monthly_cost_before_usd=round(per_request_before * monthly_requests, 4),
-        monthly_cost_after_usd=round(per_request_after * monthly_requests, 4),
+        monthly_cost_after_usd=round(per_request_after * monthly_requests + hosting_per_month, 4),
         monthly_saving_usd=round(monthly_saving, 4),
         trained_tokens=trained_tokens, training_cost_usd=round(training_cost, 4),
         break_even_requests=int(-(-training_cost // saving_per_request)) if saving_per_request > 0 else None,
         payback_months=round(training_cost / monthly_saving, 3) if monthly_saving > 0 else None,
         **against,
+        hosting_usd_per_month=hosting_per_month,
     )
 
 
@@ -106,6 +116,8 @@ def cost_case_markdown(case: CostCase) -> str:
          usd(case.cost_per_1k_requests_after_usd, 4)),
         (f"cost per month ({case.monthly_requests:,} requests)", usd(case.monthly_cost_before_usd),
          usd(case.monthly_cost_after_usd)),
+        *([("of it: hosting the deployed model", "-", usd(case.hosting_usd_per_month))]
+          if case.hosting_usd_per_month else []),
     ]
     return "\n".join([
         f"# Cost case for {case.model} (prices as of {case.prices_as_of})", "",
@@ -122,7 +134,7 @@ def cost_case_markdown(case: CostCase) -> str:
 
 @task(name="compute-cost-case", cache_policy=RUN_CACHE)
 def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: str,
-                      monthly_requests: int) -> CostCase | None:
+                      monthly_requests: int, backend: str | None = None) -> CostCase | None:
     """Return the cost case from the evaluation's measured token usage (also as an artifact); None unmeasured."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -136,7 +148,8 @@ def compute_cost_case(evaluation: dict[str, Any], trained_tokens: int, model: st
                      completion_tokens_after=after["completion_tokens_mean"], trained_tokens=trained_tokens,
                      monthly_requests=monthly_requests,
                      incumbent=current and (current["model"], current["prompt_tokens_mean"],
-                                            current["completion_tokens_mean"]))
+                                            current["completion_tokens_mean"]),
+                     backend=backend)
     create_markdown_artifact(cost_case_markdown(case), key="ftflow-cost-case",
                              description="Fine-tuned + short prompt vs base + long prompt")
     return case

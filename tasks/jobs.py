@@ -16,25 +16,39 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
-from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout
+from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout, ProviderRefused
 from ftflow.exactly_once import OncePolicy, ensure_once, owner_is_dead
 from ftflow.providers import get_provider
-from ftflow.providers.base import RUNNING, JobEvent, JobSpec, Provider, RemoteJob, retry_on_transient
+from ftflow.providers.base import (
+    RUNNING,
+    JobEvent,
+    JobSpec,
+    Provider,
+    RemoteJob,
+    error_code,
+    error_message,
+    retry_after_seconds,
+    retry_on_transient,
+    status_code,
+)
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
 log = logging.getLogger("ftflow.jobs")
+T = TypeVar("T")
 FINISHED = ("failed", "cancelled", "not_created")  # ledger states that nothing can attach to
 
 
@@ -95,21 +109,128 @@ def resolve_generation(registry: Registry, provider: str, request: JobRequest) -
     return replace(request, generation=max(r["generation"] or 0 for r in rows) + 1)
 
 
+@dataclass(frozen=True)
+class QuotaWait:
+    """How long a quota refusal (a daily job limit) is waited out, and the backoff between tries."""
+
+    seconds: float = 0.0
+    initial_seconds: float = 60.0
+    max_seconds: float = 1800.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QuotaWait:
+        return cls(settings.quota_wait_seconds, settings.quota_retry_initial_seconds, settings.quota_retry_max_seconds)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger (its lines are in the UI), or this module's outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def waiting_out_quota(provider: Provider, quota: QuotaWait, create: Callable[[], T]) -> T:
+    """Return `create()`; a quota refusal is retried with backoff (or the provider's Retry-After) until the deadline.
+
+    After it, ProviderRefused quotes the provider's own error. Other errors pass through at once.
+    """
+    deadline = time.monotonic() + quota.seconds
+    delay = quota.initial_seconds
+    while True:
+        try:
+            return create()
+        except Exception as exc:
+            if not provider.is_quota_refusal(exc):
+                raise
+            said = f"{status_code(exc)} {error_code(exc)}: {error_message(exc)}"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = (f"still refused the fine-tuning job after waiting {quota.seconds:g} s (quota_wait_seconds)"
+                          if quota.seconds else "refused the fine-tuning job (quota_wait_seconds = 0: not waited out)")
+                raise ProviderRefused(f"the provider's quota {waited}; provider said ({said})") from None
+            retry_after = retry_after_seconds(exc)
+            wait = min(left, retry_after if retry_after is not None else delay)
+            run_logger().warning("waiting for a job slot on %s: the provider refused the job (%s); trying again "
+                                 "in %.0f s, for %.0f s more at most", provider.backend, said, wait, left)
+            time.sleep(wait)
+            delay = min(quota.max_seconds, delay * 2)
+
+
+def job_slot_name(provider: Provider) -> str:
+    """The Prefect global concurrency limit of one backend account: backend and a digest of its identity."""
+    return f"ftflow-jobs-{provider.backend}-{hashlib.sha256(provider.identity.encode()).hexdigest()[:12]}"
+
+
+def ensure_slot_limit(name: str, slots: int) -> tuple[int, int]:
+    """Create or resize the global concurrency limit `name` to `slots`; return (slots in use, slots)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run may have created it a moment ago
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+            limit = client.read_global_concurrency_limit_by_name(name)
+        if limit.limit != slots:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
+        return limit.active_slots, slots
+
+
+@contextmanager
+def job_slot(settings: Settings) -> Iterator[None]:
+    """Hold one job slot of the backend account (a Prefect global concurrency limit) inside the block.
+
+    The limit is `job_slots`, by default the provider's documented one (OpenAI 3, Azure 1); a
+    provider without one holds nothing. A run that finds every slot taken says so in its log
+    ("waiting for a job slot on <backend>") and waits; a crashed run's slot frees when its
+    lease runs out.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    provider = get_provider(settings)
+    slots = settings.job_slots or provider.job_slots
+    if slots is None:
+        yield
+        return
+    name = job_slot_name(provider)
+    in_use, slots = ensure_slot_limit(name, slots)
+    logger = run_logger()
+    if in_use >= slots:
+        logger.info("waiting for a job slot on %s: %d of %d in use (Prefect concurrency limit %s)",
+                    provider.backend, in_use, slots, name)
+    started = time.monotonic()
+    with concurrency(name, occupy=1, strict=True):
+        if in_use >= slots:
+            logger.info("got a job slot on %s after waiting %.0f s", provider.backend, time.monotonic() - started)
+        yield
+
+
 def create_job_once(provider: Provider, registry: Registry, request: JobRequest, *, policy: OncePolicy,
-                    flow_run_id: str | None = None) -> tuple[RemoteJob, bool, JobRequest]:
-    """Return (job, created_now, resolved request). Attaches to the existing job of this key if there is one."""
+                    flow_run_id: str | None = None,
+                    quota: QuotaWait = QuotaWait()) -> tuple[RemoteJob, bool, JobRequest]:  # noqa: B008 - frozen
+    """Return (job, created_now, resolved request). Attaches to the existing job of this key if there is one.
+
+    A quota refusal is waited out for `quota.seconds` (default: not at all).
+    """
     request = resolve_generation(registry, provider.identity, request)
     key = request.key
     row = {"family": request.family, "generation": request.generation, "flow_run_id": flow_run_id}
     known = (registry.job_entry(provider.identity, key) or {}).get("job_id")
     with provider.explained():
-        job, created = ensure_once(
+        job, created = waiting_out_quota(provider, quota, lambda: ensure_once(
             registry, kind="job", provider=provider.identity, key=key,
             lookup=lambda: provider.find_job(key, known),
             create=lambda: provider.create_job(request.spec()),
             classify=provider.outcome, policy=policy, what="create fine-tuning job",
             on_creating=lambda: registry.record_job(provider.identity, key, status="creating", **row),
-        )
+        ))
     registry.record_job(provider.identity, key, job_id=job.id, status=job.state, **row)
     log.info("%s fine-tuning job %s (key %s)", "created" if created else "attached to", job.id, key[:12])
     return job, created, request
@@ -217,8 +338,7 @@ def poll_job(
         if job.state == "succeeded":
             return job
         if job.state == "failed":
-            raise JobFailed(f"fine-tuning job {job_id} failed: {job.error_code}: {job.error_message or 'no reason'}",
-                            job_id=job_id, code=job.error_code)
+            raise job_failed(job, [e.message for e in itertools.islice(provider.list_events(job_id), LAST_EVENTS)])
         if job.state == "cancelled":
             raise JobCancelled(f"fine-tuning job {job_id} was cancelled")
         if should_cancel():
@@ -228,6 +348,34 @@ def poll_job(
             raise JobTimeout(f"fine-tuning job {job_id} is still {job.provider_status} at its polling deadline")
         time.sleep(min(delay, max(0.0, deadline - time.time())))
         delay = min(maximum, delay * 1.5)
+
+
+LAST_EVENTS = 5  # of a job that failed without a reason, shown instead of one
+_LINE = re.compile(r"\b(?:line|example)\s+(\d+)", re.IGNORECASE)
+
+
+def provider_error(job: RemoteJob, last_events: list[str]) -> dict[str, Any]:
+    """The failed job's error as the provider gave it: code, message, param, and the line its message names.
+
+    Empty fields are None. A job failed with no message also keeps its last events (newest first).
+    """
+    message = job.error_message or None
+    line = _LINE.search(message or "")
+    return {"code": job.error_code or None, "message": message, "param": job.error_param or None,
+            "line": int(line.group(1)) if line else None, **({} if message else {"last_events": last_events})}
+
+
+def job_failed(job: RemoteJob, last_events: list[str]) -> JobFailed:
+    """JobFailed whose message quotes the provider's error verbatim, or says it gave none."""
+    error = provider_error(job, last_events)
+    given = ", ".join(f"{field} {error[field]!r}" for field in ("code", "param", "line") if error[field] is not None)
+    if error["message"]:
+        text = f"fine-tuning job {job.id} failed; the provider says ({given or 'no code'}): {error['message']}"
+    else:
+        events = " | ".join(last_events) or "none"
+        text = (f"fine-tuning job {job.id} failed and the provider gave no reason ({given or 'no code, no message'});"
+                f" its last events, newest first: {events}")
+    return JobFailed(text, job_id=job.id, code=error["code"], provider_error=error)
 
 
 # The result file's own column names are inconsistent (`train_accuracy` next to
@@ -299,7 +447,8 @@ def create_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     from prefect.runtime import flow_run
 
     job, created, resolved = create_job_once(get_provider(settings), Registry(settings.registry_url), request,
-                                             policy=OncePolicy.from_settings(settings), flow_run_id=flow_run.get_id())
+                                             policy=OncePolicy.from_settings(settings), flow_run_id=flow_run.get_id(),
+                                             quota=QuotaWait.from_settings(settings))
     return {"job_id": job.id, "created": created, "idempotency_key": resolved.key, "generation": resolved.generation,
             "status": job.state}
 

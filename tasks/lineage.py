@@ -16,9 +16,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
+from ftflow.errors import JobFailed
 from ftflow.resources import resource_text
 from ftflow.settings import Settings
 from tasks.extract import ExtractOptions, fingerprint_sources, resolve_sources
+from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
 from tasks.quality import SUITES
 from tasks.registry import Registry
@@ -42,10 +44,11 @@ def new_run_id() -> str:
 
 
 def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateOptions,
-                  preference: PreferenceOptions | None = None) -> str:
+                  preference: PreferenceOptions | None = None, moderation: ModerationOptions | None = None) -> str:
     """One digest of what a prepared dataset is made of: each source's content (`sources`: path
     -> sha256), the settings and code that shape its examples (`settings.fingerprint()`, the
-    reduce), and those that decide its gates (gate options, the suites)."""
+    reduce), those that decide its gates (gate options, the suites), and moderation where it
+    removes examples (`reject`; `report` changes no example)."""
     here = Path(__file__).resolve().parent
     code = hashlib.sha256()
     for name in DATASET_CODE:
@@ -54,22 +57,26 @@ def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateO
         code.update(resource_text(f"expectations/{suite}.json").encode())
     described = {"sources": sources, "settings": settings.fingerprint(), "code": code.hexdigest(),
                  "gates": asdict(gates), "preference": asdict(preference) if preference else None}
+    if moderation is not None and moderation.mode == "reject":
+        described["moderation"] = {"mode": moderation.mode, "model": moderation.model}
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @task(name="fingerprint-inputs", cache_policy=RUN_CACHE)
 def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
-                       preference: PreferenceOptions | None = None) -> str | None:
+                       preference: PreferenceOptions | None = None,
+                       moderation: ModerationOptions | None = None) -> str | None:
     """Return the digest of what this dataset is made of (`inputs_sha256` in its report); None
     when a source cannot be fingerprinted by its content: a SQL query's rows change without its
     text changing."""
     if any(shard.kind == "sql" for shard in plan.shards):
         return None
-    return inputs_sha256(plan.fingerprints, settings, gates, preference)
+    return inputs_sha256(plan.fingerprints, settings, gates, preference, moderation)
 
 
 def current_inputs_sha256(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
-                          method: str, min_rating_margin: float, preference: PreferenceOptions) -> str:
+                          method: str, min_rating_margin: float, preference: PreferenceOptions,
+                          moderation: ModerationOptions | None = None) -> str:
     """What `prepare` would record as `inputs_sha256` for these arguments, without preparing:
     the same settings, and each source file's sha256 as its plan takes it (read once, nothing
     written). retrain prepares with the default extract options: files, never a SQL source."""
@@ -79,7 +86,7 @@ def current_inputs_sha256(sources: list[str], model: str, transform: TransformOp
         dpo = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
         return inputs_sha256(fingerprints, dpo, gates, preference)
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
-    return inputs_sha256(fingerprints, settings, gates)
+    return inputs_sha256(fingerprints, settings, gates, moderation=moderation)
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -149,7 +156,8 @@ def check_inputs_unchanged(sources: list[str], model: str, transform: TransformO
         log.info("preparing: %s", f"run {last['run_id']} recorded no inputs digest" if last
                  else f"no successful run of {model} to compare with")
         return None
-    current = current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference)
+    current = current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference,
+                                    ModerationOptions.from_settings(settings))
     if current != recorded:
         log.info("preparing: inputs %s differ from run %s's %s", current[:12], last["run_id"], recorded[:12])
         return None
@@ -187,9 +195,16 @@ def failure_recorded(base: dict[str, Any], settings: Settings, run_dir: str) -> 
 
     `ftflow runs` then shows every run, not only those that got to the end. The record names no
     job: a job that finished before the failure stays free for the next run to re-attach to.
+    A failed job also keeps the provider's error verbatim (`provider_error`) and gets its summary.
     """
     try:
         yield
     except Exception as exc:
-        record_run({**base, "status": "failed", "reason": failure_reason(exc)}, settings, run_dir)
+        failed_job = isinstance(exc, JobFailed) and exc.provider_error is not None
+        given = {"job_id": exc.job_id, "provider_error": exc.provider_error} if failed_job else {}  # type: ignore[attr-defined]
+        record = record_run({**base, "status": "failed", "reason": failure_reason(exc), **given}, settings, run_dir)
+        if failed_job:
+            from tasks.summary import publish_summary
+
+            publish_summary(record, settings, {})
         raise

@@ -8,8 +8,10 @@ library or a rule that knows the format:
 - phone: `phonenumbers` in the configured regions (`pii_regions`);
 - IBAN: `python-stdnum` (check digits and the country's BBAN structure), grouped with spaces
   or dashes, any case;
-- credit card: Luhn, issuer ranges, and card context words or a card-shaped grouping, so
-  order and tracking numbers that happen to pass Luhn are not cards;
+- credit card: Luhn, issuer ranges, and card context words or a card-shaped grouping; a bare
+  15- or 16-digit number in a major issuer's range (Visa, Mastercard, Amex, Discover, JCB)
+  that passes Luhn is a card without either. Order and tracking numbers that happen to pass
+  Luhn are not cards when an identifier word precedes them;
 - IP: `ipaddress`, IPv4 and IPv6.
 
 Numbers right after words such as "Kundennummer", "Auftrag" or "Sendung" are identifiers, not
@@ -227,8 +229,24 @@ _ISSUERS = [
 _CARD_GROUPING = re.compile(r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5}")
 
 
-def _issuer_ok(digits: str) -> bool:
-    return any(low <= digits[: len(low)] <= high and len(digits) in lengths for low, high, lengths in _ISSUERS)
+# The major issuers' 15- and 16-digit ranges (Amex 15; Visa, Mastercard, Discover, JCB 16):
+# a Luhn-valid number there is a card even with no card word or grouping (1 in 10 random
+# numbers passes Luhn, and only these prefixes count, so a bare tracking number rarely does).
+_MAJOR_ISSUERS = [
+    ("4", "4", (16,)),
+    ("51", "55", (16,)),
+    ("2221", "2720", (16,)),
+    ("34", "34", (15,)),
+    ("37", "37", (15,)),
+    ("6011", "6011", (16,)),
+    ("644", "649", (16,)),
+    ("65", "65", (16,)),
+    ("3528", "3589", (16,)),
+]
+
+
+def _issuer_ok(digits: str, issuers: list[tuple[str, str, Any]] = _ISSUERS) -> bool:
+    return any(low <= digits[: len(low)] <= high and len(digits) in lengths for low, high, lengths in issuers)
 
 
 def _card_ok(candidate: str, digits: str, before: str) -> bool:
@@ -236,7 +254,11 @@ def _card_ok(candidate: str, digits: str, before: str) -> bool:
         return False
     if not (_luhn_ok(digits) and _issuer_ok(digits)) or _is_identifier(before, _CARD_WORDS):
         return False
-    return _has_word(before, _CARD_WORDS) or _CARD_GROUPING.fullmatch(candidate) is not None
+    return (
+        _has_word(before, _CARD_WORDS)
+        or _CARD_GROUPING.fullmatch(candidate) is not None
+        or _issuer_ok(digits, _MAJOR_ISSUERS)
+    )
 
 
 _DATE = re.compile(r"(?<!\d)(\d{1,2})([./-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)|(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)")

@@ -295,6 +295,36 @@ class Registry:
             return conn.scalar(sa.select(deployments.c.deployment).where(deployments.c.provider == provider,
                                                                          deployments.c.model == model))
 
+    def list_deployments(self, provider: str | None = None) -> list[dict[str, Any]]:
+        """The deployments ftflow made (of one provider identity, or all), oldest first."""
+        query = sa.select(deployments).order_by(deployments.c.created_at)
+        if provider is not None:
+            query = query.where(deployments.c.provider == provider)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def forget_deployment(self, provider: str, model: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(deployments).where(deployments.c.provider == provider,
+                                                      deployments.c.model == model))
+
+    def promoted_models(self, backend: str | None = None) -> list[dict[str, Any]]:
+        """Each promoted model once, with its base model, newest promotion first."""
+        query = sa.select(promotions).order_by(promotions.c.promoted_at.desc(), promotions.c.id.desc())
+        if backend is not None:
+            query = query.where(promotions.c.backend == backend)
+        seen: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                seen.setdefault(row["model"], dict(row))
+        return list(seen.values())
+
+    def recorded_models(self) -> set[str]:
+        """Fine-tuned models of runs that have ended (their record is written)."""
+        with self.engine.connect() as conn:
+            return {m for (m,) in conn.execute(sa.select(runs.c.fine_tuned_model).where(
+                runs.c.fine_tuned_model.is_not(None)))}
+
     def backend_of(self, model: str) -> str | None:
         """Where a fine-tuned model lives: the backend its promotion or its run recorded."""
         with self.engine.connect() as conn:

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prefect import task
@@ -28,6 +28,9 @@ from tasks.budget import Budget
 from tasks.quality import QualityResult
 from tasks.reduce import ReduceResult
 from tasks.shards import ShardResult
+
+if TYPE_CHECKING:
+    from tasks.moderation import ModerationResult
 
 STAGES = ("extract", "quality")  # where a record can be rejected
 OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "duplicates.jsonl", "quality.json",
@@ -141,9 +144,11 @@ def build_report(
     quality: QualityResult,
     budget: Budget,
     out_dir: Path,
+    moderation: ModerationResult | None = None,
 ) -> dict[str, Any]:
     totals = add_up(results)
-    rejected = totals.rejected
+    moderated = moderation.rejected if moderation else {}
+    rejected = merge_counts(totals.rejected, moderated)
     accounted = split.train + split.validation + sum(rejected.values()) + split.duplicates_removed
     if accounted != totals.records_read:
         # A bug of ours, never bad data: every record must be somewhere.
@@ -157,7 +162,8 @@ def build_report(
         "records_read": totals.records_read,
         "examples_written": {"train": split.train, "validation": split.validation},
         "rejected": rejected,
-        "rejected_by_stage": totals.rejected_by_stage,
+        "rejected_by_stage": {**totals.rejected_by_stage,
+                              **({"moderation": moderated} if moderation and moderation.mode == "reject" else {})},
         "duplicates_removed": split.duplicates_removed,
         "trimmed_turns": totals.trimmed_turns,
         "merged_turns": totals.merged_turns,
@@ -180,6 +186,7 @@ def build_report(
         "quality": quality.to_dict(),
         "gate": {"passed": not gate_failures, "failures": gate_failures, "within_budget": budget.within_budget},
         "files": {name: str(out_dir / name) for name in OUTPUTS},
+        **({"moderation": moderation.report()} if moderation else {}),
     }
 
 
@@ -251,15 +258,18 @@ def write_report(
     budget: Budget,
     out_dir: str,
     extra: dict[str, Any] | None = None,
+    moderation: ModerationResult | None = None,
 ) -> dict[str, Any]:
-    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order).
+    """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order,
+    then those moderation quarantined).
 
     `extra` adds method-specific fields (the method, preference figures)."""
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
-    concatenate([Path(r.directory) / "rejected.jsonl" for r in ordered], out / "rejected.jsonl")
+    quarantined = [Path(moderation.rejected_path)] if moderation and moderation.rejected_path else []
+    concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
     report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
-                             quality=quality, budget=budget, out_dir=out), **(extra or {})}
+                             quality=quality, budget=budget, out_dir=out, moderation=moderation), **(extra or {})}
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),
@@ -267,6 +277,32 @@ def write_report(
         description="What prepare read, kept, rejected and would cost",
     )
     return report
+
+
+def rejection_causes(rejected: dict[str, int], rejected_file: Path, shown: int = 3, detail_chars: int = 120) -> str:
+    """The most frequent rejection reasons, each with its count and its first record's place and detail.
+
+    What a failed `dataset.*` check (too few examples, too many rejected) needs to name its cause:
+    a `.jsonl.gz` that is not gzip says `corrupt_file`, where, and what the decompressor said.
+    `rejected.jsonl` is read only up to the first record of each shown reason.
+    """
+    top = sorted(rejected.items(), key=lambda item: (-item[1], item[0]))[:shown]
+    first: dict[str, str] = {}
+    wanted = {reason for reason, _ in top}
+    if rejected_file.exists():
+        with open(rejected_file, "rb") as f:
+            for line in f:
+                if wanted <= first.keys():
+                    break
+                row = orjson.loads(line)
+                if row["reason"] in wanted and row["reason"] not in first:
+                    detail = " ".join(str(row.get("detail") or "").split())
+                    if len(detail) > detail_chars:
+                        detail = detail[: detail_chars - 3] + "..."
+                    first[row["reason"]] = f"{row['source']} {row['loc']}" + (f": {detail}" if detail else "")
+    causes = [f"{reason} {n} (first: {first.get(reason, 'not in rejected.jsonl')})" for reason, n in top]
+    more = len(rejected) - len(top)
+    return "rejected: " + ", ".join(causes) + (f", and {more} more reasons (see rejected.jsonl)" if more > 0 else "")
 
 
 # Drift also moves when only the settings changed (say, a run without --system-prompt after runs
@@ -284,6 +320,8 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
     if report["quality"]["success"] is False:
         failed = report["quality"]["failed"]
         hint = DRIFT_HINT if any(check.startswith("drift.") for check in failed) else ""
+        if report["rejected"] and any(check.startswith("dataset.") for check in failed):
+            hint += "; " + rejection_causes(report["rejected"], Path(report["files"]["rejected.jsonl"]))
         raise QualityGateFailed("quality gate failed: " + "; ".join(failed) + hint, failed=failed)
     raise BudgetExceeded(estimated_usd=report["estimated_cost_usd"], max_usd=report["max_cost_usd"])
 

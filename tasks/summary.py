@@ -265,6 +265,8 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
         ("prompt tokens / request", f"{count(economics['prompt_tokens_before'])} -> "
                                     f"{count(economics['prompt_tokens_after'])} "
                                     f"({change(-economics['prompt_token_reduction'])})"),
+        *([("hosting the deployed model", f"{usd(economics['hosting_usd_per_month'])} per month (in the saving)")]
+          if economics.get("hosting_usd_per_month") else []),
         (f"monthly saving at {count(economics['monthly_requests'])} requests", usd(economics["monthly_saving_usd"])),
         ("payback", f"{payback} months" if payback is not None else "never (costs more per request)"),
         *([] if not economics.get("incumbent_model") else [
@@ -274,6 +276,18 @@ def _cost_rows(economics: dict[str, Any]) -> list[tuple[str, str]]:
             (f"monthly saving against the incumbent at {count(economics['monthly_requests'])} requests",
              usd(economics["monthly_saving_vs_incumbent_usd"]))]),
     ]
+
+
+def _provider_error_lines(error: dict[str, Any]) -> list[str]:
+    """The failed job's error field by field, as the provider gave it; its last events if it gave no reason."""
+    rows = [("field", "the provider's value")]
+    rows += [(field, "`" + str(error[field]).replace("|", "\\|") + "`" if error.get(field) is not None else "(empty)")
+             for field in ("code", "message", "param", "line")]
+    lines = _table(rows)
+    if not error.get("message"):
+        lines += ["The provider gave no reason. The job's last events, newest first:", "",
+                  *[f"- {event}" for event in error.get("last_events") or ["(none)"]], ""]
+    return lines
 
 
 def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None,
@@ -288,7 +302,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     report = record.get("prepare")
     if report:
         lines += ["## Dataset", "", *_table(_dataset_rows(report))]
-    if record.get("job_id"):
+    if record.get("provider_error"):
+        lines += ["## Provider error", "", *_provider_error_lines(record["provider_error"])]
+    elif record.get("job_id"):
         lines += ["## Fine-tuning job", "", *_table(_job_rows(record)),
                   "## Loss", "", *_loss_lines(record, images.get("loss"))]
     if record.get("evaluation"):
@@ -298,6 +314,9 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
         lines += ["## Promotion gate", "", *promotion_lines]
     if record.get("economics"):
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
+    if record.get("deployments_removed"):
+        lines += ["Removed deployments, neither promoted nor the previous promoted model: "
+                  + ", ".join(f"`{name}`" for name in record["deployments_removed"]) + ".", ""]
     if links:
         lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
     files = ["run.json", *(["report.json"] if report else []), *(["eval.json"] if record.get("evaluation") else []),

@@ -89,6 +89,55 @@ def test_retrain_on_azure_deploys_and_evaluates_through_the_deployment(prefect_s
     assert deployment.startswith("ftflow-")  # derived from the run's key; the model answers under it
 
 
+def test_three_promoted_azure_runs_leave_two_deployments_and_show_the_hosting_cost(prefect_server, env, tmp_path):
+    """keep_deployments = 2: the promoted model's deployment and the previous promoted one's stay; the
+    first run's is removed (Azure bills each by the hour), and the cost case counts the hosting fee."""
+    import asyncio
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    deploy_baseline(env)
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    records, made = [], []
+    for _ in range(3):
+        record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), system_prompt=PROMPT, backend="azure", force=True)
+        assert record["status"] == "succeeded" and record["promoted"], record.get("promotion")
+        records.append(record)
+        made.append(next(d["deployment"] for d in registry.list_deployments()
+                         if d["model"] == record["fine_tuned_model"]))
+    assert records[0]["deployments_removed"] == records[1]["deployments_removed"] == []
+    assert records[2]["deployments_removed"] == [made[0]]
+    assert [d["deployment"] for d in registry.list_deployments()] == made[1:]
+    at_azure = httpx.get(f"{root(env)}{ACCOUNT}/deployments", params={"api-version": "2024-10-01"},
+                         headers={"Authorization": f"Bearer {env.api_key}"}).json()["value"]
+    assert sorted(d["name"] for d in at_azure) == sorted(["gpt-4o-mini-base", *made[1:]])
+
+    economics = records[2]["economics"]
+    assert economics["hosting_usd_per_month"] == 1241.0  # $1.70 an hour x 730 hours (price table)
+    assert economics["monthly_cost_after_usd"] > 1241.0
+
+    async def summary() -> str:
+        async with get_client() as client:
+            [found] = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ftflow-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[records[2]["flow_run_id"]])))
+            return found.data
+
+    text = asyncio.run(summary())
+    assert "| hosting the deployed model | $1,241.00 per month (in the saving) |" in text
+    assert f"Removed deployments, neither promoted nor the previous promoted model: `{made[0]}`." in text
+
+    listed = CliRunner().invoke(app, ["deployments"], terminal_width=250)
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert any(made[2] in line and "promoted" in line and "previous" not in line and "$1,241.00" in line
+               for line in lines), listed.output
+    assert any(made[1] in line and "previous promoted" in line for line in lines), listed.output
+    assert made[0] not in listed.output and "2 deployments, $2,482.00 per month to host" in listed.output
+
+
 def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_backend(prefect_server, env,
                                                                                          tmp_path):
     """Promote a local (OpenAI-dialect) model, then retrain on Together: the incumbent answers through local."""

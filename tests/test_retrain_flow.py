@@ -224,6 +224,102 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     assert "-" not in rows[1].values() and rows[1]["dataset"] == "\u2014"
 
 
+def test_a_failed_jobs_provider_error_reaches_the_record_the_summary_and_the_error_line(
+        prefect_server, pipeline_env, tmp_path):
+    """The provider's code, message, param and line, verbatim: in run.json, the summary and the one error line."""
+    import httpx
+
+    message = 'The job failed due to an invalid training file. Invalid file format. Line 7, key "messages": bad.'
+    httpx.put(f"{pipeline_env.base_url.removesuffix('/v1')}/_admin/faults",
+              json={"job_error": {"code": "invalid_training_file", "message": message, "param": "training_file"}},
+              headers={"Authorization": f"Bearer {pipeline_env.api_key}"}).raise_for_status()
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["retrain", *SAMPLES, "--runs-dir", str(runs)])
+    assert result.exit_code == 4, (result.output, result.stderr)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: fine-tuning job ftjob-") and line.endswith(
+        f"failed; the provider says (code 'invalid_training_file', param 'training_file', line 7): {message}")
+    [run_json] = runs.glob("*/run.json")
+    record = json.loads(run_json.read_text())
+    assert record["status"] == "failed" and record["job_id"] in line
+    assert record["provider_error"] == {"code": "invalid_training_file", "message": message,
+                                        "param": "training_file", "line": 7}
+
+    async def summary():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        async with get_client() as client:
+            [found] = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ftflow-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[record["flow_run_id"]])))
+            return found.data
+
+    import asyncio
+
+    text = asyncio.run(summary())
+    assert "## Provider error" in text and "| code | `invalid_training_file` |" in text
+    assert f"| message | `{message}` |" in text and "| line | `7` |" in text
+
+
+def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
+        prefect_server, pipeline_env, tmp_path, monkeypatch):
+    """The service runs one job at a time (--max-running-jobs 1) and ftflow holds one job slot:
+    both retrains succeed, their jobs never overlap, and the one that waited says so in its log."""
+    import asyncio
+
+    from prefect.logging.handlers import APILogWorker
+
+    monkeypatch.setenv("FTFLOW_JOB_SLOTS", "1")
+    jobs = pipeline_env.service.jobs
+    jobs.max_running_jobs = 0  # until the second run waits, the first one's job stays queued, holding the slot
+    sources = {}
+    for name in ("nord", "sued"):
+        sources[name] = write_jsonl(tmp_path / f"{name}.jsonl", [
+            chat(f"Frage {i} aus {name}: Wo ist Bestellung AR-{i}?", f'{{"antwort": "{name} {i} ist unterwegs"}}')
+            for i in range(40)])
+    started = datetime.now(UTC)
+    records: dict[str, dict] = {}
+
+    def run(name: str) -> None:
+        records[name] = retrain([str(sources[name])], runs_dir=str(tmp_path / "runs"), suffix=name)
+
+    async def slot_lines() -> list[str]:
+        from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
+
+        async with get_client() as client:
+            logs = await read_all(client.read_logs, log_filter=LogFilter(timestamp=LogFilterTimestamp(after_=started)))
+        return [log.message for log in logs if "job slot on local" in log.message]
+
+    def wait_until(condition, what: str) -> None:
+        deadline = time.monotonic() + 180
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
+    first = threading.Thread(target=run, args=("nord",))
+    first.start()
+    wait_until(lambda: jobs.store.list("job"), "the first run created no job")
+    second = threading.Thread(target=run, args=("sued",))
+    second.start()
+
+    def second_waits() -> bool:
+        APILogWorker.drain_all(timeout=10)
+        return any(line.startswith("waiting for a job slot on local: 1 of 1 in use") for line in asyncio.run(slot_lines()))
+
+    wait_until(second_waits, "the second run never said it was waiting for a job slot")
+    assert len(jobs.store.list("job")) == 1  # it waits before creating its job
+    jobs.max_running_jobs = 1
+    for thread in (first, second):
+        thread.join(timeout=300)
+    assert {name: r["status"] for name, r in records.items()} == {"nord": "succeeded", "sued": "succeeded"}
+    done = {name: jobs.get(r["job_id"]) for name, r in records.items()}
+    assert done["sued"]["created_at"] >= done["nord"]["finished_at"]  # never overlapping on the service
+    APILogWorker.drain_all(timeout=30)
+    lines = asyncio.run(slot_lines())
+    assert sum(line.startswith("waiting for a job slot on local") for line in lines) == 1, lines
+    assert sum(line.startswith("got a job slot on local after waiting") for line in lines) == 1, lines
+
+
 async def read_all(read, **filters) -> list:
     """Every row a Prefect client read returns, page by page (the server caps a page at 200)."""
     rows: list = []

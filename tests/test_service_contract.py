@@ -126,3 +126,20 @@ def test_file_content_is_the_uploaded_bytes(local_service, client):
                     headers={"Authorization": f"Bearer {local_service.api_key}"})
     assert raw.status_code == 200 and raw.content == content
     assert json.loads(raw.content.splitlines()[0])["messages"][0]["role"] == "user"
+
+
+def test_moderations_honour_the_spec_and_are_deterministic(local_service, spec):
+    api = ContractClient(local_service, spec)
+    one = api.call("POST", "/moderations", json={"input": "Ich will mich umbringen."})
+    [result] = one["results"]
+    assert one["model"] == "omni-moderation-latest" and one["id"].startswith("modr-")
+    assert result["flagged"] and {c for c, on in result["categories"].items() if on} == {"self-harm", "self-harm/intent"}
+    many = api.call("POST", "/moderations", json={"model": "omni-moderation-2024-09-26", "input": [
+        "Wo ist meine Bestellung AR-1?", "I will kill you.", "Der Akku hat ein Messer-Symbol."]})
+    assert [r["flagged"] for r in many["results"]] == [False, True, False]
+    assert many["results"][1]["categories"]["violence"] and many["results"][1]["category_scores"]["violence"] == 0.6
+    parts = api.call("POST", "/moderations", json={"input": [{"type": "text", "text": "Ich will mich umbringen."}]})
+    assert parts["results"] == one["results"]  # the same text scores the same, in any request shape
+    api.call("POST", "/moderations", json={"input": "x", "model": "gpt-9"}, expect=400)
+    api.call("POST", "/moderations", json={"model": "omni-moderation-latest"}, expect=400)
+    assert local_service.service.moderations.requests == 3 and local_service.service.moderations.inputs == 5

@@ -22,7 +22,15 @@ from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
 from ftflow.providers.base import KEY_FIELD
 from ftflow.settings import get_settings
-from tasks.jobs import JobRequest, create_job_once, poll_job, reconcile_creating, training_metrics, verify_dataset
+from tasks.jobs import (
+    JobRequest,
+    QuotaWait,
+    create_job_once,
+    poll_job,
+    reconcile_creating,
+    training_metrics,
+    verify_dataset,
+)
 from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
@@ -297,6 +305,36 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"
 
 
+def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provider, client, registry, tmp_path):
+    poisoned = tmp_path / "p.jsonl"
+    poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
+    job, _ = create(provider, registry, request_for(upload(provider, registry, poisoned).file_id))
+    with pytest.raises(JobFailed) as info:
+        poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
+    said = client.fine_tuning.jobs.retrieve(job.id).error
+    assert info.value.provider_error == {"code": "invalid_training_file", "message": said.message,
+                                         "param": "training_file", "line": 3}
+    assert str(info.value) == (f"fine-tuning job {job.id} failed; the provider says (code 'invalid_training_file', "
+                               f"param 'training_file', line 3): {said.message}")
+
+
+def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_service, provider, registry, train_file):
+    import httpx
+
+    response = httpx.put(f"{local_service.base_url.removesuffix('/v1')}/_admin/faults",
+                         json={"job_error": {"code": "", "message": ""}},
+                         headers={"Authorization": f"Bearer {local_service.api_key}"})
+    assert response.status_code == 200, response.text
+    job, _ = create(provider, registry, request_for(upload(provider, registry, train_file).file_id))
+    with pytest.raises(JobFailed) as info:
+        poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
+    error = info.value.provider_error
+    assert error["code"] is error["message"] is error["param"] is error["line"] is None
+    assert error["last_events"][0] == "Fine-tuning job failed: " and error["last_events"][-1].startswith("Validating")
+    assert "failed and the provider gave no reason (no code, no message); its last events, newest first: " \
+           "Fine-tuning job failed:  | Validating training file: file-" in str(info.value)
+
+
 def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, provider, client, registry, train_file,
                                                                monkeypatch):
     from types import SimpleNamespace
@@ -320,11 +358,54 @@ def test_provider_refusal_is_clear_and_not_retried(local_service, provider, regi
     local_service.service.jobs.refusal = "Fine-tuning is no longer available for this organization."
     with pytest.raises(ProviderRefused, match="may not create fine-tuning jobs"):
         create(provider, registry, request_for(file.file_id))
-    local_service.service.jobs.refusal = None
-    local_service.service.jobs.daily_job_limit = 0
-    with pytest.raises(ProviderRefused, match="daily fine-tuning job limit"):
-        create(provider, registry, request_for(file.file_id))
     assert json.dumps(local_service.service.store.list("job")) == "[]"
+
+
+OPENAI_DAILY_LIMIT = ("This fine-tune request has been rate-limited. Your organization has reached the maximum of 1 "
+                      "fine-tuning requests per day for the model 'gpt-4o-mini-2024-07-18'.")
+
+
+def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(local_service, provider, registry,
+                                                                             train_file, client):
+    file = upload(provider, registry, train_file)
+    local_service.service.jobs.daily_job_limit = 1
+    create(provider, registry, request_for(file.file_id))
+    with pytest.raises(openai.RateLimitError) as raw:  # the service answers as OpenAI does
+        client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file.file_id)
+    assert raw.value.status_code == 429 and raw.value.body == {
+        "message": OPENAI_DAILY_LIMIT, "type": "invalid_request_error", "param": None,
+        "code": "daily_rate_limit_exceeded"}
+    quota = QuotaWait(seconds=0.6, initial_seconds=0.1, max_seconds=0.2)
+    started = time.monotonic()
+    with pytest.raises(ProviderRefused) as info:
+        create(provider, registry, request_for(file.file_id, suffix="second"), quota=quota)
+    assert 0.6 <= time.monotonic() - started < 5
+    assert str(info.value).endswith(f"provider said (429 daily_rate_limit_exceeded: {OPENAI_DAILY_LIMIT})")
+    assert len(local_service.service.store.list("job")) == 1
+
+    # The quota frees up while a run waits: its job is created then, once.
+    threading.Timer(0.3, lambda: setattr(local_service.service.jobs, "daily_job_limit", None)).start()
+    job, created = create(provider, registry, request_for(file.file_id, suffix="third"),
+                          quota=QuotaWait(seconds=30, initial_seconds=0.1, max_seconds=0.2))
+    assert created and len(local_service.service.store.list("job")) == 2
+
+
+def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_service, provider, registry, train_file,
+                                                                   client):
+    local_service.service.jobs.max_running_jobs = 1
+    local_service.service.jobs.seconds_per_1k_tokens = 0.05
+    file = upload(provider, registry, train_file)
+    first, _ = create(provider, registry, request_for(file.file_id))
+    second, _ = create(provider, registry, request_for(file.file_id, suffix="second"))
+    seen = set()
+    while (status := client.fine_tuning.jobs.retrieve(second.id).status) != "succeeded":
+        seen.add((client.fine_tuning.jobs.retrieve(first.id).status, status))
+        assert status != "failed"
+        time.sleep(0.02)
+    assert ("running", "queued") in seen and ("running", "running") not in seen
+    done = [client.fine_tuning.jobs.retrieve(j.id) for j in (first, second)]
+    started = [e.created_at for e in client.fine_tuning.jobs.list_events(second.id) if e.message == "Fine-tuning job started"]
+    assert started[0] >= done[0].finished_at
 
 
 def test_a_wrong_key_is_one_refusal_line_with_the_masked_key(local_service, registry, train_file):

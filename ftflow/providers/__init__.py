@@ -11,6 +11,8 @@ docs/providers.md maps each provider's states onto ftflow's lifecycle.
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
 from ftflow.client import management_client, openai_client, together_client
@@ -19,29 +21,39 @@ from ftflow.providers.base import Provider
 from ftflow.settings import Settings
 
 
+def provider_class(backend: str) -> type[Provider]:
+    """The implementation of a backend (its class attributes: refusals, job slots, moderation model)."""
+    if backend == "together":
+        from ftflow.providers.together import TogetherProvider
+
+        return TogetherProvider
+    if backend == "azure":
+        from ftflow.providers.azure import AzureProvider
+
+        return AzureProvider
+    if backend == "openai":
+        from ftflow.providers.openai import OpenAIProvider
+
+        return OpenAIProvider
+    if backend == "local":
+        from ftflow.providers.local import LocalProvider
+
+        return LocalProvider
+    raise ConfigError(f"unknown backend {backend!r}")
+
+
 def get_provider(settings: Settings, backend: str | None = None) -> Provider:
     """The provider of `backend` (default: the settings' backend), with its clients."""
     if backend and backend != settings.backend:
         settings = settings.model_copy(update={"backend": backend})
+    cls: Any = provider_class(settings.backend)
     if settings.backend == "together":
-        from ftflow.providers.together import TogetherProvider
-
         chat, key = openai_client(settings)
-        return TogetherProvider(settings, key, together_client(settings), chat)
+        return cls(settings, key, together_client(settings), chat)
     client, key = openai_client(settings)
     if settings.backend == "azure":
-        from ftflow.providers.azure import AzureProvider
-
-        return AzureProvider(settings, key, client, management=management_client(settings))
-    if settings.backend == "openai":
-        from ftflow.providers.openai import OpenAIProvider
-
-        return OpenAIProvider(settings, key, client)
-    if settings.backend == "local":
-        from ftflow.providers.local import LocalProvider
-
-        return LocalProvider(settings, key, client)
-    raise ConfigError(f"unknown backend {settings.backend!r}")
+        return cls(settings, key, client, management=management_client(settings))
+    return cls(settings, key, client)
 
 
 def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_retries: int = 5,

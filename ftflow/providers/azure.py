@@ -55,6 +55,10 @@ class AzureProvider(OpenAIProvider):
         "uploaded": "pending", "pending": "pending", "running": "pending", "notRunning": "pending",
         "processed": "processed", "error": "error", "deleting": "deleted", "deleted": "deleted",
     }
+    # Azure OpenAI quotas: 1 running fine-tuning job per resource, 20 queued (learn.microsoft.com, quotas-limits).
+    job_slots: ClassVar[int | None] = 1
+    # Azure's screening is Azure AI Content Safety, a separate resource ftflow does not call yet.
+    moderation_model: ClassVar[str | None] = None
     refusals: ClassVar[dict[str, str]] = {
         **OpenAIProvider.refusals,
         "invalidTrainingType": "Azure needs a training type: set azure_training_type to Standard, GlobalStandard "
@@ -142,6 +146,14 @@ class AzureProvider(OpenAIProvider):
                 raise ProviderError(f"Azure deployment {name} of {model} did not answer within "
                                     f"{self.settings.deploy_timeout_seconds:.0f}s (state {state})")
             time.sleep(self.settings.poll_initial_seconds)
+
+    def remove_deployment(self, name: str) -> None:
+        """DELETE the deployment (it is billed by the hour while it exists); one already gone is fine."""
+        if self.management is None:
+            raise ConfigError("removing an Azure deployment needs an ARM token: AZURE_MANAGEMENT_TOKEN")
+        response = self.management.delete(self.deployment_url(name), params={"api-version": ARM_API_VERSION})
+        if response.status_code >= 400 and response.status_code != 404:
+            raise ProviderError(f"Azure refused to remove deployment {name}: {response.status_code} {response.text}")
 
     def refusal(self, exc: BaseException) -> ProviderRefused | None:
         """Azure answers a missing or wrong `trainingType` with a 400 that can read "the base model does not

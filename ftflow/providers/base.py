@@ -78,6 +78,7 @@ class RemoteJob:
     result_files: list[str] = field(default_factory=list)
     error_code: str | None = None
     error_message: str | None = None
+    error_param: str | None = None
     key: str | None = None  # as far as the provider records it (metadata or suffix tag)
     duration_seconds: float | None = None  # from creation to the end, where the provider says
 
@@ -141,6 +142,16 @@ def error_message(exc: BaseException) -> str:
     return message
 
 
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The seconds a refusal's `Retry-After` header asks for, if it has one in seconds."""
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the caller's own backoff applies
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """A request that got no answer (timeouts included), whatever SDK raised it."""
     import httpx
@@ -176,6 +187,13 @@ class Provider(ABC):
     key_home: ClassVar[str]
     #: Provider error codes that mean "no, and retrying will not change it" -> one line each.
     refusals: ClassVar[dict[str, str]] = {}
+    #: Provider error codes of a quota that frees up with time (a daily job limit): waited out
+    #: with backoff until `quota_wait_seconds` (tasks/jobs.py), then the provider's words.
+    quota_codes: ClassVar[frozenset[str]] = frozenset()
+    #: Jobs the provider runs at once per account, as it documents; None: no documented limit.
+    job_slots: ClassVar[int | None] = None
+    #: The model of the provider's moderation endpoint (tasks/moderation.py); None: it has none.
+    moderation_model: ClassVar[str | None] = None
 
     def __init__(self, settings: Any, api_key: str) -> None:
         self.settings = settings
@@ -233,6 +251,10 @@ class Provider(ABC):
         """Make a fine-tuned model answer; returns the name to chat with. No-op by default."""
         return model
 
+    def remove_deployment(self, name: str) -> None:
+        """Remove a deployment `deploy_model` made; only providers whose models need one make any."""
+        raise NotImplementedError(f"the {self.backend} backend makes no deployments (asked to remove {name})")
+
     def served_as(self, model: str) -> str:
         """The name to chat with a model that has no recorded deployment."""
         return model
@@ -242,8 +264,11 @@ class Provider(ABC):
         """An OpenAI-SDK client for chat completions with this provider's models."""
 
     # --- errors ----------------------------------------------------------------------------
+    def is_quota_refusal(self, exc: BaseException) -> bool:
+        return error_code(exc) in self.quota_codes
+
     def outcome(self, exc: BaseException) -> Outcome:
-        if self.refusal(exc) is not None or not is_transient(exc):
+        if self.is_quota_refusal(exc) or self.refusal(exc) is not None or not is_transient(exc):
             return "permanent"
         code = status_code(exc)
         return "unknown" if code is None or code >= 500 else "not_done"

@@ -64,11 +64,16 @@ class OpenAIProvider(Provider):
         "fine-tuning; use --backend azure or --backend together)",
         "organization_not_allowed": "this organisation may not create fine-tuning jobs (OpenAI stopped self-serve "
         "fine-tuning; use --backend azure or --backend together)",
-        "daily_rate_limit_exceeded": "the provider's daily fine-tuning job limit is reached; run again tomorrow "
-        "or ask the provider for a higher limit",
         "model_not_available": "this model cannot be fine-tuned by this provider; pick another --model",
         "invalid_api_key": "the provider rejected the API key",
     }
+    # 429 `daily_rate_limit_exceeded`: "... reached the maximum of N fine-tuning requests per day
+    # for the model ..." (johny-b/llmcomp#58); it frees up as the day's jobs age out.
+    quota_codes: ClassVar[frozenset[str]] = frozenset({"daily_rate_limit_exceeded"})
+    # "you can only have 3 simultaneous runs" (johny-b/llmcomp#70; GET /v1/fine_tuning/model_limits).
+    job_slots: ClassVar[int | None] = 3
+    # POST /v1/moderations, free of charge (the local service emulates it).
+    moderation_model: ClassVar[str | None] = "omni-moderation-latest"
     supports_uploads = True
 
     def __init__(self, settings: Any, api_key: str, client: openai.OpenAI) -> None:
@@ -148,7 +153,8 @@ class OpenAIProvider(Provider):
             fine_tuned_model=job.fine_tuned_model, trained_tokens=job.trained_tokens,
             hyperparameters=hyper.model_dump(exclude_none=True) if hyper is not None else {},
             result_files=list(job.result_files or []), error_code=getattr(error, "code", None) if error else None,
-            error_message=getattr(error, "message", None) if error else None, key=self._key_of(job),
+            error_message=getattr(error, "message", None) if error else None,
+            error_param=getattr(error, "param", None) if error else None, key=self._key_of(job),
             duration_seconds=job.finished_at - job.created_at if getattr(job, "finished_at", None) else None)
 
     def _key_of(self, job: Any) -> str | None:

@@ -69,7 +69,8 @@ class AzureBackend:
         self.store = Store(config.data_dir / "azure")
         self.files = FilesBackend(self.store, min(config.max_file_bytes, 512 * 1024 * 1024))
         self.models = ModelsBackend(self.store)
-        self.jobs = AzureJobs(self.store, self.files, self.models, seconds_per_1k_tokens=config.seconds_per_1k_tokens)
+        self.jobs = AzureJobs(self.store, self.files, self.models, seconds_per_1k_tokens=config.seconds_per_1k_tokens,
+                              max_running_jobs=config.max_running_jobs)
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
         self.max_files = 50
         self.max_total_bytes = 1 * GB

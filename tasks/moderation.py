@@ -1,0 +1,275 @@
+"""Moderation pre-check: screen every example with the backend's moderation endpoint before upload.
+
+Providers screen training data themselves, after upload: Azure fails the job ("failed RAI
+checks for harm types"), OpenAI blocks the trained model after its moderation evaluation.
+This stage asks the backend's own endpoint first (OpenAI and the local service:
+`omni-moderation-latest`, free) and, by the `moderation` setting:
+
+- `report`: counts the flagged examples per category (report.json `moderation`, the
+  `ftflow-moderation` table artifact) and keeps them;
+- `reject`: also moves them from train/validation to `rejected.jsonl` with the reason
+  `moderation:<category>` (the highest-scoring flagged category, on a tie the more specific
+  one, `self-harm/intent` before `self-harm`; the detail names all);
+- `off`: nothing (the default where the backend has no moderation endpoint).
+
+It runs on the de-duplicated split, so each example is sent once. The text of an example is
+its messages' content (strings and text parts), one per line. Requests carry
+`moderation_batch_size` texts; each answer is stored at once in a cache keyed by the model and
+the text's sha256 (`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen
+before and a run stopped half-way goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ftflow.errors import ConfigError
+from tasks.reduce import ReduceResult
+
+# texts -> for each text, its flagged categories, highest score first (empty: not flagged)
+Classifier = Callable[[list[str]], list[list[str]]]
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class ModerationOptions:
+    """What the moderation stage does; `model` is the backend's moderation model (None: it has none)."""
+
+    mode: str = "off"
+    backend: str = "local"
+    model: str | None = None
+    batch_size: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModerationOptions:
+        from ftflow.providers import provider_class
+
+        model = provider_class(settings.backend).moderation_model
+        mode = settings.moderation or ("report" if model else "off")
+        if mode != "off" and model is None:
+            raise ConfigError(f"moderation = {mode}: the {settings.backend} backend has no moderation endpoint; "
+                              "set moderation = off")
+        return cls(mode=mode, backend=settings.backend, model=model, batch_size=settings.moderation_batch_size)
+
+
+@dataclass
+class ModerationResult:
+    """What moderation found; `split` is the dataset after it (fewer examples with `reject`)."""
+
+    mode: str
+    model: str | None
+    split: ReduceResult
+    examples: int = 0
+    flagged: int = 0
+    by_category: dict[str, int] = field(default_factory=dict)  # flagged examples per category
+    requests: int = 0  # moderation requests this run sent
+    cached: int = 0  # examples answered from the cache
+    rejected: dict[str, int] = field(default_factory=dict)  # `moderation:<category>` -> examples quarantined
+    rejected_path: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {"mode": self.mode, "model": self.model, "examples": self.examples, "flagged": self.flagged,
+                "by_category": self.by_category, "requests": self.requests, "cached": self.cached,
+                "rejected": sum(self.rejected.values())}
+
+
+def example_text(line: bytes) -> str:
+    """The text moderation sees of one chat example: its messages' content, one message per line."""
+    texts = []
+    for message in orjson.loads(line).get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(texts)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ModerationCache:
+    """Answers of the moderation endpoint by (model, sha256 of the text), in SQLite; each batch committed."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS moderation (model TEXT, digest TEXT, categories TEXT, "
+                        "PRIMARY KEY (model, digest))")
+
+    def get_many(self, model: str, digests: list[str]) -> dict[str, list[str]]:
+        marks = ",".join("?" * len(digests))
+        rows = self.db.execute(f"SELECT digest, categories FROM moderation WHERE model = ? AND digest IN ({marks})",
+                               [model, *digests])
+        return {digest: json.loads(categories) for digest, categories in rows}
+
+    def put_many(self, model: str, answers: dict[str, list[str]]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO moderation VALUES (?, ?, ?)",
+                                [(model, digest, json.dumps(c)) for digest, c in answers.items()])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    with open(path, "rb") as f:
+        for line in f:
+            chunk.append(line)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def screen(path: Path, classify: Classifier, cache: ModerationCache, model: str, batch_size: int,
+           counts: Counter[str]) -> dict[int, list[str]]:
+    """Flagged categories by line index of one split file; only texts the cache lacks are sent, batch by batch."""
+    flagged: dict[int, list[str]] = {}
+    index = 0
+    for chunk in _chunks(path, batch_size):
+        texts = [example_text(line) for line in chunk]
+        digests = [text_sha256(text) for text in texts]
+        known = cache.get_many(model, sorted(set(digests)))
+        ask = {d: t for d, t in zip(digests, texts, strict=True) if d not in known}
+        if ask:
+            answers = dict(zip(ask, classify(list(ask.values())), strict=True))
+            cache.put_many(model, answers)
+            known |= answers
+            counts["requests"] += 1
+        counts["cached"] += sum(d not in ask for d in digests)
+        for offset, digest in enumerate(digests):
+            if known[digest]:
+                flagged[index + offset] = known[digest]
+        index += len(chunk)
+    counts["examples"] += index
+    return flagged
+
+
+def _rewrite_split(path: Path, drop: set[int]) -> tuple[int, str]:
+    """Write the split file without the lines `drop`; return (lines kept, sha256 of the new file)."""
+    digest, kept = hashlib.sha256(), 0
+    temporary = path.with_suffix(".moderated")
+    with open(path, "rb") as source, open(temporary, "wb") as target:
+        for index, line in enumerate(source):
+            if index not in drop:
+                target.write(line)
+                digest.update(line)
+                kept += 1
+    os.replace(temporary, path)
+    return kept, digest.hexdigest()
+
+
+def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationOptions, classify: Classifier,
+                     cache: ModerationCache) -> ModerationResult:
+    """Screen train/validation; with `reject`, move the flagged examples into `moderation-rejected.jsonl`."""
+    result = ModerationResult(mode=options.mode, model=options.model, split=split)
+    if options.mode == "off" or options.model is None:
+        return result
+    counts: Counter[str] = Counter()
+    paths = {"train": Path(split.train_path), "validation": Path(split.validation_path)}
+    flagged = {name: screen(paths[name], classify, cache, options.model, options.batch_size, counts)
+               for name in SPLITS}
+    by_category = Counter(category for found in flagged.values() for categories in found.values()
+                          for category in categories)
+    result.examples, result.requests, result.cached = counts["examples"], counts["requests"], counts["cached"]
+    result.flagged = sum(len(found) for found in flagged.values())
+    result.by_category = dict(sorted(by_category.items(), key=lambda item: (-item[1], item[0])))
+    if options.mode != "reject" or not result.flagged:
+        return result
+
+    features = pq.read_table(split.features_path)
+    rows = {name: pc.indices_nonzero(pc.equal(features.column("split"), name)).to_pylist() for name in SPLITS}
+    rejected_path = staged_dir / "moderation-rejected.jsonl"
+    drop_rows: set[int] = set()
+    reasons: Counter[str] = Counter()
+    with open(rejected_path, "wb") as out:
+        for name in SPLITS:
+            with open(paths[name], "rb") as source:
+                for index, line in enumerate(source):
+                    if (categories := flagged[name].get(index)) is None:
+                        continue
+                    row = rows[name][index]
+                    drop_rows.add(row)
+                    reasons[f"moderation:{categories[0]}"] += 1
+                    out.write(orjson.dumps({
+                        "source": features.column("source")[row].as_py(), "loc": features.column("loc")[row].as_py(),
+                        "reason": f"moderation:{categories[0]}",
+                        "detail": f"flagged by {options.model}: {', '.join(categories)}",
+                        "record": orjson.loads(line)}) + b"\n")
+    kept = {name: _rewrite_split(paths[name], set(flagged[name])) for name in SPLITS}
+    pq.write_table(features.filter(pa.array([i not in drop_rows for i in range(len(features))])), split.features_path)
+    result.rejected, result.rejected_path = dict(sorted(reasons.items())), str(rejected_path)
+    result.split = replace(split, train=kept["train"][0], validation=kept["validation"][0],
+                           train_sha256=kept["train"][1], validation_sha256=kept["validation"][1])
+    return result
+
+
+def openai_classifier(client: Any, model: str) -> Classifier:
+    """A Classifier over an OpenAI-SDK client's `moderations.create` (OpenAI, the local service)."""
+
+    def classify(texts: list[str]) -> list[list[str]]:
+        response = client.moderations.create(model=model, input=texts)
+        answers = []
+        for result in response.results:
+            categories = result.categories.model_dump(by_alias=True)
+            scores = result.category_scores.model_dump(by_alias=True)
+            answers.append(sorted((c for c, on in categories.items() if on),
+                                  key=lambda c: (-scores.get(c, 0), "/" not in c, c)))  # a tie: the specific one
+        return answers
+
+    return classify
+
+
+def moderation_table(result: ModerationResult) -> list[dict[str, Any]]:
+    """The artifact's rows: flagged examples per category, and how many were quarantined for it."""
+    return [{"category": category, "flagged examples": n,
+             "quarantined": result.rejected.get(f"moderation:{category}", 0)}
+            for category, n in result.by_category.items()]
+
+
+@task(name="moderate-examples", cache_policy=NO_CACHE)
+def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationOptions,
+                      work_dir: str) -> ModerationResult:
+    """Return what moderation found (and, with `reject`, the split without the flagged examples)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.logging import get_run_logger
+
+    if options.mode == "off" or options.model is None:
+        return ModerationResult(mode="off", model=options.model, split=split)
+    from ftflow.providers import get_provider
+    from ftflow.settings import get_settings
+
+    client = get_provider(get_settings(backend=options.backend)).chat_client()
+    cache = ModerationCache(Path(work_dir) / "moderation.sqlite3")
+    try:
+        result = moderate_dataset(split, Path(staged_dir), options, openai_classifier(client, options.model), cache)
+    finally:
+        cache.close()
+    create_table_artifact(moderation_table(result) or [{"category": "(none flagged)", "flagged examples": 0,
+                                                        "quarantined": 0}],
+                          key="ftflow-moderation",
+                          description=f"Moderation ({options.model}, {options.mode}): flagged examples per category")
+    get_run_logger().info("moderation (%s, %s): %d of %d examples flagged%s; %d requests, %d from the cache",
+                          options.model, options.mode, result.flagged, result.examples,
+                          f", {sum(result.rejected.values())} quarantined" if result.rejected else "",
+                          result.requests, result.cached)
+    return result
