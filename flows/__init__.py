@@ -3,10 +3,13 @@ names the task finish lines in run logs (ftflow.runlog)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ftflow  # noqa: F401 - applies the Prefect defaults before any flow module imports prefect
 from ftflow.runlog import name_finished_tasks
+
+if TYPE_CHECKING:
+    from ftflow.settings import Settings
 
 T = TypeVar("T")
 name_finished_tasks()
@@ -29,3 +32,29 @@ def untraced(subflow_result: T) -> T:
         for key in [k for k, (_, run_type, _) in context.run_results.items() if run_type == RunType.FLOW_RUN]:
             del context.run_results[key]
     return subflow_result
+
+
+def run_settings(flow_name: str, overrides: dict[str, Any] | None, settings: Settings | None) -> Settings:
+    """The settings of this flow run, named after its model: those its parent resolved (a subflow, or
+    the command that started it), else the one resolution (a deployment or a direct call) of
+    ftflow.toml, FTFLOW_* and the overrides a person gave. A subflow never resolves again."""
+    from ftflow.errors import ConfigError
+    from ftflow.settings import get_settings
+
+    if settings is None:
+        settings = get_settings(overrides)
+    elif overrides:
+        raise ConfigError(f"{flow_name}: give overrides or resolved settings, not both")
+    name_run(f"{flow_name}-{settings.model}")
+    return settings
+
+
+def name_run(name: str) -> None:
+    """Rename the current flow run (its name is known once its settings are)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if run_id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=name)

@@ -40,6 +40,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
+from ftflow.settings import Settings, default
 from tasks.extract import (
     TRANSCRIPT_SEPARATOR,
     Candidate,
@@ -58,7 +59,7 @@ from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_
 from tasks.transform import TransformOptions, example_digests, normalize_example, split_for
 
 ShardKind = Literal["lines", "transcript", "file", "parquet", "sql"]
-DEFAULT_SHARD_MB = 32
+DEFAULT_SHARD_MB: int = default("shard_mb")
 READ_CHUNK = 1 << 22
 # Columns the reduce step needs besides the features: where the example's line is, and the
 # hash of its exact bytes (which copy of a duplicate is kept must not depend on input order).
@@ -318,6 +319,14 @@ class ShardSettings:
 
         return cls(extract, transform, encoding_name_for_model(model), load_catalog().get(model).training_context,
                    validation_fraction)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, extract: ExtractOptions | None = None) -> ShardSettings:
+        """What the resolved settings make of a shard (`extract`: the options with the run's SQL source)."""
+        from tasks.transform import TransformOptions
+
+        return cls.for_model(settings.model, extract or ExtractOptions.from_settings(settings),
+                             TransformOptions.from_settings(settings), settings.validation_fraction)
 
     def fingerprint(self) -> str:
         code = hashlib.sha256()
