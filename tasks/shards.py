@@ -59,7 +59,7 @@ from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_
 from tasks.transform import TransformOptions, example_digests, normalize_example, split_for
 
 ShardKind = Literal["lines", "transcript", "file", "parquet", "sql"]
-DEFAULT_SHARD_MB: int = default("shard_mb")
+DEFAULT_SHARD_BYTES: int = int(default("shard_mb") * (1 << 20))
 READ_CHUNK = 1 << 22
 # Columns the reduce step needs besides the features: where the example's line is, and the
 # hash of its exact bytes (which copy of a duplicate is kept must not depend on input order).
@@ -263,7 +263,7 @@ def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_i
     return shards
 
 
-def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_BYTES,
                 history: CutHistory | None = None) -> Plan:
     """Cut the sources (paths, globs, and --sql-url/--query) into shards; hash every file.
 
@@ -570,7 +570,7 @@ def _bytes_to_read(shard: Shard) -> int:
     return (shard.end if shard.end is not None else size) - shard.start
 
 
-def shards_to_prepare_here(parameters: dict[str, Any], shard_bytes: int = DEFAULT_SHARD_MB << 20) -> set[Shard]:
+def shards_to_prepare_here(parameters: dict[str, Any], shard_bytes: int = DEFAULT_SHARD_BYTES) -> set[Shard]:
     """Of the shards a mapped shard task is given, those not worth a worker process: the ones
     whose result is stored already, and those left to prepare if they are one shard or less
     than shard_bytes in all."""
@@ -601,7 +601,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
     small input starts no worker, nor does a re-run of grown input for its one new range.
     """
 
-    def __init__(self, max_workers: int | None = None, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+    def __init__(self, max_workers: int | None = None, shard_bytes: int = DEFAULT_SHARD_BYTES,
                  **options: Any) -> None:
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -641,7 +641,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
         return super().submit(task, parameters, wait_for, dependencies)
 
 
-def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int = DEFAULT_SHARD_MB << 20) -> Any:
+def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int = DEFAULT_SHARD_BYTES) -> Any:
     """Where shards run: an existing Dask cluster, or local processes (all cores by default;
     see ShardProcessPool for the shards it keeps in this process)."""
     if dask_address:

@@ -12,6 +12,7 @@ The text is built by pure functions of the run record, tested without Prefect.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +174,31 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
         lines += ["## Held-out evaluation", "", *_eval_lines(record["evaluation"])]
     if record.get("economics"):
         lines += ["## Cost case", "", *_table(_cost_rows(record["economics"]))]
+    if record.get("settings"):
+        lines += ["## Settings", "", *_settings_lines(record["settings"])]
     if links:
         lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
     files = ["run.json", *(["report.json"] if report else []), *(["eval.json"] if record.get("evaluation") else []),
              *(["plots/"] if images else [])]  # a run that stopped early wrote only some of them
     lines.append(f"Run folder: `{record['run_dir']}` ({', '.join(files)}).")
     return "\n".join(lines)
+
+
+def _settings_lines(settings: dict[str, dict[str, Any]], width: int = 100) -> list[str]:
+    """The run's effective settings: those set somewhere with their origin, then the defaults in one line."""
+    def shown(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = " ".join(text.split()).replace("|", "\\|")
+        return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+    chosen = {name: s for name, s in settings.items() if s["origin"] not in ("default", "-")}
+    defaults = {name: s for name, s in settings.items() if s["origin"] in ("default", "-")}
+    lines = ["| setting | value | from |", "|---|---|---|",
+             *[f"| {name} | `{shown(s['value'])}` | {s['origin']} |" for name, s in chosen.items()], ""]
+    if defaults:
+        lines += ["At their defaults (secrets: absent): "
+                  + ", ".join(f"{name}={shown(s['value'])}" for name, s in defaults.items()), ""]
+    return lines
 
 
 HISTORY_COLUMNS = ("run", "started", "outcome", "dataset", "examples", "F1", "JSON", "language", "cost",
