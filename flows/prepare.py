@@ -68,7 +68,7 @@ def prepare(
     shard_settings = ShardSettings.from_settings(settings, ExtractOptions.from_settings(settings, sql_url, query))
     work_dir = str(settings.work_dir)
     staged = clear_previous_outputs(out_dir)
-    plan = plan_input(sources, shard_settings.extract, settings.shard_mb << 20, work_dir)
+    plan = plan_input(sources, shard_settings.extract, settings.shard_bytes, work_dir)
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
     inputs = fingerprint_inputs(plan, shard_settings, gates)

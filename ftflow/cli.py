@@ -237,7 +237,7 @@ def prepare(
             )
             report_file.append(Path(settings.out_dir) / "report.json")
             api.connect()
-            runner = task_runner_for(settings.workers, settings.dask_address, settings.shard_mb << 20)
+            runner = task_runner_for(settings.workers, settings.dask_address, settings.shard_bytes)
             return prepare_flow.with_options(task_runner=runner)(
                 sources=list(sources or []), sql_url=sql_url_parameter(sql_url), query=query, settings=settings)
 

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     work_dir: Path = Field(
         Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."
     )
-    shard_mb: int = Field(32, ge=1, description="Size of one shard of a JSONL or transcript file, in MiB.")
+    shard_mb: float = Field(32, gt=0, description="Size of one shard of a JSONL or transcript file, in MiB.")
     workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
     # preference data (method dpo)
@@ -236,6 +236,10 @@ class Settings(BaseSettings):
             present = bool(os.environ.get(name))
             shown[name] = {"value": "present" if present else "absent", "origin": name if present else "-"}
         return shown
+
+    @property
+    def shard_bytes(self) -> int:
+        return max(1, int(self.shard_mb * (1 << 20)))
 
     def service_config(self) -> ServiceConfig:
         """The local service's settings (its key, a secret, from FTFLOW_SERVICE_API_KEY as the service reads it)."""

@@ -90,10 +90,12 @@ def test_the_prepare_deployment_honours_the_environment(prefect_server, toml, tm
 
     report = prepare(**deployment_parameters("prepare"))
 
-    train = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text("utf-8").splitlines()]
+    out = Path(report["files"]["report.json"]).parent
+    text = (out / "train.jsonl").read_text("utf-8")
+    train = [json.loads(line) for line in text.splitlines()]
     assert train and all(example["messages"][0] == {"role": "system", "content": PROMPT} for example in train)
-    text = (tmp_path / "out" / "train.jsonl").read_text("utf-8")
     assert report["pii"] == {} and "[EMAIL]" not in text and "[PHONE]" not in text and "@" in text
+    assert out.resolve() == (tmp_path / "out").resolve()  # FTFLOW_OUT_DIR
 
 
 @pytest.mark.flow
