@@ -40,10 +40,10 @@ from tasks.report import (
     suite_parameters,
     write_report,
 )
-from tasks.shards import ShardProcessPool, ShardSettings, plan_input, prepare_shard_task
+from tasks.shards import DEFAULT_RUNNER, ShardSettings, plan_input, prepare_shard_task, shard_runner
 
 
-@flow(name="prepare", log_prints=True, task_runner=ShardProcessPool())
+@flow(name="prepare", log_prints=True, task_runner=DEFAULT_RUNNER)
 def prepare(
     sources: list[str],
     overrides: dict[str, Any] | None = None,
@@ -61,9 +61,16 @@ def prepare(
     feature summary, for the drift checks (retrain).
     """
     settings = run_settings("prepare", overrides, settings)
-    out_dir = out_dir or str(settings.out_dir)
-    if settings.method == "dpo":
-        return prepare_preferences(sources, out_dir, settings)
+    with shard_runner(settings):  # workers, dask_address: where the shards run
+        if settings.method == "dpo":
+            return prepare_preferences(sources, out_dir or str(settings.out_dir), settings)
+        return prepare_examples(sources, out_dir or str(settings.out_dir), sql_url, query, previous_features,
+                                settings)
+
+
+def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, query: str | None,
+                     previous_features: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """The prepare steps on chat data; returns the report (method "supervised")."""
     gates = GateOptions.from_settings(settings)
     shard_settings = ShardSettings.from_settings(settings, ExtractOptions.from_settings(settings, sql_url, query))
     work_dir = str(settings.work_dir)

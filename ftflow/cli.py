@@ -219,7 +219,6 @@ def prepare(
     """
     with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
         from flows.prepare import prepare as prepare_flow
-        from tasks.shards import task_runner_for
         from tasks.transform import parse_mapping
 
         started = time.time()
@@ -237,9 +236,8 @@ def prepare(
             )
             report_file.append(Path(settings.out_dir) / "report.json")
             api.connect()
-            runner = task_runner_for(settings.workers, settings.dask_address, settings.shard_bytes)
-            return prepare_flow.with_options(task_runner=runner)(
-                sources=list(sources or []), sql_url=sql_url_parameter(sql_url), query=query, settings=settings)
+            return prepare_flow(sources=list(sources or []), sql_url=sql_url_parameter(sql_url), query=query,
+                                settings=settings)
 
         try:
             report = run_reporting_errors(action)

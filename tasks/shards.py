@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -655,6 +656,26 @@ def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: 
 
         return ThreadPoolTaskRunner(max_workers=1)
     return ShardProcessPool(max_workers=workers or os.cpu_count(), shard_bytes=shard_bytes)
+
+
+# prepare's own task runner; a flow run on it takes its runner from its settings (`shard_runner`).
+DEFAULT_RUNNER = ShardProcessPool()
+
+
+@contextmanager
+def shard_runner(settings: Settings) -> Iterator[None]:
+    """Run the current flow run's tasks where the settings say (workers, dask_address, shard_mb),
+    when the flow runs on its own task runner: a deployment, a direct call, the CLI, retrain. A
+    runner chosen with `prepare.with_options(task_runner=...)` is kept."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow is None or context.flow.task_runner is not DEFAULT_RUNNER:
+        yield
+        return
+    with task_runner_for(settings.workers, settings.dask_address, settings.shard_bytes) as runner, \
+            context.model_copy(update={"task_runner": runner}):
+        yield
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)

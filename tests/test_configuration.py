@@ -331,3 +331,23 @@ def test_the_service_settings_are_the_local_services_own(toml, monkeypatch):
     config = get_settings().service_config()
     assert (config.tick_seconds, config.instruction_following) == (0.5, 0.3)
     assert config.max_file_bytes == ServiceConfig.model_fields["max_file_bytes"].default
+
+
+@pytest.mark.flow
+def test_a_direct_call_runs_its_shards_where_the_settings_say(prefect_server, toml, tmp_path, monkeypatch):
+    """workers, dask_address and shard_mb choose prepare's task runner in a deployment or direct call too."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    import tasks.shards
+
+    toml(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), shard_mb=0.5)
+    monkeypatch.setenv("FTFLOW_WORKERS", "3")
+    chosen: list[tuple] = []
+
+    def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int) -> ThreadPoolTaskRunner:
+        chosen.append((workers, dask_address, shard_bytes))
+        return ThreadPoolTaskRunner(max_workers=1)
+
+    monkeypatch.setattr(tasks.shards, "task_runner_for", task_runner_for)
+    report = prepare(["data/raw/*"])
+    assert chosen == [(3, None, 1 << 19)] and report["examples_written"]["train"] > 0
