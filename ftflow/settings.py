@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_serializer, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -208,6 +208,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is an existing file, not a folder")
         return value
 
+    @field_serializer("registry_url", when_used="json")
+    def _without_password(self, url: str) -> str:
+        """As JSON (flow-run parameters, run records, `ftflow config`) the URL shows no password."""
+        return redact_url(url)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -228,7 +233,6 @@ class Settings(BaseSettings):
     def effective(self) -> dict[str, dict[str, Any]]:
         """Every setting with its value (as JSON) and origin, then each secret as present/absent."""
         values = self.model_dump(mode="json")
-        values["registry_url"] = redact_url(values["registry_url"])
         origins = self.origins()
         shown: dict[str, dict[str, Any]] = {
             name: {"value": values[name], "origin": origins.get(name, "default")} for name in type(self).model_fields}
@@ -369,10 +373,12 @@ def get_settings(overrides: dict[str, Any] | None = None, /, **options: Any) -> 
 
 def settings_of_parameters(parameters: dict[str, Any]) -> Settings:
     """The settings a flow run ran with, from its stored parameters (a hook after the run, say):
-    the resolved settings it was handed, else its overrides resolved again."""
+    the resolved settings it was handed (the registry URL, stored without its password, resolved
+    again), else its overrides resolved again."""
+    resolved = get_settings(parameters.get("overrides"))
     if parameters.get("settings"):
-        return Settings.model_validate(parameters["settings"])
-    return get_settings(parameters.get("overrides"))
+        return Settings.model_validate({**parameters["settings"], "registry_url": resolved.registry_url})
+    return resolved
 
 
 def default(name: str) -> Any:

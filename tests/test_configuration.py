@@ -351,3 +351,18 @@ def test_a_direct_call_runs_its_shards_where_the_settings_say(prefect_server, to
     monkeypatch.setattr(tasks.shards, "task_runner_for", task_runner_for)
     report = prepare(["data/raw/*"])
     assert chosen == [(3, None, 1 << 19)] and report["examples_written"]["train"] > 0
+
+
+def test_a_registry_password_never_reaches_flow_parameters(toml, monkeypatch):
+    """Resolved settings travel to subflows as a parameter, which Prefect stores as JSON."""
+    from prefect import flow
+
+    from ftflow.settings import settings_of_parameters
+
+    url = "postgresql+psycopg://ftflow:hunter2@db/ftflow"
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", url)
+    settings = get_settings()
+    stored = flow(lambda settings: None, name="stored").serialize_parameters({"settings": settings})
+    assert "hunter2" not in json.dumps(stored) and stored["settings"]["registry_url"].startswith("postgresql")
+    assert settings.registry_url == url  # the object the subflow gets keeps it
+    assert settings_of_parameters(stored).registry_url == url  # a hook reading the stored run resolves it again
