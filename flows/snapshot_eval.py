@@ -24,4 +24,4 @@ def snapshot_eval(run_dir: str, model: str, backend: str | None = None, override
 
 
 if __name__ == "__main__":
-    snapshot_eval(".ftflow/runs/prepare", "ft:gpt-4o-mini-2024-07-18:local:ftflow:0")
+    snapshot_eval(".ftflow/runs/latest", "ft:gpt-4o-mini-2024-07-18:local:ftflow:0")  # the out_dir setting

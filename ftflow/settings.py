@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -320,7 +321,7 @@ def describe_invalid(error: dict, origins: dict[str, str]) -> str:
 
 
 def get_settings(overrides: dict[str, Any] | None = None, /, **options: Any) -> Settings:
-    """THE resolver: defaults < ftflow.toml < FTFLOW_* (and the providers' variables) < overrides.
+    """The one resolver: defaults < ftflow.toml < FTFLOW_* (and the providers' variables) < overrides.
 
     Overrides are what a person gave: a dict (a deployment's or a direct call's `overrides`
     parameter; origin "override") or keywords (the options a command was typed with; origin
@@ -359,8 +360,6 @@ def get_settings(overrides: dict[str, Any] | None = None, /, **options: Any) -> 
     except ValidationError as exc:
         raise ConfigError("; ".join(describe_invalid(e, origins) for e in exc.errors())) from None
     except ValueError as exc:  # FTFLOW_<KEY> holding JSON that does not parse
-        import re
-
         field = re.search(r'field "(\w+)"', str(exc))
         name = field.group(1) if field else "settings"
         raise ConfigError(f"{name} (from {origins.get(name, 'the environment')}): not valid JSON") from None

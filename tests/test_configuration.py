@@ -271,13 +271,16 @@ def test_every_key_toml_then_env_then_override_never_a_flow_default(flow, resolu
 @pytest.mark.parametrize(("where", "message"), [
     ("toml", "pii (from {toml}): Input should be 'off', 'report' or 'mask' (got 'sometimes')"),
     ("env", "pii (from FTFLOW_PII): Input should be 'off', 'report' or 'mask' (got 'sometimes')"),
+    ("json", "speakers (from FTFLOW_SPEAKERS): not valid JSON"),
 ])
 def test_a_bad_value_is_one_error_line_naming_the_key_and_its_origin(where, message, toml, monkeypatch):
     path = toml()
     if where == "toml":
         path = toml(pii="sometimes")
-    else:
+    elif where == "env":
         monkeypatch.setenv("FTFLOW_PII", "sometimes")
+    else:
+        monkeypatch.setenv("FTFLOW_SPEAKERS", "{Kunde: user")
     result = CliRunner().invoke(app, ["config"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: " + message.format(toml=path.resolve())
