@@ -2,12 +2,8 @@
 # Each creates its own virtualenv in .venv from pyproject.toml; no network but PyPI.
 VENV ?= .venv
 BIN := $(VENV)/bin
-# ftflow applies the same Prefect defaults itself (ftflow/environment.py); they are exported here
-# too for the tests, which import Prefect before ftflow, and for `prefect` commands run by make.
-export PREFECT_HOME ?= $(CURDIR)/.ftflow/prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS ?= false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+# No settings here: ftflow's come from ftflow.toml and FTFLOW_* (`ftflow config`), and ftflow applies
+# its Prefect defaults itself on import (ftflow/environment.py; the tests import ftflow first).
 
 .PHONY: install run test lint samples bench clean
 
@@ -20,12 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/ftflow retrain 'data/raw/*' --system-prompt "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON." \
 		--baseline-prompt-file data/production_prompt.txt --json-schema data/answer_schema.json
 
 test: install
-	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -3,10 +3,14 @@ names the task finish lines in run logs (ftflow.runlog)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ftflow  # noqa: F401 - applies the Prefect defaults before any flow module imports prefect
 from ftflow.runlog import name_finished_tasks
+
+if TYPE_CHECKING:
+    from ftflow.settings import Settings
 
 T = TypeVar("T")
 name_finished_tasks()
@@ -29,3 +33,42 @@ def untraced(subflow_result: T) -> T:
         for key in [k for k, (_, run_type, _) in context.run_results.items() if run_type == RunType.FLOW_RUN]:
             del context.run_results[key]
     return subflow_result
+
+
+def run_settings(flow_name: str, overrides: dict[str, Any] | None, settings: Settings | None) -> Settings:
+    """The settings of this flow run: those its parent resolved (a subflow, or the command that
+    started it), else the one resolution (a deployment or a direct call) of ftflow.toml, FTFLOW_*
+    and the overrides a person gave. A subflow never resolves again."""
+    from ftflow.errors import ConfigError
+    from ftflow.settings import get_settings
+
+    if settings is None:
+        return get_settings(overrides)
+    if overrides:
+        raise ConfigError(f"{flow_name}: give overrides or resolved settings, not both")
+    return settings
+
+
+def run_model() -> str:
+    """The base model of the flow run being created, for its name (given once, as it is created, so
+    the log and the UI show the same one): from the settings its parent handed down, else from
+    resolving its overrides; "unconfigured" when they do not resolve (the run then fails with the
+    settings' own error line)."""
+    from prefect.runtime import flow_run
+
+    from ftflow.errors import ConfigError
+    from ftflow.settings import get_settings
+
+    parameters = flow_run.parameters
+    given = parameters.get("settings")
+    if given is not None:
+        return given["model"] if isinstance(given, dict) else given.model
+    try:
+        return get_settings(parameters.get("overrides")).model
+    except ConfigError:
+        return "unconfigured"
+
+
+def named_after_model(flow_name: str) -> Callable[[], str]:
+    """A flow_run_name: `<flow>-<base model>`."""
+    return lambda: f"{flow_name}-{run_model()}"

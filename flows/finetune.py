@@ -14,8 +14,9 @@ from typing import Any
 from prefect import flow
 from prefect.states import Cancelled
 
+from flows import named_after_model, run_settings
 from ftflow.errors import JobCancelled
-from ftflow.settings import DEFAULT_MODEL, get_settings
+from ftflow.settings import Settings
 from tasks.jobs import (
     cancel_flow_run_jobs,
     check_dataset,
@@ -30,25 +31,26 @@ from tasks.reconcile import reconcile_ledger
 from tasks.upload import upload_file
 
 
-@flow(name="finetune", flow_run_name="finetune-{model}", log_prints=True, on_cancellation=[cancel_flow_run_jobs])
+@flow(name="finetune", flow_run_name=named_after_model("finetune"), log_prints=True,
+      on_cancellation=[cancel_flow_run_jobs])
 def finetune(
-    dataset_dir: str,
-    model: str = DEFAULT_MODEL,
-    suffix: str | None = "ftflow",
-    n_epochs: int | None = None,
-    seed: int | None = None,
+    dataset_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
     force: bool = False,
-    backend: str | None = None,
-    method: str | None = None,
-    dpo_beta: float | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Return the finished job: fine-tuned model id, where it answers, trained tokens, training metrics."""
-    settings = get_settings(model=model, suffix=suffix, backend=backend, method=method, dpo_beta=dpo_beta)
+    """Return the finished job: fine-tuned model id, where it answers, trained tokens, training metrics.
+
+    `dataset_dir` None: the out_dir setting (where `prepare` writes). Settings: `overrides` over
+    FTFLOW_* over ftflow.toml over the defaults, resolved here once, or the parent's `settings`.
+    """
+    settings = run_settings("finetune", overrides, settings)
+    dataset_dir = dataset_dir or str(settings.out_dir)
     reconcile_ledger(settings)
-    check_dataset(dataset_dir, settings, n_epochs)
+    check_dataset(dataset_dir, settings)
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
     validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
-    request = plan_job(dataset_dir, settings, train, validation, n_epochs=n_epochs, seed=seed, force=force)
+    request = plan_job(dataset_dir, settings, train, validation, force=force)
     with job_slot(settings):  # the provider runs this many jobs at once: wait for a free one first
         job = create_job(request, settings)
         try:
@@ -63,4 +65,4 @@ def finetune(
 
 
 if __name__ == "__main__":
-    finetune(".ftflow/runs/prepare")  # the folder `python flows/prepare.py` writes
+    finetune()  # the folder `python flows/prepare.py` writes: the out_dir setting

@@ -15,7 +15,8 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from ftflow.settings import DEFAULT_MODEL
+from flows import named_after_model, run_settings
+from ftflow.settings import Settings
 from tasks.budget import estimate_budget
 from tasks.extract import ExtractOptions
 from tasks.lineage import fingerprint_inputs
@@ -41,37 +42,47 @@ from tasks.report import (
     suite_parameters,
     write_report,
 )
-from tasks.shards import DEFAULT_SHARD_MB, ShardProcessPool, ShardSettings, plan_input, prepare_shard_task
-from tasks.transform import TransformOptions
+from tasks.shards import DEFAULT_RUNNER, ShardSettings, plan_input, prepare_shard_task, shard_runner
 
 
-@flow(name="prepare", flow_run_name="prepare-{model}", log_prints=True, task_runner=ShardProcessPool())
+@flow(name="prepare", flow_run_name=named_after_model("prepare"), log_prints=True, task_runner=DEFAULT_RUNNER)
 def prepare(
     sources: list[str],
-    out_dir: str = ".ftflow/runs/latest",
-    model: str = DEFAULT_MODEL,
-    extract: ExtractOptions = ExtractOptions(),
-    transform: TransformOptions = TransformOptions(),
-    gates: GateOptions = GateOptions(),
-    work_dir: str = ".ftflow/work",
-    shard_bytes: int = DEFAULT_SHARD_MB << 20,
-    drift: DriftOptions = DriftOptions(),
-    method: str = "supervised",
-    min_rating_margin: float = 1.0,
-    preference: PreferenceOptions = PreferenceOptions(),
-    moderation: ModerationOptions = ModerationOptions(),
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | None = None,
+    sql_url: str | None = None,
+    query: str | None = None,
+    previous_features: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL)."""
-    if method == "dpo":
-        return prepare_preferences(sources, out_dir, model, transform, gates, work_dir, min_rating_margin,
-                                   preference)
-    settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
+    """Return the report of a prepared dataset in out_dir (train/validation/rejected JSONL).
+
+    Settings: `overrides` (what a person set) over FTFLOW_* over ftflow.toml over the defaults,
+    resolved here once; a parent flow (retrain) or the command hands its resolved `settings`
+    instead. `out_dir` None: the out_dir setting. `previous_features`: the last successful run's
+    feature summary, for the drift checks (retrain).
+    """
+    settings = run_settings("prepare", overrides, settings)
+    with shard_runner(settings):  # workers, dask_address: where the shards run
+        if settings.method == "dpo":
+            return prepare_preferences(sources, out_dir or str(settings.out_dir), settings)
+        return prepare_examples(sources, out_dir or str(settings.out_dir), sql_url, query, previous_features,
+                                settings)
+
+
+def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, query: str | None,
+                     previous_features: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """The prepare steps on chat data; returns the report (method "supervised")."""
+    gates = GateOptions.from_settings(settings)
+    shard_settings = ShardSettings.from_settings(settings, ExtractOptions.from_settings(settings, sql_url, query))
+    work_dir = str(settings.work_dir)
     staged = clear_previous_outputs(out_dir)
-    plan = plan_input(sources, extract, shard_bytes, work_dir)
+    plan = plan_input(sources, shard_settings.extract, settings.shard_bytes, work_dir)
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
-    inputs = fingerprint_inputs(plan, settings, gates, moderation=moderation)
-    shards = prepare_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
+    moderation = ModerationOptions.from_settings(settings)
+    inputs = fingerprint_inputs(plan, shard_settings, gates, moderation=moderation)
+    shards = prepare_shard_task.map(plan.shards, unmapped(shard_settings), unmapped(work_dir))
     results = shards.result()  # the first shard that failed fails the run, named
     # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
     # them, which it cannot trace from results returned by a worker process.
@@ -79,33 +90,32 @@ def prepare(
     moderated = moderate_examples(split, staged, moderation, work_dir)  # report or quarantine flagged examples
     split = moderated.split
     totals = compute_totals(shards, split)
-    quality = check_quality(split.features_path, totals, suite_parameters(gates, settings.training_context),
-                            Path(out_dir), drift)
-    budget = estimate_budget(split.features_path, model, settings.encoding, count_too_long(results), gates.n_epochs,
-                             gates.max_cost_usd)
+    quality = check_quality(split.features_path, totals, suite_parameters(gates, shard_settings.training_context),
+                            Path(out_dir), DriftOptions.from_settings(settings, previous=previous_features))
+    budget = estimate_budget(split.features_path, settings.model, shard_settings.encoding, count_too_long(results),
+                             gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "supervised", "inputs_sha256": inputs}, moderation=moderated)
     gate_and_publish(report, staged, out_dir)
     return report
 
 
-def prepare_preferences(sources: list[str], out_dir: str, model: str, transform: TransformOptions,
-                        gates: GateOptions, work_dir: str, min_rating_margin: float,
-                        preference: PreferenceOptions) -> dict[str, Any]:
+def prepare_preferences(sources: list[str], out_dir: str, settings: Settings) -> dict[str, Any]:
     """The prepare steps on preference data; returns the report (method "dpo")."""
-    settings = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
+    gates, preference = GateOptions.from_settings(settings), PreferenceOptions.from_settings(settings)
+    shard_settings = PreferenceShardSettings.from_settings(settings)
     staged = clear_previous_outputs(out_dir)
     plan = plan_preference_input(sources)
-    inputs = fingerprint_inputs(plan, settings, gates, preference)  # first, as in prepare
-    shards = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))
+    inputs = fingerprint_inputs(plan, shard_settings, gates, preference)  # first, as in prepare
+    shards = prepare_preference_shard_task.map(plan.shards, unmapped(shard_settings), unmapped(str(settings.work_dir)))
     results = shards.result()
     split = reduce_preference_shards(shards, staged, out_dir)
     totals = compute_totals(shards, split)
     figures = preference_figures(split.features_path)
-    parameters = {**suite_parameters(gates, settings.training_context), **preference.suite_parameters()}
+    parameters = {**suite_parameters(gates, shard_settings.training_context), **preference.suite_parameters()}
     quality = check_quality(split.features_path, totals, parameters, Path(out_dir), figures={"preference": figures})
-    budget = estimate_preference_budget(split.features_path, model, settings.encoding, count_too_long(results),
-                                        gates.n_epochs, gates.max_cost_usd)
+    budget = estimate_preference_budget(split.features_path, settings.model, shard_settings.encoding,
+                                        count_too_long(results), gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "dpo", "preference": figures, "inputs_sha256": inputs})
     gate_and_publish(report, staged, out_dir)
@@ -121,4 +131,4 @@ def gate_and_publish(report: dict[str, Any], staged: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    prepare(["data/raw/*"], out_dir=".ftflow/runs/prepare")
+    prepare(["data/raw/*"])

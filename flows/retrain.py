@@ -14,16 +14,15 @@ A skipped run ends in a Completed state named `Skipped`.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, tags
 from prefect.states import Cancelled, Completed
 
-from flows import untraced
+from flows import run_model, run_settings, untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
-from ftflow.settings import DEFAULT_MODEL, Settings, get_settings, read_prompt_file
+from ftflow.settings import Settings
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
 from tasks.hosting import remove_stale_deployments
@@ -36,71 +35,51 @@ from tasks.lineage import (
     run_cost_usd,
     training_summary,
 )
-from tasks.moderation import ModerationOptions
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
-from tasks.preference_shard import PreferenceOptions
 from tasks.promotion import current_model, decide_promotion
-from tasks.quality import DriftOptions, last_success_features
+from tasks.quality import last_success_features
 from tasks.reconcile import reconcile_ledger
-from tasks.report import GateOptions
-from tasks.summary import label_run, outcome, publish_summary, read_history, retrain_run_name
-from tasks.transform import TransformOptions
+from tasks.summary import label_run, outcome, publish_summary, read_history, run_name
 
 
-@flow(name="retrain", flow_run_name=retrain_run_name, log_prints=True)
+@flow(name="retrain", flow_run_name=lambda: run_name(run_model(), new_run_id()), log_prints=True)
 def retrain(
     sources: list[str] = ["data/raw/*"],  # noqa: B006 - Prefect copies parameters per run
-    runs_dir: str = ".ftflow/runs",
-    model: str = DEFAULT_MODEL,
-    system_prompt: str | None = None,
-    baseline_system_prompt: str | None = None,
-    baseline_prompt_file: str | None = None,
-    eval_json_schema: str | None = None,
-    max_cost_usd: float | None = None,
-    n_epochs: int | None = None,
-    suffix: str | None = "ftflow",
-    monthly_requests: int | None = None,
+    overrides: dict[str, Any] | None = None,
     force: bool = False,
-    backend: str | None = None,
-    method: str | None = None,
-    dpo_beta: float | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Return the run record: dataset, job, model, evaluation, cost case, promotion; or why it stopped."""
-    settings = get_settings(model=model, system_prompt=system_prompt,
-                            baseline_system_prompt=baseline_system_prompt or read_prompt_file(baseline_prompt_file),
-                            eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
-                            suffix=suffix, monthly_requests=monthly_requests, backend=backend, method=method,
-                            dpo_beta=dpo_beta)
+    """Return the run record: dataset, job, model, evaluation, cost case, promotion; or why it stopped.
+
+    Settings: `overrides` (what a person set: a deployment parameter, a typed option) over
+    FTFLOW_* over ftflow.toml over the defaults, resolved once here (or by the command, which
+    hands its `settings`); prepare and finetune run on the same resolved settings.
+    """
+    settings = run_settings("retrain", overrides, settings)
     reconcile_ledger(settings)
     run_id = new_run_id()
-    run_dir = str(Path(runs_dir) / run_id)
-    base = {"run_id": run_id, "started_at": time.time(), "base_model": model, "run_dir": run_dir,
-            "backend": settings.backend, "sources": sources, "method": settings.method}
+    run_dir = str(settings.runs_dir / run_id)
+    base = {"run_id": run_id, "started_at": time.time(), "base_model": settings.model, "run_dir": run_dir,
+            "backend": settings.backend, "sources": sources, "method": settings.method,
+            "settings": settings.effective()}
 
-    transform, gates = TransformOptions.from_settings(settings), GateOptions.from_settings(settings)
-    preference = PreferenceOptions.from_settings(settings)
     with failure_recorded(base, settings, run_dir):
-        unchanged = check_inputs_unchanged(sources, model, transform, gates, settings.method,
-                                           settings.dpo_min_rating_margin, preference, settings, force)
+        unchanged = check_inputs_unchanged(sources, settings, force)
         if unchanged:
-            base["run_name"] = label_run(unchanged["dataset_sha256"])
+            base["run_name"] = label_run(unchanged["dataset_sha256"], settings)
             return skipped(base, {"dataset_sha256": unchanged["dataset_sha256"], "prepare": None},
                            unchanged["reason"], settings, run_dir)
-        report = untraced(prepare(sources, out_dir=run_dir, model=model, transform=transform, gates=gates,
-                                  drift=DriftOptions.from_settings(settings, previous=last_success_features(settings)),
-                                  method=settings.method, min_rating_margin=settings.dpo_min_rating_margin,
-                                  preference=preference, moderation=ModerationOptions.from_settings(settings)))
-        base["run_name"] = label_run(report["dataset_sha256"])
+        report = untraced(prepare(sources, out_dir=run_dir, previous_features=last_success_features(settings),
+                                  settings=settings))
+        base["run_name"] = label_run(report["dataset_sha256"], settings)
         dataset = {"dataset_sha256": report["dataset_sha256"], "prepare": report}
         skip = check_unchanged(report, settings, force)
         if skip:
             return skipped(base, dataset, skip, settings, run_dir)
 
-        with tags(f"model:{model}", f"dataset:{report['dataset_sha256'][:12]}"):
-            job = finetune(run_dir, model=model, suffix=settings.suffix, n_epochs=settings.n_epochs, force=force,
-                           backend=settings.backend, method=settings.method, dpo_beta=settings.dpo_beta,
-                           return_state=True)
+        with tags(f"model:{settings.model}", f"dataset:{report['dataset_sha256'][:12]}"):
+            job = finetune(run_dir, force=force, settings=settings, return_state=True)
         if job.is_cancelled():
             record_run({**base, **dataset, "status": "cancelled", "reason": job.message}, settings, run_dir)
             return Cancelled(message=job.message)  # type: ignore[return-value]
@@ -109,7 +88,7 @@ def retrain(
         current = current_model(settings)
         evaluate = evaluate_preferences if settings.method == "dpo" else evaluate_models
         evaluation = evaluate(run_dir, trained["fine_tuned_model"], current, settings)
-        economics = compute_cost_case(evaluation, trained["trained_tokens"], model, settings.monthly_requests,
+        economics = compute_cost_case(evaluation, trained["trained_tokens"], settings.model, settings.monthly_requests,
                                       settings.backend)
         decision = decide_promotion(evaluation, run_id, settings)
         removed = remove_stale_deployments(trained["fine_tuned_model"], settings)

@@ -202,7 +202,7 @@ def prepare(
         list[str], typer.Argument(metavar="SOURCE", hidden=True)  # described in the docstring
     ] = None,  # type: ignore[assignment]
     out: Annotated[Path | None, typer.Option("--out", help="Output folder")] = None,
-    format: Annotated[str, typer.Option("--format", help="auto|chat|nested|transcript|table|sql")] = "auto",
+    format: Annotated[str | None, typer.Option("--format", help="auto|chat|nested|transcript|table|sql")] = None,
     model: Annotated[str | None, typer.Option(help="Base model (default from settings)")] = None,
     turns_key: Annotated[str | None, typer.Option(help="Key of the list of turns")] = None,
     role_key: Annotated[str | None, typer.Option(help="Key of a turn's role")] = None,
@@ -212,10 +212,10 @@ def prepare(
                                                        metavar="NAME=ROLE,...")] = None,
     speaker: Annotated[list[str] | None, typer.Option(help="Transcript PREFIX=role (repeatable)",
                                                       metavar="PREFIX=ROLE")] = None,
-    id_column: Annotated[str, typer.Option(help="Table: conversation id column")] = "conversation_id",
-    order_column: Annotated[str, typer.Option(help="Table: turn order column")] = "turn",
-    role_column: Annotated[str, typer.Option(help="Table: role column")] = "role",
-    content_column: Annotated[str, typer.Option(help="Table: content column")] = "content",
+    id_column: Annotated[str | None, typer.Option(help="Table: conversation id column")] = None,
+    order_column: Annotated[str | None, typer.Option(help="Table: turn order column")] = None,
+    role_column: Annotated[str | None, typer.Option(help="Table: role column")] = None,
+    content_column: Annotated[str | None, typer.Option(help="Table: content column")] = None,
     sql_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL for --query")] = None,
     query: Annotated[str | None, typer.Option(help="SQL returning message-per-row results")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt for every example")] = None,
@@ -231,72 +231,29 @@ def prepare(
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded).
 
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
+    Options left out come from FTFLOW_*, then ftflow.toml, then the defaults (`ftflow config`).
     """
     with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
-        from typing import get_args
-
         from flows.prepare import prepare as prepare_flow
-        from ftflow.errors import ConfigError
-        from tasks.extract import ExtractOptions, Format
-        from tasks.moderation import ModerationOptions
-        from tasks.preference_shard import PreferenceOptions
-        from tasks.report import GateOptions
-        from tasks.shards import task_runner_for
-        from tasks.transform import TransformOptions, parse_mapping
+        from tasks.transform import parse_mapping
 
         started = time.time()
         report_file: list[Path] = []  # known once the settings are valid
 
         def action() -> dict[str, Any]:
-            if format not in get_args(Format):
-                raise ConfigError(f"--format must be one of {', '.join(get_args(Format))}, not {format!r}")
             settings = get_settings(
-                model=model,
-                system_prompt=system_prompt,
-                system_prompt_mode=system_prompt_mode,
-                pii=pii,
-                validation_fraction=validation_fraction,
-                n_epochs=n_epochs,
-                max_cost_usd=max_cost_usd,
-                out_dir=out,
-                workers=workers,
-                dask_address=dask_address,
-                method=method,
+                model=model, format=format, turns_key=turns_key, role_key=role_key, content_key=content_key,
+                text_key=text_key, role_map=parse_mapping(role_map, option="--role-map") or None,
+                speakers=parse_mapping(speaker, option="--speaker") or None, id_column=id_column,
+                order_column=order_column, role_column=role_column, content_column=content_column,
+                system_prompt=system_prompt, system_prompt_mode=system_prompt_mode, pii=pii,
+                validation_fraction=validation_fraction, n_epochs=n_epochs, max_cost_usd=max_cost_usd, out_dir=out,
+                workers=workers, dask_address=dask_address, method=method,
             )
             report_file.append(Path(settings.out_dir) / "report.json")
-            extract = ExtractOptions(
-                format=format,
-                turns_key=turns_key,
-                role_key=role_key,
-                content_key=content_key,  # type: ignore[arg-type]
-                text_key=text_key,
-                speakers=parse_mapping(speaker, option="--speaker"),
-                id_column=id_column,
-                order_column=order_column,
-                role_column=role_column,
-                content_column=content_column,
-                sql_url=sql_url_parameter(sql_url),
-                query=query,
-                batch_size=settings.batch_size,
-            )
-            transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
-            gates = GateOptions.from_settings(settings)
             api.connect()
-            runner = task_runner_for(settings.workers, settings.dask_address, settings.shard_mb << 20)
-            return prepare_flow.with_options(task_runner=runner)(
-                sources=list(sources or []),
-                out_dir=str(settings.out_dir),
-                model=settings.model,
-                extract=extract,
-                transform=transform,
-                gates=gates,
-                work_dir=str(settings.work_dir),
-                shard_bytes=settings.shard_mb << 20,
-                method=settings.method,
-                min_rating_margin=settings.dpo_min_rating_margin,
-                preference=PreferenceOptions.from_settings(settings),
-                moderation=ModerationOptions.from_settings(settings),
-            )
+            return prepare_flow(sources=list(sources or []), sql_url=sql_url_parameter(sql_url), query=query,
+                                settings=settings)
 
         try:
             report = run_reporting_errors(action)
@@ -311,7 +268,7 @@ def prepare(
 @app.command()
 def retrain(
     sources: Annotated[list[str], typer.Argument(metavar="SOURCE", hidden=True)] = None,  # type: ignore[assignment]
-    runs_dir: Annotated[str, typer.Option(help="Folder of run folders")] = ".ftflow/runs",
+    runs_dir: Annotated[Path | None, typer.Option(help="Folder of run folders")] = None,
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="Short system prompt to train with")] = None,
     baseline_prompt_file: Annotated[Path | None, typer.Option(help="The full production prompt (baseline)")] = None,
@@ -325,25 +282,19 @@ def retrain(
 ) -> None:
     """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record.
 
-    SOURCE: files or globs (default: data/raw/*).
+    SOURCE: files or globs (default: data/raw/*). Options left out come from FTFLOW_*, then
+    ftflow.toml, then the defaults (`ftflow config`).
     """
     with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:
-            settings = get_settings(model=model, system_prompt=system_prompt, max_cost_usd=max_cost_usd,
-                                    n_epochs=n_epochs, backend=backend,
-                                    eval_json_schema=json_schema, monthly_requests=monthly_requests, method=method)
+            settings = get_settings(runs_dir=runs_dir, model=model, system_prompt=system_prompt,
+                                    baseline_prompt_file=baseline_prompt_file, eval_json_schema=json_schema,
+                                    max_cost_usd=max_cost_usd, n_epochs=n_epochs, monthly_requests=monthly_requests,
+                                    backend=backend, method=method)
             api.connect()
-            return retrain_flow(
-                sources=list(sources or ["data/raw/*"]), runs_dir=runs_dir, model=settings.model,
-                system_prompt=settings.system_prompt,
-                baseline_system_prompt=None if baseline_prompt_file else settings.baseline_system_prompt,
-                baseline_prompt_file=str(baseline_prompt_file) if baseline_prompt_file else None,
-                eval_json_schema=str(settings.eval_json_schema) if settings.eval_json_schema else None,
-                max_cost_usd=settings.max_cost_usd, n_epochs=settings.n_epochs, suffix=settings.suffix,
-                monthly_requests=settings.monthly_requests, force=force, backend=settings.backend,
-                method=settings.method, dpo_beta=settings.dpo_beta)
+            return retrain_flow(sources=list(sources or ["data/raw/*"]), force=force, settings=settings)
 
         record = run_reporting_errors(action)
         if not isinstance(record, dict):  # a Cancelled state
@@ -358,7 +309,8 @@ def retrain(
 def finetune(
     dataset_dir: Annotated[str, typer.Argument(metavar="DATASET_DIR", help="A folder written by `ftflow prepare`")],
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
-    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the prepared report's)")] = None,
+    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the n_epochs setting, else the "
+                                                      "prepared report's)")] = None,
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
     force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
     method: Annotated[str | None, typer.Option(help="supervised|dpo (as the folder was prepared)")] = None,
@@ -367,11 +319,10 @@ def finetune(
     with prefect_api(announce_prefect_server) as api:
         from flows.finetune import finetune as finetune_flow
 
-        settings = run_reporting_errors(lambda: get_settings(model=model, backend=backend, method=method))
+        settings = run_reporting_errors(lambda: get_settings(model=model, n_epochs=n_epochs, backend=backend,
+                                                             method=method))
         api.connect()
-        result = run_reporting_errors(lambda: finetune_flow(dataset_dir, model=settings.model, suffix=settings.suffix,
-                                                            n_epochs=n_epochs, force=force, backend=settings.backend,
-                                                            method=settings.method, dpo_beta=settings.dpo_beta))
+        result = run_reporting_errors(lambda: finetune_flow(dataset_dir, force=force, settings=settings))
         if not isinstance(result, dict):
             err_console.print(f"cancelled: {getattr(result, 'message', result)}")
             raise typer.Exit(5)
@@ -387,6 +338,27 @@ def serve() -> None:
     from ftflow.deployments import load_deployments
 
     prefect_serve(*run_reporting_errors(load_deployments))
+
+
+@app.command("config")
+def config(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False) -> None:
+    """Print every effective setting with its value and origin: default, the TOML file, FTFLOW_X.
+
+    Secrets (API keys) are shown only as present or absent.
+    """
+    effective = run_reporting_errors(get_settings).effective()
+    if as_json:
+        print(json.dumps(effective, indent=2, ensure_ascii=False))
+        return
+    table = Table()
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value")
+    table.add_column("origin", no_wrap=True)
+    for name, shown in effective.items():
+        value = shown["value"]
+        table.add_row(name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False),
+                      shown["origin"])
+    print_table(table)
 
 
 models_app = typer.Typer(help="Fine-tuned models: the runs that made them, and the promoted one.")
@@ -470,7 +442,8 @@ def snapshot_eval(
         from tasks.snapshot import snapshot_path
 
         def action() -> dict[str, Any]:
-            registry = Registry(get_settings().registry_url)
+            settings = get_settings()
+            registry = Registry(settings.registry_url)
             promoted = registry.current_promotion(model)
             if promoted is None:
                 raise ConfigError("no model has been promoted yet: nothing to snapshot")
@@ -479,7 +452,7 @@ def snapshot_eval(
             if not folder:
                 raise ConfigError(f"the run folder of {promoted['run_id']} is unknown; pass --run-dir")
             api.connect()
-            return snapshot_flow(folder, promoted["model"], promoted["backend"])
+            return snapshot_flow(folder, promoted["model"], promoted["backend"], settings=settings)
 
         snapshot = run_reporting_errors(action)
         written = snapshot_path(Path(snapshot["validation_file"]).parent, snapshot["model"])
@@ -578,11 +551,16 @@ def service(
     max_running_jobs: Annotated[int | None, typer.Option(help="Jobs running at once; more wait queued")] = None,
     daily_job_limit: Annotated[int | None, typer.Option(help="Jobs per model and 24 hours (OpenAI's 429)")] = None,
 ) -> None:
-    """Run the local OpenAI-compatible fine-tuning service (a simulator) in the foreground."""
+    """Run the local OpenAI-compatible fine-tuning service (a simulator) in the foreground.
+
+    Its settings are the service_* settings (`ftflow config`); its key FTFLOW_SERVICE_API_KEY.
+    """
     from localai.server import serve_forever
 
-    serve_forever(host=host, port=port, data_dir=data_dir, announce=console.print,
-                  max_running_jobs=max_running_jobs, daily_job_limit=daily_job_limit)
+    config = run_reporting_errors(lambda: get_settings(
+        service_data_dir=data_dir, service_max_running_jobs=max_running_jobs, service_daily_job_limit=daily_job_limit,
+    ).service_config())
+    serve_forever(host=host, port=port, config=config, announce=console.print)
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
 - `local`: the bundled service. With `service_url` set (FTFLOW_SERVICE_URL), the client talks
   to that one, with the key in FTFLOW_SERVICE_API_KEY; otherwise a service is started in this
   process on a free loopback port (once per process) with a fresh random key.
-- `openai`: OPENAI_API_KEY, and optionally OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID.
-- `azure`: AZURE_OPENAI_API_KEY, the endpoint (settings or AZURE_OPENAI_ENDPOINT); `AzureOpenAI`
+- `openai`: OPENAI_API_KEY; the settings openai_base_url, openai_organization, openai_project (which the
+  resolver also reads from OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID).
+- `azure`: AZURE_OPENAI_API_KEY, the endpoint (azure_endpoint, or AZURE_OPENAI_ENDPOINT); `AzureOpenAI`
   for the dated surface, `OpenAI(base_url={endpoint}/openai/v1/)` for v1; deployments on the
   control plane with AZURE_MANAGEMENT_TOKEN (an ARM bearer token) at `azure_management_url`.
 - `together`: TOGETHER_API_KEY; the official `together` SDK for files and fine-tunes, and its
@@ -55,7 +56,7 @@ def local_service(settings: Settings) -> Any:
         if _local_service is None:
             from localai.server import LocalService
 
-            _local_service = LocalService(data_dir=settings.service_data_dir).start()
+            _local_service = LocalService(settings.service_config()).start()
         return _local_service
 
 
@@ -80,11 +81,11 @@ def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.O
     if settings.backend == "openai":
         key = _required("OPENAI_API_KEY", "backend openai")
         return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout,
-                             base_url=os.environ.get("OPENAI_BASE_URL"), organization=os.environ.get("OPENAI_ORG_ID"),
-                             project=os.environ.get("OPENAI_PROJECT_ID")), key
+                             base_url=settings.openai_base_url, organization=settings.openai_organization,
+                             project=settings.openai_project), key
     if settings.backend == "azure":
         key = _required("AZURE_OPENAI_API_KEY", "backend azure")
-        endpoint = settings.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        endpoint = settings.azure_endpoint
         if not endpoint:
             raise ConfigError("backend azure needs an endpoint: azure_endpoint or AZURE_OPENAI_ENDPOINT")
         if settings.azure_surface == "v1":
@@ -101,7 +102,7 @@ def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.O
 
 
 def together_base_url(settings: Settings) -> str:
-    return (settings.together_base_url or os.environ.get("TOGETHER_BASE_URL") or "https://api.together.xyz").rstrip("/")
+    return settings.together_base_url.rstrip("/")
 
 
 def together_client(settings: Settings) -> Any:

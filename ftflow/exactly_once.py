@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from ftflow.settings import Settings, default
+
 if TYPE_CHECKING:
     from tasks.registry import Registry
 
@@ -44,21 +46,20 @@ Outcome = Literal["not_done", "unknown", "permanent"]
 
 @dataclass(frozen=True)
 class OncePolicy:
-    """How hard and how long to try; the defaults are the documented bound."""
+    """How hard and how long to try: derived from Settings (`from_settings`), whose defaults (the
+    documented bound) these are."""
 
-    create_attempts: int = 4
-    backoff_seconds: float = 1.0
-    backoff_max_seconds: float = 30.0
-    lookup_deadline_seconds: float = 90.0
-    lookup_interval_seconds: float = 2.0
-    lease_seconds: float = 30.0
-    lease_wait_seconds: float = 3600.0
+    create_attempts: int = default("create_attempts")
+    backoff_seconds: float = default("backoff_seconds")
+    backoff_max_seconds: float = default("backoff_max_seconds")
+    lookup_deadline_seconds: float = default("lookup_deadline_seconds")
+    lookup_interval_seconds: float = default("lookup_interval_seconds")
+    lease_seconds: float = default("lease_seconds")
+    lease_wait_seconds: float = default("lease_wait_seconds")
 
     @classmethod
-    def from_settings(cls, settings: object) -> OncePolicy:
-        return cls(create_attempts=settings.create_attempts,  # type: ignore[attr-defined]
-                   lookup_deadline_seconds=settings.lookup_deadline_seconds,  # type: ignore[attr-defined]
-                   lease_seconds=settings.lease_seconds)  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> OncePolicy:
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 class LeaseTimeout(RuntimeError):

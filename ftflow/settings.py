@@ -1,18 +1,28 @@
-"""The one settings object: defaults < `ftflow.toml` < `FTFLOW_*` environment < CLI options.
+"""The one settings object and its one resolver.
 
-The TOML file is `./ftflow.toml`, or the path in `FTFLOW_CONFIG`. `ftflow.example.toml`
-documents every key. Secrets are not settings: API keys are read from the environment
-by the client factory inside the tasks, so they never reach flow-run parameters.
+`get_settings(overrides)` is called once per top-level flow run (or by the command that starts it)
+and layers: defaults < `ftflow.toml` (or the file in `FTFLOW_CONFIG`) < `FTFLOW_*` (and the providers'
+own variables such as `AZURE_OPENAI_ENDPOINT`) < overrides, where an override is only what a
+person gave: a CLI option typed, a deployment parameter set. Every default lives here; the
+option dataclasses of the tasks derive from a resolved `Settings` (`TransformOptions.from_settings`,
+...), and the local service's settings are the `service_*` keys, whose defaults its own sibling
+object `localai.config.ServiceConfig` keeps (localai imports nothing of the pipeline).
+Each resolved object knows where every value came from (`origins()`), for `ftflow config` and
+for the run record. Secrets are not settings: API keys are read from the environment by the
+client factory inside the tasks, so they never reach flow-run parameters.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
+import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_serializer, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +30,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from localai.config import ServiceConfig
+from localai.faults import FaultPlan
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -29,6 +42,12 @@ SystemPromptMode = Literal["replace", "if-missing"]
 Backend = Literal["local", "openai", "azure", "together"]
 AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
+Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
+
+
+def _service(name: str) -> Any:
+    """A `service_<name>` setting: the local service's own field (default, bounds, description)."""
+    return copy.copy(ServiceConfig.model_fields[name])
 
 
 def config_path() -> Path:
@@ -37,6 +56,7 @@ def config_path() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTFLOW_", extra="ignore")
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # prepare
     method: Method = Field("supervised", description="supervised (chat examples) or dpo (preference pairs).")
@@ -54,6 +74,17 @@ class Settings(BaseSettings):
         min_length=1,
         description="Regions (ISO 3166 codes) whose national phone formats PII detection knows.",
     )
+    format: Format = Field("auto", description="Input shape: auto, chat, nested, transcript, table or sql.")
+    turns_key: str | None = Field(None, description="Nested JSON: key of the list of turns (None: detected).")
+    role_key: str | None = Field(None, description="Nested JSON: key of a turn's role (None: detected).")
+    content_key: str | None = Field(None, description="Nested JSON: key of a turn's text (None: detected).")
+    text_key: str | None = Field(None, description="Key of a transcript string in JSON lines (None: detected).")
+    speakers: dict[str, str] = Field({}, description="Transcripts: speaker PREFIX -> role, beside the known ones.")
+    id_column: str = Field("conversation_id", description="Tables and SQL: conversation id column.")
+    order_column: str = Field("turn", description="Tables and SQL: turn order column.")
+    role_column: str = Field("role", description="Tables and SQL: role column.")
+    content_column: str = Field("content", description="Tables and SQL: content column.")
+    role_map: dict[str, str] = Field({}, description="Source role -> OpenAI role, beside the known ones.")
     system_prompt: str | None = Field(None, description="System prompt to put in every example.")
     system_prompt_mode: SystemPromptMode = Field(
         "replace", description="replace: overwrite any system turn; if-missing: add only."
@@ -84,7 +115,7 @@ class Settings(BaseSettings):
     work_dir: Path = Field(
         Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."
     )
-    shard_mb: int = Field(32, ge=1, description="Size of one shard of a JSONL or transcript file, in MiB.")
+    shard_mb: float = Field(32, gt=0, description="Size of one shard of a JSONL or transcript file, in MiB.")
     workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
     # preference data (method dpo)
@@ -103,7 +134,19 @@ class Settings(BaseSettings):
     # provider
     backend: Backend = Field("local", description="local (the bundled service), openai, azure or together.")
     service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
-    service_data_dir: Path = Field(Path(".ftflow/service"), description="State of the in-process service.")
+    service_data_dir: Path = _service("data_dir")
+    service_seconds_per_1k_tokens: float = _service("seconds_per_1k_tokens")
+    service_tick_seconds: float = _service("tick_seconds")
+    service_max_file_bytes: int = _service("max_file_bytes")
+    service_refusal: str | None = _service("refusal")
+    service_daily_job_limit: int | None = _service("daily_job_limit")
+    service_max_running_jobs: int | None = _service("max_running_jobs")
+    service_faults: FaultPlan = _service("faults")
+    service_instruction_following: float = _service("instruction_following")
+    service_openapi: bool = _service("openapi")
+    openai_base_url: str | None = Field(None, description="OpenAI API base URL (OPENAI_BASE_URL too).")
+    openai_organization: str | None = Field(None, description="OpenAI organization (OPENAI_ORG_ID too).")
+    openai_project: str | None = Field(None, description="OpenAI project (OPENAI_PROJECT_ID too).")
     azure_endpoint: str | None = Field(None, description="Azure OpenAI endpoint (AZURE_OPENAI_ENDPOINT too).")
     azure_api_version: str = Field("2025-04-01-preview", description="Azure OpenAI API version (dated surface).")
     azure_surface: AzureSurface = Field("v1", description="Azure: v1 (/openai/v1/) or dated (?api-version=).")
@@ -120,7 +163,9 @@ class Settings(BaseSettings):
         2, ge=1, description="After a promotion decision, keep the deployments of this many last promoted models "
         "(the promoted one and the one before it); remove ftflow's other deployments (Azure bills each by the hour)."
     )
-    together_base_url: str | None = Field(None, description="Together API base URL without /v1 (TOGETHER_BASE_URL).")
+    together_base_url: str = Field(
+        "https://api.together.xyz", description="Together API base URL without /v1 (TOGETHER_BASE_URL too)."
+    )
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 
     # fine-tuning
@@ -134,6 +179,11 @@ class Settings(BaseSettings):
         90.0, ge=0, description="After a lost create response, look for the object this long before creating again."
     )
     lease_seconds: float = Field(30.0, gt=0, description="Length of a create lease (renewed while held).")
+    lease_wait_seconds: float = Field(3600.0, gt=0, description="Wait at most this long for another run's lease.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First pause between two create attempts.")
+    backoff_max_seconds: float = Field(30.0, ge=0, description="Longest pause between two create attempts.")
+    lookup_interval_seconds: float = Field(2.0, gt=0, description="Pause between two looks for a lost object.")
+    seed: int | None = Field(None, description="The job's random seed; None: the provider picks one.")
     cancel_job_on_flow_cancel: bool = Field(True, description="Cancelling the flow run cancels the job.")
     job_slots: int | None = Field(
         None, ge=1, description="Jobs ftflow runs at once per backend and account; None: the provider's documented "
@@ -145,7 +195,11 @@ class Settings(BaseSettings):
     quota_retry_initial_seconds: float = Field(60.0, gt=0, description="First wait after a quota refusal.")
     quota_retry_max_seconds: float = Field(1800.0, gt=0, description="Longest wait between quota retries.")
     # evaluation, promotion, economics
+    runs_dir: Path = Field(Path(".ftflow/runs"), description="Folder of retrain's run folders.")
     baseline_system_prompt: str | None = Field(None, description="The full production prompt for the baseline.")
+    baseline_prompt_file: Path | None = Field(
+        None, description="File holding the baseline prompt; wins over baseline_system_prompt of a lower origin."
+    )
     eval_language: str = Field("de", description="Language the answers must be in (ISO 639-1).")
     eval_json_schema: Path | None = Field(None, description="JSON schema the answers must follow, if any.")
     eval_max_examples: int = Field(50, ge=1, description="Held-out examples to evaluate at most.")
@@ -178,6 +232,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is an existing file, not a folder")
         return value
 
+    @field_serializer("registry_url", when_used="json")
+    def _without_password(self, url: str) -> str:
+        """As JSON (flow-run parameters, run records, `ftflow config`) the URL shows no password."""
+        return redact_url(url)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -190,38 +249,166 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
         return (init_settings, env_settings, toml)
 
+    def origins(self) -> dict[str, str]:
+        """Where each value came from: "default", the TOML file's path, "FTFLOW_X" (or a provider's
+        variable), "override" (a flow's `overrides`) or the command-line option typed (`--model`)."""
+        return dict(self._origins) or {name: "default" for name in type(self).model_fields}
 
+    def effective(self) -> dict[str, dict[str, Any]]:
+        """Every setting with its value (as JSON) and origin, then each secret as present/absent."""
+        values = self.model_dump(mode="json")
+        origins = self.origins()
+        shown: dict[str, dict[str, Any]] = {
+            name: {"value": values[name], "origin": origins.get(name, "default")} for name in type(self).model_fields}
+        for name in SECRETS:  # a secret shows only whether its variable is set
+            present = bool(os.environ.get(name))
+            shown[name] = {"value": "present" if present else "absent", "origin": name if present else "-"}
+        return shown
+
+    @property
+    def shard_bytes(self) -> int:
+        return max(1, int(self.shard_mb * (1 << 20)))
+
+    def service_config(self) -> ServiceConfig:
+        """The local service's settings (its key, a secret, from FTFLOW_SERVICE_API_KEY as the service reads it)."""
+        return ServiceConfig(**{name: getattr(self, f"service_{name}") for name in SERVICE_SETTINGS})
+
+
+# The local service's own settings that are ftflow settings too, as service_<name>.
+SERVICE_SETTINGS = tuple(name for name in ServiceConfig.model_fields if name != "api_key")
+# Secrets: read where they are used, never settings; `ftflow config` and run records say only
+# whether each is set.
+SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_MANAGEMENT_TOKEN", "TOGETHER_API_KEY",
+           "FTFLOW_SERVICE_API_KEY")
+# Settings the providers' SDKs also read from their own variables; FTFLOW_<KEY> wins over those.
+PROVIDER_ENV = {"azure_endpoint": "AZURE_OPENAI_ENDPOINT", "together_base_url": "TOGETHER_BASE_URL",
+                "openai_base_url": "OPENAI_BASE_URL", "openai_organization": "OPENAI_ORG_ID",
+                "openai_project": "OPENAI_PROJECT_ID"}
 # Settings whose command-line option is not simply --<name-with-dashes>.
 CLI_OPTIONS = {
     "out_dir": "--out",
-    "baseline_system_prompt": "--baseline-prompt-file",
+    "baseline_prompt_file": "--baseline-prompt-file",
     "eval_json_schema": "--json-schema",
+    "service_data_dir": "--data-dir",
+    "service_max_running_jobs": "--max-running-jobs",
+    "service_daily_job_limit": "--daily-job-limit",
 }
+RANK = {"default": 0, "toml": 1, "env": 2, "override": 3}
 
 
-def describe_invalid(error: dict) -> str:
-    """One validation error as one line: the option, its environment variable, what is wrong, the value."""
+def option_of(name: str) -> str:
+    """The command-line option of a setting."""
+    return CLI_OPTIONS.get(name, "--" + name.replace("_", "-"))
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: shown as given, it holds no password field
+        return url
+
+
+def _env_name(name: str) -> str | None:
+    """The environment variable that sets `name`, if one is set: FTFLOW_<NAME> (any case), else a provider's."""
+    wanted = f"FTFLOW_{name}".upper()
+    for variable in os.environ:
+        if variable.upper() == wanted:
+            return variable
+    provider = PROVIDER_ENV.get(name)
+    return provider if provider and os.environ.get(provider) else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    from ftflow.errors import ConfigError
+
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {', '.join(unknown)} (ftflow.example.toml lists every key)")
+    return data
+
+
+def describe_invalid(error: dict, origins: dict[str, str]) -> str:
+    """One validation error: the key, where its value came from, what is wrong, the value."""
     name = str(error["loc"][0]) if error.get("loc") else "settings"
-    option = CLI_OPTIONS.get(name, "--" + name.replace("_", "-"))
+    origin = origins.get(name, "default")
     message = error["msg"].removeprefix("Value error, ")
     shown = "" if error["type"] == "value_error" else f" (got {error.get('input')!r})"
-    return f"{option} / FTFLOW_{name.upper()}: {message}{shown}"
+    return f"{name} (from {origin}): {message}{shown}"
 
 
-def get_settings(**overrides: object) -> Settings:
-    """Return settings with the given (non-None) overrides applied on top.
+def get_settings(overrides: dict[str, Any] | None = None, /, **options: Any) -> Settings:
+    """The one resolver: defaults < ftflow.toml < FTFLOW_* (and the providers' variables) < overrides.
 
-    Raises ConfigError with one line per bad setting, naming the option, instead of
-    pydantic's multi-line report.
+    Overrides are what a person gave: a dict (a deployment's or a direct call's `overrides`
+    parameter; origin "override") or keywords (the options a command was typed with; origin
+    the option, `--model`). None means not given. `baseline_prompt_file`
+    is read into `baseline_system_prompt` when it comes from the same or a higher layer.
+    Raises ConfigError with one line naming the bad key and its origin.
     """
     from ftflow.errors import ConfigError
 
+    typed = {k: v for k, v in options.items() if v is not None}
+    given = {**{k: v for k, v in (overrides or {}).items() if v is not None}, **typed}
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(unknown)} (override); `ftflow config` lists every key")
+    path = config_path()
+    toml = _read_toml(path)
+    origins: dict[str, str] = {}
+    layers: dict[str, str] = {}
+    provider: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        env = _env_name(name)
+        if name in typed:
+            origins[name], layers[name] = option_of(name), "override"
+        elif name in given:
+            origins[name], layers[name] = "override", "override"
+        elif env:
+            origins[name], layers[name] = env, "env"
+            if env == PROVIDER_ENV.get(name):
+                provider[name] = os.environ[env]
+        elif name in toml:
+            origins[name], layers[name] = str(path.resolve()), "toml"
+        else:
+            origins[name], layers[name] = "default", "default"
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{**provider, **given})
     except ValidationError as exc:
-        raise ConfigError("; ".join(describe_invalid(e) for e in exc.errors())) from None
-    except ValueError as exc:  # an unreadable ftflow.toml
-        raise ConfigError(f"{config_path()}: {exc}") from None
+        raise ConfigError("; ".join(describe_invalid(e, origins) for e in exc.errors())) from None
+    except ValueError as exc:  # FTFLOW_<KEY> holding JSON that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1) if field else "settings"
+        raise ConfigError(f"{name} (from {origins.get(name, 'the environment')}): not valid JSON") from None
+    if settings.baseline_prompt_file and RANK[layers["baseline_prompt_file"]] >= RANK[layers["baseline_system_prompt"]]:
+        settings.baseline_system_prompt = read_prompt_file(settings.baseline_prompt_file)
+        origins["baseline_system_prompt"] = f"{origins['baseline_prompt_file']} (baseline_prompt_file)"
+    settings._origins = origins
+    return settings
+
+
+def settings_of_parameters(parameters: dict[str, Any]) -> Settings:
+    """The settings a flow run ran with, from its stored parameters (a hook after the run, say):
+    the resolved settings it was handed (the registry URL, stored without its password, resolved
+    again), else its overrides resolved again."""
+    resolved = get_settings(parameters.get("overrides"))
+    if parameters.get("settings"):
+        return Settings.model_validate({**parameters["settings"], "registry_url": resolved.registry_url})
+    return resolved
+
+
+def default(name: str) -> Any:
+    """The default of a setting: how the tasks' option dataclasses take their defaults from Settings."""
+    value = Settings.model_fields[name].get_default(call_default_factory=True)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def read_prompt_file(path: str | Path | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from localai.config import ServiceConfig
 from localai.server import serve_forever
 
 
@@ -16,8 +17,10 @@ def main() -> None:
     parser.add_argument("--max-running-jobs", type=int, default=None, help="jobs running at once; more wait queued")
     parser.add_argument("--daily-job-limit", type=int, default=None, help="jobs per model and 24 hours")
     args = parser.parse_args()
-    serve_forever(host=args.host, port=args.port, data_dir=args.data_dir, max_running_jobs=args.max_running_jobs,
-                  daily_job_limit=args.daily_job_limit)
+    given = {"data_dir": args.data_dir, "max_running_jobs": args.max_running_jobs,
+             "daily_job_limit": args.daily_job_limit}
+    serve_forever(host=args.host, port=args.port,
+                  config=ServiceConfig(**{name: value for name, value in given.items() if value is not None}))
 
 
 if __name__ == "__main__":

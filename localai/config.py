@@ -1,4 +1,11 @@
-"""Service settings, from `FTFLOW_SERVICE_*` environment variables or arguments."""
+"""Service settings, from `FTFLOW_SERVICE_*` environment variables or arguments.
+
+The home of the service's defaults. ftflow's one Settings object takes each field here (but the
+key, a secret) as its `service_<name>` setting, so ftflow.toml and `ftflow config` cover them too,
+and builds this object from its resolved settings (`Settings.service_config`) for the in-process
+service and `ftflow service`; `python -m localai` reads the environment alone. Nothing of the
+pipeline is imported here.
+"""
 
 from __future__ import annotations
 

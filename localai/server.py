@@ -100,13 +100,11 @@ def announcement(config: ServiceConfig, *, host: str, port: int, generated: bool
     return lines
 
 
-def serve_forever(*, host: str, port: int, data_dir: Path | None, announce: Any = print, **limits: int | None) -> None:
-    """Run in the foreground; print the base URL (and a generated key) once.
-
-    `limits`: `max_running_jobs`, `daily_job_limit` where given (else the environment's).
-    """
-    given = {"data_dir": data_dir} if data_dir else {}
-    configured = ServiceConfig(**given, **{k: v for k, v in limits.items() if v is not None})
+def serve_forever(*, host: str, port: int, data_dir: Path | None = None, config: ServiceConfig | None = None,
+                  announce: Any = print) -> None:
+    """Run in the foreground; print the base URL (and a generated key) once. `config`: settings
+    resolved by the caller (`ftflow service`: ftflow's settings); else FTFLOW_SERVICE_* alone."""
+    configured = config or ServiceConfig(**({"data_dir": data_dir} if data_dir else {}))
     config = with_key(configured)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     for line in announcement(config, host=host, port=port, generated=not configured.api_key):

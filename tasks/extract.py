@@ -32,7 +32,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -51,8 +51,7 @@ from ftflow.reading import (
     read_fault,
     read_lines,
 )
-
-Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
+from ftflow.settings import Format, Settings, default
 
 TURNS_KEYS = ("conversations", "turns", "utterances", "dialog", "dialogue")
 ROLE_KEYS = ("role", "from", "speaker", "author", "sender")
@@ -75,19 +74,29 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    format: Format = "auto"
-    turns_key: str | None = None
-    role_key: str | None = None
-    content_key: str | None = None
-    text_key: str | None = None
-    speakers: dict[str, str] = field(default_factory=dict)  # PREFIX -> role
-    id_column: str = "conversation_id"
-    order_column: str = "turn"
-    role_column: str = "role"
-    content_column: str = "content"
-    sql_url: str | None = None
-    query: str | None = None
-    batch_size: int = 2000
+    """How sources are read: derived from Settings (`from_settings`), whose defaults these are."""
+
+    format: Format = default("format")
+    turns_key: str | None = default("turns_key")
+    role_key: str | None = default("role_key")
+    content_key: str | None = default("content_key")
+    text_key: str | None = default("text_key")
+    speakers: dict[str, str] = field(default_factory=lambda: default("speakers"))  # PREFIX -> role
+    id_column: str = default("id_column")
+    order_column: str = default("order_column")
+    role_column: str = default("role_column")
+    content_column: str = default("content_column")
+    sql_url: str | None = None  # a source, not a setting (its password stays out of settings)
+    query: str | None = None  # a source, not a setting
+    batch_size: int = default("batch_size")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sql_url: str | None = None, query: str | None = None) -> ExtractOptions:
+        return cls(format=settings.format, turns_key=settings.turns_key, role_key=settings.role_key,
+                   content_key=settings.content_key, text_key=settings.text_key, speakers=dict(settings.speakers),
+                   id_column=settings.id_column, order_column=settings.order_column,
+                   role_column=settings.role_column, content_column=settings.content_column, sql_url=sql_url,
+                   query=query, batch_size=settings.batch_size)
 
 
 @dataclass(frozen=True)

@@ -418,8 +418,7 @@ def training_metrics(provider: Provider, job: RemoteJob) -> dict[str, Any]:
 
 
 @task(name="plan-job", cache_policy=RUN_CACHE)
-def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None, *, n_epochs: int | None,
-             seed: int | None, force: bool) -> JobRequest:
+def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None, *, force: bool) -> JobRequest:
     """Return the job request for a prepared dataset folder (its report gives the dataset sha256)."""
     from pathlib import Path
 
@@ -429,14 +428,15 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
     prepared_for = report.get("method", "supervised")
     if prepared_for != settings.method:
         raise DataError(f"{dataset_dir} was prepared for method {prepared_for!r}, not {settings.method!r}")
-    hyperparameters: dict[str, Any] = {"n_epochs": n_epochs if n_epochs is not None else report["n_epochs"]}
+    n_epochs = settings.n_epochs if settings.n_epochs is not None else report["n_epochs"]
+    hyperparameters: dict[str, Any] = {"n_epochs": n_epochs}
     if settings.method == "dpo":
         hyperparameters["beta"] = settings.dpo_beta
     return JobRequest(
         model=settings.model, training_file=train.file_id,
         validation_file=validation.file_id if validation else None, dataset_sha256=report["dataset_sha256"],
         suffix=settings.suffix, method=settings.method, hyperparameters=hyperparameters,
-        seed=seed, force=force,
+        seed=settings.seed, force=force,
     )
 
 
@@ -519,9 +519,9 @@ def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:
     Covers a worker that stops the process on cancellation, where the polling loop cannot
     react. Jobs already finished are left alone.
     """
-    from ftflow.settings import get_settings
+    from ftflow.settings import settings_of_parameters
 
-    settings = get_settings(backend=(flow_run.parameters or {}).get("backend"))
+    settings = settings_of_parameters(flow_run.parameters or {})
     if not settings.cancel_job_on_flow_cancel:
         return
     provider = get_provider(settings)
@@ -568,9 +568,9 @@ def verify_dataset(dataset_dir: str, *, n_epochs: int | None, max_cost_usd: floa
 
 
 @task(name="check-dataset", cache_policy=RUN_CACHE)
-def check_dataset(dataset_dir: str, settings: Settings, n_epochs: int | None) -> dict[str, Any]:
+def check_dataset(dataset_dir: str, settings: Settings) -> dict[str, Any]:
     """Return the prepared folder's report after checking its gate, its files' sha256 and the budget."""
-    return verify_dataset(dataset_dir, n_epochs=n_epochs, max_cost_usd=settings.max_cost_usd)
+    return verify_dataset(dataset_dir, n_epochs=settings.n_epochs, max_cost_usd=settings.max_cost_usd)
 
 
 @task(name="release-job", cache_policy=RUN_CACHE)

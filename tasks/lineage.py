@@ -19,14 +19,13 @@ from ftflow.caching import RUN_CACHE
 from ftflow.errors import JobFailed
 from ftflow.resources import resource_text
 from ftflow.settings import Settings
-from tasks.extract import ExtractOptions, fingerprint_sources, resolve_sources
+from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
 from tasks.quality import SUITES
 from tasks.registry import Registry
 from tasks.report import GateOptions
 from tasks.shards import Plan, ShardSettings
-from tasks.transform import TransformOptions
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
 DATASET_CODE = ("reduce.py", "report.py", "preference.py")
@@ -74,19 +73,18 @@ def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
     return inputs_sha256(plan.fingerprints, settings, gates, preference, moderation)
 
 
-def current_inputs_sha256(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
-                          method: str, min_rating_margin: float, preference: PreferenceOptions,
-                          moderation: ModerationOptions | None = None) -> str:
-    """What `prepare` would record as `inputs_sha256` for these arguments, without preparing:
-    the same settings, and each source file's sha256 as its plan takes it (read once, nothing
-    written). retrain prepares with the default extract options: files, never a SQL source."""
-    extract = ExtractOptions()
-    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), extract)
-    if method == "dpo":
-        dpo = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
-        return inputs_sha256(fingerprints, dpo, gates, preference)
-    settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
-    return inputs_sha256(fingerprints, settings, gates, moderation=moderation)
+def current_inputs_sha256(sources: list[str], settings: Settings) -> str:
+    """What `prepare` would record as `inputs_sha256` for these sources and settings, without
+    preparing: each source file's sha256 as its plan takes it (read once, nothing written).
+    retrain prepares files, never a SQL source."""
+    gates = GateOptions.from_settings(settings)
+    if settings.method == "dpo":
+        dpo = PreferenceShardSettings.from_settings(settings)
+        fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), dpo.extract)
+        return inputs_sha256(fingerprints, dpo, gates, PreferenceOptions.from_settings(settings))
+    shard = ShardSettings.from_settings(settings)
+    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), shard.extract)
+    return inputs_sha256(fingerprints, shard, gates, moderation=ModerationOptions.from_settings(settings))
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -139,9 +137,7 @@ def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> 
 
 
 @task(name="check-inputs-unchanged", cache_policy=RUN_CACHE)
-def check_inputs_unchanged(sources: list[str], model: str, transform: TransformOptions, gates: GateOptions,
-                           method: str, min_rating_margin: float, preference: PreferenceOptions, settings: Settings,
-                           force: bool) -> dict[str, Any] | None:
+def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) -> dict[str, Any] | None:
     """Before preparing: if the last successful run's dataset was made from exactly these sources,
     settings and code, return its dataset digest and why this run stops; else None. Logs why not."""
     from prefect import get_run_logger
@@ -150,14 +146,14 @@ def check_inputs_unchanged(sources: list[str], model: str, transform: TransformO
     if force:
         log.info("--force: preparing whatever the last successful run was made of")
         return None
+    model = settings.model
     last = Registry(settings.registry_url).last_successful_run(model)
     recorded = ((last or {}).get("prepare") or {}).get("inputs_sha256")
     if last is None or recorded is None:
         log.info("preparing: %s", f"run {last['run_id']} recorded no inputs digest" if last
                  else f"no successful run of {model} to compare with")
         return None
-    current = current_inputs_sha256(sources, model, transform, gates, method, min_rating_margin, preference,
-                                    ModerationOptions.from_settings(settings))
+    current = current_inputs_sha256(sources, settings)
     if current != recorded:
         log.info("preparing: inputs %s differ from run %s's %s", current[:12], last["run_id"], recorded[:12])
         return None

@@ -35,8 +35,10 @@ from typing import Any, Literal
 import phonenumbers
 from stdnum import iban as stdnum_iban
 
+from ftflow.settings import default
+
 PII_TYPES = ("email", "phone", "iban", "credit_card", "ip")
-DEFAULT_REGIONS = ("DE", "AT", "CH", "GB", "US")
+DEFAULT_REGIONS: tuple[str, ...] = default("pii_regions")
 PiiAction = Literal["report", "mask"]
 
 

@@ -38,6 +38,7 @@ from ftflow.catalog import load_catalog
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, InputError
 from ftflow.jsonl import file_sha256, open_binary
+from ftflow.settings import Settings, default
 from tasks.budget import Budget, default_epochs
 from tasks.extract import ExtractOptions, Rejection, resolve_sources
 from tasks.pii import scan_message
@@ -87,12 +88,12 @@ PREFERENCE_CODE = ("preference.py", "preference_shard.py")
 class PreferenceOptions:
     """Preference settings that do not change a shard's output: the `preference` suite's gates."""
 
-    min_pairs: int = 10
-    max_length_bias: float = 0.8
-    max_near_identical_share: float = 0.2
+    min_pairs: int = default("dpo_min_pairs")
+    max_length_bias: float = default("dpo_max_length_bias")
+    max_near_identical_share: float = default("dpo_max_near_identical_share")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PreferenceOptions:
+    def from_settings(cls, settings: Settings) -> PreferenceOptions:
         return cls(min_pairs=settings.dpo_min_pairs, max_length_bias=settings.dpo_max_length_bias,
                    max_near_identical_share=settings.dpo_max_near_identical_share)
 
@@ -103,7 +104,7 @@ class PreferenceOptions:
 
 @dataclass(frozen=True)
 class PreferenceShardSettings(ShardSettings):
-    min_rating_margin: float = 1.0
+    min_rating_margin: float = default("dpo_min_rating_margin")
 
     @classmethod
     def for_preferences(cls, model: str, transform: TransformOptions, validation_fraction: float,
@@ -115,6 +116,11 @@ class PreferenceShardSettings(ShardSettings):
             raise ConfigError(f"model {model!r} does not take DPO fine-tuning; use one of: {takes}")
         base = cls.for_model(model, ExtractOptions(), transform, validation_fraction)
         return replace(base, min_rating_margin=min_rating_margin)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, extract: ExtractOptions | None = None) -> PreferenceShardSettings:
+        return cls.for_preferences(settings.model, TransformOptions.from_settings(settings),
+                                   settings.validation_fraction, settings.dpo_min_rating_margin)
 
     def fingerprint(self) -> str:
         code = hashlib.sha256(super().fingerprint().encode())

@@ -33,7 +33,7 @@ from prefect.artifacts import create_markdown_artifact
 from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, special_tokens
 from ftflow.resources import resource_text
-from ftflow.settings import Settings
+from ftflow.settings import Settings, default
 from tasks.budget import count_example_tokens
 
 if TYPE_CHECKING:
@@ -339,11 +339,11 @@ class DriftOptions:
     """
 
     previous: dict[str, Any] | None = None
-    max_token_change: float = 0.5
-    max_role_mix_shift: float = 0.1
-    max_pii_share_change: float = 0.1
-    max_rejected_share_change: float = 0.1
-    max_duplicate_share_change: float = 0.1
+    max_token_change: float = default("drift_max_token_change")
+    max_role_mix_shift: float = default("drift_max_role_mix_shift")
+    max_pii_share_change: float = default("drift_max_pii_share_change")
+    max_rejected_share_change: float = default("drift_max_rejected_share_change")
+    max_duplicate_share_change: float = default("drift_max_duplicate_share_change")
 
     @classmethod
     def from_settings(cls, settings: Settings, previous: dict[str, Any] | None = None) -> DriftOptions:

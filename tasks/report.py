@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, ConfigError, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
-from ftflow.settings import Settings
+from ftflow.settings import Settings, default
 from tasks.budget import Budget
 from tasks.quality import QualityResult
 from tasks.reduce import ReduceResult
@@ -40,11 +40,13 @@ STAGED = ".staged"  # train/validation wait here until the gates pass
 
 @dataclass(frozen=True)
 class GateOptions:
-    validation_fraction: float = 0.1
-    n_epochs: int | None = None
-    max_cost_usd: float | None = None
-    min_train_examples: int = 10
-    max_rejected_share: float = 0.25
+    """The quality and budget gates: derived from Settings (`from_settings`), whose defaults these are."""
+
+    validation_fraction: float = default("validation_fraction")
+    n_epochs: int | None = default("n_epochs")
+    max_cost_usd: float | None = default("max_cost_usd")
+    min_train_examples: int = default("min_train_examples")
+    max_rejected_share: float = default("max_rejected_share")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GateOptions:

@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
+from ftflow.settings import Settings, default
 from tasks.extract import (
     TRANSCRIPT_SEPARATOR,
     Candidate,
@@ -58,7 +60,7 @@ from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_
 from tasks.transform import TransformOptions, example_digests, normalize_example, split_for
 
 ShardKind = Literal["lines", "transcript", "file", "parquet", "sql"]
-DEFAULT_SHARD_MB = 32
+DEFAULT_SHARD_BYTES: int = int(default("shard_mb") * (1 << 20))
 READ_CHUNK = 1 << 22
 # Columns the reduce step needs besides the features: where the example's line is, and the
 # hash of its exact bytes (which copy of a duplicate is kept must not depend on input order).
@@ -262,7 +264,7 @@ def _plan_parquet(path: Path, options: ExtractOptions, shard_bytes: int, first_i
     return shards
 
 
-def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+def plan_shards(sources: list[str], options: ExtractOptions, shard_bytes: int = DEFAULT_SHARD_BYTES,
                 history: CutHistory | None = None) -> Plan:
     """Cut the sources (paths, globs, and --sql-url/--query) into shards; hash every file.
 
@@ -318,6 +320,14 @@ class ShardSettings:
 
         return cls(extract, transform, encoding_name_for_model(model), load_catalog().get(model).training_context,
                    validation_fraction)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, extract: ExtractOptions | None = None) -> ShardSettings:
+        """What the resolved settings make of a shard (`extract`: the options with the run's SQL source)."""
+        from tasks.transform import TransformOptions
+
+        return cls.for_model(settings.model, extract or ExtractOptions.from_settings(settings),
+                             TransformOptions.from_settings(settings), settings.validation_fraction)
 
     def fingerprint(self) -> str:
         code = hashlib.sha256()
@@ -561,7 +571,7 @@ def _bytes_to_read(shard: Shard) -> int:
     return (shard.end if shard.end is not None else size) - shard.start
 
 
-def shards_to_prepare_here(parameters: dict[str, Any], shard_bytes: int = DEFAULT_SHARD_MB << 20) -> set[Shard]:
+def shards_to_prepare_here(parameters: dict[str, Any], shard_bytes: int = DEFAULT_SHARD_BYTES) -> set[Shard]:
     """Of the shards a mapped shard task is given, those not worth a worker process: the ones
     whose result is stored already, and those left to prepare if they are one shard or less
     than shard_bytes in all."""
@@ -592,7 +602,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
     small input starts no worker, nor does a re-run of grown input for its one new range.
     """
 
-    def __init__(self, max_workers: int | None = None, shard_bytes: int = DEFAULT_SHARD_MB << 20,
+    def __init__(self, max_workers: int | None = None, shard_bytes: int = DEFAULT_SHARD_BYTES,
                  **options: Any) -> None:
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -632,7 +642,7 @@ class ShardProcessPool(ProcessPoolTaskRunner):
         return super().submit(task, parameters, wait_for, dependencies)
 
 
-def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int = DEFAULT_SHARD_MB << 20) -> Any:
+def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: int = DEFAULT_SHARD_BYTES) -> Any:
     """Where shards run: an existing Dask cluster, or local processes (all cores by default;
     see ShardProcessPool for the shards it keeps in this process)."""
     if dask_address:
@@ -646,6 +656,26 @@ def task_runner_for(workers: int | None, dask_address: str | None, shard_bytes: 
 
         return ThreadPoolTaskRunner(max_workers=1)
     return ShardProcessPool(max_workers=workers or os.cpu_count(), shard_bytes=shard_bytes)
+
+
+# prepare's own task runner; a flow run on it takes its runner from its settings (`shard_runner`).
+DEFAULT_RUNNER = ShardProcessPool()
+
+
+@contextmanager
+def shard_runner(settings: Settings) -> Iterator[None]:
+    """Run the current flow run's tasks where the settings say (workers, dask_address, shard_mb),
+    when the flow runs on its own task runner: a deployment, a direct call, the CLI, retrain. A
+    runner chosen with `prepare.with_options(task_runner=...)` is kept."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow is None or context.flow.task_runner is not DEFAULT_RUNNER:
+        yield
+        return
+    with task_runner_for(settings.workers, settings.dask_address, settings.shard_bytes) as runner, \
+            context.model_copy(update={"task_runner": runner}):
+        yield
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)

@@ -41,6 +41,6 @@ def snapshot_answers(run_dir: str, model: str, backend: str | None, settings: Se
     digest = hashlib.sha256(json.dumps([asdict(c) for c in cases], sort_keys=True).encode()).hexdigest()
     snapshot = {"model": model, "backend": backend or settings.backend, "served_as": name, "taken_at": time.time(),
                 "validation_file": str(validation), "cases_sha256": digest, "metrics": aggregate(scores),
-                "per_example": [asdict(s) for s in scores]}
+                "per_example": [asdict(s) for s in scores], "settings": settings.effective()}
     snapshot_path(run_dir, model).write_text(json.dumps(snapshot, indent=2, ensure_ascii=False), "utf-8")
     return snapshot

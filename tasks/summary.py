@@ -14,6 +14,7 @@ The text is built by pure functions of the run record, tested without Prefect.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,6 @@ def short_model(model: str | None) -> str:
 def run_name(model: str, run_id: str) -> str:
     """`retrain-<base model>-<run id>`: what ran, and when (the run id is its start time and flow-run id)."""
     return f"retrain-{short_model(model)}-{run_id}"
-
-
-def retrain_run_name() -> str:
-    """The flow run's name, set once as it starts (so the log and the UI show the same one); see `run_name`.
-
-    The dataset is known only after prepare: it is a tag (`dataset:<sha8>`) and a column, not part of the name.
-    """
-    from prefect.runtime import flow_run
-
-    from ftflow.settings import get_settings
-    from tasks.lineage import new_run_id
-
-    return run_name(flow_run.parameters.get("model") or get_settings().model, new_run_id())
 
 
 def trigger_tag(auto_scheduled: bool) -> str:
@@ -317,6 +305,8 @@ def summary_markdown(record: dict[str, Any], links: dict[str, str] | None = None
     if record.get("deployments_removed"):
         lines += ["Removed deployments, neither promoted nor the previous promoted model: "
                   + ", ".join(f"`{name}`" for name in record["deployments_removed"]) + ".", ""]
+    if record.get("settings"):
+        lines += ["## Settings", "", *_settings_lines(record["settings"])]
     if links:
         lines += ["## Links", "", *[f"- [{label}]({url})" for label, url in links.items()], ""]
     files = ["run.json", *(["report.json"] if report else []), *(["eval.json"] if record.get("evaluation") else []),
@@ -329,6 +319,25 @@ HISTORY_COLUMNS = ("run id", "started", "base model", "outcome", "dataset", "exa
                    "language", "cost", "promoted model")
 # What `ftflow runs` prints: fits 100 columns (the name is base model + run id; `ftflow models` has the models).
 TERMINAL_COLUMNS = ("run id", "base model", "outcome", "dataset", "F1", "facts", "cost")
+
+
+def _settings_lines(settings: dict[str, dict[str, Any]], width: int = 100) -> list[str]:
+    """The run's effective settings: those set somewhere with their origin, then the defaults in one line."""
+    def shown(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = " ".join(text.split()).replace("|", "\\|")
+        return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+    chosen = {name: s for name, s in settings.items() if s["origin"] not in ("default", "-")}
+    defaults = {name: s for name, s in settings.items() if s["origin"] in ("default", "-")}
+    lines = ["| setting | value | from |", "|---|---|---|",
+             *[f"| {name} | `{shown(s['value'])}` | {s['origin']} |" for name, s in chosen.items()], ""]
+    if defaults:
+        lines += ["At their defaults (secrets: absent): "
+                  + ", ".join(f"{name}={shown(s['value'])}" for name, s in defaults.items()), ""]
+    return lines
+
+
 
 
 def history_row(record: dict[str, Any]) -> dict[str, str]:
@@ -366,14 +375,16 @@ def job_links(record: dict[str, Any], ui_url: str | None, finetune_flow_run_id: 
 
 
 @task(name="label-run", cache_policy=NO_CACHE)
-def label_run(dataset_sha256: str) -> str:
+def label_run(dataset_sha256: str, settings: Settings) -> str:
     """Return the run's name (given as it started); tags the flow run with its dataset and how it was triggered."""
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
     run_id = flow_run.get_id()
     if not run_id:
-        return retrain_run_name()
+        from tasks.lineage import new_run_id
+
+        return run_name(settings.model, new_run_id())
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(run_id)
         tags = sorted({*current.tags, trigger_tag(bool(current.auto_scheduled)), f"dataset:{dataset_sha256[:8]}"})

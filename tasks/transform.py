@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
-from ftflow.settings import Settings
-from tasks.pii import DEFAULT_REGIONS, scan_message
+from ftflow.settings import Settings, default
+from tasks.pii import scan_message
 
 DEFAULT_ROLE_MAP = {
     "system": "system",
@@ -39,15 +39,17 @@ MERGEABLE_KEYS = {"role", "content", "name", "weight"}
 
 @dataclass(frozen=True)
 class TransformOptions:
-    role_map: dict[str, str] = field(default_factory=dict)
-    system_prompt: str | None = None
-    system_prompt_mode: Literal["replace", "if-missing"] = "replace"
-    pii: Literal["off", "report", "mask"] = "mask"
-    pii_regions: tuple[str, ...] = DEFAULT_REGIONS
+    """How examples are normalised: derived from Settings (`from_settings`), whose defaults these are."""
+
+    role_map: dict[str, str] = field(default_factory=lambda: default("role_map"))
+    system_prompt: str | None = default("system_prompt")
+    system_prompt_mode: Literal["replace", "if-missing"] = default("system_prompt_mode")
+    pii: Literal["off", "report", "mask"] = default("pii")
+    pii_regions: tuple[str, ...] = default("pii_regions")
 
     @classmethod
-    def from_settings(cls, settings: Settings, role_map: dict[str, str] | None = None) -> TransformOptions:
-        return cls(role_map=role_map or {}, system_prompt=settings.system_prompt,
+    def from_settings(cls, settings: Settings) -> TransformOptions:
+        return cls(role_map=dict(settings.role_map), system_prompt=settings.system_prompt,
                    system_prompt_mode=settings.system_prompt_mode, pii=settings.pii,
                    pii_regions=tuple(settings.pii_regions))
 

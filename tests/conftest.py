@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import ftflow  # noqa: F401 - applies ftflow's Prefect defaults (ftflow/environment.py) before a test imports Prefect
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -31,6 +31,6 @@ def test_each_deployment_runs_one_flow_run_at_a_time():
 
 
 def test_the_scheduled_retrain_evaluates_against_the_production_prompt_and_schema():
-    parameters = {d.name: d for d in load_deployments()}["retrain"].parameters
+    parameters = {d.name: d for d in load_deployments()}["retrain"].parameters["overrides"]
     assert (ROOT / parameters["baseline_prompt_file"]).read_text("utf-8").strip()
     assert (ROOT / parameters["eval_json_schema"]).is_file()

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from ftflow.settings import DEFAULT_MODEL
+from ftflow.settings import DEFAULT_MODEL, get_settings
 from tasks.extract import ExtractOptions
 from tasks.lineage import current_inputs_sha256, fingerprint_inputs
-from tasks.preference_shard import PreferenceOptions
 from tasks.report import GateOptions
 from tasks.shards import ShardSettings, plan_shards
 from tasks.transform import TransformOptions
 from tests.conftest import chat, write_jsonl
 
 
-def digest(sources: list[str], transform: TransformOptions = TransformOptions(),
-           gates: GateOptions = GateOptions()) -> str:
-    return current_inputs_sha256(sources, DEFAULT_MODEL, transform, gates, "supervised", 1.0, PreferenceOptions())
+def digest(sources: list[str], **overrides) -> str:
+    return current_inputs_sha256(sources, get_settings(overrides))
 
 
 @pytest.fixture
@@ -35,9 +33,9 @@ def test_the_same_sources_and_settings_give_the_same_digest(source, tmp_path):
 
 def test_every_input_of_the_dataset_changes_the_digest(source, tmp_path):
     before = digest([str(source)])
-    assert digest([str(source)], transform=TransformOptions(system_prompt="Antworte kurz.")) != before
-    assert digest([str(source)], gates=GateOptions(validation_fraction=0.2)) != before
-    assert digest([str(source)], gates=GateOptions(max_cost_usd=1.0)) != before  # a gate decides the run too
+    assert digest([str(source)], system_prompt="Antworte kurz.") != before
+    assert digest([str(source)], validation_fraction=0.2) != before
+    assert digest([str(source)], max_cost_usd=1.0) != before  # a gate decides the run too
     other = write_jsonl(tmp_path / "more.jsonl", [chat("Noch eine Frage", "Noch eine Antwort")])
     assert digest([str(source), str(other)]) != before
     with open(source, "a", encoding="utf-8") as f:

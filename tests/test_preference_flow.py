@@ -9,7 +9,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.prepare import prepare
 from ftflow.errors import QualityGateFailed
-from tasks.preference_shard import PreferenceOptions
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.flow
@@ -19,8 +18,8 @@ MODEL = "gpt-4.1-mini-2025-04-14"
 def test_prepare_dpo_accounts_for_every_pair_and_gates_on_length_bias(prefect_server, tmp_path):
     run = prepare.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     out = tmp_path / "out"
-    report = run([str(ROOT / "data/preference/*")], out_dir=str(out), model=MODEL, method="dpo",
-                 work_dir=str(tmp_path / "work"))
+    overrides = {"model": MODEL, "method": "dpo", "work_dir": str(tmp_path / "work")}
+    report = run([str(ROOT / "data/preference/*")], out_dir=str(out), overrides=overrides)
     written = report["examples_written"]
     assert report["method"] == "dpo"
     assert report["records_read"] == (written["train"] + written["validation"] + sum(report["rejected"].values())
@@ -33,6 +32,5 @@ def test_prepare_dpo_accounts_for_every_pair_and_gates_on_length_bias(prefect_se
     assert report["preference"]["pairs"] == written["train"] and 0.5 < report["preference"]["length_bias"] < 1
 
     with pytest.raises(QualityGateFailed, match="length_bias"):
-        run([str(ROOT / "data/preference/*")], out_dir=str(out), model=MODEL, method="dpo",
-            work_dir=str(tmp_path / "work"), preference=PreferenceOptions(max_length_bias=0.5))
+        run([str(ROOT / "data/preference/*")], out_dir=str(out), overrides={**overrides, "dpo_max_length_bias": 0.5})
     assert not (out / "train.jsonl").exists() and json.loads((out / "report.json").read_text())["gate"]["passed"] is False

@@ -16,10 +16,10 @@ def test_local_cluster_of_two_worker_processes_gives_the_local_outputs(prefect_s
     from prefect_dask import DaskTaskRunner
 
     sources = [str(write_jsonl(tmp_path / "a.jsonl", records()))]
-    local = prepare(sources, out_dir=str(tmp_path / "local"), work_dir=str(tmp_path / "w1"), shard_bytes=4000)
+    local = prepare(sources, out_dir=str(tmp_path / "local"), overrides={"work_dir": str(tmp_path / "w1"), "shard_mb": 4000 / 2**20})
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         on_dask = prepare.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))(
-            sources, out_dir=str(tmp_path / "dask"), work_dir=str(tmp_path / "w2"), shard_bytes=4000)
+            sources, out_dir=str(tmp_path / "dask"), overrides={"work_dir": str(tmp_path / "w2"), "shard_mb": 4000 / 2**20})
     assert on_dask["shards"]["total"] == local["shards"]["total"] > 4
     for key in ("dataset_sha256", "records_read", "examples_written", "rejected", "duplicates_removed", "tokens"):
         assert on_dask[key] == local[key], key

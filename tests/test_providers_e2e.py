@@ -77,7 +77,7 @@ def test_retrain_on_azure_deploys_and_evaluates_through_the_deployment(prefect_s
                                                                        surface):
     monkeypatch.setenv("FTFLOW_AZURE_SURFACE", surface)
     deploy_baseline(env)
-    record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), system_prompt=PROMPT, backend="azure")
+    record = retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "system_prompt": PROMPT, "backend": "azure"})
     assert record["status"] == "succeeded" and ".ft-" in record["fine_tuned_model"]
     assert record["evaluation"]["candidate"]["examples"] > 0
     assert record["evaluation"]["candidate"]["f1"] > record["evaluation"]["baseline"]["f1"]
@@ -102,7 +102,8 @@ def test_three_promoted_azure_runs_leave_two_deployments_and_show_the_hosting_co
     registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     records, made = [], []
     for _ in range(3):
-        record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), system_prompt=PROMPT, backend="azure", force=True)
+        record = retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "system_prompt": PROMPT, "backend": "azure"},
+                         force=True)
         assert record["status"] == "succeeded" and record["promoted"], record.get("promotion")
         records.append(record)
         made.append(next(d["deployment"] for d in registry.list_deployments()
@@ -142,7 +143,7 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
                                                                                          tmp_path):
     """Promote a local (OpenAI-dialect) model, then retrain on Together: the incumbent answers through local."""
     runs = str(tmp_path / "runs")
-    first = retrain(SAMPLES, runs_dir=runs, system_prompt=PROMPT)
+    first = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT})
     assert first["backend"] == "local"
     promote_by_hand(tmp_path, first)
     snapshot = CliRunner().invoke(app, ["snapshot-eval"])
@@ -151,7 +152,7 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
     assert len(snap_files) == 1 and json.loads(snap_files[0].read_text())["metrics"]["examples"] > 0
     assert f"written to {snap_files[0]}" in " ".join(snapshot.output.split())
 
-    second = retrain(SAMPLES, runs_dir=runs, system_prompt=PROMPT, backend="together", model=LLAMA)
+    second = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT, "backend": "together", "model": LLAMA})
     assert second["status"] == "succeeded" and second["backend"] == "together"
     models = second["evaluation"]
     assert models["current"]["model"] == first["fine_tuned_model"]

@@ -43,7 +43,7 @@ def pipeline_env(local_service, tmp_path, monkeypatch):
 
 def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_env, tmp_path):
     runs = str(tmp_path / "runs")
-    record = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.")
+    record = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": "Du bist der Alpenrad-Support."})
     assert record["status"] == "succeeded"
     assert record["fine_tuned_model"].startswith("ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:")
     assert record["trained_tokens"] == record["estimated_billing_tokens"] == record["prepare"]["billing_tokens"]
@@ -73,7 +73,7 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert current.exit_code == 0 and f"model: {record['fine_tuned_model']}" in current.output
     assert "backend: local" in current.output
 
-    skipped = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", return_state=True)
+    skipped = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": "Du bist der Alpenrad-Support."}, return_state=True)
     assert skipped.is_completed() and skipped.name == "Skipped"  # not a plain "Completed" like a trained run
     again = skipped.result()
     assert again["status"] == "skipped" and "unchanged" in again["reason"]
@@ -86,7 +86,7 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert len(state.store.list("job")) == 1
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # train + validation
 
-    forced = retrain(SAMPLES, runs_dir=runs, system_prompt="Du bist der Alpenrad-Support.", force=True)
+    forced = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": "Du bist der Alpenrad-Support."}, force=True)
     assert forced["status"] == "succeeded" and forced["job_id"] != record["job_id"]
     # Drift is checked against the last successful run's features; the same data has not drifted.
     assert forced["prepare"]["quality"]["drift"]["previous"] == record["prepare"]["quality"]["features"]
@@ -101,18 +101,18 @@ def test_changed_sources_that_give_the_same_dataset_are_prepared_then_skipped(pr
     source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Wo ist Bestellung {i}?", f"Sie ist unterwegs ({i}).")
                                                     for i in range(60)])
     runs = str(tmp_path / "runs")
-    first = retrain([str(source)], runs_dir=runs)
+    first = retrain([str(source)], overrides={"runs_dir": runs})
     assert first["status"] == "succeeded"
 
     with open(source, "a", encoding="utf-8") as f:  # a line that is rejected: the dataset stays the same
         f.write("{not json\n")
-    second = retrain([str(source)], runs_dir=runs)
+    second = retrain([str(source)], overrides={"runs_dir": runs})
     assert second["status"] == "skipped" and second["prepare"] is not None  # prepared, then compared
     assert second["prepare"]["inputs_sha256"] != first["prepare"]["inputs_sha256"]
     assert second["dataset_sha256"] == first["dataset_sha256"] and "is unchanged since run" in second["reason"]
 
     # A gate differs from the last successful run's: prepared again, for the gates to decide.
-    third = retrain([str(source)], runs_dir=runs, max_cost_usd=50.0)
+    third = retrain([str(source)], overrides={"runs_dir": runs, "max_cost_usd": 50.0})
     assert third["prepare"] is not None and third["prepare"]["max_cost_usd"] == 50.0
 
 
@@ -121,7 +121,7 @@ def test_without_held_out_examples_the_model_is_not_evaluated_nor_promoted(prefe
     # Issue 11: with 0 validation examples the gate said "F1 0.000 does not beat 0.000".
     monkeypatch.setenv("FTFLOW_VALIDATION_FRACTION", "0")
     source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Frage {i}", f"Antwort {i}") for i in range(12)])
-    record = retrain([str(source)], runs_dir=str(tmp_path / "runs"))
+    record = retrain([str(source)], overrides={"runs_dir": str(tmp_path / "runs")})
     assert record["status"] == "succeeded" and record["promoted"] is False and record["eval_examples"] == 0
     assert record["promotion"]["reasons"] == ["not evaluated: no held-out validation examples "
                                               "(validation.jsonl is empty)"]
@@ -134,7 +134,7 @@ def test_a_dataset_of_unrelated_answers_is_not_promoted(prefect_server, pipeline
     lines = [chat(f"Wo ist meine Bestellung AR-{i}? Ich warte auf mein Talblitz.", " ".join(rng.sample(vocabulary, 8)))
              for i in range(60)]
     source = write_jsonl(tmp_path / "unrelated.jsonl", lines)
-    record = retrain([str(source)], runs_dir=str(tmp_path / "runs"))
+    record = retrain([str(source)], overrides={"runs_dir": str(tmp_path / "runs")})
     assert record["status"] == "succeeded" and record["promoted"] is False
     assert "does not beat the baseline" in record["promotion"]["reasons"][0]
     assert CliRunner().invoke(app, ["models", "current"]).exit_code == 1  # nothing promoted
@@ -148,7 +148,7 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     monkeypatch.setenv("FTFLOW_POLL_INITIAL_SECONDS", "0.05")
     started = datetime.now(UTC)
-    record = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), backend="openai", max_cost_usd=5.0)
+    record = retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "backend": "openai", "max_cost_usd": 5.0})
     assert record["status"] == "succeeded" and record["backend"] == "openai"
     key = local_service.api_key
 
@@ -195,7 +195,7 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     from tasks.registry import Registry
 
     with pytest.raises(FtflowError) as raised:
-        retrain(SAMPLES, runs_dir=str(tmp_path / "runs"), max_cost_usd=0.000001)
+        retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "max_cost_usd": 0.000001})
     [record] = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()
     assert record["status"] == "failed" and record["reason"] == " ".join(str(raised.value).split())
     assert "job_id" not in record and (tmp_path / "runs" / record["run_id"] / "run.json").exists()
@@ -204,7 +204,7 @@ def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_e
     shown = CliRunner().invoke(app, ["runs", "show", record["run_id"]], terminal_width=200)
     assert shown.exit_code == 0 and "failed:" in shown.output
     # The next run trains; its history artifact lists the failed run, with no cell the UI shows as a bullet.
-    succeeded = retrain(SAMPLES, runs_dir=str(tmp_path / "runs"))
+    succeeded = retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs")})
     assert succeeded["status"] == "succeeded"
 
     async def history():
@@ -281,7 +281,7 @@ def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
     records: dict[str, dict] = {}
 
     def run(name: str) -> None:
-        records[name] = retrain([str(sources[name])], runs_dir=str(tmp_path / "runs"), suffix=name)
+        records[name] = retrain([str(sources[name])], overrides={"runs_dir": str(tmp_path / "runs"), "suffix": name})
 
     async def slot_lines() -> list[str]:
         from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp

@@ -9,7 +9,7 @@ run, as `retrain` does with the last successful run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,11 @@ import pytest
 
 from flows.prepare import prepare
 from ftflow.errors import QualityGateFailed
-from tasks.quality import SUITES, DriftOptions
-from tasks.report import GateOptions
-from tasks.transform import TransformOptions
+from tasks.quality import SUITES
 from tests.conftest import ROOT, chat, write_jsonl
 
-GATES = GateOptions(validation_fraction=0.3)  # 40 examples: held-out ones for certain, whatever the hash
-PROMPT = TransformOptions(system_prompt="Du bist der Alpenrad-Support.")
+GATES = {"validation_fraction": 0.3}  # 40 examples: held-out ones for certain, whatever the hash
+PROMPT = {"system_prompt": "Du bist der Alpenrad-Support."}
 
 
 def conversations(n: int, *, start: int = 0, words: int = 12, email_every: int = 0) -> list[dict]:
@@ -41,8 +39,8 @@ def conversations(n: int, *, start: int = 0, words: int = 12, email_every: int =
 @dataclass
 class Case:
     records: list[Any]
-    gates: GateOptions = GATES
-    transform: TransformOptions = PROMPT
+    gates: dict[str, Any] = field(default_factory=lambda: GATES)  # settings overrides
+    transform: dict[str, Any] = field(default_factory=lambda: PROMPT)
     drift: bool = False  # compare with the clean run's feature summary
     note: str = ""  # why the case fails, shown when it does not
 
@@ -54,13 +52,13 @@ CASES: dict[str, Case] = {
                  for i in range(6)],
         note="6 of 46 examples without a user turn: more than the 5% tolerated",
     ),
-    "dataset.train_examples": Case(conversations(5), gates=GateOptions(validation_fraction=0.0)),
+    "dataset.train_examples": Case(conversations(5), gates={"validation_fraction": 0.0}),
     "dataset.rejected_share": Case(CLEAN + ["{broken"] * 20, note="20 of 60 records rejected"),
-    "dataset.validation_examples": Case(CLEAN, gates=GateOptions(validation_fraction=1e-9)),
+    "dataset.validation_examples": Case(CLEAN, gates={"validation_fraction": 1e-9}),
     "drift.p50_tokens_change": Case(conversations(40, words=40), drift=True),
     "drift.p95_tokens_change": Case(conversations(36) + conversations(4, start=36, words=120), drift=True,
                                     note="only the longest tenth grows"),
-    "drift.role_mix_shift": Case(CLEAN, transform=TransformOptions(), drift=True,
+    "drift.role_mix_shift": Case(CLEAN, transform={}, drift=True,
                                  note="no system turn any more: thirds become halves"),
     "drift.pii_share_change": Case(conversations(40, email_every=4), drift=True),
     "drift.rejected_share_change": Case(CLEAN + ["{broken"] * 6, drift=True,
@@ -83,8 +81,8 @@ def test_every_expectation_has_a_failing_case():
 
 def run_prepare(tmp_path: Path, case: Case, previous: dict[str, Any] | None) -> dict[str, Any]:
     source = write_jsonl(tmp_path / "chats.jsonl", case.records)
-    return prepare([str(source)], out_dir=str(tmp_path / "out"), transform=case.transform, gates=case.gates,
-                   drift=DriftOptions(previous=previous if case.drift else None))
+    return prepare([str(source)], out_dir=str(tmp_path / "out"), overrides={**case.transform, **case.gates},
+                   previous_features=previous if case.drift else None)
 
 
 @pytest.fixture(scope="module")

@@ -52,11 +52,11 @@ def test_a_bug_still_shows_its_traceback(capsys, run_logger):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--validation-fraction", "1.5"], "error: --validation-fraction / FTFLOW_VALIDATION_FRACTION: Input should be less than 1"),
-        (["--pii", "maybe"], "error: --pii / FTFLOW_PII: Input should be 'off', 'report' or 'mask' (got 'maybe')"),
+        (["--validation-fraction", "1.5"], "error: validation_fraction (from --validation-fraction): Input should be less than 1"),
+        (["--pii", "maybe"], "error: pii (from --pii): Input should be 'off', 'report' or 'mask' (got 'maybe')"),
         (["--sql-url", "not a url", "--query", "SELECT 1"], "error: --sql-url is not a database URL"),
         (["--sql-url", "foodb://u:secret@h/db", "--query", "SELECT 1"], "error: --sql-url foodb://u:***@h/db: unknown"),
-        (["--format", "xml"], "error: --format must be one of"),
+        (["--format", "xml"], "error: format (from --format): Input should be 'auto'"),
     ],
 )
 def test_option_errors_are_one_line_naming_the_option(args, message, tmp_path):
@@ -70,4 +70,4 @@ def test_an_existing_file_as_out_is_named(tmp_path):
     (tmp_path / "taken").write_text("x")
     result = CliRunner().invoke(app, ["prepare", str(tmp_path / "*.jsonl"), "--out", str(tmp_path / "taken")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: --out / FTFLOW_OUT_DIR: {tmp_path / 'taken'} is an existing file, not a folder"
+    assert result.stderr.strip() == f"error: out_dir (from --out): {tmp_path / 'taken'} is an existing file, not a folder"

@@ -64,7 +64,7 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
         "results = []\n"
         "def run():\n"
         "    try:\n"
-        f"        results.append(retrain({sources!r}, runs_dir={runs_dir!r})['status'])\n"
+        f"        results.append(retrain({sources!r}, overrides={{'runs_dir': {runs_dir!r}}})['status'])\n"
         "    except BaseException:\n"
         "        results.append('raised:' + traceback.format_exc())\n"
         "threads = [threading.Thread(target=run) for _ in range(2)]\n"

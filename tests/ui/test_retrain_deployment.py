@@ -23,11 +23,11 @@ def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ui")
     worker_env = {"FTFLOW_REGISTRY_URL": f"sqlite:///{folder / 'registry.sqlite3'}",
                   "FTFLOW_SERVICE_DATA_DIR": str(folder / "service"), "FTFLOW_POLL_INITIAL_SECONDS": "0.2",
-                  "FTFLOW_POLL_MAX_SECONDS": "1"}
+                  "FTFLOW_POLL_MAX_SECONDS": "1", "FTFLOW_RUNS_DIR": str(folder / "runs")}
     with PrefectStack(folder, worker_env=worker_env) as stack:
         stack.deploy()
         stack.start_worker()
-        stack.retrain_run = stack.run("retrain/retrain", {"runs_dir": str(folder / "runs")})
+        stack.retrain_run = stack.run("retrain/retrain")  # prefect.yaml's parameters; settings from the worker's env
         yield stack
 
 

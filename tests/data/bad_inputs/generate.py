@@ -332,7 +332,7 @@ def build(root: Path) -> list[dict[str, Any]]:
     c.add("out_is_a_file", {"data.jsonl": b"\n".join(c.lines(tags)) + b"\n"}, good=[], exit=2,
           args=["--out", "{dir}/data.jsonl"], message="is an existing file, not a folder")
     c.add("bad_setting", {"data.jsonl": b"\n".join(c.lines(c.tags("bad_setting"))) + b"\n"}, good=[], exit=2,
-          args=["--validation-fraction", "1.5"], message="--validation-fraction / FTFLOW_VALIDATION_FRACTION")
+          args=["--validation-fraction", "1.5"], message="validation_fraction (from --validation-fraction)")
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
     c.cases[-1].update(exit=3, message="dataset.rejected_share: 0.4, expected <= 0.25")
 
