@@ -230,7 +230,6 @@ def resolution_of(monkeypatch):
     def stop_after_resolving(name: str, overrides: dict | None, settings: Settings | None) -> Settings:
         raise Resolved(real(name, overrides, settings))
 
-    monkeypatch.setattr(flows, "name_run", lambda name: None)
     for module in (flows.finetune, flows.prepare, flows.retrain, flows.snapshot_eval):
         monkeypatch.setattr(module, "run_settings", stop_after_resolving)
 
