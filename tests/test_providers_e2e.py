@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flows.retrain import retrain
 from ftflow.cli import app
 from tasks.registry import Registry
-from tests.conftest import ROOT
+from tests.conftest import ROOT, chat, write_jsonl
 from tests.dialects import ACCOUNT, root
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
@@ -82,11 +82,10 @@ def test_retrain_on_azure_deploys_and_evaluates_through_the_deployment(prefect_s
     assert record["evaluation"]["candidate"]["examples"] > 0
     assert record["evaluation"]["candidate"]["f1"] > record["evaluation"]["baseline"]["f1"]
     assert registry_row(tmp_path, record["run_id"])["backend"] == "azure"
-    promote_by_hand(tmp_path, record)
-    current = CliRunner().invoke(app, ["models", "current"])
-    assert "backend: azure" in current.output and f"model: {record['fine_tuned_model']}" in current.output
-    deployment = current.output.split("deployment: ")[1].strip()
-    assert deployment.startswith("ftflow-")  # derived from the run's key; the model answers under it
+    # Not promoted (fact recall, see promote_by_hand): its deployment, named from the run's key, is
+    # removed rather than left billing by the hour.
+    assert not record["promoted"]
+    assert [name[:7] for name in record["deployments_removed"]] == ["ftflow-"]
 
 
 def test_three_promoted_azure_runs_leave_two_deployments_and_show_the_hosting_cost(prefect_server, env, tmp_path):
@@ -99,11 +98,20 @@ def test_three_promoted_azure_runs_leave_two_deployments_and_show_the_hosting_co
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     deploy_baseline(env)
+    # Canned answers that name nothing from the question: no grounded facts, so the over-fitted
+    # simulator's answers are right and each run is promoted (on the sample data fact recall stops it).
+    canned = [chat(f"{greeting}, {question}", '{"antwort": "Danke, das klären wir sofort für dich.", "intent": "status"}')
+              for greeting in ("Hallo", "Servus", "Grüezi", "Moin", "Guten Tag")
+              for question in ("wo bleibt mein Rad?", "wann kommt die Lieferung?", "ist das Paket unterwegs?",
+                               "gibt es Neuigkeiten zum Versand?", "wie lange dauert es noch?",
+                               "hat sich etwas getan?", "wann darf ich mit dem Rad rechnen?",
+                               "ist meine Bestellung schon raus?")]
+    sources = [str(write_jsonl(tmp_path / "canned.jsonl", canned))]
     registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     records, made = [], []
     for _ in range(3):
-        record = retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "system_prompt": PROMPT, "backend": "azure"},
-                         force=True)
+        record = retrain(sources, overrides={"runs_dir": str(tmp_path / "runs"), "system_prompt": PROMPT,
+                                             "backend": "azure"}, force=True)
         assert record["status"] == "succeeded" and record["promoted"], record.get("promotion")
         records.append(record)
         made.append(next(d["deployment"] for d in registry.list_deployments()
