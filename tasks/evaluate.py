@@ -37,14 +37,13 @@ from typing import Any
 
 import jsonschema
 import numpy as np
-import openai
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import base_model_of, load_catalog
 from ftflow.jsonl import iter_records
 from ftflow.providers import chat_for
-from ftflow.providers.base import retry_on_transient
+from ftflow.providers.base import ChatModel, retry_on_transient
 from ftflow.settings import Settings
 from tasks.facts import score_facts
 from tasks.judge import judge_answers
@@ -354,16 +353,15 @@ def prices_for(model: str) -> tuple[float, float]:
     return info.base_input, info.base_output
 
 
-def evaluate_model(client: openai.OpenAI, model: str, cases: list[EvalCase], *, system_prompt: str | None,
-                   language: str, schema: dict | None, concurrency: int, served_as: str | None = None) -> list[Scored]:
+def evaluate_model(chat: ChatModel, model: str, cases: list[EvalCase], *, system_prompt: str | None,
+                   language: str, schema: dict | None, concurrency: int) -> list[Scored]:
     """Ask the model every case (bounded concurrency; the SDK retries 429s) and score the answers."""
     price_in, price_out = prices_for(model)
 
     def ask(index: int) -> Scored:
         case = cases[index]
-        reply = client.chat.completions.create(model=served_as or model, temperature=0,
-                                               messages=with_system_prompt(case.messages, system_prompt))
-        return score(index, reply.choices[0].message.content or "", case.reference, usage=reply.usage,
+        reply = chat.ask(with_system_prompt(case.messages, system_prompt))
+        return score(index, reply.text, case.reference, usage=reply,
                      language=language, schema=schema, price_in=price_in, price_out=price_out,
                      inputs=input_text(case.messages))
 
@@ -397,8 +395,8 @@ def evaluate(run_dir: Path, candidate: str, current: str | None,
         schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
         prompts = {"baseline": settings.baseline_system_prompt}
         for role, model in models.items():
-            client, name = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
-            scores[role] = evaluate_model(client, model, cases, served_as=name, system_prompt=prompts.get(role),
+            chat = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+            scores[role] = evaluate_model(chat, model, cases, system_prompt=prompts.get(role),
                                           language=settings.eval_language, schema=schema,
                                           concurrency=settings.eval_concurrency)
     result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}
@@ -412,11 +410,11 @@ def judge_candidate(run_dir: Path, candidate: str, cases: list[EvalCase], scores
                     settings: Settings) -> dict[str, Any]:
     """The LLM judge's verdicts on the candidate's answers, within what the budget leaves after training."""
     model = settings.eval_judge_model or base_model_of(candidate)
-    client, name = chat_for(settings, model)
+    chat = chat_for(settings, model)
     report = run_dir / "report.json"
     training = json.loads(report.read_text("utf-8")).get("estimated_cost_usd", 0.0) if report.is_file() else 0.0
     budget = None if settings.max_cost_usd is None else settings.max_cost_usd - training
-    return judge_answers(client, model, name, cases, scores, cache_dir=Path(settings.work_dir) / "judge",
+    return judge_answers(chat, model, cases, scores, cache_dir=Path(settings.work_dir) / "judge",
                          budget_usd=budget, concurrency=settings.eval_concurrency)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ftflow.catalog import load_catalog
 from ftflow.encodings import encoding_name_for_model, get_encoding
+from ftflow.providers.base import ChatModel
 
 RUBRIC = """You grade a customer-support answer against a reference answer.
 Score from 1 to 5:
@@ -77,7 +78,7 @@ def automatic_pass(scored: Any) -> bool:
     return (scored.fact_recall is None or scored.fact_recall == 1.0) and scored.f1 >= F1_PASS
 
 
-def judge_answers(client: Any, model: str, served_as: str, cases: list[Any], scores: list[Any], *,
+def judge_answers(chat: ChatModel, model: str, cases: list[Any], scores: list[Any], *,
                   cache_dir: Path, budget_usd: float | None, concurrency: int) -> dict[str, Any]:
     """Grade each answer (cached by content); the judge's pass rate, agreement, cost, and each verdict."""
     from tasks.evaluate import bootstrap_interval
@@ -98,10 +99,9 @@ def judge_answers(client: Any, model: str, served_as: str, cases: list[Any], sco
     price_in, price_out = load_catalog().get(model).base_input, load_catalog().get(model).base_output
 
     def ask(i: int) -> dict[str, Any]:
-        reply = client.chat.completions.create(model=served_as, temperature=0, messages=requests[i])
-        verdict = parse_verdict(reply.choices[0].message.content or "") or {"score": None, "pass": None,
-                                                                              "reason": "unparseable"}
-        verdict["cost_usd"] = (reply.usage.prompt_tokens * price_in + reply.usage.completion_tokens * price_out) / 1e6
+        reply = chat.ask(requests[i])
+        verdict = parse_verdict(reply.text) or {"score": None, "pass": None, "reason": "unparseable"}
+        verdict["cost_usd"] = (reply.prompt_tokens * price_in + reply.completion_tokens * price_out) / 1e6
         if verdict["score"] is not None:  # an unparseable reply is asked again next time
             (cache_dir / f"{keys[i]}.json").write_text(json.dumps(verdict, ensure_ascii=False), "utf-8")
         return verdict

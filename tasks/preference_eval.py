@@ -107,8 +107,8 @@ def evaluate_preferences(run_dir: str, candidate: str, current: str | None, sett
     wins: dict[str, list[float]] = {}
     per_example: dict[str, list[dict[str, Any]]] = {}
     for role, (model, prompt) in (runs.items() if pairs else ()):
-        client, name = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
-        scores = evaluate_model(client, model, cases, served_as=name, system_prompt=prompt,
+        chat = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+        scores = evaluate_model(chat, model, cases, system_prompt=prompt,
                                 language=settings.eval_language, schema=schema, concurrency=settings.eval_concurrency)
         wins[role] = [win(s.answer, p.case.reference, p.non_preferred) for s, p in zip(scores, pairs, strict=True)]
         figures[role] = {"model": model, **aggregate(scores), **win_rate(wins[role])}

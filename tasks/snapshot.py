@@ -35,11 +35,11 @@ def snapshot_answers(run_dir: str, model: str, backend: str | None, settings: Se
     validation = Path(run_dir) / "validation.jsonl"
     cases = cases_from(validation, settings.eval_max_examples)
     schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
-    client, name = chat_for(settings, model, backend=backend)
-    scores = evaluate_model(client, model, cases, served_as=name, system_prompt=None, language=settings.eval_language,
+    chat = chat_for(settings, model, backend=backend)
+    scores = evaluate_model(chat, model, cases, system_prompt=None, language=settings.eval_language,
                             schema=schema, concurrency=settings.eval_concurrency)
     digest = hashlib.sha256(json.dumps([asdict(c) for c in cases], sort_keys=True).encode()).hexdigest()
-    snapshot = {"model": model, "backend": backend or settings.backend, "served_as": name, "taken_at": time.time(),
+    snapshot = {"model": model, "backend": backend or settings.backend, "served_as": chat.name, "taken_at": time.time(),
                 "validation_file": str(validation), "cases_sha256": digest, "metrics": aggregate(scores),
                 "per_example": [asdict(s) for s in scores], "settings": settings.effective()}
     snapshot_path(run_dir, model).write_text(json.dumps(snapshot, indent=2, ensure_ascii=False), "utf-8")

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
+from ftflow.providers.base import ChatReply
 from tasks.evaluate import EvalCase, score
 from tasks.judge import judge_answers, parse_verdict
 from tasks.summary import judge_line
 
-USAGE = SimpleNamespace(prompt_tokens=300, completion_tokens=20)
+USAGE = ChatReply("", prompt_tokens=300, completion_tokens=20)
 
 
 class FakeJudge:
     """A chat model that passes an answer when the reference's order number is in it (as a good judge would)."""
 
+    name = "gpt-4o-mini"
+
     def __init__(self) -> None:
         self.asked = 0
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
 
-    def create(self, *, model, temperature, messages):
+    def ask(self, messages, *, temperature=0.0):
         self.asked += 1
         content = messages[1]["content"]
         reference = content.split("Reference answer:\n")[1].split("\n\n")[0]
@@ -27,7 +28,7 @@ class FakeJudge:
         order = reference.split()[-1]
         text = "no JSON here" if "kaputt" in answer else json.dumps(
             {"score": 5 if order in answer else 2, "reason": "order number"})
-        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=text))], usage=USAGE)
+        return ChatReply(text, prompt_tokens=300, completion_tokens=20)
 
 
 def cases_and_scores(answers: list[str]):
@@ -41,13 +42,13 @@ def cases_and_scores(answers: list[str]):
 def test_the_judge_grades_caches_by_content_and_reports_agreement(tmp_path):
     cases, scores = cases_and_scores(["Deine Bestellung AR-0", "Deine Bestellung AR-7", "kaputt", "Deine Bestellung AR-3"])
     judge = FakeJudge()
-    first = judge_answers(judge, "gpt-4o-mini", "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=1.0,
+    first = judge_answers(judge, "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=1.0,
                           concurrency=2)
     assert first["status"] == "judged" and judge.asked == 4 and first["unparseable"] == 1
     assert [e["pass"] for e in first["per_example"]] == [True, False, None, True]
     assert first["pass_rate"] == round(2 / 3, 4) and first["agreement_with_automatic"] == 1.0
     assert first["cost_usd"] == round(4 * (300 * 0.15 + 20 * 0.6) / 1e6, 6)  # 4 asked at gpt-4o-mini's prices
-    again = judge_answers(judge, "gpt-4o-mini", "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=1.0,
+    again = judge_answers(judge, "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=1.0,
                           concurrency=2)
     assert judge.asked == 5 and again["cached"] == 3  # only the unparseable one is asked again
     assert "agrees with the automatic metrics on 100% [100%, 100%]" in judge_line(again)
@@ -56,7 +57,7 @@ def test_the_judge_grades_caches_by_content_and_reports_agreement(tmp_path):
 def test_the_judge_runs_only_within_the_budget(tmp_path):
     cases, scores = cases_and_scores(["Deine Bestellung AR-0"] * 3)
     judge = FakeJudge()
-    refused = judge_answers(judge, "gpt-4o-mini", "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=0.0,
+    refused = judge_answers(judge, "gpt-4o-mini", cases, scores, cache_dir=tmp_path, budget_usd=0.0,
                             concurrency=1)
     assert refused["status"] == "not run" and judge.asked == 0 and refused["estimated_cost_usd"] > 0
     assert judge_line(refused).endswith("not run, its estimated cost $"
@@ -75,7 +76,7 @@ def test_the_judge_is_asked_on_the_base_models_backend_with_what_training_leaves
     from ftflow.settings import get_settings
 
     judge, asked_for = FakeJudge(), []
-    monkeypatch.setattr(tasks.evaluate, "chat_for", lambda settings, model: (asked_for.append(model), (judge, model))[1])
+    monkeypatch.setattr(tasks.evaluate, "chat_for", lambda settings, model: (asked_for.append(model), judge)[1])
     (tmp_path / "report.json").write_text(json.dumps({"estimated_cost_usd": 0.5}))
     cases, scores = cases_and_scores(["Deine Bestellung AR-0"])
     settings = get_settings(max_cost_usd=0.5, work_dir=str(tmp_path / "work"))

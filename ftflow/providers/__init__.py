@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import openai
-
 from ftflow.client import management_client, openai_client, together_client
 from ftflow.errors import ConfigError
-from ftflow.providers.base import Provider
+from ftflow.providers.base import ChatModel, Provider
 from ftflow.settings import Settings
 
 
@@ -56,17 +54,16 @@ def get_provider(settings: Settings, backend: str | None = None) -> Provider:
     return cls(settings, key, client)
 
 
-def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_retries: int = 5,
-             ) -> tuple[openai.OpenAI, str]:
-    """(client, name to send as `model`) for chatting with `model` where it lives.
+def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_retries: int = 5) -> ChatModel:
+    """`model`, to chat with where it lives.
 
     Where: `backend`, else the backend the registry records for that model (an incumbent
-    trained elsewhere is asked on its own backend), else the settings' backend. The name is
-    the model's deployment when it has one (Azure), else the model id.
+    trained elsewhere is asked on its own backend), else the settings' backend. Its name there
+    is the model's deployment when it has one (Azure), else the model id.
     """
     from tasks.registry import Registry  # the ledger is the registry's; imported late to keep this module light
 
     registry = Registry(settings.registry_url)
     provider = get_provider(settings, backend or registry.backend_of(model))
-    client = provider.chat_client().with_options(max_retries=max_retries)
-    return client, registry.deployment_of(provider.identity, model) or provider.served_as(model)
+    return provider.chat(registry.deployment_of(provider.identity, model) or provider.served_as(model),
+                         max_retries=max_retries)

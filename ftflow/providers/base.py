@@ -106,6 +106,36 @@ class JobSpec:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class ChatReply:
+    """One answer and the tokens it took, whatever the provider's wire format."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ChatModel(Protocol):
+    """A model to chat with where it lives; `name` is what the provider calls it (a deployment, an id)."""
+
+    name: str
+
+    def ask(self, messages: list[dict[str, Any]], *, temperature: float = 0.0) -> ChatReply: ...
+
+
+@dataclass(frozen=True)
+class OpenAIChat:
+    """Chat through an OpenAI-SDK client: OpenAI, Azure, Together's and the local service's chat completions."""
+
+    client: openai.OpenAI
+    name: str
+
+    def ask(self, messages: list[dict[str, Any]], *, temperature: float = 0.0) -> ChatReply:
+        reply = self.client.chat.completions.create(model=self.name, temperature=temperature, messages=messages)
+        return ChatReply(reply.choices[0].message.content or "", reply.usage.prompt_tokens,
+                         reply.usage.completion_tokens)
+
+
 class UploadProgress(Protocol):
     """Where a multi-part upload keeps the parts already accepted (the registry)."""
 
@@ -262,6 +292,11 @@ class Provider(ABC):
     @abstractmethod
     def chat_client(self) -> openai.OpenAI:
         """An OpenAI-SDK client for chat completions with this provider's models."""
+
+    def chat(self, name: str, *, max_retries: int = 5) -> ChatModel:
+        """The model called `name` here, to ask held-out examples (evaluation, snapshots, the judge).
+        Providers whose models answer another API than chat completions override this."""
+        return OpenAIChat(self.chat_client().with_options(max_retries=max_retries), name)
 
     # --- errors ----------------------------------------------------------------------------
     def is_quota_refusal(self, exc: BaseException) -> bool:
