@@ -261,6 +261,7 @@ def prepare(
                 sql_url=sql_url_parameter(sql_url),
                 query=query,
                 batch_size=settings.batch_size,
+                max_record_bytes=settings.max_record_bytes,
             )
             transform = TransformOptions.from_settings(settings, parse_mapping(role_map, option="--role-map"))
             gates = GateOptions.from_settings(settings)
