@@ -63,7 +63,7 @@ def prepare(
         return prepare_preferences(sources, out_dir, model, transform, gates, work_dir, min_rating_margin,
                                    preference)
     settings = ShardSettings.for_model(model, extract, transform, gates.validation_fraction)
-    staged = clear_previous_outputs(out_dir)
+    staged = clear_previous_outputs(out_dir, sources, work_dir)
     plan = plan_input(sources, extract, shard_bytes, work_dir)
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
@@ -89,7 +89,7 @@ def prepare_preferences(sources: list[str], out_dir: str, model: str, transform:
                         preference: PreferenceOptions) -> dict[str, Any]:
     """The prepare steps on preference data; returns the report (method "dpo")."""
     settings = PreferenceShardSettings.for_preferences(model, transform, gates.validation_fraction, min_rating_margin)
-    staged = clear_previous_outputs(out_dir)
+    staged = clear_previous_outputs(out_dir, sources, work_dir)
     plan = plan_preference_input(sources)
     inputs = fingerprint_inputs(plan, settings, gates, preference)  # first, as in prepare
     shards = prepare_preference_shard_task.map(plan.shards, unmapped(settings), unmapped(work_dir))

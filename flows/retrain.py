@@ -22,6 +22,7 @@ from prefect.states import Cancelled, Completed
 from flows import untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
+from ftflow.outputs import refuse_sources_inside
 from ftflow.settings import DEFAULT_MODEL, Settings, get_settings, read_prompt_file
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
@@ -69,6 +70,8 @@ def retrain(
                             eval_json_schema=eval_json_schema, max_cost_usd=max_cost_usd, n_epochs=n_epochs,
                             suffix=suffix, monthly_requests=monthly_requests, backend=backend, method=method,
                             dpo_beta=dpo_beta)
+    # Before anything is written: a run never reads what it writes (ftflow/outputs.py).
+    refuse_sources_inside(sources, {"--runs-dir": runs_dir, "work_dir": settings.work_dir})
     reconcile_ledger(settings)
     run_id = new_run_id()
     run_dir = str(Path(runs_dir) / run_id)
