@@ -46,6 +46,9 @@ class Manifest:
         return {str(name): digest for name, digest in entries.items()} if isinstance(entries, dict) else {}
 
     def save(self, entries: dict[str, str | None]) -> None:
+        if not entries:  # nothing of ftflow's left: no manifest either
+            self.path.unlink(missing_ok=True)
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.partial"
         temporary.write_bytes(orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))

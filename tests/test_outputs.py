@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ftflow.cli import app
 from ftflow.errors import ConfigError
-from ftflow.outputs import MANIFEST, Manifest, refuse_foreign, refuse_sources_inside, writing
+from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writing
 from tests.conftest import chat, write_jsonl
 
 
@@ -22,8 +22,7 @@ def test_clearing_removes_only_recorded_files_whose_bytes_are_unchanged(tmp_path
     (tmp_path / "b.jsonl").write_text("edited by hand")
     (tmp_path / "mine.jsonl").write_text("never written by ftflow")
     assert Manifest(tmp_path).clear() == ["b.jsonl"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "b.jsonl", "mine.jsonl"]
-    assert Manifest(tmp_path).load() == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "mine.jsonl"]  # no manifest of nothing
 
 
 def test_a_file_claimed_but_not_finished_is_ftflows_own(tmp_path):
