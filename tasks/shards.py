@@ -558,11 +558,14 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
 
 def start_shard_worker() -> None:
     """Worker initializer: the worker ends with its parent, and exits without the interpreter's
-    final collections (ftflow/process_exit.py), which the pool's shutdown would wait for."""
+    final collections (ftflow/process_exit.py), which the pool's shutdown would wait for; its
+    log records go to the flow run only, never to the terminal (ftflow/terminal.py)."""
     from ftflow.process_exit import exit_with_parent, skip_final_collections
+    from ftflow.terminal import run_logs_only
 
     exit_with_parent()
     skip_final_collections()
+    run_logs_only()
 
 
 def _bytes_to_read(shard: Shard) -> int:
