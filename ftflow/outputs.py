@@ -91,12 +91,15 @@ class Manifest:
         """Record the sha256 of files ftflow finished writing."""
         self.save({**self.load(), **digests})
 
-    def moved(self, moves: dict[str, str]) -> None:
-        """Record that files were renamed (old name -> new name), their bytes unchanged."""
+    def copied(self, names: dict[str, str]) -> None:
+        """Record the digests of files (old name) under new names too: before renaming them."""
         entries = self.load()
-        for old, new in moves.items():
-            entries[new] = entries.pop(old, None)
-        self.save(entries)
+        self.save({**entries, **{new: entries.get(old) for old, new in names.items()}})
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Forget files that are gone (renamed)."""
+        entries = self.load()
+        self.save({name: digest for name, digest in entries.items() if name not in set(names)})
 
 
 @contextmanager

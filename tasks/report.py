@@ -25,6 +25,7 @@ from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, ConfigError, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
 from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writing
+from ftflow.process_exit import signals_deferred
 from ftflow.settings import Settings
 from tasks.budget import Budget
 from tasks.quality import QualityResult
@@ -305,12 +306,19 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
 
 @task(name="publish-dataset", cache_policy=NO_CACHE)
 def publish_dataset(staged_dir: str, out_dir: str) -> None:
-    """Move train/validation into out_dir: only now is the folder trainable."""
+    """Move train/validation into out_dir: only now is the folder trainable.
+
+    Both or neither: a stopping signal waits until both are moved. Their new names are recorded
+    first, so even a run killed in between leaves only files the next run may clear.
+    """
     out = Path(out_dir)
     moves = {f"{STAGED}/{name}": name for name in ("train.jsonl", "validation.jsonl")}
-    for name in moves.values():
-        os.replace(Path(staged_dir) / name, out / name)
-    Manifest(out).moved(moves)
+    manifest = Manifest(out)
+    with signals_deferred():
+        manifest.copied(moves)
+        for name in moves.values():
+            os.replace(Path(staged_dir) / name, out / name)
+        manifest.forget(moves)
     remove_empty(Path(staged_dir))
 
 
