@@ -71,7 +71,8 @@ def retrain(
                             suffix=suffix, monthly_requests=monthly_requests, backend=backend, method=method,
                             dpo_beta=dpo_beta)
     # Before anything is written: a run never reads what it writes (ftflow/outputs.py).
-    refuse_sources_inside(sources, {"--runs-dir": runs_dir, "work_dir": settings.work_dir})
+    refuse_sources_inside(sources, {"--runs-dir": runs_dir, "work_dir": settings.work_dir,
+                                    "service_data_dir": settings.service_data_dir})
     reconcile_ledger(settings)
     run_id = new_run_id()
     run_dir = str(Path(runs_dir) / run_id)

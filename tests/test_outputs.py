@@ -115,3 +115,20 @@ def test_user_files_in_out_are_left_alone_and_ftflows_own_are_replaced(prefect_s
     assert (out / "train.jsonl").read_bytes() == edited and (out / "report.json").exists()
     shutil.move(out / "train.jsonl", tmp_path / "kept.jsonl")
     assert prepare(str(source), "--out", str(out)).exit_code == 0
+
+
+@pytest.mark.flow
+@pytest.mark.parametrize("folder", ["runs", ".ftflow/service"])
+def test_retrain_refuses_a_source_in_the_runs_folder_or_the_service_data_dir(folder, prefect_server, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / folder / "old").mkdir(parents=True)
+    source = write_jsonl(tmp_path / folder / "old" / "train.jsonl", good_records())
+    result = CliRunner().invoke(app, ["retrain", f"{folder}/old/train.jsonl", "--runs-dir", "runs"])
+    assert result.exit_code == 2, result.output
+    option = {"runs": "--runs-dir runs", ".ftflow/service": "service_data_dir .ftflow/service"}[folder]
+    assert result.stderr.splitlines() == [f"error: source {folder}/old/train.jsonl is inside {option}, where ftflow "
+                                          f"writes: move the source out or choose another {option.split()[0]}"]
+    runs = tmp_path / "runs"
+    assert source.exists() and sorted(p.name for p in runs.iterdir()) == (["old"] if folder == "runs" else [])
