@@ -43,7 +43,11 @@ class Manifest:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise ConfigError(f"{self.path}: unreadable manifest of ftflow's outputs ({exc}); "
                               "remove the folder's outputs by hand, then the manifest") from None
-        return {str(name): digest for name, digest in entries.items()} if isinstance(entries, dict) else {}
+        if not isinstance(entries, dict):
+            return {}
+        # Only names inside the folder: an edited manifest must not reach other files.
+        return {str(name): digest for name, digest in entries.items()
+                if not Path(name).is_absolute() and ".." not in Path(name).parts}
 
     def save(self, entries: dict[str, str | None]) -> None:
         if not entries:  # nothing of ftflow's left: no manifest either

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from ftflow.cli import app
 from ftflow.errors import ConfigError
-from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writing
+from ftflow.jsonl import file_sha256
+from ftflow.outputs import MANIFEST, Manifest, refuse_foreign, refuse_sources_inside, writing
 from tests.conftest import chat, write_jsonl
 
 
@@ -132,3 +133,13 @@ def test_retrain_refuses_a_source_in_the_runs_folder_or_the_service_data_dir(fol
                                           f"writes: move the source out or choose another {option.split()[0]}"]
     runs = tmp_path / "runs"
     assert source.exists() and sorted(p.name for p in runs.iterdir()) == (["old"] if folder == "runs" else [])
+
+
+def test_a_manifest_never_reaches_outside_its_folder(tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text(json.dumps({"../precious.txt": file_sha256(outside), str(outside): None}))
+    Manifest(out).clear()
+    assert outside.read_text() == "keep"
