@@ -286,7 +286,7 @@ def build(root: Path) -> list[dict[str, Any]]:
                                                                 mtime=0)}, good=tags, rejected={"too_long": 1})
     tags = c.tags("gz_too_long_transcript")
     blocks = [c.transcript(t) for t in tags]
-    blocks.insert(3, b"User: " + huge + b"\nAssistant: x\n")
+    blocks.insert(3, huge + b"\nUser: a\nAssistant: x\n")  # read whole, it was text before the first speaker
     c.add("gz_too_long_transcript", {"chats.txt.gz": gzip.compress(b"---\n".join(blocks), mtime=0)}, good=tags,
           rejected={"too_long": 1})
 
