@@ -75,6 +75,7 @@ def _stop(signum: int, _frame: Any) -> None:
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[list[int]]:
     """SIGTERM and SIGINT stop the command as Ctrl-C does (see Stopped); yields the signals received."""
+    _received.clear()
     previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield _received
@@ -87,12 +88,13 @@ def stopped_by_signals() -> Iterator[list[int]]:
 def signals_deferred() -> Iterator[None]:
     """A step that must not stop halfway (publishing): a stopping signal raises after it."""
     global _deferring
+    before = len(_received)
     _deferring += 1
     try:
         yield
     finally:
         _deferring -= 1
-    if _received and not _deferring:
+    if len(_received) > before and not _deferring:  # a signal came meanwhile (only ever under stopped_by_signals)
         signal.raise_signal(_received[-1])  # the handler raises Stopped on the main thread, now
 
 
