@@ -76,7 +76,7 @@ def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, quer
     gates = GateOptions.from_settings(settings)
     shard_settings = ShardSettings.from_settings(settings, ExtractOptions.from_settings(settings, sql_url, query))
     work_dir = str(settings.work_dir)
-    staged = clear_previous_outputs(out_dir)
+    staged = clear_previous_outputs(out_dir, sources, work_dir)
     plan = plan_input(sources, shard_settings.extract, settings.shard_bytes, work_dir)
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
@@ -104,7 +104,7 @@ def prepare_preferences(sources: list[str], out_dir: str, settings: Settings) ->
     """The prepare steps on preference data; returns the report (method "dpo")."""
     gates, preference = GateOptions.from_settings(settings), PreferenceOptions.from_settings(settings)
     shard_settings = PreferenceShardSettings.from_settings(settings)
-    staged = clear_previous_outputs(out_dir)
+    staged = clear_previous_outputs(out_dir, sources, str(settings.work_dir))
     plan = plan_preference_input(sources)
     inputs = fingerprint_inputs(plan, shard_settings, gates, preference)  # first, as in prepare
     shards = prepare_preference_shard_task.map(plan.shards, unmapped(shard_settings), unmapped(str(settings.work_dir)))

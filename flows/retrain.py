@@ -22,6 +22,7 @@ from prefect.states import Cancelled, Completed
 from flows import run_model, run_settings, untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
+from ftflow.outputs import refuse_sources_inside
 from ftflow.settings import Settings
 from tasks.economics import compute_cost_case
 from tasks.evaluate import evaluate_models
@@ -57,6 +58,9 @@ def retrain(
     hands its `settings`); prepare and finetune run on the same resolved settings.
     """
     settings = run_settings("retrain", overrides, settings)
+    # Before anything is written: a run never reads what it writes (ftflow/outputs.py).
+    refuse_sources_inside(sources, {"runs_dir": settings.runs_dir, "work_dir": settings.work_dir,
+                                    "service_data_dir": settings.service_data_dir})
     reconcile_ledger(settings)
     run_id = new_run_id()
     run_dir = str(settings.runs_dir / run_id)

@@ -564,11 +564,17 @@ def service(
 
 
 def main() -> None:
-    """The `ftflow` console entry point."""
-    from ftflow.process_exit import skip_final_collections
+    """The `ftflow` console entry point; SIGTERM stops it as Ctrl-C does, exit 128 + the signal (143)."""
+    from ftflow.process_exit import skip_final_collections, stopped_by_signals
 
     skip_final_collections()  # a second or more at exit otherwise (ftflow/process_exit.py)
-    sys.exit(app())
+    with stopped_by_signals() as received:
+        try:
+            app()
+        except SystemExit:
+            if received:  # Prefect and the runner report the interrupt as their own failure
+                sys.exit(128 + received[0])
+            raise
 
 
 if __name__ == "__main__":  # pragma: no cover

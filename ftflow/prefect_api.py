@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftflow.errors import FtflowError
+from ftflow.process_exit import die_with_parent
 
 # Prefect's own values for its temporary server (prefect/server/api/server.py).
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -56,6 +57,7 @@ class TemporaryServer:
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, **SERVER_ENV},
+            preexec_fn=die_with_parent,  # a killed command (SIGKILL) leaves no server behind
         )
 
     def wait_ready(self, timeout: float) -> None:

@@ -1,5 +1,5 @@
-"""How ftflow's processes end: with the process that started them, and without the
-interpreter's last garbage collections.
+"""How ftflow's processes end: with the process that started them, on SIGTERM as on Ctrl-C, and
+without the interpreter's last garbage collections.
 
 At exit, CPython runs full garbage collections over every object still alive. After importing
 Prefect, pandas and Great Expectations that is millions of objects: `python -c "import
@@ -13,10 +13,17 @@ freed by reference counting, and `weakref.finalize` callbacks and `atexit` hooks
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import gc
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 
 def skip_final_collections() -> None:
@@ -38,3 +45,67 @@ def exit_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread when the command gets SIGTERM or SIGINT.
+
+    A KeyboardInterrupt, so Prefect and every `finally` treat SIGTERM exactly as Ctrl-C: the
+    flow run ends as crashed, the temporary Prefect server is stopped, the suites' process
+    closed. The command then exits with 128 + the signal's number (143, 130).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []
+_deferring = 0  # depth of `signals_deferred` blocks on the main thread
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    _received.append(signum)
+    for child in multiprocessing.active_children():  # shard workers, the suites' process
+        child.terminate()
+    if not _deferring:
+        raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT stop the command as Ctrl-C does (see Stopped); yields the signals received."""
+    _received.clear()
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield _received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A step that must not stop halfway (publishing): a stopping signal raises after it."""
+    global _deferring
+    before = len(_received)
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if len(_received) > before and not _deferring:  # a signal came meanwhile (only ever under stopped_by_signals)
+        signal.raise_signal(_received[-1])  # the handler raises Stopped on the main thread, now
+
+
+def die_with_parent() -> None:
+    """For a subprocess.Popen `preexec_fn`: the child gets SIGTERM when the process that started
+    it dies, however it died (SIGKILL included). Linux only; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before that: nobody will stop this process
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1

@@ -12,6 +12,7 @@ import io
 import re
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -67,20 +68,67 @@ def read_chunks(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
         yield chunk
 
 
-def read_lines(f: IO[bytes]) -> Iterator[bytes]:
-    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault."""
-    pending = b""
+PREFIX_BYTES = 256  # what a rejection keeps of a record over the maximum length
+
+
+@dataclass(frozen=True)
+class TooLong:
+    """A line longer than the maximum record length: its first bytes and its size (with its `\\n`)."""
+
+    prefix: bytes
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def read_lines(f: IO[bytes], max_bytes: int | None = None) -> Iterator[bytes | TooLong]:
+    """The file's lines (with their `\\n`); ReadFault carries the incomplete line before a fault.
+
+    Linear in the file's size. A line over max_bytes is handed out as TooLong, read past
+    without being held: at most max_bytes plus a chunk of it is ever in memory.
+    """
+    pending: list[bytes] = []  # the pieces of a line that spans chunks
+    pending_size = 0
+    long: TooLong | None = None  # the line over max_bytes being read past
+    limit = max_bytes or float("inf")
     try:
         for chunk in read_chunks(f):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                yield line + b"\n"
+            lines = chunk.split(b"\n")
+            rest = lines.pop()
+            if lines:  # the first line ends in this chunk
+                first = lines[0]
+                if long is not None:
+                    lines[0] = TooLong(long.prefix, long.size + len(first) + 1)  # type: ignore[call-overload]
+                elif pending:
+                    pending.append(first)
+                    lines[0] = b"".join(pending)
+                pending, pending_size, long = [], 0, None
+                for line in lines:
+                    if isinstance(line, TooLong):
+                        yield line
+                    elif len(line) > limit:
+                        yield TooLong(line[:PREFIX_BYTES], len(line) + 1)
+                    else:
+                        yield line + b"\n"
+            if not rest:
+                continue
+            if long is not None:
+                long = TooLong(long.prefix, long.size + len(rest))
+                continue
+            pending.append(rest)
+            pending_size += len(rest)
+            if pending_size > limit:
+                head = b"".join(pending[:PREFIX_BYTES])[:PREFIX_BYTES]  # each piece holds a byte at least
+                long, pending, pending_size = TooLong(head, pending_size), [], 0
     except ReadFault as fault:
-        fault.partial = pending
+        fault.partial = long.prefix if long is not None else b"".join(pending)
         raise
-    if pending:
-        yield pending
+    if long is not None:
+        yield long
+    elif pending:
+        line = b"".join(pending)
+        yield line if len(line) <= limit else TooLong(line[:PREFIX_BYTES], len(line))
 
 
 class JsonScanner:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
         0.1, ge=0, le=1, description="Drift gate: change of the duplicate share (absolute)."
     )
     batch_size: int = Field(2000, ge=1, description="Records per streamed batch.")
+    max_record_bytes: int = Field(
+        16 << 20, ge=1024, description="Longest record (line) read, in bytes; a longer one is rejected as too_long."
+    )
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
     work_dir: Path = Field(
         Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."

@@ -57,9 +57,11 @@ def _stop(*_: Any) -> None:
 def _serve(connection: Connection) -> None:
     """The suites' process: import, then run what it is sent, one call at a time."""
     from ftflow.process_exit import exit_with_parent, skip_final_collections
+    from ftflow.terminal import run_logs_only
 
     exit_with_parent()
     skip_final_collections()
+    run_logs_only()
     # Stopped by the command while importing (SIGTERM): exit as on return. Never in the middle
     # of its own exit, which closes what the suites opened (tqdm's write lock, which GX creates,
     # is a named semaphore: else reported leaked at the command's exit).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,3 +74,30 @@ def one_line_errors() -> Iterator[None]:
         if not isinstance(failure, FtflowError):
             for handler, record in held:
                 handler.handle(record)
+
+
+def run_logs_only() -> None:
+    """In a worker process (shards, the quality suites): every log record goes to the flow run
+    through Prefect's API log handler, none to the terminal, which shows the command's own
+    output and its one `error:` line only.
+
+    Prefect's console handlers are removed; the root logger's (library warnings, which Prefect
+    prints) is replaced by an API log handler, which drops a record made outside any run.
+    """
+    from prefect.exceptions import MissingContextError
+    from prefect.logging.handlers import APILogHandler
+
+    class RunLogHandler(APILogHandler):
+        def filter(self, record: logging.LogRecord) -> bool:  # run loggers have their own API handler
+            return not record.name.startswith(RUN_LOGGERS) and super().filter(record)
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            if not isinstance(sys.exc_info()[1], MissingContextError):  # outside a run: no run to send to
+                super().handleError(record)
+
+    for handler in _console_handlers():
+        for logger in [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]:
+            if handler in getattr(logger, "handlers", []):
+                logger.removeHandler(handler)
+    logging.getLogger().addHandler(RunLogHandler())
+    logging.captureWarnings(True)  # warnings.warn goes through logging, to the run

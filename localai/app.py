@@ -47,6 +47,7 @@ class Service:
         self.config = config
         self.store = Store(config.data_dir)
         self.files = FilesBackend(self.store, config.max_file_bytes)
+        self.files.remove_abandoned_uploads()
         self.uploads = UploadsBackend(self.store, self.files)
         self.models = ModelsBackend(self.store)
         self.faults = FaultInjector(config.faults)

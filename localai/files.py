@@ -24,6 +24,9 @@ def too_large(size: int, limit: int, param: str = "file") -> InvalidRequest:
     )
 
 
+INCOMING = "incoming-"  # an upload being received; a File once complete
+
+
 class FilesBackend:
     def __init__(self, store: Store, max_file_bytes: int) -> None:
         self.store = store
@@ -46,8 +49,19 @@ class FilesBackend:
         return self.store_path(filename=filename, purpose=purpose, path=path)
 
     def incoming_path(self) -> Path:
-        """Where an upload in progress is written before it becomes a File."""
-        return self.store.blob_dir / f"incoming-{uuid.uuid4().hex}"
+        """Where an upload in progress is written before it becomes a File (named by this process)."""
+        return self.store.blob_dir / f"{INCOMING}{os.getpid()}-{uuid.uuid4().hex}"
+
+    def remove_abandoned_uploads(self) -> list[Path]:
+        """Remove the incoming blobs of uploads whose service process is gone (killed mid-upload);
+        return them. Only names this service gives are touched; a live process's uploads stay."""
+        removed = []
+        for path in self.store.blob_dir.glob(f"{INCOMING}*"):
+            owner = path.name.removeprefix(INCOMING).split("-")[0]
+            if not owner.isdigit() or not process_alive(int(owner)):  # no pid: an older service's name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def store_file(self, *, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         """A new File from bytes in hand (small files the service writes itself)."""
@@ -112,3 +126,13 @@ class FilesBackend:
         """The file's bytes on disk, as uploaded."""
         self.get(file_id)
         return self.store.blob_path(file_id)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -106,14 +107,19 @@ async def receive_form(request: Request, *, file_field: str, path: Path, max_byt
     if kind != b"multipart/form-data" or b"boundary" not in options:
         raise InvalidRequest("Expected a multipart/form-data body", param=file_field)
     receiver = _Receiver(file_field, path, max_bytes)
-    parser = MultipartParser(options[b"boundary"], receiver.callbacks())
     try:
+        parser = MultipartParser(options[b"boundary"], receiver.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
             if receiver.form.too_large:
                 break  # answer now; the server reads and drops the rest of the body
         else:
             parser.finalize()
+    except FormParserError as exc:
+        # e.g. "Maximum header size exceeded" (a part header over 4 KiB: a long file or field
+        # name): the client's mistake, a 400 it must not retry, never a 500 it would.
+        receiver.discard()
+        raise InvalidRequest(f"Malformed multipart/form-data body: {exc}", param=file_field) from None
     except BaseException:
         receiver.discard()
         raise

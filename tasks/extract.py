@@ -47,6 +47,7 @@ from ftflow.reading import (
     FaultingReader,
     JsonScanner,
     ReadFault,
+    TooLong,
     read_chunks,
     read_fault,
     read_lines,
@@ -89,6 +90,7 @@ class ExtractOptions:
     sql_url: str | None = None  # a source, not a setting (its password stays out of settings)
     query: str | None = None  # a source, not a setting
     batch_size: int = default("batch_size")
+    max_record_bytes: int = default("max_record_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings, sql_url: str | None = None, query: str | None = None) -> ExtractOptions:
@@ -96,7 +98,8 @@ class ExtractOptions:
                    content_key=settings.content_key, text_key=settings.text_key, speakers=dict(settings.speakers),
                    id_column=settings.id_column, order_column=settings.order_column,
                    role_column=settings.role_column, content_column=settings.content_column, sql_url=sql_url,
-                   query=query, batch_size=settings.batch_size)
+                   query=query, batch_size=settings.batch_size,
+                   max_record_bytes=settings.max_record_bytes)
 
 
 @dataclass(frozen=True)
@@ -397,21 +400,30 @@ def fault_rejection(fault: ReadFault, source: str, loc: str) -> Rejection:
     return Rejection(source, loc, fault.reason, f"{fault.detail}; the rest of the file is unreadable", text)
 
 
-def numbered_lines(f: Any, start: int, end: int | None, first_line: int) -> Iterator[tuple[int, bytes]]:
+def numbered_lines(f: Any, start: int, end: int | None, first_line: int,
+                   max_bytes: int | None = None) -> Iterator[tuple[int, bytes | TooLong]]:
     """(number, line) for the lines in bytes [start, end) of f, numbered from first_line, without a BOM.
 
-    It stops at the shard's end before reading on: what lies beyond belongs to the next shard
-    (a read fault there is the next shard's to report). A ReadFault passes through.
+    A line over max_bytes comes as TooLong (see read_lines). It stops at the shard's end before
+    reading on: what lies beyond belongs to the next shard (a read fault there is the next
+    shard's to report). A ReadFault passes through.
     """
     if start:
         f.seek(start)
-    lines, position, number = read_lines(f), start, first_line - 1
+    lines, position, number = read_lines(f, max_bytes), start, first_line - 1
     while end is None or position < end:
         if (raw := next(lines, None)) is None:
             return
         number += 1
         position += len(raw)
-        yield number, raw.removeprefix(BOM) if number == 1 else raw
+        yield number, raw.removeprefix(BOM) if number == 1 and isinstance(raw, bytes) else raw
+
+
+def too_long_rejection(source: str, loc: str, line: TooLong, max_bytes: int) -> Rejection:
+    """The rejection of a record over the maximum length: its size and first bytes, never the whole of it."""
+    return Rejection(source, loc, "too_long",
+                     f"the record is {line.size:,} bytes, over max_record_bytes ({max_bytes:,}); "
+                     f"its first {len(line.prefix)} bytes are kept", line.prefix.decode("utf-8", "replace"))
 
 
 def read_json_lines(
@@ -422,8 +434,10 @@ def read_json_lines(
     number = first_line - 1
     with open_binary(path) as f:
         try:
-            for number, raw in numbered_lines(f, start, end, first_line):
-                if raw.strip():  # blank lines hold no record
+            for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
+                if isinstance(raw, TooLong):
+                    yield too_long_rejection(source, f"line {number}", raw, options.max_record_bytes)
+                elif raw.strip():  # blank lines hold no record
                     yield _decode(source, f"line {number}", raw, options)
         except ReadFault as fault:
             yield fault_rejection(fault, source, f"line {number + 1}")
@@ -589,8 +603,10 @@ def read_transcript_file(
     """
     source = str(path)
 
-    def block_item(lines: list[str], start: int, bad_line: int | None) -> Item | None:
+    def block_item(lines: list[str], start: int, bad_line: int | None, long: TooLong | None) -> Item | None:
         text = "".join(lines)
+        if long is not None:  # the block holds a line over the maximum: rejected by that line
+            return too_long_rejection(source, f"line {start}", long, options.max_record_bytes)
         if bad_line is not None:
             return Rejection(source, f"line {start}", "invalid_utf8", f"line {bad_line} is not valid UTF-8", text)
         if not text.strip():
@@ -601,18 +617,21 @@ def read_transcript_file(
             return Rejection(source, f"line {start}", "unparseable_transcript", str(exc), text)
 
     block: list[str] = []
-    block_start, bad_line = first_line, None
+    block_start, bad_line, long = first_line, None, None
     with open_binary(path) as f:
         try:
-            for number, raw in numbered_lines(f, start, end, first_line):
+            for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
+                if isinstance(raw, TooLong):
+                    long = long or raw
+                    continue
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     line, bad_line = raw.decode("utf-8", "replace"), bad_line or number
                 if TRANSCRIPT_SEPARATOR.match(line):
-                    if item := block_item(block, block_start, bad_line):
+                    if item := block_item(block, block_start, bad_line, long):
                         yield item
-                    block, block_start, bad_line = [], number + 1, None
+                    block, block_start, bad_line, long = [], number + 1, None, None
                 else:
                     block.append(line)
         except ReadFault as fault:
@@ -620,7 +639,7 @@ def read_transcript_file(
             fault.partial = "".join(block).encode() + fault.partial
             yield fault_rejection(fault, source, f"line {block_start}")
             return
-    if item := block_item(block, block_start, bad_line):
+    if item := block_item(block, block_start, bad_line, long):
         yield item
 
 

@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, special_tokens
+from ftflow.outputs import writing
 from ftflow.resources import resource_text
 from ftflow.settings import Settings, default
 from tasks.budget import count_example_tokens
@@ -553,13 +554,14 @@ def check_quality(
     from ftflow import suites_process
 
     result = suites_process.run(run_suites_on_file, features_path, totals, parameters, drift, figures)
-    (out_dir / "quality.json").write_bytes(
-        orjson.dumps(
-            {**result.to_dict(), "parameters": {**parameters, **drift.parameters()}, "suites": result.suites},
-            option=orjson.OPT_INDENT_2,
-            default=str,
+    with writing(out_dir, ("quality.json",)):
+        (out_dir / "quality.json").write_bytes(
+            orjson.dumps(
+                {**result.to_dict(), "parameters": {**parameters, **drift.parameters()}, "suites": result.suites},
+                option=orjson.OPT_INDENT_2,
+                default=str,
+            )
         )
-    )
     create_markdown_artifact(
         quality_markdown(result),
         key="ftflow-data-quality",

@@ -12,6 +12,7 @@ examples in this same order (tasks/shards.py, ShardFiles), so each is read once,
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import FtflowError
 from ftflow.jsonl import JsonlWriter, read_chunks
+from ftflow.outputs import writing
 from tasks.quality import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
@@ -114,6 +116,17 @@ def dedup_and_split(
     """Write train/validation (to staged_dir, until the gates pass), duplicates and features."""
     results = sorted(results, key=lambda r: r.index)
     staged_dir.mkdir(parents=True, exist_ok=True)
+    staged = {name: os.path.relpath(staged_dir / f"{name}.jsonl", out_dir) for name in ("train", "validation")}
+    digests: dict[str, str] = {}
+    with writing(out_dir, ("duplicates.jsonl", "features.parquet", *staged.values()), digests):
+        split = _dedup_and_split(results, staged_dir, out_dir, partition_rows, schema)
+        digests.update({staged["train"]: split.train_sha256, staged["validation"]: split.validation_sha256})
+    return split
+
+
+def _dedup_and_split(
+    results: list[ShardResult], staged_dir: Path, out_dir: Path, partition_rows: int, schema: pa.Schema
+) -> ReduceResult:
     opened = ExitStack()
     # Each shard's examples are stored in the order this step visits them (ShardFiles): every
     # file is read once, front to back, whatever the partitions.

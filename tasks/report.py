@@ -8,6 +8,7 @@ folder only after the gates pass; a failed gate leaves the report and the reject
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,6 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, ConfigError, FtflowError, QualityGateFailed
 from ftflow.jsonl import file_sha256
+from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writing
+from ftflow.process_exit import signals_deferred
 from ftflow.settings import Settings, default
 from tasks.budget import Budget
 from tasks.quality import QualityResult
@@ -226,21 +229,33 @@ def check_out_dir(path: Path) -> None:
             return
 
 
-def clear_outputs(out_dir: Path) -> None:
-    """Remove what an earlier run left in out_dir, so nothing stale sits beside a new report."""
-    for name in (*OUTPUTS, STAGED):
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+STAGED_OUTPUTS = tuple(f"{STAGED}/{name}" for name in ("train.jsonl", "validation.jsonl"))
+
+
+def clear_outputs(out_dir: Path, sources: list[str], work_dir: Path) -> None:
+    """Remove what an earlier run wrote in out_dir, so nothing stale sits beside a new report.
+
+    Only files ftflow wrote, bytes unchanged, are removed (ftflow/outputs.py). Before anything
+    is touched: a source inside out_dir or work_dir, or an output name held by a file ftflow
+    did not write, stops the run (ConfigError).
+    """
+    refuse_sources_inside(sources, {"--out": out_dir, "work_dir": work_dir})
+    refuse_foreign(out_dir, (*OUTPUTS, *STAGED_OUTPUTS), "--out")
+    Manifest(out_dir).clear()
+    remove_empty(out_dir / STAGED)
+
+
+def remove_empty(folder: Path) -> None:
+    """Remove a folder of ftflow's if nothing is left in it."""
+    with contextlib.suppress(OSError):  # absent, or holding something ftflow did not write
+        folder.rmdir()
 
 
 @task(name="clear-outputs", cache_policy=NO_CACHE)
-def clear_previous_outputs(out_dir: str) -> str:
+def clear_previous_outputs(out_dir: str, sources: list[str], work_dir: str) -> str:
     """Return the folder where train/validation wait until the gates pass, after clearing out_dir."""
     check_out_dir(Path(out_dir))
-    clear_outputs(Path(out_dir))
+    clear_outputs(Path(out_dir), sources, Path(work_dir))
     return str(Path(out_dir) / STAGED)
 
 
@@ -269,10 +284,12 @@ def write_report(
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
     quarantined = [Path(moderation.rejected_path)] if moderation and moderation.rejected_path else []
-    concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
-    report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
-                             quality=quality, budget=budget, out_dir=out, moderation=moderation), **(extra or {})}
-    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    with writing(out, ("rejected.jsonl", "report.json")):
+        concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
+        report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources,
+                                 split=split, quality=quality, budget=budget, out_dir=out, moderation=moderation),
+                  **(extra or {})}
+        (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),
         key="ftflow-prepare-report",
@@ -318,7 +335,7 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
     """Raise when the quality suites or the budget failed, removing the staged train/validation files."""
     if report["gate"]["passed"]:
         return
-    shutil.rmtree(staged_dir, ignore_errors=True)
+    remove_staged(Path(staged_dir))
     if report["quality"]["success"] is False:
         failed = report["quality"]["failed"]
         hint = DRIFT_HINT if any(check.startswith("drift.") for check in failed) else ""
@@ -330,7 +347,23 @@ def enforce_gates(report: dict[str, Any], staged_dir: str) -> None:
 
 @task(name="publish-dataset", cache_policy=NO_CACHE)
 def publish_dataset(staged_dir: str, out_dir: str) -> None:
-    """Move train/validation into out_dir: only now is the folder trainable."""
-    for name in ("train.jsonl", "validation.jsonl"):
-        os.replace(Path(staged_dir) / name, Path(out_dir) / name)
-    shutil.rmtree(staged_dir, ignore_errors=True)
+    """Move train/validation into out_dir: only now is the folder trainable.
+
+    Both or neither: a stopping signal waits until both are moved. Their new names are recorded
+    first, so even a run killed in between leaves only files the next run may clear.
+    """
+    out = Path(out_dir)
+    moves = {f"{STAGED}/{name}": name for name in ("train.jsonl", "validation.jsonl")}
+    manifest = Manifest(out)
+    with signals_deferred():
+        manifest.copied(moves)
+        for name in moves.values():
+            os.replace(Path(staged_dir) / name, out / name)
+        manifest.forget(moves)
+    remove_empty(Path(staged_dir))
+
+
+def remove_staged(staged_dir: Path) -> None:
+    """Remove the staged train/validation files ftflow wrote, and their folder once empty."""
+    Manifest(staged_dir.parent).clear(STAGED_OUTPUTS)
+    remove_empty(staged_dir)

@@ -116,13 +116,25 @@ def _kind_of(path: Path, options: ExtractOptions) -> ShardKind:
     )
 
 
+def _line_head(f: Any, size: int = 1024) -> bytes:
+    """The first `size` bytes of the line at f's position (b"" at the end), leaving f after the line.
+
+    However long the line, it is read in bounded pieces, never held whole.
+    """
+    head = f.readline(size)
+    if len(head) == size and not head.endswith(b"\n"):
+        while (piece := f.readline(READ_CHUNK)) and not piece.endswith(b"\n"):
+            pass
+    return head
+
+
 def _boundary_after(f: Any, position: int, kind: ShardKind) -> int:
     """The first record boundary at or after position: a line start, or after a `---` line."""
     f.seek(position - 1)
     if f.read(1) != b"\n":
-        f.readline()  # finish the line the position falls into
+        _line_head(f)  # finish the line the position falls into
     if kind == "transcript":
-        while line := f.readline():
+        while line := _line_head(f):
             if TRANSCRIPT_SEPARATOR.match(line.decode("utf-8", "replace")):
                 break
     return f.tell()
@@ -556,11 +568,14 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
 
 def start_shard_worker() -> None:
     """Worker initializer: the worker ends with its parent, and exits without the interpreter's
-    final collections (ftflow/process_exit.py), which the pool's shutdown would wait for."""
+    final collections (ftflow/process_exit.py), which the pool's shutdown would wait for; its
+    log records go to the flow run only, never to the terminal (ftflow/terminal.py)."""
     from ftflow.process_exit import exit_with_parent, skip_final_collections
+    from ftflow.terminal import run_logs_only
 
     exit_with_parent()
     skip_final_collections()
+    run_logs_only()
 
 
 def _bytes_to_read(shard: Shard) -> int:

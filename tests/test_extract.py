@@ -425,3 +425,36 @@ def test_a_row_without_an_id_inside_a_conversation_takes_the_conversation_with_i
     assert reasons(got) == [("row 2", "missing_conversation_id"), ("row 6", "ok"), ("row 8", "malformed_row"),
                             ("row 9", "ok")]
     assert "row 3" in got[0].detail and len(got[0].record) == 4
+
+
+def test_a_line_over_the_maximum_is_quarantined_as_too_long_with_its_first_bytes(tmp_path):
+    good = [json.dumps(chat(f"q{i}", f"a{i}")).encode() for i in range(4)]
+    long = b'{"messages": "' + b"x" * 5000 + b'"}'
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"\n".join([good[0], good[1], long, good[2], good[3]]) + b"\n")
+    got = items([path], max_record_bytes=4096)
+    assert reasons(got) == [("line 1", "ok"), ("line 2", "ok"), ("line 3", "too_long"), ("line 4", "ok"),
+                            ("line 5", "ok")]
+    rejected = got[2]
+    assert rejected.record == long[:256].decode() and f"{len(long) + 1:,} bytes" in rejected.detail
+
+
+def test_a_gz_of_zeros_is_read_past_as_one_too_long_record(tmp_path):
+    """2 MiB of gzip holding 2 GiB of NULs, no newline: one record, quarantined with its length and
+    256 bytes; the reading before held the whole line (2.3 GiB) and then wrote it all out again."""
+    path = tmp_path / "zeros.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        block = bytes(64 << 20)
+        for _ in range(32):
+            f.write(block)
+    assert path.stat().st_size < 3 << 20
+    got = items([path])
+    assert reasons(got) == [("line 1", "too_long")]
+    assert got[0].record == "\0" * 256 and f"{2 << 30:,} bytes" in got[0].detail
+
+
+def test_a_transcript_with_a_line_over_the_maximum_is_rejected_by_block(tmp_path):
+    path = tmp_path / "chats.txt"
+    path.write_bytes(b"User: a\nAssistant: b\n---\nUser: " + b"y" * 3000 + b"\nAssistant: c\n---\nUser: d\nAssistant: e\n")
+    got = items([path], max_record_bytes=1024)
+    assert reasons(got) == [("line 1", "ok"), ("line 4", "too_long"), ("line 7", "ok")]

@@ -112,3 +112,72 @@ def test_a_key_from_the_environment_is_never_printed(service_process):
     _, _, stdout = service_process
     printed = stdout.read_text()
     assert "127.0.0.1" in printed and KEY not in printed
+
+
+@pytest.mark.parametrize("form", [
+    {"files": {"file": ("n" * 5000 + ".jsonl", b"{}\n")}, "data": {"purpose": "fine-tune"}},
+    {"files": {"file": ("t.jsonl", b"{}\n")}, "data": {"purpose": "fine-tune", "f" * 5000: "x"}},
+], ids=["file-name", "field-name"])
+def test_an_oversized_part_header_is_a_400_in_the_error_envelope_never_a_retried_500(service_process, form):
+    """python-multipart's "Maximum header size exceeded" (a part header over 4 KiB) was a 500,
+    which the SDKs retry."""
+    import openai
+
+    base_url, _, _ = service_process
+    raw = httpx.post(f"{base_url}/v1/files", headers={"Authorization": f"Bearer {KEY}"}, **form)
+    assert raw.status_code == 400, raw.text
+    error = raw.json()["error"]
+    assert error["type"] == "invalid_request_error" and "Maximum header size exceeded" in error["message"]
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=2)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(file=form["files"]["file"], purpose="fine-tune", extra_body=form["data"])
+    assert refused.value.status_code == 400
+    assert not list((Path(service_process[2]).parent / "blobs").glob("incoming-*"))
+
+
+def test_a_killed_upload_leaves_no_incoming_blob_after_a_restart(tmp_path):
+    """The service killed mid-upload (12 MiB) left its `incoming-*` blob for good."""
+    port, data_dir = free_port(), tmp_path / "svc"
+    env = {**os.environ, "FTFLOW_SERVICE_API_KEY": KEY}
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "localai", "--port", str(port), "--data-dir", str(data_dir)],
+                                   cwd=ROOT, env=env, stdout=open(tmp_path / "log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_admin/health", headers={"Authorization": f"Bearer {KEY}"})
+                return process
+            except httpx.TransportError:
+                time.sleep(0.1)
+        process.kill()
+        raise AssertionError("the service did not start")
+
+    service = start()
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n').encode()
+    request = (f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {KEY}\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(head) + 12 * MB}\r\n\r\n")
+    blobs = data_dir / "blobs"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request.encode() + head + b"x" * (6 * MB))  # half of it, then the service dies
+            deadline = time.monotonic() + 30
+            while not (incoming := list(blobs.glob("incoming-*"))) or incoming[0].stat().st_size < MB:
+                assert time.monotonic() < deadline, "the upload never reached the disk"
+                time.sleep(0.05)
+            service.kill()
+            service.wait()
+    finally:
+        service.kill()
+    assert list(blobs.glob("incoming-*")), "the killed upload left nothing to clean"
+    service = start()
+    try:
+        assert not list(blobs.glob("incoming-*"))
+        ok = httpx.post(f"http://127.0.0.1:{port}/v1/files", headers={"Authorization": f"Bearer {KEY}"},
+                        files={"file": ("t.jsonl", training_bytes())}, data={"purpose": "fine-tune"})
+        assert ok.status_code == 200
+    finally:
+        service.terminate()
+        service.wait(timeout=10)

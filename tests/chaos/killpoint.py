@@ -1,9 +1,11 @@
-"""Run the `ftflow` CLI, SIGKILLing itself at the named point in FTFLOW_CHAOS_KILL_AT.
+"""Run the `ftflow` CLI, SIGKILLing itself at the named point in FTFLOW_CHAOS_KILL_AT (or sending
+itself the signal in FTFLOW_CHAOS_SIGNAL: TERM, INT).
 
 The patches wrap functions the pipeline calls through module attributes, so production code
 has no test hooks. Points (in pipeline order):
 
     prepare                  while prepare estimates the budget
+    reduce                   as prepare starts its reduce (de-duplicate and split)
     upload-train-before      before the training file's upload request
     upload-train-after       after the training file was uploaded, before the ledger knows it
     upload-validation-after  after the validation file was uploaded, before the ledger knows it
@@ -30,7 +32,7 @@ POINTS = ("prepare", "upload-train-before", "upload-train-after", "upload-valida
 def die() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.Signals["SIG" + os.environ.get("FTFLOW_CHAOS_SIGNAL", "KILL")])
 
 
 def wrap(owner: Any, name: str, *, before: bool = False, after: bool = False, on_call: int = 1) -> None:
@@ -54,12 +56,15 @@ def arm(point: str) -> None:
     import tasks.budget
     import tasks.evaluate
     import tasks.jobs
+    import tasks.reduce
     from ftflow.providers.openai import OpenAIProvider
     from tasks.registry import Registry
 
     match point:
         case "prepare":
             wrap(tasks.budget, "estimate", before=True)
+        case "reduce":
+            wrap(tasks.reduce, "dedup_and_split", before=True)
         case "upload-train-before":
             wrap(OpenAIProvider, "upload_file", before=True)
         case "upload-train-after":
@@ -85,6 +90,7 @@ def arm(point: str) -> None:
 if __name__ == "__main__":
     if point := os.environ.get("FTFLOW_CHAOS_KILL_AT"):
         arm(point)
-    from ftflow.cli import app
+    from ftflow.cli import main
 
-    app(prog_name="ftflow")
+    sys.argv[0] = "ftflow"
+    main()  # the console entry point, which turns SIGTERM into a stop as on Ctrl-C

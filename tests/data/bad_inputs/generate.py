@@ -278,6 +278,17 @@ def build(root: Path) -> list[dict[str, Any]]:
     packed = bytearray(gzip.compress(b"\n".join(c.lines(tags)) + b"\n", mtime=0))
     packed[-8] ^= 0xFF  # the CRC32 in the trailer
     c.add("gz_bad_checksum", {"data.jsonl.gz": bytes(packed)}, good=tags, rejected={"corrupt_file": 1})
+    # A line over max_record_bytes (16 MiB by default): NULs, which gzip packs a thousandfold.
+    huge = b"\0" * ((16 << 20) + 1)
+    tags = c.tags("gz_too_long_line")
+    lines = c.lines(tags)
+    c.add("gz_too_long_line", {"data.jsonl.gz": gzip.compress(b"\n".join([*lines[:6], huge, *lines[6:]]) + b"\n",
+                                                                mtime=0)}, good=tags, rejected={"too_long": 1})
+    tags = c.tags("gz_too_long_transcript")
+    blocks = [c.transcript(t) for t in tags]
+    blocks.insert(3, huge + b"\nUser: a\nAssistant: x\n")  # read whole, it was text before the first speaker
+    c.add("gz_too_long_transcript", {"chats.txt.gz": gzip.compress(b"---\n".join(blocks), mtime=0)}, good=tags,
+          rejected={"too_long": 1})
 
     # --- CSV ------------------------------------------------------------------------------
     c.csv_case("csv_ragged_row", [b"r1,1,user,Frage,extra", b"r1,2,assistant,Antwort"], {"ragged_row": 1})
