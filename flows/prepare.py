@@ -87,7 +87,7 @@ def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, quer
     # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
     # them, which it cannot trace from results returned by a worker process.
     split = reduce_shards(shards, staged, out_dir)
-    moderated = moderate_examples(split, staged, moderation, work_dir)  # report or quarantine flagged examples
+    moderated = moderate_examples(split, staged, moderation, settings)  # report or quarantine flagged examples
     split = moderated.split
     totals = compute_totals(shards, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, shard_settings.training_context),

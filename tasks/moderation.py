@@ -39,6 +39,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import ConfigError
+from ftflow.outputs import writing
+from ftflow.settings import Settings
 from tasks.reduce import ReduceResult
 
 # texts -> for each text, its flagged categories, highest score first (empty: not flagged)
@@ -50,10 +52,9 @@ SPLITS = ("train", "validation")
 class ModerationOptions:
     """What the moderation stage does; `model` is the backend's moderation model (None: it has none)."""
 
-    mode: str = "off"
-    backend: str = "local"
-    model: str | None = None
-    batch_size: int = 32
+    mode: str
+    model: str | None
+    batch_size: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModerationOptions:
@@ -64,7 +65,7 @@ class ModerationOptions:
         if mode != "off" and model is None:
             raise ConfigError(f"moderation = {mode}: the {settings.backend} backend has no moderation endpoint; "
                               "set moderation = off")
-        return cls(mode=mode, backend=settings.backend, model=model, batch_size=settings.moderation_batch_size)
+        return cls(mode=mode, model=model, batch_size=settings.moderation_batch_size)
 
 
 @dataclass
@@ -196,6 +197,19 @@ def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationO
     if options.mode != "reject" or not result.flagged:
         return result
 
+    # The files rewritten here are ftflow's outputs: their new digests go into the folder's manifest,
+    # or the next run would take them for files somebody else changed (ftflow/outputs.py).
+    out_dir = staged_dir.parent
+    rewritten = [os.path.relpath(path, out_dir) for path in (*paths.values(), Path(split.features_path),
+                                                              staged_dir / "moderation-rejected.jsonl")]
+    with writing(out_dir, rewritten):
+        return _quarantine(result, split, paths, flagged, staged_dir, options)
+
+
+def _quarantine(result: ModerationResult, split: ReduceResult, paths: dict[str, Path],
+                flagged: dict[str, dict[int, list[str]]], staged_dir: Path,
+                options: ModerationOptions) -> ModerationResult:
+    """Move the flagged examples from train/validation (and the features) into the rejected file."""
     features = pq.read_table(split.features_path)
     rows = {name: pc.indices_nonzero(pc.equal(features.column("split"), name)).to_pylist() for name in SPLITS}
     rejected_path = staged_dir / "moderation-rejected.jsonl"
@@ -248,7 +262,7 @@ def moderation_table(result: ModerationResult) -> list[dict[str, Any]]:
 
 @task(name="moderate-examples", cache_policy=NO_CACHE)
 def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationOptions,
-                      work_dir: str) -> ModerationResult:
+                      settings: Settings) -> ModerationResult:
     """Return what moderation found (and, with `reject`, the split without the flagged examples)."""
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
@@ -256,10 +270,9 @@ def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationO
     if options.mode == "off" or options.model is None:
         return ModerationResult(mode="off", model=options.model, split=split)
     from ftflow.providers import get_provider
-    from ftflow.settings import get_settings
 
-    client = get_provider(get_settings(backend=options.backend)).chat_client()
-    cache = ModerationCache(Path(work_dir) / "moderation.sqlite3")
+    client = get_provider(settings).chat_client()
+    cache = ModerationCache(Path(settings.work_dir) / "moderation.sqlite3")
     try:
         result = moderate_dataset(split, Path(staged_dir), options, openai_classifier(client, options.model), cache)
     finally:

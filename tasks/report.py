@@ -290,6 +290,7 @@ def write_report(
                                  split=split, quality=quality, budget=budget, out_dir=out, moderation=moderation),
                   **(extra or {})}
         (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    Manifest(out).clear(os.path.relpath(path, out) for path in quarantined)  # now in rejected.jsonl
     create_markdown_artifact(
         report_markdown(report),
         key="ftflow-prepare-report",

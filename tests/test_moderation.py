@@ -106,3 +106,6 @@ def test_flagged_lines_are_counted_then_quarantined_and_a_rerun_asks_nothing(pre
     kept = [json.loads(line)["messages"] for name in ("train", "validation")
             for line in (tmp_path / "reject" / f"{name}.jsonl").read_text().splitlines()]
     assert len(kept) == 30 and not any(m[0]["content"] in VIOLENT + SELF_HARM for m in kept)
+    again = prepare("reject", "reject")  # into the same folder: what moderation rewrote is still ftflow's
+    assert again["dataset_sha256"] == quarantined["dataset_sha256"]
+    assert not (tmp_path / "reject" / ".staged").exists()  # the quarantined lines live on in rejected.jsonl only

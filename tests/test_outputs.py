@@ -128,7 +128,7 @@ def test_retrain_refuses_a_source_in_the_runs_folder_or_the_service_data_dir(fol
     source = write_jsonl(tmp_path / folder / "old" / "train.jsonl", good_records())
     result = CliRunner().invoke(app, ["retrain", f"{folder}/old/train.jsonl", "--runs-dir", "runs"])
     assert result.exit_code == 2, result.output
-    option = {"runs": "--runs-dir runs", ".ftflow/service": "service_data_dir .ftflow/service"}[folder]
+    option = {"runs": "runs_dir runs", ".ftflow/service": "service_data_dir .ftflow/service"}[folder]
     assert result.stderr.splitlines() == [f"error: source {folder}/old/train.jsonl is inside {option}, where ftflow "
                                           f"writes: move the source out or choose another {option.split()[0]}"]
     runs = tmp_path / "runs"
