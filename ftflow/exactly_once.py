@@ -100,22 +100,53 @@ def new_owner() -> str:
     return f"{host}:{pid}:{started}:{uuid.uuid4().hex[:8]}"
 
 
+def _take(registry: Registry, kind: str, provider: str, key: str, owner: str, seconds: float) -> bool:
+    """Take the lease if it is free, ran out, or its holder's process is gone; True if `owner` holds it now."""
+    if registry.try_lease(kind, provider, key, owner, seconds):
+        return True
+    holder = registry.lease_holder(kind, provider, key)
+    if holder and owner_is_dead(holder["owner"]):
+        log.warning("%s %s: the lease holder's process is gone; taking over", kind, key[:12])
+        registry.break_lease(kind, provider, key, holder["owner"])
+        return registry.try_lease(kind, provider, key, owner, seconds)
+    return False
+
+
+@contextmanager
+def _renewed(registry: Registry, kind: str, provider: str, key: str, owner: str, seconds: float) -> Iterator[None]:
+    """Keep a taken lease while the body runs: a heartbeat thread renews it every third of its
+    length; it is released at the end (a killed holder's lease runs out, or is broken as dead)."""
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(seconds / 3):
+            try:
+                registry.try_lease(kind, provider, key, owner, seconds)
+            except Exception:  # noqa: BLE001 - a missed renewal is retried on the next beat
+                log.debug("lease renewal failed", exc_info=True)
+
+    beat = threading.Thread(target=heartbeat, name=f"lease-{key[:8]}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        registry.release_lease(kind, provider, key, owner)
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(min(1.0, seconds / 10) * (0.5 + random.random()))
+
+
 @contextmanager
 def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePolicy,
           while_waiting: Callable[[], T | None] = lambda: None) -> Iterator[T | None]:
-    """Hold the lease on (kind, provider, key); yields what `while_waiting` found instead, if anything.
-
-    A heartbeat thread renews the lease every third of its length while the body runs.
-    """
+    """Hold the lease on (kind, provider, key); yields what `while_waiting` found instead, if anything."""
     owner = new_owner()
     deadline = time.monotonic() + policy.lease_wait_seconds
     logged = False
-    while not registry.try_lease(kind, provider, key, owner, policy.lease_seconds):
-        holder = registry.lease_holder(kind, provider, key)
-        if holder and owner_is_dead(holder["owner"]):
-            log.warning("%s %s: the lease holder's process is gone; taking over", kind, key[:12])
-            registry.break_lease(kind, provider, key, holder["owner"])
-            continue
+    while not _take(registry, kind, provider, key, owner, policy.lease_seconds):
         if (found := while_waiting()) is not None:
             yield found
             return
@@ -125,24 +156,36 @@ def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePo
         if time.monotonic() > deadline:
             raise LeaseTimeout(f"{kind} {key[:12]}: another run held the lease for over "
                                f"{policy.lease_wait_seconds:.0f}s")
-        time.sleep(min(1.0, policy.lease_seconds / 10) * (0.5 + random.random()))
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(policy.lease_seconds / 3):
-            try:
-                registry.try_lease(kind, provider, key, owner, policy.lease_seconds)
-            except Exception:  # noqa: BLE001 - a missed renewal is retried on the next beat
-                log.debug("lease renewal failed", exc_info=True)
-
-    beat = threading.Thread(target=heartbeat, name=f"lease-{key[:8]}", daemon=True)
-    beat.start()
-    try:
+        _pause(policy.lease_seconds)
+    with _renewed(registry, kind, provider, key, owner, policy.lease_seconds):
         yield None
-    finally:
-        stop.set()
-        beat.join()
-        registry.release_lease(kind, provider, key, owner)
+
+
+@contextmanager
+def one_of(registry: Registry, kind: str, provider: str, slots: int, *, lease_seconds: float,
+           wait_seconds: float, on_wait: Callable[[int], None] = lambda held: None) -> Iterator[float]:
+    """Hold one of `slots` leases (kind, provider, "0" .. "slots-1"); yields the seconds waited for it.
+
+    While every slot is held by a live process, calls `on_wait(slots held)` once and waits; a
+    slot whose holder died (killed, crashed) is taken over. Raises LeaseTimeout after
+    `wait_seconds`.
+    """
+    owner = new_owner()
+    started = time.monotonic()
+    waiting = False
+    while True:
+        key = next((str(i) for i in range(slots) if _take(registry, kind, provider, str(i), owner, lease_seconds)),
+                   None)
+        if key is not None:
+            break
+        if not waiting:
+            on_wait(slots)
+            waiting = True
+        if time.monotonic() - started > wait_seconds:
+            raise LeaseTimeout(f"{kind}: all {slots} slots stayed taken for over {wait_seconds:.0f}s")
+        _pause(lease_seconds)
+    with _renewed(registry, kind, provider, key, owner, lease_seconds):
+        yield time.monotonic() - started if waiting else 0.0
 
 
 def poll_lookup(lookup: Callable[[], T | None], *, seconds: float, interval: float,

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout, ProviderRefused
-from ftflow.exactly_once import OncePolicy, ensure_once, owner_is_dead
+from ftflow.exactly_once import LeaseTimeout, OncePolicy, ensure_once, one_of, owner_is_dead
 from ftflow.providers import get_provider
 from ftflow.providers.base import (
     RUNNING,
@@ -160,55 +160,38 @@ def waiting_out_quota(provider: Provider, quota: QuotaWait, create: Callable[[],
             delay = min(quota.max_seconds, delay * 2)
 
 
-def job_slot_name(provider: Provider) -> str:
-    """The Prefect global concurrency limit of one backend account: backend and a digest of its identity."""
-    return f"ftflow-jobs-{provider.backend}-{hashlib.sha256(provider.identity.encode()).hexdigest()[:12]}"
-
-
-def ensure_slot_limit(name: str, slots: int) -> tuple[int, int]:
-    """Create or resize the global concurrency limit `name` to `slots`; return (slots in use, slots)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another run may have created it a moment ago
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-            limit = client.read_global_concurrency_limit_by_name(name)
-        if limit.limit != slots:
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
-        return limit.active_slots, slots
-
-
 @contextmanager
 def job_slot(settings: Settings) -> Iterator[None]:
-    """Hold one job slot of the backend account (a Prefect global concurrency limit) inside the block.
+    """Hold one job slot of the backend account inside the block (creating and polling its job).
 
-    The limit is `job_slots`, by default the provider's documented one (OpenAI 3, Azure 1); a
-    provider without one holds nothing. A run that finds every slot taken says so in its log
-    ("waiting for a job slot on <backend>") and waits; a crashed run's slot frees when its
-    lease runs out.
+    There are `job_slots` slots, by default the provider's documented limit (OpenAI 3, Azure 1);
+    a provider without one holds nothing. Slots are leases in the ledger, per account, so every
+    run sharing the registry shares them, and a killed run's slot is taken over as soon as its
+    process is seen gone (or its lease runs out, seen from another machine). A run that finds
+    every slot taken says so in its log ("waiting for a job slot on <backend>") and waits, for
+    `quota_wait_seconds` at most.
     """
-    from prefect.concurrency.sync import concurrency
-
     provider = get_provider(settings)
     slots = settings.job_slots or provider.job_slots
     if slots is None:
         yield
         return
-    name = job_slot_name(provider)
-    in_use, slots = ensure_slot_limit(name, slots)
     logger = run_logger()
-    if in_use >= slots:
-        logger.info("waiting for a job slot on %s: %d of %d in use (Prefect concurrency limit %s)",
-                    provider.backend, in_use, slots, name)
-    started = time.monotonic()
-    with concurrency(name, occupy=1, strict=True):
-        if in_use >= slots:
-            logger.info("got a job slot on %s after waiting %.0f s", provider.backend, time.monotonic() - started)
+
+    def waiting(held: int) -> None:
+        logger.info("waiting for a job slot on %s: %d of %d in use (job_slots)", provider.backend, held, slots)
+
+    with ExitStack() as held:
+        try:
+            waited = held.enter_context(one_of(Registry(settings.registry_url), "job-slot", provider.identity, slots,
+                                               lease_seconds=settings.lease_seconds,
+                                               wait_seconds=settings.quota_wait_seconds, on_wait=waiting))
+        except LeaseTimeout:
+            raise ProviderRefused(f"no job slot on {provider.backend} came free within "
+                                  f"{settings.quota_wait_seconds:g} s (quota_wait_seconds): all {slots} stayed in "
+                                  "use (job_slots)") from None
+        if waited:
+            logger.info("got a job slot on %s after waiting %.0f s", provider.backend, waited)
         yield
 
 

@@ -9,7 +9,15 @@ import time
 
 import pytest
 
-from ftflow.exactly_once import OncePolicy, create_with_retries, ensure_once, new_owner, owner_is_dead
+from ftflow.exactly_once import (
+    LeaseTimeout,
+    OncePolicy,
+    create_with_retries,
+    ensure_once,
+    new_owner,
+    one_of,
+    owner_is_dead,
+)
 
 FAST = OncePolicy(lookup_deadline_seconds=0.5, lookup_interval_seconds=0.05, backoff_seconds=0.01, lease_seconds=2)
 
@@ -126,8 +134,7 @@ def test_permanent_errors_are_not_retried():
 
 
 def test_the_lease_of_a_dead_process_is_taken_over_at_once(registry):
-    dead = subprocess.run([sys.executable, "-c", "from ftflow.exactly_once import new_owner; print(new_owner())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = dead_owner()
     assert owner_is_dead(dead) and not owner_is_dead(new_owner())
     assert registry.try_lease("job", "p", "k", dead, seconds=3600)
     provider = FakeProvider()
@@ -143,6 +150,38 @@ def test_an_expired_lease_of_another_host_is_taken_over(registry):
     assert not registry.try_lease("job", "p", "k", new_owner(), seconds=5)
     time.sleep(2.2)
     assert registry.try_lease("job", "p", "k", new_owner(), seconds=5)
+
+
+def dead_owner() -> str:
+    return subprocess.run([sys.executable, "-c", "from ftflow.exactly_once import new_owner; print(new_owner())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_one_of_n_slots_waits_while_live_runs_hold_them_and_takes_over_a_killed_runs_slot(registry):
+    """Job slots: a run killed while holding one (SIGKILL: no release) must not keep it."""
+    assert registry.try_lease("job-slot", "acct", "0", dead_owner(), seconds=3600)
+    waits: list[int] = []
+    with one_of(registry, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5, on_wait=waits.append) as waited:
+        assert waited == 0.0 and waits == []  # slot 0 was a dead run's: taken over at once
+        with one_of(registry, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5) as second:
+            assert second == 0.0
+            with pytest.raises(LeaseTimeout), one_of(registry, "job-slot", "acct", 2, lease_seconds=5,
+                                                     wait_seconds=0.3, on_wait=waits.append):
+                pass
+            assert waits == [2]  # said once that both slots are in use
+    released: list[float] = []
+
+    def third() -> None:
+        with one_of(registry, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=10) as waited_for:
+            released.append(waited_for)
+
+    with one_of(registry, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=5):
+        waiter = threading.Thread(target=third)
+        waiter.start()
+        time.sleep(0.5)
+        assert released == []  # the one slot is held by a live run: the third waits
+    waiter.join(timeout=10)
+    assert len(released) == 1 and released[0] > 0.3
 
 
 def test_upserts_update_in_place(registry):
