@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-PATH_PREFIXES = ("/files", "/uploads", "/fine_tuning/", "/models", "/chat/completions")
+PATH_PREFIXES = ("/files", "/uploads", "/fine_tuning/", "/models", "/chat/completions", "/moderations")
 NAMED_BY_TESTS = ("ErrorResponse", "CreateFineTuningJobRequest", "FineTuningJob")
 
 
