@@ -97,7 +97,8 @@ def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, quer
     quality = check_quality(split.features_path, totals, suite_parameters(gates, shard_settings.training_context),
                             Path(out_dir), DriftOptions.from_settings(settings, previous=previous_features))
     budget = estimate_budget(split.features_path, settings.model, shard_settings.encoding, count_too_long(results),
-                             gates.n_epochs, gates.max_cost_usd)
+                             gates.n_epochs, gates.max_cost_usd,
+                             {"train": split.train_path, "validation": split.validation_path})
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "supervised", "inputs_sha256": inputs}, moderation=moderated,
                           provider_rules=ruled)

@@ -22,6 +22,7 @@ class ModelInfo:
     encoding: str | None = None  # for models tiktoken does not know (open models)
     dpo_training: float | None = None  # USD per 1M DPO-trained tokens; None: the model takes no DPO
     dpo_training_source: str = ""
+    token_rule: str | None = None  # "gemini": the budget counts Gemini's documented estimate (ftflow/formats/gemini.py)
 
 
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12

@@ -21,12 +21,14 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.formats.gemini import gemini_rules
 from tasks.quarantine import SPLITS, Quarantined, Verdicts, quarantine
 from tasks.reduce import ReduceResult
 
 Rules = Callable[[dict[str, Any]], "tuple[str, str] | None"]
 
-RULES: dict[str, Rules] = {}  # backend -> its rules; a backend absent here has none beyond OpenAI's
+# backend -> its rules; a backend absent here has none beyond OpenAI's
+RULES: dict[str, Rules] = {"vertex": gemini_rules}
 
 
 def rules_for(backend: str) -> Rules | None:
