@@ -78,7 +78,10 @@ class Catalog:
 def base_model_of(model: str) -> str:
     """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI), `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
     -> `gpt-4o-mini-2024-07-18`; `<user>/Meta-Llama-3.1-8B-Instruct-Reference-<suffix>-<id>` (Together)
-    -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`."""
+    -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`;
+    `gemini-2.5-flash@projects/<p>/locations/<l>/endpoints/<e>` (Vertex, ftflow's name) -> `gemini-2.5-flash`."""
+    if "@projects/" in model:
+        return model.split("@", 1)[0]
     if model.startswith("ft:"):
         return model.split(":")[1]
     if ".ft-" in model:

@@ -64,9 +64,9 @@ def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(ve
         == job.id
     assert provider.find_job(request.key).key == request.key
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 60, on_event=lambda e: None)
-    assert done.state == "succeeded" and done.fine_tuned_model.startswith(f"projects/{PROJECT}/locations/")
+    assert done.state == "succeeded" and done.fine_tuned_model.startswith(f"{MODEL}@projects/{PROJECT}/locations/")
     assert done.trained_tokens > 0 and done.hyperparameters == {"n_epochs": 1}
-    reply = provider.chat(done.fine_tuned_model).ask([{"role": "system", "content": "Antworte knapp."},
+    reply = provider.chat(provider.served_as(done.fine_tuned_model)).ask([{"role": "system", "content": "Antworte knapp."},
                                                       {"role": "user", "content": "Frage 3: Wo ist Bestellung AR-3?"}])
     assert json.loads(reply.text) == {"antwort": "Bestellung AR-3 ist unterwegs"} and reply.prompt_tokens > 0
     assert provider.chat(MODEL).ask([{"role": "user", "content": "Hallo"}]).text  # the base model by its name

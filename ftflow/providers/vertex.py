@@ -7,8 +7,9 @@ is created in the project when missing). Cloud Storage does no processing: an ob
 exists is usable. Jobs: `client.tunings` with Vertex's states (table in docs/providers.md).
 Vertex takes no idempotency token: the key lives in the job's **labels**
 (`ftflow-idempotency-key`) and in the ledger, and the lookup lists jobs filtered by that label
-before any create. The tuned model answers `generate_content` on its endpoint
-(`projects/.../endpoints/...`, the job's `fine_tuned_model` here); the base model by its name.
+before any create. The tuned model answers `generate_content` on its endpoint; ftflow names it
+`<base model>@projects/.../endpoints/...` (the job's `fine_tuned_model`), so the base model,
+its prices and the baseline stay known from the name; the base model answers by its name.
 Vertex reports the real billable token count of a finished job (`tuningDataStats`); training
 loss lives in Vertex AI Experiments, not on the job, so the loss curve is left empty.
 Credentials are Google's own (ftflow/client.py), never settings or parameters.
@@ -175,7 +176,7 @@ class VertexProvider(Provider):
         return RemoteJob(
             id=job.name, state=JOB_STATES.get(state, "pending"),
             provider_status=f"{state} ({detail})" if detail else state, model=job.base_model,
-            fine_tuned_model=job.tuned_model.endpoint if succeeded and job.tuned_model else None,
+            fine_tuned_model=f"{job.base_model}@{job.tuned_model.endpoint}" if succeeded and job.tuned_model else None,
             trained_tokens=int(counts.total_billable_token_count) if succeeded and counts and
             counts.total_billable_token_count is not None else None,
             hyperparameters={"n_epochs": int(epochs)} if epochs else {},
@@ -226,6 +227,10 @@ class VertexProvider(Provider):
         self.tuning.tunings.cancel(name=job_id)
 
     # --- serving and errors ----------------------------------------------------------------
+    def served_as(self, model: str) -> str:
+        """A tuned model (`<base>@<endpoint>`) answers on its endpoint; a base model by its name."""
+        return model.split("@", 1)[1] if "@projects/" in model else model
+
     def chat(self, name: str, *, max_retries: int = 5) -> GeminiChat:
         return GeminiChat(self.tuning, name)
 
