@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flows.retrain import retrain
 from ftflow.cli import app
+from ftflow.formats.gemini import TOKEN_RULE
 from tasks.registry import Registry
 from tests.conftest import ROOT
 from tests.test_provider_vertex import vertex_env
@@ -39,6 +40,10 @@ def test_retrain_on_vertex_trains_evaluates_decides_and_records(prefect_server, 
     evaluation = json.loads((tmp_path / "runs" / record["run_id"] / "eval.json").read_text())
     assert len(evaluation["per_example"]["candidate"]) > 0
     assert registry_row(tmp_path, record["run_id"])["backend"] == "vertex"
+    report = json.loads((tmp_path / "runs" / record["run_id"] / "report.json").read_text())
+    assert report["encoding"] == TOKEN_RULE and report["billing_tokens"] > 0  # the budget: Gemini's estimate
+    (job,) = env.service.vertex.store.list("vertex.job")
+    assert record["trained_tokens"] == env.service.vertex.jobs.get(job["_core"])["trained_tokens"] > 0  # the real count
     blobs = list(env.service.vertex.store.list("gcs.object"))
     assert blobs and all(json.loads(env.service.vertex.store.blob_path(b["_blob"]).read_bytes().splitlines()[0])
                          .get("contents") for b in blobs)  # Gemini's format went up, nothing else
