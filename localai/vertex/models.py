@@ -28,8 +28,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import google_crc32c
-
 from localai.chat import ChatBackend
 from localai.common import new_id
 from localai.config import ServiceConfig
@@ -182,6 +180,8 @@ class VertexBackend:
             raise StorageError(400, "Required object name is missing.", reason="required")
         blob = new_id("gcs-")
         self.store.blob_path(blob).write_bytes(content)
+        import google_crc32c  # of google-cloud-storage (the vertex extra); imported where it is used
+
         crc = google_crc32c.Checksum(content).digest()
         generation = str(time.time_ns() // 1000)
         created = rfc3339(time.time())
