@@ -123,7 +123,8 @@ def prepare_preferences(sources: list[str], out_dir: str, settings: Settings) ->
     parameters = {**suite_parameters(gates, shard_settings.training_context), **preference.suite_parameters()}
     quality = check_quality(split.features_path, totals, parameters, Path(out_dir), figures={"preference": figures})
     budget = estimate_preference_budget(split.features_path, settings.model, shard_settings.encoding,
-                                        count_too_long(results), gates.n_epochs, gates.max_cost_usd)
+                                        count_too_long(results), gates.n_epochs, gates.max_cost_usd,
+                                        {"train": split.train_path, "validation": split.validation_path})
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
                           {"method": "dpo", "preference": figures, "inputs_sha256": inputs},
                           provider_rules=ruled)

@@ -86,3 +86,16 @@ def test_the_budget_of_a_gemini_model_counts_the_documented_estimate_and_says_so
     assert budget.tokens["train"] == 3 * 15 and budget.tokens["total"] == 47 and budget.tokens["assistant"] == 16
     assert budget.encoding == TOKEN_RULE and budget.billing_tokens == 90
     assert budget.estimated_cost_usd == round(90 / 1e6 * 5.0, 4)
+
+
+def test_the_preference_budget_of_a_gemini_model_counts_the_documented_estimate(tmp_path):
+    from tasks.preference_shard import estimate_preference_budget
+    from tests.conftest import preference
+
+    train = write_jsonl(tmp_path / "train.jsonl", [preference("x" * 8, "y" * 4, "z" * 12)] * 2)
+    validation = write_jsonl(tmp_path / "validation.jsonl", [preference("x" * 4, "y" * 4, "z" * 4)])
+    budget = estimate_preference_budget.fn(str(tmp_path / "missing.parquet"), "gemini-2.5-flash", "o200k_base", 0,
+                                           1, None, {"train": str(train), "validation": str(validation)})
+    # a pair trains on (input + preferred) and (input + non-preferred): 2 + 1 + 2 + 3 tokens
+    assert budget.tokens["train"] == 2 * 8 and budget.billing_tokens == 16 and budget.encoding == TOKEN_RULE
+    assert budget.tokens["max_example"] == 5 and budget.tokens["input"] == 2 + 2 + 1

@@ -87,6 +87,15 @@ def example_tokens(record: dict[str, Any]) -> int:
     return math.ceil(total / CHARS_PER_TOKEN)
 
 
+def pair_tokens(pair: dict[str, Any]) -> tuple[int, int, int]:
+    """Estimated Gemini tokens of a preference pair's input, preferred and non-preferred output."""
+    def tokens(messages: list[dict[str, Any]]) -> int:
+        return math.ceil(sum(len(text_of(m.get("content"))) for m in messages) / CHARS_PER_TOKEN)
+
+    return (tokens(pair["input"].get("messages", [])), tokens(pair.get("preferred_output", [])),
+            tokens(pair.get("non_preferred_output", [])))
+
+
 def assistant_tokens(record: dict[str, Any]) -> int:
     """Estimated Gemini tokens of what the model learns to say: model turns (a pair: its longer output)."""
     if "input" in record:
