@@ -133,7 +133,8 @@ class VertexProvider(Provider):
             with contextlib.suppress(Conflict):  # made meanwhile (or by a create whose answer was lost)
                 self.gcs.create_bucket(bucket.name, location=self.settings.vertex_location)
         blob = bucket.blob(filename)
-        blob.upload_from_filename(str(path), content_type="application/jsonl")
+        # retry=None: ftflow/exactly_once.py is the one retry layer of creates (the SDK's own would retry for 120 s)
+        blob.upload_from_filename(str(path), content_type="application/jsonl", retry=None)
         return self._file(blob)
 
     def find_file(self, filename: str) -> RemoteFile | None:
