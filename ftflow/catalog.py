@@ -22,6 +22,7 @@ class ModelInfo:
     encoding: str | None = None  # for models tiktoken does not know (open models)
     dpo_training: float | None = None  # USD per 1M DPO-trained tokens; None: the model takes no DPO
     dpo_training_source: str = ""
+    token_rule: str | None = None  # "gemini": the budget counts Gemini's documented estimate (ftflow/formats/gemini.py)
 
 
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12
@@ -77,7 +78,10 @@ class Catalog:
 def base_model_of(model: str) -> str:
     """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI), `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
     -> `gpt-4o-mini-2024-07-18`; `<user>/Meta-Llama-3.1-8B-Instruct-Reference-<suffix>-<id>` (Together)
-    -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`."""
+    -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`;
+    `gemini-2.5-flash@projects/<p>/locations/<l>/endpoints/<e>` (Vertex, ftflow's name) -> `gemini-2.5-flash`."""
+    if "@projects/" in model:
+        return model.split("@", 1)[0]
     if model.startswith("ft:"):
         return model.split(":")[1]
     if ".ft-" in model:

@@ -10,6 +10,9 @@
   control plane with AZURE_MANAGEMENT_TOKEN (an ARM bearer token) at `azure_management_url`.
 - `together`: TOGETHER_API_KEY; the official `together` SDK for files and fine-tunes, and its
   OpenAI-compatible `/v1` for chat.
+- `vertex`: Google's credentials, GOOGLE_OAUTH_ACCESS_TOKEN (a bearer token) else Application
+  Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud); `google-genai` on Vertex AI
+  (vertex_project, vertex_location, vertex_base_url) and `google-cloud-storage` (vertex_storage_url).
 
 Keys come from the environment, or from a Prefect Secret block: FTFLOW_SECRET_BLOCK_PREFIX
 (e.g. `ftflow-`) makes `TOGETHER_API_KEY` the block `ftflow-together-api-key`; the older
@@ -122,3 +125,42 @@ def management_client(settings: Settings) -> Any | None:
         return None
     return httpx.Client(base_url=settings.azure_management_url, headers={"Authorization": f"Bearer {token}"},
                         timeout=settings.request_timeout_seconds)
+
+
+def google_credentials() -> tuple[Any, str]:
+    """(credentials, what they are) for Vertex AI and Cloud Storage: a bearer token, else ADC."""
+    import google.auth
+    import google.oauth2.credentials
+    from google.auth.exceptions import DefaultCredentialsError
+
+    token = secret("GOOGLE_OAUTH_ACCESS_TOKEN")
+    if token:
+        return google.oauth2.credentials.Credentials(token=token), "GOOGLE_OAUTH_ACCESS_TOKEN"
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError:
+        raise ConfigError("backend vertex needs Google credentials: GOOGLE_OAUTH_ACCESS_TOKEN, or Application "
+                          "Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default "
+                          "login)") from None
+    return credentials, "application default credentials"
+
+
+def vertex_clients(settings: Settings) -> tuple[Any, Any, str]:
+    """(`google-genai` client on Vertex AI, `google-cloud-storage` client, what the credentials are)."""
+    try:
+        from google import genai
+        from google.cloud import storage
+        from google.genai import types
+    except ImportError:
+        raise ConfigError("backend vertex needs google-genai and google-cloud-storage: "
+                          "pip install 'ftflow[vertex]'") from None
+    if not settings.vertex_project:
+        raise ConfigError("backend vertex needs a project: vertex_project or GOOGLE_CLOUD_PROJECT")
+    credentials, kind = google_credentials()
+    options = types.HttpOptions(base_url=settings.vertex_base_url,
+                                timeout=int(settings.request_timeout_seconds * 1000))
+    tuning = genai.Client(vertexai=True, project=settings.vertex_project, location=settings.vertex_location,
+                          credentials=credentials, http_options=options)
+    endpoint = {"api_endpoint": settings.vertex_storage_url} if settings.vertex_storage_url else None
+    gcs = storage.Client(project=settings.vertex_project, credentials=credentials, client_options=endpoint)
+    return tuning, gcs, kind

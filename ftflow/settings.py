@@ -39,7 +39,7 @@ DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 PiiMode = Literal["off", "report", "mask"]
 ModerationMode = Literal["off", "report", "reject"]
 SystemPromptMode = Literal["replace", "if-missing"]
-Backend = Literal["local", "openai", "azure", "together"]
+Backend = Literal["local", "openai", "azure", "together", "vertex"]
 AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     )
 
     # provider
-    backend: Backend = Field("local", description="local (the bundled service), openai, azure or together.")
+    backend: Backend = Field("local", description="local (the bundled service), openai, azure, together or vertex.")
     service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
     service_data_dir: Path = _service("data_dir")
     service_seconds_per_1k_tokens: float = _service("seconds_per_1k_tokens")
@@ -170,6 +170,17 @@ class Settings(BaseSettings):
         "https://api.together.xyz", description="Together API base URL without /v1 (TOGETHER_BASE_URL too)."
     )
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
+
+    # vertex
+    vertex_project: str | None = Field(None, description="Google Cloud project of Vertex AI tuning "
+                                       "(GOOGLE_CLOUD_PROJECT too).")
+    vertex_location: str = Field("us-central1", description="Vertex AI region (GOOGLE_CLOUD_LOCATION too).")
+    vertex_bucket: str | None = Field(None, description="Cloud Storage bucket of the training files "
+                                      "(created in the project when missing).")
+    vertex_base_url: str | None = Field(None, description="Vertex AI API URL (the google-genai base_url); "
+                                        "None: Google's regional endpoint.")
+    vertex_storage_url: str | None = Field(None, description="Cloud Storage API URL; None: Google's "
+                                           "(STORAGE_EMULATOR_HOST too).")
 
     # fine-tuning
     suffix: str | None = Field("ftflow", description="Suffix of the fine-tuned model name.")
@@ -282,11 +293,12 @@ SERVICE_SETTINGS = tuple(name for name in ServiceConfig.model_fields if name != 
 # Secrets: read where they are used, never settings; `ftflow config` and run records say only
 # whether each is set.
 SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_MANAGEMENT_TOKEN", "TOGETHER_API_KEY",
-           "FTFLOW_SERVICE_API_KEY")
+           "FTFLOW_SERVICE_API_KEY", "GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 # Settings the providers' SDKs also read from their own variables; FTFLOW_<KEY> wins over those.
 PROVIDER_ENV = {"azure_endpoint": "AZURE_OPENAI_ENDPOINT", "together_base_url": "TOGETHER_BASE_URL",
                 "openai_base_url": "OPENAI_BASE_URL", "openai_organization": "OPENAI_ORG_ID",
-                "openai_project": "OPENAI_PROJECT_ID"}
+                "openai_project": "OPENAI_PROJECT_ID", "vertex_project": "GOOGLE_CLOUD_PROJECT",
+                "vertex_location": "GOOGLE_CLOUD_LOCATION", "vertex_storage_url": "STORAGE_EMULATOR_HOST"}
 # Settings whose command-line option is not simply --<name-with-dashes>.
 CLI_OPTIONS = {
     "out_dir": "--out",

@@ -28,6 +28,7 @@ from localai.moderations import ModerationsBackend
 from localai.store import Store
 from localai.together import TogetherBackend
 from localai.uploads import UploadsBackend
+from localai.vertex import VertexBackend
 
 log = logging.getLogger("localai")
 UNPARSABLE_BODY = (
@@ -66,7 +67,9 @@ class Service:
         # The other providers' dialects: each its own resource with its own state (moto-style).
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
-        self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects()]
+        self.vertex = VertexBackend(config)
+        self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects(),
+                                        *self.vertex.dialects()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 
@@ -76,7 +79,7 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            for jobs in (self.jobs, self.azure.jobs, self.together.jobs):
+            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.vertex.jobs):
                 try:
                     jobs.advance()
                 except Exception:  # jobs fail alone inside advance(); this is the store itself failing
@@ -89,6 +92,7 @@ class Service:
         self.store.close()
         self.azure.store.close()
         self.together.store.close()
+        self.vertex.store.close()
 
 
 def error_response(error: APIError) -> JSONResponse:

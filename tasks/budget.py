@@ -151,6 +151,22 @@ def estimate(
     )
 
 
+def gemini_features(split_paths: dict[str, str]) -> pd.DataFrame:
+    """split / tokens / assistant_tokens of each example, by Gemini's documented estimate."""
+    import orjson
+    import pandas as pd
+
+    from ftflow.formats.gemini import assistant_tokens, example_tokens
+
+    rows = []
+    for name, path in split_paths.items():
+        with open(path, "rb") as f:
+            for line in f:
+                record = orjson.loads(line)
+                rows.append((name, example_tokens(record), assistant_tokens(record)))
+    return pd.DataFrame(rows, columns=["split", "tokens", "assistant_tokens"])
+
+
 @task(name="estimate-budget", cache_policy=RUN_CACHE)
 def estimate_budget(
     features_path: str,
@@ -159,11 +175,20 @@ def estimate_budget(
     over_limit: int,
     n_epochs: int | None,
     max_cost_usd: float | None,
+    split_paths: dict[str, str] | None = None,
 ) -> Budget:
-    """Return the token and cost budget of the prepared training set."""
+    """Return the token and cost budget of the prepared training set.
+
+    A model whose catalogue entry has `token_rule = "gemini"` is counted by Gemini's documented
+    estimate from the split files (`split_paths`: split name -> path), and `encoding` says so."""
     import pandas as pd
 
-    features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
+    if load_catalog().get(model).token_rule == "gemini" and split_paths:
+        from ftflow.formats.gemini import TOKEN_RULE
+
+        features, encoding = gemini_features(split_paths), TOKEN_RULE
+    else:
+        features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
     return estimate(
         features,
         model=model,

@@ -351,11 +351,36 @@ def preference_figures(features_path: str) -> dict[str, Any]:
     return figures_of(pd.read_parquet(features_path)).to_row()
 
 
-@task(name="estimate-preference-budget", cache_policy=RUN_CACHE)
-def estimate_preference_budget(features_path: str, model: str, encoding: str, over_limit: int,
-                               n_epochs: int | None, max_cost_usd: float | None) -> Budget:
-    """Return the token and cost budget of the prepared training pairs."""
+def gemini_pair_features(split_paths: dict[str, str]) -> Any:
+    """The token columns `estimate_preference` reads, of each pair, by Gemini's documented estimate."""
     import pandas as pd
 
-    return estimate_preference(pd.read_parquet(features_path), model=model, encoding=encoding,
+    from ftflow.formats.gemini import pair_tokens
+
+    rows = []
+    for name, path in split_paths.items():
+        with open(path, "rb") as f:
+            for line in f:
+                inp, preferred, non_preferred = pair_tokens(orjson.loads(line))
+                rows.append((name, inp + max(preferred, non_preferred), 2 * inp + preferred + non_preferred, inp,
+                             preferred, non_preferred))
+    return pd.DataFrame(rows, columns=["split", "tokens", "trained_tokens", "input_tokens", "preferred_tokens",
+                                       "non_preferred_tokens"])
+
+
+@task(name="estimate-preference-budget", cache_policy=RUN_CACHE)
+def estimate_preference_budget(features_path: str, model: str, encoding: str, over_limit: int,
+                               n_epochs: int | None, max_cost_usd: float | None,
+                               split_paths: dict[str, str] | None = None) -> Budget:
+    """Return the token and cost budget of the prepared training pairs (a Gemini model: by Gemini's
+    documented estimate from the split files, as `estimate_budget` does)."""
+    import pandas as pd
+
+    if load_catalog().get(model).token_rule == "gemini" and split_paths:
+        from ftflow.formats.gemini import TOKEN_RULE
+
+        features, encoding = gemini_pair_features(split_paths), TOKEN_RULE
+    else:
+        features = pd.read_parquet(features_path)
+    return estimate_preference(features, model=model, encoding=encoding,
                                over_limit=over_limit, n_epochs=n_epochs, max_cost_usd=max_cost_usd)

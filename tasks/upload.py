@@ -82,7 +82,8 @@ def wait_processed(provider: Provider, file_id: str, *, timeout: float, interval
 
 def ensure_uploaded(provider: Provider, registry: Registry, path: Path, *, policy: OncePolicy,
                     timeout: float = 600) -> UploadedFile:
-    """Return the provider file holding exactly this content, uploading it at most once."""
+    """Return the provider file holding exactly this content (in the provider's format), uploading it at most once."""
+    path = provider.rendered(path)
     sha256 = file_sha256(path)
     with provider.explained():
         file, created = ensure_once(

@@ -94,3 +94,42 @@ def wait_together(client, job_id: str, statuses=TOGETHER_DONE, timeout: float = 
         assert job.status not in TOGETHER_DONE, f"job {job_id} ended {job.status}, never {statuses}"
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout}s")
+
+
+PROJECT, LOCATION = "ftflow-test", "us-central1"
+VERTEX_DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
+
+
+def vertex_client(service, key: str | None = None):
+    """`google-genai` on Vertex AI at the service, the key as an OAuth token (as ADC would give one)."""
+    import google.oauth2.credentials
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(vertexai=True, project=PROJECT, location=LOCATION,
+                        credentials=google.oauth2.credentials.Credentials(token=key or service.api_key),
+                        http_options=types.HttpOptions(base_url=f"{root(service)}/vertex/"))
+
+
+def storage_client(service, monkeypatch, key: str | None = None):
+    """`google-cloud-storage` at the service (STORAGE_EMULATOR_HOST), the key as an OAuth token."""
+    import google.oauth2.credentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"{root(service)}/gcs")
+    return storage.Client(project=PROJECT, credentials=google.oauth2.credentials.Credentials(token=key or service.api_key))
+
+
+def wait_vertex(client, name: str, states=VERTEX_DONE, timeout: float = 30.0):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.tunings.get(name=name)
+        state = job.state.value
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in states:
+            return job, seen
+        assert state not in VERTEX_DONE, f"job {name} ended {state}, never {states}"
+        time.sleep(0.03)
+    raise AssertionError(f"job {name} still {seen[-1]} after {timeout}s")

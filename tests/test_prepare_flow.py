@@ -102,8 +102,9 @@ def task_of(run_name: str) -> str:
     return "prepare-shard" if run_name.startswith("prepare-shard-") else run_name.rsplit("-", 1)[0]
 
 
-STEPS = ("clear-outputs", "plan-shards", "fingerprint-inputs", "dedup-and-split", "moderate-examples", "compute-totals",
-         "check-quality", "estimate-budget", "write-report", "enforce-gates", "publish-dataset")
+STEPS = ("clear-outputs", "plan-shards", "fingerprint-inputs", "dedup-and-split", "moderate-examples",
+         "check-provider-rules", "compute-totals", "check-quality", "estimate-budget", "write-report", "enforce-gates",
+         "publish-dataset")
 
 
 def read_recorded_task_runs(state, timeout: float = 30.0):

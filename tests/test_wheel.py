@@ -71,8 +71,9 @@ def link_distributions(names: set[str], target: Path) -> None:
                 (target / top).symlink_to(source)
 
 
-# Imported only when their feature is asked for, from an optional extra (`dask`: --dask-address).
-OPTIONAL_IMPORTS = {"prefect_dask"}
+# Imported only when their feature is asked for, from an optional extra (`dask`: --dask-address;
+# `vertex`: the vertex backend and the service's Vertex and Cloud Storage dialects).
+OPTIONAL_IMPORTS = {"prefect_dask", "google", "google_crc32c"}
 
 
 def third_party_imports() -> set[str]:

@@ -145,8 +145,12 @@ class UploadProgress(Protocol):
 
 
 def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of an SDK error: `status_code` (openai, together), else an int `code` (google-genai,
+    google-api-core)."""
     code = getattr(exc, "status_code", None)
-    return code if isinstance(code, int) else None
+    if not isinstance(code, int):
+        code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -154,6 +158,8 @@ def error_code(exc: BaseException) -> str | None:
     code = getattr(exc, "code", None)
     if isinstance(code, str):
         return code
+    if isinstance(status := getattr(exc, "status", None), str):  # google-genai: the canonical code
+        return status
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -188,7 +194,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
         return True
-    return any(cls.__name__ in ("APIConnectionError", "APITimeoutError", "Timeout", "ServiceUnavailableError")
+    return any(cls.__name__ in ("APIConnectionError", "APITimeoutError", "Timeout", "ServiceUnavailableError",
+                                "ConnectionError", "ChunkedEncodingError", "TransportError")
                for cls in type(exc).__mro__)
 
 
@@ -234,6 +241,11 @@ class Provider(ABC):
     def identity(self) -> str: ...
 
     # --- files -----------------------------------------------------------------------------
+    def rendered(self, path: Path) -> Path:
+        """The file to upload for one of prepare's JSONL files: itself, or its rendering in the provider's
+        format (deterministic, so its sha256 is the content address)."""
+        return path
+
     @abstractmethod
     def upload_file(self, path: Path, filename: str, *, progress: UploadProgress) -> RemoteFile:
         """Send the file's bytes (one request, or resumable parts); returns the new file."""

@@ -1,0 +1,1 @@
+"""Training-file formats other than OpenAI's chat JSONL, rendered at upload by the provider that needs them."""
