@@ -42,9 +42,14 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
     assert record["trained_tokens"] == report["billing_tokens"]
     candidate, baseline = evaluation["models"]["candidate"], evaluation["models"]["baseline"]
     assert candidate["win_rate"] > baseline["win_rate"]
-    assert record["promoted"] is True
-    # the registry holds the method with the run
-    assert Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()[0]["method"] == "dpo"
+    # The simulator's tuned model answers with a training pair's preferred answer: other customers'
+    # facts, which the fact-recall criterion refuses even though it wins more pairs.
+    assert not record["promoted"] and "fact_recall" in record["promotion"]["reasons"][0], record["promotion"]
+    win = [c for c in record["promotion"]["criteria"] if "win_rate" in c["criterion"]]
+    assert win and all(c["verdict"] == "pass" for c in win), record["promotion"]["criteria"]
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    assert registry.list_runs()[0]["method"] == "dpo"  # the registry holds the method with the run
+    registry.promote(record["base_model"], record["fine_tuned_model"], record["run_id"], backend=record["backend"])
     models = CliRunner().invoke(app, ["models"])
     assert models.exit_code == 0 and "dpo" in models.output, models.output
 
