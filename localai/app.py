@@ -12,9 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from localai.aws import AwsBackend
 from localai.azure import AzureBackend
 from localai.chat import ChatBackend
 from localai.config import ServiceConfig
@@ -65,7 +66,9 @@ class Service:
         # The other providers' dialects: each its own resource with its own state (moto-style).
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
-        self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects()]
+        self.aws = AwsBackend(config)
+        self.dialects: list[Dialect] = [
+            Dialect(), *self.azure.dialects(), *self.together.dialects(), *self.aws.dialects()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 
@@ -75,7 +78,7 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            for jobs in (self.jobs, self.azure.jobs, self.together.jobs):
+            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.aws.jobs):
                 try:
                     jobs.advance()
                 except Exception:  # jobs fail alone inside advance(); this is the store itself failing
@@ -88,10 +91,12 @@ class Service:
         self.store.close()
         self.azure.store.close()
         self.together.store.close()
+        self.aws.store.close()
 
 
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def error_response(error: APIError) -> Response:
+    render = getattr(error, "render", None)  # a dialect whose errors are not JSON envelopes (S3's XML)
+    return render() if render else JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 class GatewayMiddleware:
@@ -140,9 +145,15 @@ class GatewayMiddleware:
         dialect = dialect_of(self.service, path)
         if dialect is None:
             return await self.app(scope, receive, send)
-        token = dialect.credential(scope)
-        if token is None or not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
-            return await error_response(dialect.unauthorized(token))(scope, receive, send)
+        if dialect.signed:  # AWS: the signature covers the body, so the body is read first
+            receive, body = await self._buffered(receive)
+            refused = dialect.verify(scope, body, self.service.config.api_key or "")
+            if refused is not None:
+                return await error_response(refused)(scope, receive, send)
+        else:
+            token = dialect.credential(scope)
+            if token is None or not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
+                return await error_response(dialect.unauthorized(token))(scope, receive, send)
         operation = self._operation(scope, dialect)
         if operation is None or operation.startswith("admin."):
             return await self.app(scope, receive, send)
@@ -153,15 +164,15 @@ class GatewayMiddleware:
             status = self.service.faults.server_error_status()
             return await error_response(dialect.server_error(status))(scope, receive, send)
         if fault == "slow":
-            receive = await self._buffered(receive)  # the request is in hand before the client gives up
+            receive, _ = await self._buffered(receive)  # the request is in hand before the client gives up
             await asyncio.sleep(rule.slow_seconds)
         if fault == "lost_response":
             return await self._lose_response(scope, receive, send)
         return await self.app(scope, receive, send)
 
     @staticmethod
-    async def _buffered(receive: Any) -> Any:
-        """Read the whole request body now; replay it to the app later."""
+    async def _buffered(receive: Any) -> tuple[Any, bytes]:
+        """Read the whole request body now; replay it to the app later (and the body's bytes)."""
         messages = []
         while True:
             message = await receive()
@@ -173,7 +184,7 @@ class GatewayMiddleware:
         async def receive_again() -> Message:
             return next(replay, {"type": "http.disconnect"})
 
-        return receive_again
+        return receive_again, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 
     async def _lose_response(self, scope: Scope, receive: Any, send: Any) -> None:
         """Carry the operation out, then break the connection in the middle of the reply."""

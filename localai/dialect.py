@@ -42,6 +42,8 @@ class Dialect:
 
     name = "openai"
     prefixes: tuple[str, ...] = ("/v1/", "/_admin/", "/openapi.json")
+    #: True: requests are signed (AWS SigV4) and `verify` checks them, instead of a bearer key.
+    signed = False
 
     def routers(self) -> Sequence[APIRouter]:
         return [routes.router, routes.admin]
@@ -51,6 +53,10 @@ class Dialect:
 
     def credential(self, scope: Scope) -> str | None:
         return bearer(scope)
+
+    def verify(self, scope: Scope, body: bytes, secret: str) -> APIError | None:
+        """A signed dialect's check of the request's signature (None: signed with `secret`)."""
+        raise NotImplementedError(f"the {self.name} dialect takes a bearer key")
 
     def unauthorized(self, token: str | None) -> APIError:
         if token is None:
