@@ -2,7 +2,8 @@
 
 plan shards -> prepare each shard (extract, normalise, per-example checks, tokens, digests; in
 parallel, one task run per shard) -> de-duplicate and split -> moderation pre-check (report or
-quarantine; tasks/moderation.py) -> GX suites -> budget -> report -> gates -> publish.
+quarantine; tasks/moderation.py) -> the backend's own per-example rules (quarantine;
+tasks/provider_rules.py) -> GX suites -> budget -> report -> gates -> publish.
 train/validation appear in out_dir only after the gates pass.
 With method "dpo" the same steps run on preference pairs (tasks/preference_shard.py): one
 shard per file, pairs de-duplicated and split by conversation, plus the `preference` suite.
@@ -30,6 +31,7 @@ from tasks.preference_shard import (
     prepare_preference_shard_task,
     reduce_preference_shards,
 )
+from tasks.provider_rules import check_provider_rules, rules_backend
 from tasks.quality import DriftOptions, check_quality
 from tasks.reduce import reduce_shards
 from tasks.report import (
@@ -81,21 +83,24 @@ def prepare_examples(sources: list[str], out_dir: str, sql_url: str | None, quer
     # Before any later step: Prefect links inputs to earlier results by identity, and a budget
     # that holds settings.encoding would otherwise show as an input of this digest.
     moderation = ModerationOptions.from_settings(settings)
-    inputs = fingerprint_inputs(plan, shard_settings, gates, moderation=moderation)
+    inputs = fingerprint_inputs(plan, shard_settings, gates, moderation=moderation,
+                                provider_rules=rules_backend(settings.backend))
     shards = prepare_shard_task.map(plan.shards, unmapped(shard_settings), unmapped(work_dir))
     results = shards.result()  # the first shard that failed fails the run, named
     # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
     # them, which it cannot trace from results returned by a worker process.
     split = reduce_shards(shards, staged, out_dir)
     moderated = moderate_examples(split, staged, moderation, work_dir)  # report or quarantine flagged examples
-    split = moderated.split
+    ruled = check_provider_rules(moderated.split, staged, settings.backend)  # quarantine what the backend refuses
+    split = ruled.split
     totals = compute_totals(shards, split)
     quality = check_quality(split.features_path, totals, suite_parameters(gates, shard_settings.training_context),
                             Path(out_dir), DriftOptions.from_settings(settings, previous=previous_features))
     budget = estimate_budget(split.features_path, settings.model, shard_settings.encoding, count_too_long(results),
                              gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "supervised", "inputs_sha256": inputs}, moderation=moderated)
+                          {"method": "supervised", "inputs_sha256": inputs}, moderation=moderated,
+                          provider_rules=ruled)
     gate_and_publish(report, staged, out_dir)
     return report
 
@@ -106,10 +111,12 @@ def prepare_preferences(sources: list[str], out_dir: str, settings: Settings) ->
     shard_settings = PreferenceShardSettings.from_settings(settings)
     staged = clear_previous_outputs(out_dir)
     plan = plan_preference_input(sources)
-    inputs = fingerprint_inputs(plan, shard_settings, gates, preference)  # first, as in prepare
+    inputs = fingerprint_inputs(plan, shard_settings, gates, preference,  # first, as in prepare
+                                provider_rules=rules_backend(settings.backend))
     shards = prepare_preference_shard_task.map(plan.shards, unmapped(shard_settings), unmapped(str(settings.work_dir)))
     results = shards.result()
-    split = reduce_preference_shards(shards, staged, out_dir)
+    ruled = check_provider_rules(reduce_preference_shards(shards, staged, out_dir), staged, settings.backend)
+    split = ruled.split
     totals = compute_totals(shards, split)
     figures = preference_figures(split.features_path)
     parameters = {**suite_parameters(gates, shard_settings.training_context), **preference.suite_parameters()}
@@ -117,7 +124,8 @@ def prepare_preferences(sources: list[str], out_dir: str, settings: Settings) ->
     budget = estimate_preference_budget(split.features_path, settings.model, shard_settings.encoding,
                                         count_too_long(results), gates.n_epochs, gates.max_cost_usd)
     report = write_report(shards, plan.fingerprints, plan.skipped_sources, split, quality, budget, out_dir,
-                          {"method": "dpo", "preference": figures, "inputs_sha256": inputs})
+                          {"method": "dpo", "preference": figures, "inputs_sha256": inputs},
+                          provider_rules=ruled)
     gate_and_publish(report, staged, out_dir)
     return report
 

@@ -22,13 +22,14 @@ from ftflow.settings import Settings
 from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
+from tasks.provider_rules import rules_backend
 from tasks.quality import SUITES
 from tasks.registry import Registry
 from tasks.report import GateOptions
 from tasks.shards import Plan, ShardSettings
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
-DATASET_CODE = ("reduce.py", "report.py", "preference.py")
+DATASET_CODE = ("reduce.py", "report.py", "preference.py", "quarantine.py", "provider_rules.py")
 
 
 def new_run_id() -> str:
@@ -43,11 +44,13 @@ def new_run_id() -> str:
 
 
 def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateOptions,
-                  preference: PreferenceOptions | None = None, moderation: ModerationOptions | None = None) -> str:
+                  preference: PreferenceOptions | None = None, moderation: ModerationOptions | None = None,
+                  provider_rules: str | None = None) -> str:
     """One digest of what a prepared dataset is made of: each source's content (`sources`: path
     -> sha256), the settings and code that shape its examples (`settings.fingerprint()`, the
-    reduce), those that decide its gates (gate options, the suites), and moderation where it
-    removes examples (`reject`; `report` changes no example)."""
+    reduce), those that decide its gates (gate options, the suites), moderation where it
+    removes examples (`reject`; `report` changes no example), and the backend whose rules
+    quarantine examples (`provider_rules`; None: no rules beyond OpenAI's)."""
     here = Path(__file__).resolve().parent
     code = hashlib.sha256()
     for name in DATASET_CODE:
@@ -58,19 +61,22 @@ def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateO
                  "gates": asdict(gates), "preference": asdict(preference) if preference else None}
     if moderation is not None and moderation.mode == "reject":
         described["moderation"] = {"mode": moderation.mode, "model": moderation.model}
+    if provider_rules is not None:
+        described["provider_rules"] = provider_rules
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @task(name="fingerprint-inputs", cache_policy=RUN_CACHE)
 def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
                        preference: PreferenceOptions | None = None,
-                       moderation: ModerationOptions | None = None) -> str | None:
+                       moderation: ModerationOptions | None = None,
+                       provider_rules: str | None = None) -> str | None:
     """Return the digest of what this dataset is made of (`inputs_sha256` in its report); None
     when a source cannot be fingerprinted by its content: a SQL query's rows change without its
     text changing."""
     if any(shard.kind == "sql" for shard in plan.shards):
         return None
-    return inputs_sha256(plan.fingerprints, settings, gates, preference, moderation)
+    return inputs_sha256(plan.fingerprints, settings, gates, preference, moderation, provider_rules)
 
 
 def current_inputs_sha256(sources: list[str], settings: Settings) -> str:
@@ -81,10 +87,12 @@ def current_inputs_sha256(sources: list[str], settings: Settings) -> str:
     if settings.method == "dpo":
         dpo = PreferenceShardSettings.from_settings(settings)
         fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), dpo.extract)
-        return inputs_sha256(fingerprints, dpo, gates, PreferenceOptions.from_settings(settings))
+        return inputs_sha256(fingerprints, dpo, gates, PreferenceOptions.from_settings(settings),
+                             provider_rules=rules_backend(settings.backend))
     shard = ShardSettings.from_settings(settings)
     fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), shard.extract)
-    return inputs_sha256(fingerprints, shard, gates, moderation=ModerationOptions.from_settings(settings))
+    return inputs_sha256(fingerprints, shard, gates, moderation=ModerationOptions.from_settings(settings),
+                         provider_rules=rules_backend(settings.backend))
 
 
 def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:

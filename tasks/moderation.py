@@ -23,27 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import ConfigError
+from tasks.quarantine import SPLITS, quarantine
 from tasks.reduce import ReduceResult
 
 # texts -> for each text, its flagged categories, highest score first (empty: not flagged)
 Classifier = Callable[[list[str]], list[list[str]]]
-SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -164,20 +160,6 @@ def screen(path: Path, classify: Classifier, cache: ModerationCache, model: str,
     return flagged
 
 
-def _rewrite_split(path: Path, drop: set[int]) -> tuple[int, str]:
-    """Write the split file without the lines `drop`; return (lines kept, sha256 of the new file)."""
-    digest, kept = hashlib.sha256(), 0
-    temporary = path.with_suffix(".moderated")
-    with open(path, "rb") as source, open(temporary, "wb") as target:
-        for index, line in enumerate(source):
-            if index not in drop:
-                target.write(line)
-                digest.update(line)
-                kept += 1
-    os.replace(temporary, path)
-    return kept, digest.hexdigest()
-
-
 def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationOptions, classify: Classifier,
                      cache: ModerationCache) -> ModerationResult:
     """Screen train/validation; with `reject`, move the flagged examples into `moderation-rejected.jsonl`."""
@@ -196,30 +178,11 @@ def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationO
     if options.mode != "reject" or not result.flagged:
         return result
 
-    features = pq.read_table(split.features_path)
-    rows = {name: pc.indices_nonzero(pc.equal(features.column("split"), name)).to_pylist() for name in SPLITS}
-    rejected_path = staged_dir / "moderation-rejected.jsonl"
-    drop_rows: set[int] = set()
-    reasons: Counter[str] = Counter()
-    with open(rejected_path, "wb") as out:
-        for name in SPLITS:
-            with open(paths[name], "rb") as source:
-                for index, line in enumerate(source):
-                    if (categories := flagged[name].get(index)) is None:
-                        continue
-                    row = rows[name][index]
-                    drop_rows.add(row)
-                    reasons[f"moderation:{categories[0]}"] += 1
-                    out.write(orjson.dumps({
-                        "source": features.column("source")[row].as_py(), "loc": features.column("loc")[row].as_py(),
-                        "reason": f"moderation:{categories[0]}",
-                        "detail": f"flagged by {options.model}: {', '.join(categories)}",
-                        "record": orjson.loads(line)}) + b"\n")
-    kept = {name: _rewrite_split(paths[name], set(flagged[name])) for name in SPLITS}
-    pq.write_table(features.filter(pa.array([i not in drop_rows for i in range(len(features))])), split.features_path)
-    result.rejected, result.rejected_path = dict(sorted(reasons.items())), str(rejected_path)
-    result.split = replace(split, train=kept["train"][0], validation=kept["validation"][0],
-                           train_sha256=kept["train"][1], validation_sha256=kept["validation"][1])
+    verdicts = {name: {index: (f"moderation:{categories[0]}",
+                               f"flagged by {options.model}: {', '.join(categories)}")
+                       for index, categories in flagged[name].items()} for name in SPLITS}
+    moved = quarantine(split, verdicts, staged_dir / "moderation-rejected.jsonl")
+    result.split, result.rejected, result.rejected_path = moved.split, moved.rejected, moved.rejected_path
     return result
 
 

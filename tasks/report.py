@@ -31,6 +31,7 @@ from tasks.shards import ShardResult
 
 if TYPE_CHECKING:
     from tasks.moderation import ModerationResult
+    from tasks.quarantine import Quarantined
 
 STAGES = ("extract", "quality")  # where a record can be rejected
 OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "duplicates.jsonl", "quality.json",
@@ -147,10 +148,12 @@ def build_report(
     budget: Budget,
     out_dir: Path,
     moderation: ModerationResult | None = None,
+    provider_rules: Quarantined | None = None,
 ) -> dict[str, Any]:
     totals = add_up(results)
     moderated = moderation.rejected if moderation else {}
-    rejected = merge_counts(totals.rejected, moderated)
+    ruled = provider_rules.rejected if provider_rules else {}
+    rejected = merge_counts(totals.rejected, moderated, ruled)
     accounted = split.train + split.validation + sum(rejected.values()) + split.duplicates_removed
     if accounted != totals.records_read:
         # A bug of ours, never bad data: every record must be somewhere.
@@ -165,7 +168,8 @@ def build_report(
         "examples_written": {"train": split.train, "validation": split.validation},
         "rejected": rejected,
         "rejected_by_stage": {**totals.rejected_by_stage,
-                              **({"moderation": moderated} if moderation and moderation.mode == "reject" else {})},
+                              **({"moderation": moderated} if moderation and moderation.mode == "reject" else {}),
+                              **({"provider_rules": ruled} if ruled else {})},
         "duplicates_removed": split.duplicates_removed,
         "trimmed_turns": totals.trimmed_turns,
         "merged_turns": totals.merged_turns,
@@ -261,17 +265,20 @@ def write_report(
     out_dir: str,
     extra: dict[str, Any] | None = None,
     moderation: ModerationResult | None = None,
+    provider_rules: Quarantined | None = None,
 ) -> dict[str, Any]:
     """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order,
-    then those moderation quarantined).
+    then those moderation quarantined, then those the provider rules quarantined).
 
     `extra` adds method-specific fields (the method, preference figures)."""
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
-    quarantined = [Path(moderation.rejected_path)] if moderation and moderation.rejected_path else []
+    quarantined = [Path(stage.rejected_path) for stage in (moderation, provider_rules)
+                   if stage is not None and stage.rejected_path]
     concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
     report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources, split=split,
-                             quality=quality, budget=budget, out_dir=out, moderation=moderation), **(extra or {})}
+                             quality=quality, budget=budget, out_dir=out, moderation=moderation,
+                             provider_rules=provider_rules), **(extra or {})}
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     create_markdown_artifact(
         report_markdown(report),
