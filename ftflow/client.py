@@ -10,6 +10,9 @@
   control plane with AZURE_MANAGEMENT_TOKEN (an ARM bearer token) at `azure_management_url`.
 - `together`: TOGETHER_API_KEY; the official `together` SDK for files and fine-tunes, and its
   OpenAI-compatible `/v1` for chat.
+- `bedrock`: a boto3 session from the AWS default credential chain or `bedrock_profile`; its
+  clients (s3, bedrock, bedrock-runtime) are built by the provider, under `bedrock_endpoint_url`
+  when that is set (the local service).
 
 Keys come from the environment, or from a Prefect Secret block: FTFLOW_SECRET_BLOCK_PREFIX
 (e.g. `ftflow-`) makes `TOGETHER_API_KEY` the block `ftflow-together-api-key`; the older
@@ -111,6 +114,22 @@ def together_client(settings: Settings) -> Any:
 
     return Together(api_key=_required("TOGETHER_API_KEY", "backend together"), base_url=together_base_url(settings),
                     max_retries=2, timeout=settings.request_timeout_seconds)
+
+
+def aws_session(settings: Settings) -> tuple[Any, str]:
+    """(boto3 session, access key id) from the AWS default credential chain, or `bedrock_profile`."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.Session(profile_name=settings.bedrock_profile, region_name=settings.bedrock_region)
+    except ProfileNotFound as exc:
+        raise ConfigError(f"backend bedrock: {exc}") from None
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ConfigError("backend bedrock needs AWS credentials: the default chain (AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role) or bedrock_profile")
+    return session, credentials.access_key
 
 
 def management_client(settings: Settings) -> Any | None:

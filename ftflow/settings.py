@@ -39,7 +39,7 @@ DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 PiiMode = Literal["off", "report", "mask"]
 ModerationMode = Literal["off", "report", "reject"]
 SystemPromptMode = Literal["replace", "if-missing"]
-Backend = Literal["local", "openai", "azure", "together"]
+Backend = Literal["local", "openai", "azure", "together", "bedrock"]
 AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     )
 
     # provider
-    backend: Backend = Field("local", description="local (the bundled service), openai, azure or together.")
+    backend: Backend = Field(
+        "local", description="local (the bundled service), openai, azure, together or bedrock.")
     service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
     service_data_dir: Path = _service("data_dir")
     service_seconds_per_1k_tokens: float = _service("seconds_per_1k_tokens")
@@ -166,6 +167,15 @@ class Settings(BaseSettings):
     together_base_url: str = Field(
         "https://api.together.xyz", description="Together API base URL without /v1 (TOGETHER_BASE_URL too)."
     )
+    # bedrock
+    bedrock_region: str = Field("us-east-1", description="AWS Region of Bedrock and the bucket (Nova: us-east-1).")
+    bedrock_profile: str | None = Field(None, description="AWS profile to use; None: the AWS default credential chain.")
+    bedrock_endpoint_url: str | None = Field(
+        None, description="Root of an AWS stand-in serving /s3, /bedrock, /bedrock-runtime (the local service); "
+        "None: AWS itself.")
+    bedrock_bucket: str | None = Field(None, description="S3 bucket for Bedrock training data and outputs.")
+    bedrock_prefix: str = Field("ftflow/", description="Key prefix of ftflow's objects in bedrock_bucket.")
+    bedrock_role_arn: str | None = Field(None, description="IAM role Bedrock assumes to read and write the bucket.")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 
     # fine-tuning
@@ -279,7 +289,7 @@ SERVICE_SETTINGS = tuple(name for name in ServiceConfig.model_fields if name != 
 # Secrets: read where they are used, never settings; `ftflow config` and run records say only
 # whether each is set.
 SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_MANAGEMENT_TOKEN", "TOGETHER_API_KEY",
-           "FTFLOW_SERVICE_API_KEY")
+           "FTFLOW_SERVICE_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Settings the providers' SDKs also read from their own variables; FTFLOW_<KEY> wins over those.
 PROVIDER_ENV = {"azure_endpoint": "AZURE_OPENAI_ENDPOINT", "together_base_url": "TOGETHER_BASE_URL",
                 "openai_base_url": "OPENAI_BASE_URL", "openai_organization": "OPENAI_ORG_ID",

@@ -21,6 +21,7 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.formats.bedrock import nova_rules
 from tasks.quarantine import SPLITS, Quarantined, Verdicts, quarantine
 from tasks.reduce import ReduceResult
 
@@ -68,3 +69,8 @@ def check_provider_rules(split: ReduceResult, staged_dir: str, backend: str) -> 
                               sum(result.rejected.values()),
                               ", ".join(f"{reason} {n}" for reason, n in result.rejected.items()))
     return result
+
+
+# Bedrock: Nova's rules (reserved strings, first turn user, last assistant), the strictest of its
+# formats, whatever the base model; raw transcripts' "User:"/"Bot:" prefixes are speakers by then.
+RULES["bedrock"] = nova_rules

@@ -5,6 +5,7 @@
     openai    OpenAIProvider (openai.py)  openai                                job metadata
     azure     AzureProvider  (azure.py)   openai: AzureOpenAI (dated) / v1      suffix tag + ledger
     together  TogetherProvider (together.py) together (jobs, files), openai (chat) suffix tag + ledger
+    bedrock   BedrockProvider (bedrock.py) boto3: s3, bedrock, bedrock-runtime   clientRequestToken + ledger
 
 docs/providers.md maps each provider's states onto ftflow's lifecycle.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftflow.client import management_client, openai_client, together_client
+from ftflow.client import aws_session, management_client, openai_client, together_client
 from ftflow.errors import ConfigError
 from ftflow.providers.base import ChatModel, Provider
 from ftflow.settings import Settings
@@ -21,6 +22,10 @@ from ftflow.settings import Settings
 
 def provider_class(backend: str) -> type[Provider]:
     """The implementation of a backend (its class attributes: refusals, job slots, moderation model)."""
+    if backend == "bedrock":
+        from ftflow.providers.bedrock import BedrockProvider
+
+        return BedrockProvider
     if backend == "together":
         from ftflow.providers.together import TogetherProvider
 
@@ -45,6 +50,9 @@ def get_provider(settings: Settings, backend: str | None = None) -> Provider:
     if backend and backend != settings.backend:
         settings = settings.model_copy(update={"backend": backend})
     cls: Any = provider_class(settings.backend)
+    if settings.backend == "bedrock":
+        session, access_key = aws_session(settings)
+        return cls(settings, access_key, session)
     if settings.backend == "together":
         chat, key = openai_client(settings)
         return cls(settings, key, together_client(settings), chat)

@@ -1,0 +1,72 @@
+"""Bedrock's formats rendered from chat examples, and Nova's per-example rules (stable reasons)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftflow.formats.bedrock import format_for, nova_rules, render, to_conversation, to_prompt_completion
+from tasks.extract import DEFAULT_SPEAKERS, parse_transcript
+from tasks.provider_rules import rules_for
+
+
+def example(*turns: tuple[str, str]) -> dict:
+    return {"messages": [{"role": role, "content": content} for role, content in turns]}
+
+
+def test_nova_conversation_moves_system_out_and_wraps_text():
+    record = to_conversation(example(("system", "Antworte als JSON."), ("user", "Wo ist AR-1?"),
+                                     ("assistant", '{"antwort": "unterwegs"}')))
+    assert record == {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Antworte als JSON."}],
+                      "messages": [{"role": "user", "content": [{"text": "Wo ist AR-1?"}]},
+                                   {"role": "assistant", "content": [{"text": '{"antwort": "unterwegs"}'}]}]}
+
+
+def test_prompt_completion_takes_the_last_answer_as_completion():
+    single = to_prompt_completion(example(("user", "Wo ist AR-1?"), ("assistant", "unterwegs")))
+    assert single == {"prompt": "Wo ist AR-1?", "completion": "unterwegs"}
+    multi = to_prompt_completion(example(("system", "Sei kurz."), ("user", "Hallo"), ("assistant", "Hallo!"),
+                                         ("user", "Wo ist AR-1?"), ("assistant", "unterwegs")))
+    assert multi == {"prompt": "system: Sei kurz.\nuser: Hallo\nassistant: Hallo!\nuser: Wo ist AR-1?",
+                     "completion": "unterwegs"}
+
+
+def test_render_is_deterministic_and_picks_the_format_by_model():
+    lines = [json.dumps(example(("user", f"Frage {i}"), ("assistant", f"Antwort {i}"))).encode() for i in range(3)]
+    assert format_for("amazon.nova-micro-v1:0:128k") == "conversation"
+    assert format_for("meta.llama3-1-8b-instruct-v1:0:128k") == format_for("amazon.titan-text-express-v1:0:8k") \
+        == "prompt_completion"
+    nova = render(lines, "conversation")
+    assert nova == render(lines, "conversation") and len(nova.splitlines()) == 3
+    assert json.loads(render(lines, "prompt_completion").splitlines()[2]) == {"prompt": "Frage 2",
+                                                                               "completion": "Antwort 2"}
+    assert render([b"\n"], "conversation") == b""
+
+
+@pytest.mark.parametrize(("turns", "reason", "detail"), [
+    ((("user", "Hallo"), ("assistant", "Bot: Hallo!")), "nova_reserved_string", "'Bot:' in message 1 (assistant)"),
+    ((("system", "System: sei nett"), ("user", "Hi"), ("assistant", "Hi")), "nova_reserved_string",
+     "'System:' in message 0 (system)"),
+    ((("user", "Was heißt [EOS]?"), ("assistant", "Ende")), "nova_reserved_string", "'[EOS]' in message 0 (user)"),
+    ((("assistant", "Hallo"), ("user", "Hi"), ("assistant", "Hi")), "nova_first_turn_not_user",
+     "the first turn is assistant"),
+    ((("user", "Hallo"), ("assistant", "Hi"), ("user", "Danke")), "nova_last_turn_not_assistant",
+     "the last turn is user"),
+    ((("user", "Hallo"), ("system", "neu"), ("assistant", "Hi")), "nova_unsupported_role",
+     "a system message (Nova takes system, user and assistant text)"),
+    ((("system", "nur System"),), "nova_first_turn_not_user", "the first turn is missing"),
+])
+def test_nova_rules_name_the_reason_and_the_offending_string(turns, reason, detail):
+    assert nova_rules(example(*turns)) == (reason, detail)
+
+
+def test_nova_rules_pass_clean_examples_and_are_bedrocks_registered_rules():
+    assert nova_rules(example(("system", "Sei kurz."), ("user", "Hallo"), ("assistant", "Hi"))) is None
+    assert rules_for("bedrock") is nova_rules
+
+
+def test_a_raw_transcript_speaking_user_and_bot_becomes_turns_before_the_rules():
+    turns = parse_transcript("User: Wo ist mein Rad?\nBot: Es ist unterwegs.\n", DEFAULT_SPEAKERS)
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert nova_rules({"messages": [{"role": t["role"], "content": t["content"].strip()} for t in turns]}) is None
