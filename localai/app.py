@@ -23,6 +23,7 @@ from localai.dialect import Dialect
 from localai.exceptions import APIError
 from localai.faults import FaultInjector
 from localai.files import FilesBackend
+from localai.fireworks import FireworksBackend
 from localai.jobs import JobsBackend
 from localai.models import ModelsBackend
 from localai.moderations import ModerationsBackend
@@ -67,8 +68,10 @@ class Service:
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
         self.aws = AwsBackend(config)
+        self.fireworks = FireworksBackend(config)
         self.dialects: list[Dialect] = [
-            Dialect(), *self.azure.dialects(), *self.together.dialects(), *self.aws.dialects()]
+            Dialect(), *self.azure.dialects(), *self.together.dialects(), *self.aws.dialects(),
+            *self.fireworks.dialects()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 
@@ -78,7 +81,7 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.aws.jobs):
+            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.aws.jobs, self.fireworks.jobs):
                 try:
                     jobs.advance()
                 except Exception:  # jobs fail alone inside advance(); this is the store itself failing
@@ -92,6 +95,7 @@ class Service:
         self.azure.store.close()
         self.together.store.close()
         self.aws.store.close()
+        self.fireworks.store.close()
 
 
 def error_response(error: APIError) -> Response:

@@ -94,3 +94,11 @@ def wait_together(client, job_id: str, statuses=TOGETHER_DONE, timeout: float = 
         assert job.status not in TOGETHER_DONE, f"job {job_id} ended {job.status}, never {statuses}"
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout}s")
+
+
+def fireworks_client(service, max_retries: int = 0, api_key: str | None = None):
+    """The `fireworks-ai` SDK against the local service's Fireworks dialect (account `ftflow`)."""
+    from fireworks import Fireworks
+
+    return Fireworks(base_url=f"{root(service)}/fireworks", api_key=api_key or service.api_key, account_id="ftflow",
+                     max_retries=max_retries)
