@@ -10,6 +10,8 @@
   control plane with AZURE_MANAGEMENT_TOKEN (an ARM bearer token) at `azure_management_url`.
 - `together`: TOGETHER_API_KEY; the official `together` SDK for files and fine-tunes, and its
   OpenAI-compatible `/v1` for chat.
+- `fireworks`: FIREWORKS_API_KEY; the official `fireworks-ai` SDK for datasets and jobs, and its
+  OpenAI-compatible `/inference/v1` for chat.
 - `bedrock`: a boto3 session from the AWS default credential chain or `bedrock_profile`; its
   clients (s3, bedrock, bedrock-runtime) are built by the provider, under `bedrock_endpoint_url`
   when that is set (the local service).
@@ -97,6 +99,10 @@ def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.O
                                  default_headers={"api-key": key}, max_retries=max_retries, timeout=timeout), key
         return openai.AzureOpenAI(api_key=key, azure_endpoint=endpoint, api_version=settings.azure_api_version,
                                   max_retries=max_retries, timeout=timeout), key
+    if settings.backend == "fireworks":
+        key = _required("FIREWORKS_API_KEY", "backend fireworks")
+        return openai.OpenAI(base_url=f"{settings.fireworks_base_url.rstrip('/')}/inference/v1", api_key=key,
+                             max_retries=max_retries, timeout=timeout), key
     if settings.backend == "together":
         key = _required("TOGETHER_API_KEY", "backend together")
         return openai.OpenAI(base_url=f"{together_base_url(settings)}/v1", api_key=key, max_retries=max_retries,
@@ -114,6 +120,17 @@ def together_client(settings: Settings) -> Any:
 
     return Together(api_key=_required("TOGETHER_API_KEY", "backend together"), base_url=together_base_url(settings),
                     max_retries=2, timeout=settings.request_timeout_seconds)
+
+
+def fireworks_client(settings: Settings) -> tuple[Any, str]:
+    """(the official `fireworks-ai` SDK client, key) for datasets and fine-tuning jobs."""
+    from fireworks import Fireworks
+
+    if not settings.fireworks_account:
+        raise ConfigError("backend fireworks needs fireworks_account (or FIREWORKS_ACCOUNT_ID)")
+    key = _required("FIREWORKS_API_KEY", "backend fireworks")
+    return Fireworks(api_key=key, account_id=settings.fireworks_account, base_url=settings.fireworks_base_url,
+                     max_retries=2, timeout=settings.request_timeout_seconds), key
 
 
 def aws_session(settings: Settings) -> tuple[Any, str]:

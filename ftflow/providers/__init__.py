@@ -6,6 +6,7 @@
     azure     AzureProvider  (azure.py)   openai: AzureOpenAI (dated) / v1      suffix tag + ledger
     together  TogetherProvider (together.py) together (jobs, files), openai (chat) suffix tag + ledger
     bedrock   BedrockProvider (bedrock.py) boto3: s3, bedrock, bedrock-runtime   clientRequestToken + ledger
+    fireworks FireworksProvider (fireworks.py) fireworks-ai (datasets, jobs), openai (chat) job id + ledger
 
 docs/providers.md maps each provider's states onto ftflow's lifecycle.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftflow.client import aws_session, management_client, openai_client, together_client
+from ftflow.client import aws_session, fireworks_client, management_client, openai_client, together_client
 from ftflow.errors import ConfigError
 from ftflow.providers.base import ChatModel, Provider
 from ftflow.settings import Settings
@@ -22,6 +23,10 @@ from ftflow.settings import Settings
 
 def provider_class(backend: str) -> type[Provider]:
     """The implementation of a backend (its class attributes: refusals, job slots, moderation model)."""
+    if backend == "fireworks":
+        from ftflow.providers.fireworks import FireworksProvider
+
+        return FireworksProvider
     if backend == "bedrock":
         from ftflow.providers.bedrock import BedrockProvider
 
@@ -53,6 +58,9 @@ def get_provider(settings: Settings, backend: str | None = None) -> Provider:
     if settings.backend == "bedrock":
         session, access_key = aws_session(settings)
         return cls(settings, access_key, session)
+    if settings.backend == "fireworks":
+        client, key = fireworks_client(settings)
+        return cls(settings, key, client, openai_client(settings)[0])
     if settings.backend == "together":
         chat, key = openai_client(settings)
         return cls(settings, key, together_client(settings), chat)

@@ -225,8 +225,10 @@ class BedrockProvider(Provider):
         }
         if spec.validation_file:
             arguments["validationDataConfig"] = {"validators": [{"s3Uri": spec.validation_file}]}
-        arn = self.creator.create_model_customization_job(**arguments)["jobArn"]
-        return self._job(self.bedrock.get_model_customization_job(jobIdentifier=arn))
+        answer = self.creator.create_model_customization_job(**arguments)
+        if "jobArn" not in answer:  # botocore parses a cut-off body into {"message": <the fragment>}
+            raise LostAnswer(f"Bedrock's answer to creating job {name} was cut off: {answer}")
+        return self._job(self.bedrock.get_model_customization_job(jobIdentifier=answer["jobArn"]))
 
     def list_jobs(self, key: str) -> list[RemoteJob]:
         found = self.bedrock.list_model_customization_jobs(nameContains=key)["modelCustomizationJobSummaries"]
@@ -294,7 +296,8 @@ class BedrockProvider(Provider):
         if self.refusal(exc) is not None:
             return "permanent"
         if status is None:
-            return "unknown" if is_connection_error(exc) or _botocore_connection(exc) else "permanent"
+            lost = isinstance(exc, LostAnswer) or is_connection_error(exc) or _botocore_connection(exc)
+            return "unknown" if lost else "permanent"
         if status == 429 or aws_code(exc) == "ThrottlingException":
             return "not_done"
         return "unknown" if status >= 500 else "permanent"
@@ -303,9 +306,16 @@ class BedrockProvider(Provider):
         code, status = aws_code(exc), aws_status(exc)
         if code in self.refusals:
             return ProviderRefused(f"{self.refusals[code]} (provider said: {aws_message(exc)})")
+        if code == "ValidationException" and "does not support customization" in aws_message(exc):
+            return ProviderRefused(f"Bedrock cannot customize this model in {self.settings.bedrock_region}; pick "
+                                   f"another --model (provider said: {aws_message(exc)})")
         if status == 403:
             return ProviderRefused(f"AWS refused the request (403 {code}): {aws_message(exc)}")
         return None
+
+
+class LostAnswer(ProviderError):
+    """A create whose answer did not arrive whole: it may have been carried out (looked up by its key)."""
 
 
 def _texts(record: Any) -> Iterator[str]:
