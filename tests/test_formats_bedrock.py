@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from ftflow.formats.bedrock import format_for, nova_rules, render, to_conversation, to_prompt_completion
+from ftflow.formats.bedrock import (
+    NOVA_REASONS,
+    format_for,
+    nova_rules,
+    render,
+    to_conversation,
+    to_prompt_completion,
+)
 from tasks.extract import DEFAULT_SPEAKERS, parse_transcript
 from tasks.provider_rules import rules_for
 
@@ -59,6 +66,11 @@ def test_render_is_deterministic_and_picks_the_format_by_model():
 ])
 def test_nova_rules_name_the_reason_and_the_offending_string(turns, reason, detail):
     assert nova_rules(example(*turns)) == (reason, detail)
+
+
+def test_every_nova_reason_has_a_case():
+    cases = test_nova_rules_name_the_reason_and_the_offending_string.pytestmark[0].args[1]
+    assert {reason for _, reason, _ in cases} == NOVA_REASONS
 
 
 def test_nova_rules_pass_clean_examples_and_are_bedrocks_registered_rules():

@@ -23,6 +23,9 @@ from typing import Any, Literal
 SCHEMA_VERSION = "bedrock-conversation-2024"
 RESERVED = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
 Format = Literal["conversation", "prompt_completion"]
+# The reasons `nova_rules` gives (documented in docs/rejections.md).
+NOVA_REASONS = frozenset({"nova_reserved_string", "nova_unsupported_role", "nova_first_turn_not_user",
+                          "nova_last_turn_not_assistant"})
 
 
 def format_for(model: str) -> Format:
