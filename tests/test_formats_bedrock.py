@@ -82,3 +82,32 @@ def test_a_raw_transcript_speaking_user_and_bot_becomes_turns_before_the_rules()
     turns = parse_transcript("User: Wo ist mein Rad?\nBot: Es ist unterwegs.\n", DEFAULT_SPEAKERS)
     assert [t["role"] for t in turns] == ["user", "assistant"]
     assert nova_rules({"messages": [{"role": t["role"], "content": t["content"].strip()} for t in turns]}) is None
+
+
+@pytest.mark.flow
+def test_prepare_for_bedrock_converts_user_bot_transcripts_and_quarantines_reserved_strings(prefect_server, tmp_path,
+                                                                                            monkeypatch):
+    from typer.testing import CliRunner
+
+    from ftflow.cli import app
+    from tests.conftest import chat, write_jsonl
+
+    monkeypatch.setenv("FTFLOW_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("FTFLOW_BACKEND", "bedrock")
+    monkeypatch.setenv("FTFLOW_MODEL", "amazon.nova-micro-v1:0:128k")
+    examples = [chat(f"Wo ist Bestellung AR-{i}?", f"Bot: AR-{i} ist unterwegs." if i % 10 == 0
+                     else f"AR-{i} ist unterwegs.") for i in range(30)]
+    data = write_jsonl(tmp_path / "data.jsonl", examples)
+    transcripts = tmp_path / "logs"
+    transcripts.mkdir()
+    for i in range(10):
+        (transcripts / f"t{i}.txt").write_text(f"User: Wann kommt Rad R-{i}?\nBot: Rad R-{i} kommt morgen.\n")
+    result = CliRunner().invoke(app, ["prepare", str(data), str(transcripts / "*.txt"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["rejected_by_stage"]["provider_rules"] == {"nova_reserved_string": 3}
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert {r["detail"] for r in rejected} == {"'Bot:' in message 1 (assistant)"}
+    kept = [json.loads(line) for name in ("train", "validation")
+            for line in (tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()]
+    assert len(kept) == 37 and not any(nova_rules(example) for example in kept)  # every transcript kept
