@@ -71,8 +71,9 @@ def link_distributions(names: set[str], target: Path) -> None:
                 (target / top).symlink_to(source)
 
 
-# Imported only when their feature is asked for, from an optional extra (`dask`: --dask-address).
-OPTIONAL_IMPORTS = {"prefect_dask"}
+# Imported only when their feature is asked for, from an optional extra (`dask`: --dask-address;
+# `bedrock` and `fireworks`: those backends' SDKs, imported inside their provider modules).
+OPTIONAL_IMPORTS = {"prefect_dask", "boto3", "botocore", "fireworks"}
 
 
 def third_party_imports() -> set[str]:
