@@ -157,3 +157,44 @@ def test_wrong_secret_is_refused_with_403_in_aws_format(local_service, name):
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert error["Error"]["Code"] == ("SignatureDoesNotMatch" if name == "s3" else "InvalidSignatureException")
     assert "signature we calculated does not match" in error["Error"]["Message"]
+
+
+def shape(name: str) -> dict:
+    """A shape of botocore's Bedrock service model as kept in tests/data/bedrock/."""
+    from tests.conftest import ROOT
+
+    return json.loads((ROOT / "tests/data/bedrock/botocore-1.44.18-bedrock.json").read_text())["bedrock"]["shapes"][name]
+
+
+def test_job_shapes_follow_the_service_model_and_agree_with_moto(local_service, monkeypatch):
+    """The emulator's job and summary carry the model's required members and nothing it lacks; moto, an
+    independent emulator, agrees on the required members and on InProgress for a fresh job."""
+    from moto import mock_aws
+
+    s3, bedrock = aws(local_service, "s3"), aws(local_service, "bedrock")
+    s3.create_bucket(Bucket="ftflow")
+    s3.put_object(Bucket="ftflow", Key="train.jsonl", Body=nova_bytes())
+    arn = create(bedrock, "shape-1", "s3://ftflow/train.jsonl", token="tok-1")
+    ours, seen = wait_job(bedrock, arn)
+    job, summary = shape("GetModelCustomizationJobResponse"), shape("ModelCustomizationJobSummary")
+    ours.pop("ResponseMetadata")
+    assert set(job["required"]) <= set(ours) <= set(job["members"])
+    [listed] = bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"]
+    assert set(summary["required"]) <= set(listed) <= set(summary["members"])
+    assert set(seen) <= set(shape("ModelCustomizationJobStatus")["enum"])
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "moto")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "moto")
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="ftflow-data")
+        moto = boto3.client("bedrock", region_name="us-east-1")
+        moto.create_model_customization_job(
+            jobName="shape-1", customModelName="shape-1-model", roleArn=ROLE, baseModelIdentifier=NOVA,
+            trainingDataConfig={"s3Uri": "s3://ftflow-data/train.jsonl"},
+            outputDataConfig={"s3Uri": "s3://ftflow-data/out/"}, clientRequestToken="tok-1")
+        theirs = moto.get_model_customization_job(jobIdentifier="shape-1")  # moto 5.2 finds jobs by name only
+        their_summary = moto.list_model_customization_jobs()["modelCustomizationJobSummaries"][0]
+    assert theirs["status"] == seen[0] == "InProgress"
+    # moto 5.2.6 leaves out validationDataConfig, which the service model requires: ours has all of them.
+    assert set(job["required"]) & set(theirs) == set(job["required"]) - {"validationDataConfig"}
+    assert set(summary["required"]) <= set(their_summary) & set(listed)
