@@ -4,8 +4,9 @@ The service speaks several providers' dialects on one port, as moto emulates sev
 services: OpenAI under `/v1`, Azure OpenAI under `/openai` (and ARM under `/subscriptions`),
 Together under `/together/v1`, AWS under `/s3`, `/bedrock` and `/bedrock-runtime`, Fireworks
 under `/fireworks`. Each dialect says which paths are its own, how a client presents its key
-there (a bearer key, or an AWS SigV4 signature that `verify` checks), and how that provider words the errors the gateway itself answers
-(missing key, wrong key, injected 429s and 5xx, malformed requests). Fault injection then
+there (a bearer key, or an AWS SigV4 signature that `verify` checks), and how that provider
+words the errors the gateway itself answers (missing key, wrong key, injected 429s and 5xx,
+malformed requests). Fault injection then
 works the same in every dialect: operations are the route names of the dialect's routers.
 """
 
