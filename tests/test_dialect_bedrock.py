@@ -198,3 +198,27 @@ def test_job_shapes_follow_the_service_model_and_agree_with_moto(local_service, 
     # moto 5.2.6 leaves out validationDataConfig, which the service model requires: ours has all of them.
     assert set(job["required"]) & set(theirs) == set(job["required"]) - {"validationDataConfig"}
     assert set(summary["required"]) <= set(their_summary) & set(listed)
+
+
+def test_injected_faults_speak_aws(local_service):
+    """A 429 is Bedrock's ThrottlingException, S3's is a 503 SlowDown in XML; boto3 retries a 5xx by itself."""
+    from tests.test_service_faults import set_faults
+
+    s3, bedrock = aws(local_service, "s3"), aws(local_service, "bedrock")
+    s3.create_bucket(Bucket="ftflow")
+    set_faults(local_service, {"bedrock.list_model_customization_jobs": {"rate_limit": 1.0, "retry_after": 0.01},
+                               "s3.list_objects_v2": {"rate_limit": 1.0, "retry_after": 0.01}})
+    with pytest.raises(ClientError) as throttled:
+        bedrock.list_model_customization_jobs()
+    assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+    assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    with pytest.raises(ClientError) as slow:
+        s3.list_objects_v2(Bucket="ftflow")
+    assert slow.value.response["Error"]["Code"] == "SlowDown"
+    set_faults(local_service, {"s3.put_object": {"server_error": 1.0, "max_faults": 1}})
+    retrying = boto3.client("s3", endpoint_url=f"{root(local_service)}/s3", region_name="us-east-1",
+                            aws_access_key_id="AKIDFTFLOW", aws_secret_access_key=local_service.api_key,
+                            config=Config(retries={"max_attempts": 3}, s3={"addressing_style": "path"}))
+    retrying.put_object(Bucket="ftflow", Key="k", Body=b"x")
+    assert local_service.service.faults.injected["s3.put_object:server_error"] == 1
+    assert s3.get_object(Bucket="ftflow", Key="k")["Body"].read() == b"x"
