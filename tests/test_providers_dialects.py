@@ -85,13 +85,8 @@ def test_lifecycle_through_the_providers_sdk(dialect, tmp_path):
         assert ":custom-model-deployment/" in served
     else:
         assert served == done.fine_tuned_model
-    if name in ("bedrock", "fireworks"):  # the neutral chat interface (Bedrock's converse)
-        reply = provider.chat(served).ask([{"role": "user", "content": "Hallo"}])
-        assert reply.text and reply.prompt_tokens > 0
-    else:
-        reply = provider.chat_client().chat.completions.create(model=served,
-                                                               messages=[{"role": "user", "content": "Hallo"}])
-        assert reply.choices[0].message.content
+    reply = provider.chat(served).ask([{"role": "user", "content": "Hallo"}])  # the neutral interface
+    assert reply.text and reply.prompt_tokens > 0
 
 
 FAULT_OPS = {"azure": ("azure.files.create", "azure.fine_tuning.jobs.create"),
