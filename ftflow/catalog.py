@@ -79,9 +79,12 @@ def base_model_of(model: str) -> str:
     """`ft:gpt-4o-mini-2024-07-18:org:suffix:id` (OpenAI), `gpt-4o-mini-2024-07-18.ft-<id>-<suffix>` (Azure)
     -> `gpt-4o-mini-2024-07-18`; `<user>/Meta-Llama-3.1-8B-Instruct-Reference-<suffix>-<id>` (Together)
     -> the catalogue's `meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`;
-    `gemini-2.5-flash@projects/<p>/locations/<l>/endpoints/<e>` (Vertex, ftflow's name) -> `gemini-2.5-flash`."""
+    `gemini-2.5-flash@projects/<p>/locations/<l>/endpoints/<e>` (Vertex, ftflow's name) -> `gemini-2.5-flash`;
+    `arn:aws:bedrock:<region>:<account>:custom-model/<base>/<id>` (Bedrock) -> `<base>`."""
     if "@projects/" in model:
         return model.split("@", 1)[0]
+    if model.startswith("arn:aws:bedrock:") and ":custom-model/" in model:
+        return model.split(":custom-model/", 1)[1].rsplit("/", 1)[0]
     if model.startswith("ft:"):
         return model.split(":")[1]
     if ".ft-" in model:

@@ -276,7 +276,7 @@ def retrain(
     max_cost_usd: Annotated[float | None, typer.Option(help="Budget gate before upload")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's rule)")] = None,
     monthly_requests: Annotated[int | None, typer.Option(help="Volume for the cost case")] = None,
-    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together|bedrock|fireworks")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
     method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
 ) -> None:
@@ -311,7 +311,7 @@ def finetune(
     model: Annotated[str | None, typer.Option(help="Base model")] = None,
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: the n_epochs setting, else the "
                                                       "prepared report's)")] = None,
-    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together")] = None,
+    backend: Annotated[str | None, typer.Option(help="local|openai|azure|together|bedrock|fireworks")] = None,
     force: Annotated[bool, typer.Option(help="Start a new job even if one exists for this data")] = False,
     method: Annotated[str | None, typer.Option(help="supervised|dpo (as the folder was prepared)")] = None,
 ) -> None:

@@ -13,6 +13,11 @@
 - `vertex`: Google's credentials, GOOGLE_OAUTH_ACCESS_TOKEN (a bearer token) else Application
   Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud); `google-genai` on Vertex AI
   (vertex_project, vertex_location, vertex_base_url) and `google-cloud-storage` (vertex_storage_url).
+- `fireworks`: FIREWORKS_API_KEY; the official `fireworks-ai` SDK for datasets and jobs, and its
+  OpenAI-compatible `/inference/v1` for chat.
+- `bedrock`: a boto3 session from the AWS default credential chain or `bedrock_profile`; its
+  clients (s3, bedrock, bedrock-runtime) are built by the provider, under `bedrock_endpoint_url`
+  when that is set (the local service).
 
 Keys come from the environment, or from a Prefect Secret block: FTFLOW_SECRET_BLOCK_PREFIX
 (e.g. `ftflow-`) makes `TOGETHER_API_KEY` the block `ftflow-together-api-key`; the older
@@ -97,6 +102,10 @@ def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.O
                                  default_headers={"api-key": key}, max_retries=max_retries, timeout=timeout), key
         return openai.AzureOpenAI(api_key=key, azure_endpoint=endpoint, api_version=settings.azure_api_version,
                                   max_retries=max_retries, timeout=timeout), key
+    if settings.backend == "fireworks":
+        key = _required("FIREWORKS_API_KEY", "backend fireworks")
+        return openai.OpenAI(base_url=f"{settings.fireworks_base_url.rstrip('/')}/inference/v1", api_key=key,
+                             max_retries=max_retries, timeout=timeout), key
     if settings.backend == "together":
         key = _required("TOGETHER_API_KEY", "backend together")
         return openai.OpenAI(base_url=f"{together_base_url(settings)}/v1", api_key=key, max_retries=max_retries,
@@ -114,6 +123,33 @@ def together_client(settings: Settings) -> Any:
 
     return Together(api_key=_required("TOGETHER_API_KEY", "backend together"), base_url=together_base_url(settings),
                     max_retries=2, timeout=settings.request_timeout_seconds)
+
+
+def fireworks_client(settings: Settings) -> tuple[Any, str]:
+    """(the official `fireworks-ai` SDK client, key) for datasets and fine-tuning jobs."""
+    from fireworks import Fireworks
+
+    if not settings.fireworks_account:
+        raise ConfigError("backend fireworks needs fireworks_account (or FIREWORKS_ACCOUNT_ID)")
+    key = _required("FIREWORKS_API_KEY", "backend fireworks")
+    return Fireworks(api_key=key, account_id=settings.fireworks_account, base_url=settings.fireworks_base_url,
+                     max_retries=2, timeout=settings.request_timeout_seconds), key
+
+
+def aws_session(settings: Settings) -> tuple[Any, str]:
+    """(boto3 session, access key id) from the AWS default credential chain, or `bedrock_profile`."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.Session(profile_name=settings.bedrock_profile, region_name=settings.bedrock_region)
+    except ProfileNotFound as exc:
+        raise ConfigError(f"backend bedrock: {exc}") from None
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ConfigError("backend bedrock needs AWS credentials: the default chain (AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role) or bedrock_profile")
+    return session, credentials.access_key
 
 
 def management_client(settings: Settings) -> Any | None:

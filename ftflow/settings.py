@@ -39,7 +39,7 @@ DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 PiiMode = Literal["off", "report", "mask"]
 ModerationMode = Literal["off", "report", "reject"]
 SystemPromptMode = Literal["replace", "if-missing"]
-Backend = Literal["local", "openai", "azure", "together", "vertex"]
+Backend = Literal["local", "openai", "azure", "together", "vertex", "bedrock", "fireworks"]
 AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     )
 
     # provider
-    backend: Backend = Field("local", description="local (the bundled service), openai, azure, together or vertex.")
+    backend: Backend = Field(
+        "local", description="local (the bundled service), openai, azure, together, vertex, bedrock or fireworks.")
     service_url: str | None = Field(None, description="URL of a running local service; None: start one.")
     service_data_dir: Path = _service("data_dir")
     service_seconds_per_1k_tokens: float = _service("seconds_per_1k_tokens")
@@ -169,6 +170,19 @@ class Settings(BaseSettings):
     together_base_url: str = Field(
         "https://api.together.xyz", description="Together API base URL without /v1 (TOGETHER_BASE_URL too)."
     )
+    # bedrock
+    bedrock_region: str = Field("us-east-1", description="AWS Region of Bedrock and the bucket (Nova: us-east-1).")
+    bedrock_profile: str | None = Field(None, description="AWS profile to use; None: the AWS default credential chain.")
+    bedrock_endpoint_url: str | None = Field(
+        None, description="Root of an AWS stand-in serving /s3, /bedrock, /bedrock-runtime (the local service); "
+        "None: AWS itself.")
+    bedrock_bucket: str | None = Field(None, description="S3 bucket for Bedrock training data and outputs.")
+    bedrock_prefix: str = Field("ftflow/", description="Key prefix of ftflow's objects in bedrock_bucket.")
+    bedrock_role_arn: str | None = Field(None, description="IAM role Bedrock assumes to read and write the bucket.")
+    # fireworks
+    fireworks_base_url: str = Field(
+        "https://api.fireworks.ai", description="Fireworks API base URL without /v1 (FIREWORKS_BASE_URL too).")
+    fireworks_account: str | None = Field(None, description="Fireworks account id (FIREWORKS_ACCOUNT_ID too).")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one API request.")
 
     # vertex
@@ -293,9 +307,11 @@ SERVICE_SETTINGS = tuple(name for name in ServiceConfig.model_fields if name != 
 # Secrets: read where they are used, never settings; `ftflow config` and run records say only
 # whether each is set.
 SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_MANAGEMENT_TOKEN", "TOGETHER_API_KEY",
-           "FTFLOW_SERVICE_API_KEY", "GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
+           "FTFLOW_SERVICE_API_KEY", "GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",
+           "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FIREWORKS_API_KEY")
 # Settings the providers' SDKs also read from their own variables; FTFLOW_<KEY> wins over those.
 PROVIDER_ENV = {"azure_endpoint": "AZURE_OPENAI_ENDPOINT", "together_base_url": "TOGETHER_BASE_URL",
+                "fireworks_base_url": "FIREWORKS_BASE_URL", "fireworks_account": "FIREWORKS_ACCOUNT_ID",
                 "openai_base_url": "OPENAI_BASE_URL", "openai_organization": "OPENAI_ORG_ID",
                 "openai_project": "OPENAI_PROJECT_ID", "vertex_project": "GOOGLE_CLOUD_PROJECT",
                 "vertex_location": "GOOGLE_CLOUD_LOCATION", "vertex_storage_url": "STORAGE_EMULATOR_HOST"}

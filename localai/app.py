@@ -12,9 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from localai.aws import AwsBackend
 from localai.azure import AzureBackend
 from localai.chat import ChatBackend
 from localai.config import ServiceConfig
@@ -22,6 +23,7 @@ from localai.dialect import Dialect
 from localai.exceptions import APIError
 from localai.faults import FaultInjector
 from localai.files import FilesBackend
+from localai.fireworks import FireworksBackend
 from localai.jobs import JobsBackend
 from localai.models import ModelsBackend
 from localai.moderations import ModerationsBackend
@@ -68,8 +70,11 @@ class Service:
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
         self.vertex = VertexBackend(config)
-        self.dialects: list[Dialect] = [Dialect(), *self.azure.dialects(), *self.together.dialects(),
-                                        *self.vertex.dialects()]
+        self.aws = AwsBackend(config)
+        self.fireworks = FireworksBackend(config)
+        self.dialects: list[Dialect] = [
+            Dialect(), *self.azure.dialects(), *self.together.dialects(), *self.vertex.dialects(),
+            *self.aws.dialects(), *self.fireworks.dialects()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 
@@ -79,7 +84,8 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.vertex.jobs):
+            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.vertex.jobs, self.aws.jobs,
+                         self.fireworks.jobs):
                 try:
                     jobs.advance()
                 except Exception:  # jobs fail alone inside advance(); this is the store itself failing
@@ -93,10 +99,13 @@ class Service:
         self.azure.store.close()
         self.together.store.close()
         self.vertex.store.close()
+        self.aws.store.close()
+        self.fireworks.store.close()
 
 
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def error_response(error: APIError) -> Response:
+    render = getattr(error, "render", None)  # a dialect whose errors are not JSON envelopes (S3's XML)
+    return render() if render else JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 class GatewayMiddleware:
@@ -145,9 +154,15 @@ class GatewayMiddleware:
         dialect = dialect_of(self.service, path)
         if dialect is None:
             return await self.app(scope, receive, send)
-        token = dialect.credential(scope)
-        if token is None or not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
-            return await error_response(dialect.unauthorized(token))(scope, receive, send)
+        if dialect.signed:  # AWS: the signature covers the body, so the body is read first
+            receive, body = await self._buffered(receive)
+            refused = dialect.verify(scope, body, self.service.config.api_key or "")
+            if refused is not None:
+                return await error_response(refused)(scope, receive, send)
+        else:
+            token = dialect.credential(scope)
+            if token is None or not hmac.compare_digest(token.encode(), (self.service.config.api_key or "").encode()):
+                return await error_response(dialect.unauthorized(token))(scope, receive, send)
         operation = self._operation(scope, dialect)
         if operation is None or operation.startswith("admin."):
             return await self.app(scope, receive, send)
@@ -158,15 +173,15 @@ class GatewayMiddleware:
             status = self.service.faults.server_error_status()
             return await error_response(dialect.server_error(status))(scope, receive, send)
         if fault == "slow":
-            receive = await self._buffered(receive)  # the request is in hand before the client gives up
+            receive, _ = await self._buffered(receive)  # the request is in hand before the client gives up
             await asyncio.sleep(rule.slow_seconds)
         if fault == "lost_response":
             return await self._lose_response(scope, receive, send)
         return await self.app(scope, receive, send)
 
     @staticmethod
-    async def _buffered(receive: Any) -> Any:
-        """Read the whole request body now; replay it to the app later."""
+    async def _buffered(receive: Any) -> tuple[Any, bytes]:
+        """Read the whole request body now; replay it to the app later (and the body's bytes)."""
         messages = []
         while True:
             message = await receive()
@@ -178,7 +193,7 @@ class GatewayMiddleware:
         async def receive_again() -> Message:
             return next(replay, {"type": "http.disconnect"})
 
-        return receive_again
+        return receive_again, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 
     async def _lose_response(self, scope: Scope, receive: Any, send: Any) -> None:
         """Carry the operation out, then break the connection in the middle of the reply."""

@@ -2,9 +2,11 @@
 
 The service speaks several providers' dialects on one port, as moto emulates several AWS
 services: OpenAI under `/v1`, Azure OpenAI under `/openai` (and ARM under `/subscriptions`),
-Together under `/together/v1`. Each dialect says which paths are its own, how a client
-presents its key there, and how that provider words the errors the gateway itself answers
-(missing key, wrong key, injected 429s and 5xx, malformed requests). Fault injection then
+Together under `/together/v1`, AWS under `/s3`, `/bedrock` and `/bedrock-runtime`, Fireworks
+under `/fireworks`. Each dialect says which paths are its own, how a client presents its key
+there (a bearer key, or an AWS SigV4 signature that `verify` checks), and how that provider
+words the errors the gateway itself answers (missing key, wrong key, injected 429s and 5xx,
+malformed requests). Fault injection then
 works the same in every dialect: operations are the route names of the dialect's routers.
 """
 
@@ -42,6 +44,8 @@ class Dialect:
 
     name = "openai"
     prefixes: tuple[str, ...] = ("/v1/", "/_admin/", "/openapi.json")
+    #: True: requests are signed (AWS SigV4) and `verify` checks them, instead of a bearer key.
+    signed = False
 
     def routers(self) -> Sequence[APIRouter]:
         return [routes.router, routes.admin]
@@ -51,6 +55,10 @@ class Dialect:
 
     def credential(self, scope: Scope) -> str | None:
         return bearer(scope)
+
+    def verify(self, scope: Scope, body: bytes, secret: str) -> APIError | None:
+        """A signed dialect's check of the request's signature (None: signed with `secret`)."""
+        raise NotImplementedError(f"the {self.name} dialect takes a bearer key")
 
     def unauthorized(self, token: str | None) -> APIError:
         if token is None:

@@ -67,6 +67,7 @@ DEFAULT_SPEAKERS = {
     "assistant": "assistant",
     "ai": "assistant",
     "agent": "assistant",
+    "bot": "assistant",
     "system": "system",
 }
 TRANSCRIPT_SEPARATOR = re.compile(r"^-{3,}\s*$")

@@ -21,14 +21,17 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.formats.bedrock import nova_rules
 from ftflow.formats.gemini import gemini_rules
 from tasks.quarantine import SPLITS, Quarantined, Verdicts, quarantine
 from tasks.reduce import ReduceResult
 
 Rules = Callable[[dict[str, Any]], "tuple[str, str] | None"]
 
-# backend -> its rules; a backend absent here has none beyond OpenAI's
-RULES: dict[str, Rules] = {"vertex": gemini_rules}
+# backend -> its rules; a backend absent here has none beyond OpenAI's. Bedrock: Nova's rules
+# (reserved strings, first turn user, last assistant), the strictest of its formats, whatever
+# the base model; raw transcripts' "User:"/"Bot:" prefixes are speakers by then.
+RULES: dict[str, Rules] = {"vertex": gemini_rules, "bedrock": nova_rules}
 
 
 def rules_for(backend: str) -> Rules | None:
@@ -70,3 +73,4 @@ def check_provider_rules(split: ReduceResult, staged_dir: str, backend: str) -> 
                               sum(result.rejected.values()),
                               ", ".join(f"{reason} {n}" for reason, n in result.rejected.items()))
     return result
+

@@ -133,3 +133,9 @@ def wait_vertex(client, name: str, states=VERTEX_DONE, timeout: float = 30.0):
         assert state not in VERTEX_DONE, f"job {name} ended {state}, never {states}"
         time.sleep(0.03)
     raise AssertionError(f"job {name} still {seen[-1]} after {timeout}s")
+def fireworks_client(service, max_retries: int = 0, api_key: str | None = None):
+    """The `fireworks-ai` SDK against the local service's Fireworks dialect (account `ftflow`)."""
+    from fireworks import Fireworks
+
+    return Fireworks(base_url=f"{root(service)}/fireworks", api_key=api_key or service.api_key, account_id="ftflow",
+                     max_retries=max_retries)

@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.flow, pytest.mark.service]
 SAMPLES = [str(ROOT / "data/raw/*")]
 PROMPT = "Du bist der Alpenrad-Support."
 LLAMA = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+NOVA = "amazon.nova-micro-v1:0:128k"
+FIREWORKS_LLAMA = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 
 
 @pytest.fixture
@@ -37,6 +39,10 @@ def env(local_service, tmp_path, monkeypatch):
         "FTFLOW_AZURE_DEPLOYMENT_SKU": "Standard", "FTFLOW_AZURE_BASELINE_DEPLOYMENT": "gpt-4o-mini-base",
         "FTFLOW_DEPLOY_TIMEOUT_SECONDS": "60",
         "TOGETHER_API_KEY": key, "FTFLOW_TOGETHER_BASE_URL": f"{url}/together",
+        "AWS_ACCESS_KEY_ID": "AKIDFTFLOW", "AWS_SECRET_ACCESS_KEY": key, "FTFLOW_BEDROCK_ENDPOINT_URL": url,
+        "FTFLOW_BEDROCK_BUCKET": "ftflow-data", "FTFLOW_BEDROCK_ROLE_ARN": "arn:aws:iam::000000000000:role/ftflow",
+        "FIREWORKS_API_KEY": key, "FTFLOW_FIREWORKS_BASE_URL": f"{url}/fireworks", "FTFLOW_FIREWORKS_ACCOUNT": "acme",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws"),
     }.items():
         monkeypatch.setenv(name, value)
     return local_service
@@ -174,3 +180,59 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
     assert registry_row(tmp_path, second["run_id"])["backend"] == "together"
     backends = {r["run_id"]: r["backend"] for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
     assert backends == {first["run_id"]: "local", second["run_id"]: "together"}
+
+
+def test_retrain_on_bedrock_trains_nova_deploys_on_demand_and_scores_the_incumbent_on_its_backend(
+        prefect_server, env, tmp_path):
+    """Promote a local model, then retrain on Bedrock (Nova): the data goes to S3 as bedrock-conversation-2024,
+    one job per clientRequestToken, an on-demand deployment answers converse, the incumbent answers through local."""
+    from tests.test_dialect_bedrock import aws
+
+    s3 = aws(env, "s3")
+    s3.create_bucket(Bucket="ftflow-data")
+    runs = str(tmp_path / "runs")
+    first = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT})
+    promote_by_hand(tmp_path, first)
+
+    second = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT, "backend": "bedrock",
+                                         "model": NOVA})
+    assert second["status"] == "succeeded" and second["backend"] == "bedrock"
+    assert ":custom-model/amazon.nova-micro-v1:0:128k/" in second["fine_tuned_model"]
+    models = second["evaluation"]
+    assert models["current"]["model"] == first["fine_tuned_model"] and models["current"]["f1"] > 0.5
+    assert models["candidate"]["examples"] == models["current"]["examples"] > 0
+    assert models["candidate"]["f1"] > models["baseline"]["f1"]
+    assert "promotion" in second and registry_row(tmp_path, second["run_id"])["backend"] == "bedrock"
+
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket="ftflow-data", Prefix="ftflow/")["Contents"]]
+    assert objects and all(k.startswith("ftflow/conversation/ftflow-") for k in objects)
+    record = json.loads(s3.get_object(Bucket="ftflow-data", Key=objects[0])["Body"].read().splitlines()[0])
+    assert record["schemaVersion"] == "bedrock-conversation-2024"
+    jobs = aws(env, "bedrock").list_model_customization_jobs()["modelCustomizationJobSummaries"]
+    assert len(jobs) == 1
+    deployments = aws(env, "bedrock").list_custom_model_deployments()["modelDeploymentSummaries"]
+    assert [d["modelArn"] for d in deployments] in ([second["fine_tuned_model"]], [])  # removed unless promoted
+
+
+def test_retrain_on_fireworks_makes_one_dataset_per_content_and_one_job_per_key(prefect_server, env, tmp_path):
+    """Promote a local model, then retrain on Fireworks: OpenAI-format datasets, one job whose id is the key."""
+    from tests.dialects import fireworks_client
+
+    runs = str(tmp_path / "runs")
+    first = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT})
+    promote_by_hand(tmp_path, first)
+    overrides = {"runs_dir": runs, "system_prompt": PROMPT, "backend": "fireworks", "model": FIREWORKS_LLAMA}
+    second = retrain(SAMPLES, overrides=overrides)
+    assert second["status"] == "succeeded" and second["backend"] == "fireworks"
+    assert second["fine_tuned_model"].startswith("accounts/acme/models/llama-v3p1-8b-instruct-")
+    models = second["evaluation"]
+    assert models["current"]["model"] == first["fine_tuned_model"] and models["current"]["f1"] > 0.5
+    assert models["candidate"]["examples"] == models["current"]["examples"] > 0
+    assert models["candidate"]["f1"] > models["baseline"]["f1"]
+    assert "promotion" in second and registry_row(tmp_path, second["run_id"])["backend"] == "fireworks"
+
+    client = fireworks_client(env)
+    client.account_id = "acme"
+    jobs = client.supervised_fine_tuning_jobs.list().supervised_fine_tuning_jobs
+    assert len(jobs) == 1 and jobs[0].name.rsplit("/", 1)[-1].startswith("ftflow-")
+    assert len(client.datasets.list().datasets) == 2  # train and validation

@@ -72,8 +72,9 @@ def link_distributions(names: set[str], target: Path) -> None:
 
 
 # Imported only when their feature is asked for, from an optional extra (`dask`: --dask-address;
-# `vertex`: the vertex backend and the service's Vertex and Cloud Storage dialects).
-OPTIONAL_IMPORTS = {"prefect_dask", "google", "google_crc32c"}
+# `vertex`: the vertex backend and the service's Vertex and Cloud Storage dialects; `bedrock` and
+# `fireworks`: those backends' SDKs, imported inside their provider modules).
+OPTIONAL_IMPORTS = {"prefect_dask", "google", "google_crc32c", "boto3", "botocore", "fireworks"}
 
 
 def third_party_imports() -> set[str]:

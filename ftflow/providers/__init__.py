@@ -6,6 +6,8 @@
     azure     AzureProvider  (azure.py)   openai: AzureOpenAI (dated) / v1      suffix tag + ledger
     together  TogetherProvider (together.py) together (jobs, files), openai (chat) suffix tag + ledger
     vertex    VertexProvider (vertex.py)  google-genai (tuning, chat), google-cloud-storage  labels + ledger
+    bedrock   BedrockProvider (bedrock.py) boto3: s3, bedrock, bedrock-runtime   clientRequestToken + ledger
+    fireworks FireworksProvider (fireworks.py) fireworks-ai (datasets, jobs), openai (chat) job id + ledger
 
 docs/providers.md maps each provider's states onto ftflow's lifecycle.
 """
@@ -14,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftflow.client import management_client, openai_client, together_client, vertex_clients
+from ftflow.client import (
+    aws_session,
+    fireworks_client,
+    management_client,
+    openai_client,
+    together_client,
+    vertex_clients,
+)
 from ftflow.errors import ConfigError
 from ftflow.providers.base import ChatModel, Provider
 from ftflow.settings import Settings
@@ -26,6 +35,14 @@ def provider_class(backend: str) -> type[Provider]:
         from ftflow.providers.vertex import VertexProvider
 
         return VertexProvider
+    if backend == "fireworks":
+        from ftflow.providers.fireworks import FireworksProvider
+
+        return FireworksProvider
+    if backend == "bedrock":
+        from ftflow.providers.bedrock import BedrockProvider
+
+        return BedrockProvider
     if backend == "together":
         from ftflow.providers.together import TogetherProvider
 
@@ -53,6 +70,12 @@ def get_provider(settings: Settings, backend: str | None = None) -> Provider:
     if settings.backend == "vertex":
         tuning, gcs, credentials = vertex_clients(settings)
         return cls(settings, credentials, tuning, gcs)
+    if settings.backend == "bedrock":
+        session, access_key = aws_session(settings)
+        return cls(settings, access_key, session)
+    if settings.backend == "fireworks":
+        client, key = fireworks_client(settings)
+        return cls(settings, key, client, openai_client(settings)[0])
     if settings.backend == "together":
         chat, key = openai_client(settings)
         return cls(settings, key, together_client(settings), chat)

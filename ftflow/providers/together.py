@@ -63,7 +63,7 @@ class TogetherProvider(Provider):
         super().__init__(settings, api_key)
         self.client = client
         self.creator = client.with_options(max_retries=0)
-        self.chat = chat
+        self.chat_api = chat  # not `chat`: that is Provider.chat, the neutral chat interface
 
     @property
     def identity(self) -> str:
@@ -162,7 +162,7 @@ class TogetherProvider(Provider):
 
     # --- serving and errors ----------------------------------------------------------------
     def chat_client(self) -> openai.OpenAI:
-        return self.chat
+        return self.chat_api
 
     def refusal(self, exc: BaseException) -> ProviderRefused | None:
         refused = super().refusal(exc)
