@@ -21,8 +21,8 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ftflow.formats.bedrock import nova_rules
-from ftflow.formats.gemini import gemini_rules
+from ftflow.formats.bedrock import NOVA_REASONS, nova_rules
+from ftflow.formats.gemini import GEMINI_REASONS, gemini_rules
 from tasks.quarantine import SPLITS, Quarantined, Verdicts, quarantine
 from tasks.reduce import ReduceResult
 
@@ -32,6 +32,7 @@ Rules = Callable[[dict[str, Any]], "tuple[str, str] | None"]
 # (reserved strings, first turn user, last assistant), the strictest of its formats, whatever
 # the base model; raw transcripts' "User:"/"Bot:" prefixes are speakers by then.
 RULES: dict[str, Rules] = {"vertex": gemini_rules, "bedrock": nova_rules}
+RULE_REASONS = GEMINI_REASONS | NOVA_REASONS  # every reason a provider's rules give
 
 
 def rules_for(backend: str) -> Rules | None:

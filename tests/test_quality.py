@@ -79,10 +79,10 @@ def test_each_reason_rejects_its_example(reason, example):
 def test_every_reason_is_tested_and_documented():
     assert set(BAD_EXAMPLES) | RECORD_LEVEL == set(REASONS)
     doc = (ROOT / "docs" / "rejections.md").read_text()
-    from ftflow.formats.bedrock import NOVA_REASONS
     from tasks.preference import PAIR_REASONS
+    from tasks.provider_rules import RULE_REASONS
 
-    assert set(re.findall(r"^\| `([a-z_0-9]+)` \|", doc, re.M)) == set(REASONS) | set(PAIR_REASONS) | NOVA_REASONS
+    assert set(re.findall(r"^\| `([a-z_0-9]+)` \|", doc, re.M)) == set(REASONS) | set(PAIR_REASONS) | RULE_REASONS
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,10 @@ def assistant_tokens(record: dict[str, Any]) -> int:
                          if m.get("role") == "assistant") / CHARS_PER_TOKEN)
 
 
+# The reasons `gemini_rules` gives (documented in docs/rejections.md).
+GEMINI_REASONS = frozenset({"gemini_tool_calls", "gemini_system_not_first", "gemini_message_weight", "gemini_too_long"})
+
+
 def gemini_rules(record: dict[str, Any]) -> tuple[str, str] | None:
     """Why Vertex would refuse this chat example or preference pair for Gemini tuning, or None."""
     messages = list(record["input"]["messages"]) if "input" in record else list(record.get("messages", []))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,7 @@ class VertexProvider(Provider):
 
     def create_job(self, spec: JobSpec) -> RemoteJob:
         from google.genai import types
+        from google.genai._common import ExperimentalWarning
 
         hyper = spec.hyperparameters
         numbers = {name: hyper[name] for name in ("n_epochs", "learning_rate_multiplier", "beta")
@@ -201,9 +203,12 @@ class VertexProvider(Provider):
             beta=numbers.get("beta") if spec.method == "dpo" else None,
             tuned_model_display_name=f"{spec.suffix or 'ftflow'}-{key_tag(spec.key)}",
             labels={LABEL: spec.key})
-        return self._job(self.tuning.tunings.tune(base_model=spec.model,
-                                                  training_dataset=types.TuningDataset(gcs_uri=spec.training_file),
-                                                  config=config))
+        with warnings.catch_warnings():  # google-genai marks tuning "experimental" on every first call: noise in a run
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            tuned = self.tuning.tunings.tune(base_model=spec.model,
+                                             training_dataset=types.TuningDataset(gcs_uri=spec.training_file),
+                                             config=config)
+        return self._job(tuned)
 
     def list_jobs(self, key: str) -> list[RemoteJob]:
         from google.genai import types
