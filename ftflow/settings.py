@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(
         16 << 20, ge=1024, description="Longest record (line) read, in bytes; a longer one is rejected as too_long."
     )
+    max_record_depth: int = Field(
+        64, ge=1, le=250,
+        description="Deepest nesting of arrays and objects in a record; a deeper one is rejected as too_deep.",
+    )
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
     work_dir: Path = Field(
         Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."

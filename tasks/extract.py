@@ -25,7 +25,6 @@ import csv
 import glob
 import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -45,12 +44,14 @@ from ftflow.reading import (
     BOM,
     READ_ERRORS,
     FaultingReader,
+    JsonRejected,
     JsonScanner,
     ReadFault,
     TooLong,
     read_chunks,
     read_fault,
     read_lines,
+    strict_loads,
 )
 from ftflow.settings import Format, Settings, default
 
@@ -92,6 +93,7 @@ class ExtractOptions:
     query: str | None = None  # a source, not a setting
     batch_size: int = default("batch_size")
     max_record_bytes: int = default("max_record_bytes")
+    max_record_depth: int = default("max_record_depth")
 
     @classmethod
     def from_settings(cls, settings: Settings, sql_url: str | None = None, query: str | None = None) -> ExtractOptions:
@@ -100,7 +102,7 @@ class ExtractOptions:
                    id_column=settings.id_column, order_column=settings.order_column,
                    role_column=settings.role_column, content_column=settings.content_column, sql_url=sql_url,
                    query=query, batch_size=settings.batch_size,
-                   max_record_bytes=settings.max_record_bytes)
+                   max_record_bytes=settings.max_record_bytes, max_record_depth=settings.max_record_depth)
 
 
 @dataclass(frozen=True)
@@ -333,34 +335,6 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-def _key_marks(text: bytes) -> int:
-    """Roughly the keys in a JSON text: quotes followed by a colon, less escaped quotes followed by one."""
-    return text.count(b'":') + text.count(b'" :') - text.count(b'\\":')
-
-
-def duplicate_key(raw: bytes, record: Any) -> str | None:
-    """The first key that appears twice in one object of the JSON text, or None.
-
-    orjson keeps the last value of a repeated key without a word. Counted the same rough way,
-    the text has more keys than the parsed record written back out only if a key repeats (or
-    in rare spellings); only then is the text parsed again with a hook that sees every pair.
-    """
-    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
-        return None
-    repeated: list[str] = []
-
-    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen and not repeated:
-                repeated.append(key)
-            seen.add(key)
-        return dict(pairs)
-
-    json.loads(raw, object_pairs_hook=pairs_hook)
-    return repeated[0] if repeated else None
-
-
 def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
     """One JSON record from its bytes: UTF-8, strict JSON (no lone surrogates), no repeated keys."""
     try:
@@ -368,11 +342,10 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
     except UnicodeDecodeError as exc:
         return Rejection(source, loc, "invalid_utf8", str(exc), raw.decode("utf-8", "replace"))
     try:
-        record = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(source, loc, "invalid_json", str(exc), _printable(text.rstrip("\r\n")))
-    if key := duplicate_key(raw, record):
-        return Rejection(source, loc, "duplicate_key", f"the key {key!r} appears twice in one object", text.strip())
+        record = strict_loads(raw, options.max_record_depth)
+    except JsonRejected as exc:
+        shown = _printable(text.rstrip("\r\n")) if exc.reason == "invalid_json" else text.strip()
+        return Rejection(source, loc, exc.reason, exc.detail, shown)
     return _convert(source, loc, record, options)
 
 

@@ -439,6 +439,21 @@ def test_a_line_over_the_maximum_is_quarantined_as_too_long_with_its_first_bytes
     assert rejected.record == long[:256].decode() and f"{len(long) + 1:,} bytes" in rejected.detail
 
 
+def test_nesting_up_to_max_record_depth_is_kept_and_deeper_is_too_deep(tmp_path):
+    """The limit holds for arrays and objects alike, in any field; the record after is still read."""
+    def nested(depth):  # depth levels: the record, then arrays and objects in turn under its `extra` key
+        value = 1
+        for level in range(depth - 1):
+            value = [value] if level % 2 else {"k": value}
+        return {**chat("q", "a"), "extra": value}
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [nested(8), nested(9), chat("q2", "a2")]) + "\n")
+    got = items([path], max_record_depth=8)
+    assert reasons(got) == [("line 1", "ok"), ("line 2", "too_deep"), ("line 3", "ok")]
+    assert "max_record_depth (8)" in got[1].detail
+
+
 def test_a_gz_of_zeros_is_read_past_as_one_too_long_record(tmp_path):
     """2 MiB of gzip holding 2 GiB of NULs, no newline: one record, quarantined with its length and
     256 bytes; the reading before held the whole line (2.3 GiB) and then wrote it all out again."""

@@ -347,6 +347,24 @@ def build(root: Path) -> list[dict[str, Any]]:
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
     c.cases[-1].update(exit=3, message="dataset.rejected_share: 0.4, expected <= 0.25")
 
+    # --- hostile JSON: nesting, and tool arguments held to the record's own rule ---------------
+    def with_tool_call(arguments: str) -> bytes:
+        return json.dumps({"messages": [
+            {"role": "user", "content": "Wo ist sie?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "track", "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "{}"},
+            {"role": "assistant", "content": "Unterwegs."}]}).encode()
+
+    deep = "[" * 300 + "]" * 300
+    c.with_bad_lines("jsonl_too_deep", [
+        json.dumps(c.chat("deep")).encode()[:-1] + b', "extra": ' + deep.encode() + b"}",  # an unknown key
+        with_tool_call('{"path": ' + deep + "}"),
+    ], "too_deep")
+    c.with_bad_lines("jsonl_tool_arguments_not_strict",
+                     [with_tool_call(a) for a in ('{"x": NaN}', '{"x": Infinity}', '{"x": 1e999}')], "invalid_json")
+    c.with_bad_lines("jsonl_tool_arguments_duplicate_key", [with_tool_call('{"x": 1, "x": 2}')], "duplicate_key")
+
     for case in c.cases:
         assert case["exit"] != 0 or len(case["good"]) >= 10, case["kind"]  # else the train-size gate fails
     (root / "cases.json").write_text(json.dumps(c.cases, indent=1, ensure_ascii=False) + "\n")
