@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import orjson
 
+from ftflow.jsonl import DecompressedTooLarge
+
 BOM = b"\xef\xbb\xbf"
 READ_CHUNK = 1 << 20
 QUOTE = ord('"')
@@ -39,6 +41,8 @@ class ReadFault(Exception):
 
 def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
     """Classify an exception raised while reading a file."""
+    if isinstance(exc, DecompressedTooLarge):
+        return ReadFault("decompressed_too_large", f"{exc}, over max_decompressed_bytes", partial)
     if isinstance(exc, EOFError):
         return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
     if isinstance(exc, gzip.BadGzipFile | zlib.error):

@@ -94,6 +94,7 @@ class ExtractOptions:
     batch_size: int = default("batch_size")
     max_record_bytes: int = default("max_record_bytes")
     max_record_depth: int = default("max_record_depth")
+    max_decompressed_bytes: int = default("max_decompressed_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings, sql_url: str | None = None, query: str | None = None) -> ExtractOptions:
@@ -102,7 +103,8 @@ class ExtractOptions:
                    id_column=settings.id_column, order_column=settings.order_column,
                    role_column=settings.role_column, content_column=settings.content_column, sql_url=sql_url,
                    query=query, batch_size=settings.batch_size,
-                   max_record_bytes=settings.max_record_bytes, max_record_depth=settings.max_record_depth)
+                   max_record_bytes=settings.max_record_bytes, max_record_depth=settings.max_record_depth,
+                   max_decompressed_bytes=settings.max_decompressed_bytes)
 
 
 @dataclass(frozen=True)
@@ -406,7 +408,7 @@ def read_json_lines(
     """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
     source = str(path)
     number = first_line - 1
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
                 if isinstance(raw, TooLong):
@@ -533,7 +535,7 @@ def _read_json(
 ) -> Iterator[Item]:
     source = str(path)
     last = "the start"
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             scanner = JsonScanner(f)
             for item in items(source, scanner, options):
@@ -592,7 +594,7 @@ def read_transcript_file(
 
     block: list[str] = []
     block_start, bad_line, long = first_line, None, None
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
                 if isinstance(raw, TooLong):
@@ -829,7 +831,7 @@ def _has_escapes(value: str) -> bool:
 def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
     csv.field_size_limit(1 << 30)  # a long message is not an error
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         text = io.TextIOWrapper(
             io.BufferedReader(FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )

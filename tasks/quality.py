@@ -50,6 +50,7 @@ REASONS = {
     "truncated_file": "a compressed file cut short: the rest after the last complete record",
     "corrupt_file": "data that cannot be decompressed or decoded: the rest of the file",
     "read_error": "the operating system failed to read the file: the rest of it",
+    "decompressed_too_large": "a compressed file giving out more than max_decompressed_bytes: the rest of it",
     "ragged_row": "a CSV row with more or fewer fields than the header",
     "malformed_row": "a CSV row that is not valid CSV (e.g. a stray or unclosed quote)",
     "missing_turn_order": "a table row without a turn-order value",

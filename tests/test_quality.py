@@ -65,6 +65,7 @@ RECORD_LEVEL = {
     "truncated_file",
     "corrupt_file",
     "read_error",
+    "decompressed_too_large",
     "ragged_row",
     "malformed_row",
     "missing_turn_order",
