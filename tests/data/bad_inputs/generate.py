@@ -342,6 +342,9 @@ def build(root: Path) -> list[dict[str, Any]]:
     tags = c.tags("out_is_a_file")
     c.add("out_is_a_file", {"data.jsonl": b"\n".join(c.lines(tags)) + b"\n"}, good=[], exit=2,
           args=["--out", "{dir}/data.jsonl"], message="is an existing file, not a folder")
+    # /sys is read-only (for root too) or not writable by the user: a read-only mount either way
+    c.add("out_read_only", {"data.jsonl": b"\n".join(c.lines(c.tags("out_read_only"))) + b"\n"}, good=[], exit=2,
+          args=["--out", "/sys/ftflow-out"], message="/sys/ftflow-out")
     c.add("bad_setting", {"data.jsonl": b"\n".join(c.lines(c.tags("bad_setting"))) + b"\n"}, good=[], exit=2,
           args=["--validation-fraction", "1.5"], message="validation_fraction (from --validation-fraction)")
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
