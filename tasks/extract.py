@@ -781,7 +781,8 @@ def _batch_rows(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[t
                 yield f"row {row}", record
                 row += 1
     except (pa.ArrowException, *READ_ERRORS) as exc:
-        fault = read_fault(exc) if isinstance(exc, READ_ERRORS) else ReadFault("corrupt_file", str(exc))
+        from_os = isinstance(exc, READ_ERRORS) and getattr(exc, "errno", None) is not None  # pyarrow's have none
+        fault = read_fault(exc) if from_os else ReadFault("corrupt_file", f"corrupt Parquet data ({exc})")
         yield f"row {row}", RowProblem(fault.reason, f"{fault.detail}; the rest of the file is unreadable",
                                        ends_file=True)
 

@@ -314,6 +314,17 @@ def build(root: Path) -> list[dict[str, Any]]:
     tags = c.tags("parquet_corrupt")
     c.add("parquet_corrupt", {"broken.parquet": b"PAR1" + rng.randbytes(200),
                               "data.jsonl": b"\n".join(c.lines(tags)) + b"\n"}, good=tags, rejected={"corrupt_file": 1})
+    # A Parquet file whose footer is sound but whose content column's data page is overwritten.
+    sink = io.BytesIO()
+    rows = [row for tag in c.tags("page", 2) for row in c.rows(tag)]
+    pq.write_table(pa.table({name: list(values) for name, values in
+                             zip(["conversation_id", "turn", "role", "content"], zip(*rows, strict=True), strict=True)}), sink)
+    page = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.row_group(0).column(3).data_page_offset
+    broken = bytearray(sink.getvalue())
+    broken[page : page + 12] = bytes(b ^ 0x5A for b in broken[page : page + 12])
+    tags = c.tags("parquet_corrupt_page")
+    c.add("parquet_corrupt_page", {"broken.parquet": bytes(broken), "data.jsonl": b"\n".join(c.lines(tags)) + b"\n"},
+          good=tags, rejected={"corrupt_file": 1})
 
     # --- SQL (the database is made by make_special) ----------------------------------------
     sql = ["--sql-url", "sqlite:///{dir}/messages.sqlite", "--query", "SELECT * FROM messages"]
