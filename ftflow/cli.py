@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftflow.errors import FtflowError
+from ftflow.errors import EnvironmentFailure, FtflowError
 from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.prefect_api import prefect_api
 from ftflow.settings import get_settings
@@ -77,9 +77,15 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
     """
     from ftflow.terminal import one_line_errors
 
+    def environment_failures_as_ours() -> T:
+        try:
+            return action()
+        except OSError as exc:  # before one_line_errors, which shows Prefect's tracebacks for other errors
+            raise EnvironmentFailure.from_os_error(exc) from exc
+
     try:
         with one_line_errors():
-            return action()
+            return environment_failures_as_ours()
     except FtflowError as exc:
         print_error(exc)
         raise typer.Exit(exc.exit_code) from None

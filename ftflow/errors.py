@@ -46,6 +46,18 @@ class InputError(FtflowError):
     exit_code = 2
 
 
+class EnvironmentFailure(FtflowError):
+    """Raised when the machine refuses a file operation: a read-only or full disk, a missing or
+    unwritable folder, a file gone while being read. The message names the operation and path."""
+
+    exit_code = 2
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> EnvironmentFailure:
+        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        return cls(f"{exc.strerror or exc}: {where}" if where else f"{exc.strerror or exc}")
+
+
 class ShardFailed(FtflowError):
     """Raised when preparing one shard fails; exits with the code of the error that caused it."""
 

@@ -11,10 +11,34 @@ from typing import IO, Any
 import orjson
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    """Open a file for reading, transparently un-gzipping `.gz` files."""
+class DecompressedTooLarge(OSError):
+    """A compressed file gives out more bytes than the bound set on it."""
+
+
+class BoundedGzipFile(gzip.GzipFile):
+    """A gzip file that raises DecompressedTooLarge once it would give out more than `limit` bytes."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(path, "rb")
+        self.limit, self.given = limit, 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.given += len(data)
+        if self.given > self.limit:
+            raise DecompressedTooLarge(f"it decompresses to more than {self.limit:,} bytes")
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(super().read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(super().read1(size))
+
+
+def open_binary(path: Path, max_decompressed: int | None = None) -> IO[bytes]:
+    """Open a file for reading, transparently un-gzipping `.gz` files (up to max_decompressed bytes)."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return BoundedGzipFile(path, max_decompressed) if max_decompressed else gzip.open(path, "rb")
     return open(path, "rb")
 
 

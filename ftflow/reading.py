@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
+
+from ftflow.jsonl import DecompressedTooLarge
 
 BOM = b"\xef\xbb\xbf"
 READ_CHUNK = 1 << 20
@@ -38,6 +41,8 @@ class ReadFault(Exception):
 
 def read_fault(exc: BaseException, partial: bytes = b"") -> ReadFault:
     """Classify an exception raised while reading a file."""
+    if isinstance(exc, DecompressedTooLarge):
+        return ReadFault("decompressed_too_large", f"{exc}, over max_decompressed_bytes", partial)
     if isinstance(exc, EOFError):
         return ReadFault("truncated_file", f"the compressed data ends early ({exc})", partial)
     if isinstance(exc, gzip.BadGzipFile | zlib.error):
@@ -259,6 +264,74 @@ class JsonScanner:
 
     def rest(self) -> bytes:
         return self.buf[self.pos :]
+
+
+class JsonRejected(Exception):
+    """A JSON text that strict_loads refuses: `reason` is a rejection reason (docs/rejections.md)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _key_marks(text: bytes) -> int:
+    """Roughly the keys in a JSON text: quotes followed by a colon, less escaped quotes followed by one."""
+    return text.count(b'":') + text.count(b'" :') - text.count(b'\\":')
+
+
+def duplicate_key(raw: bytes, record: Any) -> str | None:
+    """The first key that appears twice in one object of the JSON text, or None.
+
+    orjson keeps the last value of a repeated key without a word. Counted the same rough way,
+    the text has more keys than the parsed record written back out only if a key repeats (or
+    in rare spellings); only then is the text parsed again with a hook that sees every pair.
+    """
+    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
+        return None
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen and not repeated:
+                repeated.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(raw, object_pairs_hook=pairs_hook)
+    return repeated[0] if repeated else None
+
+
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether arrays and objects nest more than max_depth levels in value (counted without recursion)."""
+    containers = (list, dict)
+    level = [value] if isinstance(value, containers) else []  # the arrays and objects one level down
+    for _ in range(max_depth):
+        if not level:
+            return False
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, containers)]
+    return bool(level)
+
+
+def strict_loads(raw: bytes | str, max_depth: int) -> Any:
+    """One JSON value by the rule every record and every tool call's `arguments` follow.
+
+    Strict JSON as orjson reads it (no NaN or Infinity, no number that overflows a double, no
+    lone surrogate), no key twice in one object, and at most max_depth nested arrays and
+    objects: deeper data could not be written out again (orjson stops at 255 levels) and
+    would end the whole shard. Raises JsonRejected with the reason.
+    """
+    raw = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise JsonRejected("invalid_json", str(exc)) from None
+    if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
+        raise JsonRejected("too_deep", f"arrays and objects nest more than max_record_depth ({max_depth}) levels")
+    if key := duplicate_key(raw, value):
+        raise JsonRejected("duplicate_key", f"the key {key!r} appears twice in one object")
+    return value
 
 
 class FaultingReader(io.RawIOBase):

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(
         16 << 20, ge=1024, description="Longest record (line) read, in bytes; a longer one is rejected as too_long."
     )
+    max_record_depth: int = Field(
+        64, ge=1, le=250,
+        description="Deepest nesting of arrays and objects in a record; a deeper one is rejected as too_deep.",
+    )
+    max_decompressed_bytes: int = Field(
+        8 << 30, ge=1 << 20,
+        description="Most bytes read from one compressed (.gz) file; the rest is rejected as decompressed_too_large.",
+    )
     out_dir: Path = Field(Path(".ftflow/runs/latest"), description="Where prepare writes.")
     work_dir: Path = Field(
         Path(".ftflow/work"), description="Stored shard results (reused when unchanged); reachable by all workers."

@@ -25,7 +25,6 @@ import csv
 import glob
 import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -45,12 +44,14 @@ from ftflow.reading import (
     BOM,
     READ_ERRORS,
     FaultingReader,
+    JsonRejected,
     JsonScanner,
     ReadFault,
     TooLong,
     read_chunks,
     read_fault,
     read_lines,
+    strict_loads,
 )
 from ftflow.settings import Format, Settings, default
 
@@ -92,6 +93,8 @@ class ExtractOptions:
     query: str | None = None  # a source, not a setting
     batch_size: int = default("batch_size")
     max_record_bytes: int = default("max_record_bytes")
+    max_record_depth: int = default("max_record_depth")
+    max_decompressed_bytes: int = default("max_decompressed_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings, sql_url: str | None = None, query: str | None = None) -> ExtractOptions:
@@ -100,7 +103,8 @@ class ExtractOptions:
                    id_column=settings.id_column, order_column=settings.order_column,
                    role_column=settings.role_column, content_column=settings.content_column, sql_url=sql_url,
                    query=query, batch_size=settings.batch_size,
-                   max_record_bytes=settings.max_record_bytes)
+                   max_record_bytes=settings.max_record_bytes, max_record_depth=settings.max_record_depth,
+                   max_decompressed_bytes=settings.max_decompressed_bytes)
 
 
 @dataclass(frozen=True)
@@ -333,34 +337,6 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-def _key_marks(text: bytes) -> int:
-    """Roughly the keys in a JSON text: quotes followed by a colon, less escaped quotes followed by one."""
-    return text.count(b'":') + text.count(b'" :') - text.count(b'\\":')
-
-
-def duplicate_key(raw: bytes, record: Any) -> str | None:
-    """The first key that appears twice in one object of the JSON text, or None.
-
-    orjson keeps the last value of a repeated key without a word. Counted the same rough way,
-    the text has more keys than the parsed record written back out only if a key repeats (or
-    in rare spellings); only then is the text parsed again with a hook that sees every pair.
-    """
-    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
-        return None
-    repeated: list[str] = []
-
-    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen and not repeated:
-                repeated.append(key)
-            seen.add(key)
-        return dict(pairs)
-
-    json.loads(raw, object_pairs_hook=pairs_hook)
-    return repeated[0] if repeated else None
-
-
 def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
     """One JSON record from its bytes: UTF-8, strict JSON (no lone surrogates), no repeated keys."""
     try:
@@ -368,11 +344,10 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
     except UnicodeDecodeError as exc:
         return Rejection(source, loc, "invalid_utf8", str(exc), raw.decode("utf-8", "replace"))
     try:
-        record = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(source, loc, "invalid_json", str(exc), _printable(text.rstrip("\r\n")))
-    if key := duplicate_key(raw, record):
-        return Rejection(source, loc, "duplicate_key", f"the key {key!r} appears twice in one object", text.strip())
+        record = strict_loads(raw, options.max_record_depth)
+    except JsonRejected as exc:
+        shown = _printable(text.rstrip("\r\n")) if exc.reason == "invalid_json" else text.strip()
+        return Rejection(source, loc, exc.reason, exc.detail, shown)
     return _convert(source, loc, record, options)
 
 
@@ -433,7 +408,7 @@ def read_json_lines(
     """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
     source = str(path)
     number = first_line - 1
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
                 if isinstance(raw, TooLong):
@@ -560,7 +535,7 @@ def _read_json(
 ) -> Iterator[Item]:
     source = str(path)
     last = "the start"
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             scanner = JsonScanner(f)
             for item in items(source, scanner, options):
@@ -619,7 +594,7 @@ def read_transcript_file(
 
     block: list[str] = []
     block_start, bad_line, long = first_line, None, None
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         try:
             for number, raw in numbered_lines(f, start, end, first_line, options.max_record_bytes):
                 if isinstance(raw, TooLong):
@@ -806,7 +781,8 @@ def _batch_rows(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[t
                 yield f"row {row}", record
                 row += 1
     except (pa.ArrowException, *READ_ERRORS) as exc:
-        fault = read_fault(exc) if isinstance(exc, READ_ERRORS) else ReadFault("corrupt_file", str(exc))
+        from_os = isinstance(exc, READ_ERRORS) and getattr(exc, "errno", None) is not None  # pyarrow's have none
+        fault = read_fault(exc) if from_os else ReadFault("corrupt_file", f"corrupt Parquet data ({exc})")
         yield f"row {row}", RowProblem(fault.reason, f"{fault.detail}; the rest of the file is unreadable",
                                        ends_file=True)
 
@@ -856,7 +832,7 @@ def _has_escapes(value: str) -> bool:
 def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
     source = str(path)
     csv.field_size_limit(1 << 30)  # a long message is not an error
-    with open_binary(path) as f:
+    with open_binary(path, options.max_decompressed_bytes) as f:
         text = io.TextIOWrapper(
             io.BufferedReader(FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )

@@ -33,6 +33,7 @@ from prefect.artifacts import create_markdown_artifact
 from ftflow.caching import RUN_CACHE
 from ftflow.encodings import PACKAGED_BPE, special_tokens
 from ftflow.outputs import writing
+from ftflow.reading import JsonRejected, strict_loads
 from ftflow.resources import resource_text
 from ftflow.settings import Settings, default
 from tasks.budget import count_example_tokens
@@ -45,9 +46,11 @@ REASONS = {
     "invalid_utf8": "the line is not valid UTF-8",
     "invalid_json": "the line is not valid JSON",
     "duplicate_key": "a JSON object with the same key twice",
+    "too_deep": "arrays and objects nested deeper than max_record_depth",
     "truncated_file": "a compressed file cut short: the rest after the last complete record",
     "corrupt_file": "data that cannot be decompressed or decoded: the rest of the file",
     "read_error": "the operating system failed to read the file: the rest of it",
+    "decompressed_too_large": "a compressed file giving out more than max_decompressed_bytes: the rest of it",
     "ragged_row": "a CSV row with more or fewer fields than the header",
     "malformed_row": "a CSV row that is not valid CSV (e.g. a stray or unclosed quote)",
     "missing_turn_order": "a table row without a turn-order value",
@@ -139,9 +142,9 @@ def _check_tool_calls(message: dict[str, Any], number: int) -> None:
                 "malformed_tool_calls", f"{where}: each call needs id, function.name, function.arguments"
             )
         try:
-            json.loads(function["arguments"])
-        except ValueError:
-            raise ExampleRejected("malformed_tool_calls", f"{where}: arguments are not valid JSON") from None
+            strict_loads(function["arguments"], default("max_record_depth"))
+        except JsonRejected as exc:
+            raise ExampleRejected(exc.reason, f"{where}: arguments: {exc.detail}") from None
 
 
 def _check_tools(example: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.encodings import get_encoding
-from ftflow.errors import ConfigError, FtflowError, InputError, ShardFailed
+from ftflow.errors import ConfigError, EnvironmentFailure, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
 from ftflow.settings import Settings, default
 from tasks.extract import (
@@ -557,7 +557,8 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
             shutil.rmtree(temporary, ignore_errors=True)
     except Exception as exc:
         shutil.rmtree(temporary, ignore_errors=True)
-        code = exc.exit_code if isinstance(exc, FtflowError) else 1
+        code = (exc.exit_code if isinstance(exc, FtflowError)
+                else EnvironmentFailure.exit_code if isinstance(exc, OSError) else 1)  # e.g. a source deleted
         raise ShardFailed(f"shard {shard.name} ({shard.source}) failed: {exc}", exit_code=code) from exc
     result.directory = str(final)
     return result

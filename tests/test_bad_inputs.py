@@ -118,3 +118,13 @@ def _postgres_table(case, request) -> str:
 
     request.addfinalizer(drop)
     return table
+
+
+@pytest.mark.flow
+def test_an_unwritable_work_dir_is_one_error_line_and_nothing_published(corpus, prefect_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTFLOW_WORK_DIR", "/sys/ftflow-work")  # read-only, for root too
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["prepare", str(corpus / "jsonl_bom" / "data.jsonl"), "--out", str(out)])
+    assert result.exit_code == 2, (result.output, result.stderr, result.exception)
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith("error: ")
+    assert "/sys/ftflow-work" in result.stderr and not out.exists()

@@ -253,7 +253,7 @@ def test_a_read_error_is_quarantined_with_its_reason(tmp_path, monkeypatch):
                 raise OSError(errno.EIO, "Input/output error")
             return super().read1(len(self.getvalue()) - 5)  # all but the end of the last line
 
-    monkeypatch.setattr("tasks.extract.open_binary", lambda p: FailingDisk(p.read_bytes()))
+    monkeypatch.setattr("tasks.extract.open_binary", lambda p, _limit=None: FailingDisk(p.read_bytes()))
     assert reasons(items([path])) == [("line 1", "ok"), ("line 2", "ok"), ("line 3", "read_error")]
 
 
@@ -437,6 +437,33 @@ def test_a_line_over_the_maximum_is_quarantined_as_too_long_with_its_first_bytes
                             ("line 5", "ok")]
     rejected = got[2]
     assert rejected.record == long[:256].decode() and f"{len(long) + 1:,} bytes" in rejected.detail
+
+
+def test_nesting_up_to_max_record_depth_is_kept_and_deeper_is_too_deep(tmp_path):
+    """The limit holds for arrays and objects alike, in any field; the record after is still read."""
+    def nested(depth):  # depth levels: the record, then arrays and objects in turn under its `extra` key
+        value = 1
+        for level in range(depth - 1):
+            value = [value] if level % 2 else {"k": value}
+        return {**chat("q", "a"), "extra": value}
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [nested(8), nested(9), chat("q2", "a2")]) + "\n")
+    got = items([path], max_record_depth=8)
+    assert reasons(got) == [("line 1", "ok"), ("line 2", "too_deep"), ("line 3", "ok")]
+    assert "max_record_depth (8)" in got[1].detail
+
+
+def test_a_gz_stops_at_max_decompressed_bytes_and_the_rest_is_one_rejection(tmp_path):
+    lines = [json.dumps(chat(f"q{i}", f"a{i}")).encode() + b"\n" for i in range(20000)]  # 2 MiB
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    limit = 1 << 20
+    *kept, last = items([path], max_decompressed_bytes=limit)
+    assert {r for _, r in reasons(kept)} == {"ok"} and len(kept) > 5000
+    assert reasons([last]) == [(f"line {len(kept) + 1}", "decompressed_too_large")]
+    assert sum(len(line) for line in lines[: len(kept)]) <= limit and "1,048,576 bytes" in last.detail
+    assert len(items([path], max_decompressed_bytes=len(b"".join(lines)))) == 20000  # exactly at the bound: all
 
 
 def test_a_gz_of_zeros_is_read_past_as_one_too_long_record(tmp_path):

@@ -35,7 +35,13 @@ BAD_EXAMPLES = {
     "malformed_tool_calls": {
         "messages": [
             U,
-            {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": "{oops"}}]},
+            {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"id": 1}}}]},
+        ]
+    },
+    "too_deep": {  # in a tool call's arguments, a JSON string; in the record itself: test_bad_inputs.py
+        "messages": [
+            U,
+            {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": "[" * 65 + "]" * 65}}]},
         ]
     },
     "unknown_tool_call_id": {
@@ -59,6 +65,7 @@ RECORD_LEVEL = {
     "truncated_file",
     "corrupt_file",
     "read_error",
+    "decompressed_too_large",
     "ragged_row",
     "malformed_row",
     "missing_turn_order",

@@ -314,6 +314,17 @@ def build(root: Path) -> list[dict[str, Any]]:
     tags = c.tags("parquet_corrupt")
     c.add("parquet_corrupt", {"broken.parquet": b"PAR1" + rng.randbytes(200),
                               "data.jsonl": b"\n".join(c.lines(tags)) + b"\n"}, good=tags, rejected={"corrupt_file": 1})
+    # A Parquet file whose footer is sound but whose content column's data page is overwritten.
+    sink = io.BytesIO()
+    rows = [row for tag in c.tags("page", 2) for row in c.rows(tag)]
+    pq.write_table(pa.table({name: list(values) for name, values in
+                             zip(["conversation_id", "turn", "role", "content"], zip(*rows, strict=True), strict=True)}), sink)
+    page = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.row_group(0).column(3).data_page_offset
+    broken = bytearray(sink.getvalue())
+    broken[page : page + 12] = bytes(b ^ 0x5A for b in broken[page : page + 12])
+    tags = c.tags("parquet_corrupt_page")
+    c.add("parquet_corrupt_page", {"broken.parquet": bytes(broken), "data.jsonl": b"\n".join(c.lines(tags)) + b"\n"},
+          good=tags, rejected={"corrupt_file": 1})
 
     # --- SQL (the database is made by make_special) ----------------------------------------
     sql = ["--sql-url", "sqlite:///{dir}/messages.sqlite", "--query", "SELECT * FROM messages"]
@@ -342,10 +353,31 @@ def build(root: Path) -> list[dict[str, Any]]:
     tags = c.tags("out_is_a_file")
     c.add("out_is_a_file", {"data.jsonl": b"\n".join(c.lines(tags)) + b"\n"}, good=[], exit=2,
           args=["--out", "{dir}/data.jsonl"], message="is an existing file, not a folder")
+    # /sys is read-only (for root too) or not writable by the user: a read-only mount either way
+    c.add("out_read_only", {"data.jsonl": b"\n".join(c.lines(c.tags("out_read_only"))) + b"\n"}, good=[], exit=2,
+          args=["--out", "/sys/ftflow-out"], message="/sys/ftflow-out")
     c.add("bad_setting", {"data.jsonl": b"\n".join(c.lines(c.tags("bad_setting"))) + b"\n"}, good=[], exit=2,
           args=["--validation-fraction", "1.5"], message="validation_fraction (from --validation-fraction)")
     c.with_bad_lines("mostly_bad", [b"{oops"] * 8, "invalid_json")
     c.cases[-1].update(exit=3, message="dataset.rejected_share: 0.4, expected <= 0.25")
+
+    # --- hostile JSON: nesting, and tool arguments held to the record's own rule ---------------
+    def with_tool_call(arguments: str) -> bytes:
+        return json.dumps({"messages": [
+            {"role": "user", "content": "Wo ist sie?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "track", "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "{}"},
+            {"role": "assistant", "content": "Unterwegs."}]}).encode()
+
+    deep = "[" * 300 + "]" * 300
+    c.with_bad_lines("jsonl_too_deep", [
+        json.dumps(c.chat("deep")).encode()[:-1] + b', "extra": ' + deep.encode() + b"}",  # an unknown key
+        with_tool_call('{"path": ' + deep + "}"),
+    ], "too_deep")
+    c.with_bad_lines("jsonl_tool_arguments_not_strict",
+                     [with_tool_call(a) for a in ('{"x": NaN}', '{"x": Infinity}', '{"x": 1e999}')], "invalid_json")
+    c.with_bad_lines("jsonl_tool_arguments_duplicate_key", [with_tool_call('{"x": 1, "x": 2}')], "duplicate_key")
 
     for case in c.cases:
         assert case["exit"] != 0 or len(case["good"]) >= 10, case["kind"]  # else the train-size gate fails
