@@ -81,7 +81,8 @@ async def put_object(request: Request, bucket: str, key: str) -> Response:
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
 
-@s3.api_route("/{bucket}/{key:path}", methods=["GET", "HEAD"], name="s3.get_object")
+@s3.head("/{bucket}/{key:path}", name="s3.get_object")  # HeadObject: the same headers, no body
+@s3.get("/{bucket}/{key:path}", name="s3.get_object")
 def get_object(request: Request, bucket: str, key: str) -> Response:
     found, content = aws(request).get_object(bucket, key)
     headers = {"ETag": f'"{found["etag"]}"', "Last-Modified": iso(found["modified"]) or "",
