@@ -78,12 +78,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ftflow-ui-") as tmp:
         folder = Path(tmp)
         worker_env = {"FTFLOW_REGISTRY_URL": f"sqlite:///{folder / 'registry.sqlite3'}",
-                      "FTFLOW_SERVICE_DATA_DIR": str(folder / "service")}
+                      "FTFLOW_SERVICE_DATA_DIR": str(folder / "service"), "FTFLOW_RUNS_DIR": str(folder / "runs")}
         with PrefectStack(folder, worker_env=worker_env) as stack:
             print(f"Prefect server at {stack.ui_url}; deploying prefect.yaml and running retrain/retrain")
             stack.deploy()
             stack.start_worker()
-            run = stack.run("retrain/retrain", {"runs_dir": str(folder / "runs")})
+            run = stack.run("retrain/retrain")  # prefect.yaml's parameters; settings from the worker's env
             print(f"flow run {run.name}: {run.state.name}")
             problems = photograph(stack, run, args.out, args.chromium)
     for problem in problems:
