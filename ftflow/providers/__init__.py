@@ -14,6 +14,7 @@ docs/providers.md maps each provider's states onto ftflow's lifecycle.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ftflow.client import (
@@ -28,38 +29,24 @@ from ftflow.errors import ConfigError
 from ftflow.providers.base import ChatModel, Provider
 from ftflow.settings import Settings
 
+# backend -> (module, class); imported on first use, so a backend's SDK loads only when it is used
+IMPLEMENTATIONS = {
+    "local": ("ftflow.providers.local", "LocalProvider"),
+    "openai": ("ftflow.providers.openai", "OpenAIProvider"),
+    "azure": ("ftflow.providers.azure", "AzureProvider"),
+    "together": ("ftflow.providers.together", "TogetherProvider"),
+    "vertex": ("ftflow.providers.vertex", "VertexProvider"),
+    "bedrock": ("ftflow.providers.bedrock", "BedrockProvider"),
+    "fireworks": ("ftflow.providers.fireworks", "FireworksProvider"),
+}
+
 
 def provider_class(backend: str) -> type[Provider]:
     """The implementation of a backend (its class attributes: refusals, job slots, moderation model)."""
-    if backend == "vertex":
-        from ftflow.providers.vertex import VertexProvider
-
-        return VertexProvider
-    if backend == "fireworks":
-        from ftflow.providers.fireworks import FireworksProvider
-
-        return FireworksProvider
-    if backend == "bedrock":
-        from ftflow.providers.bedrock import BedrockProvider
-
-        return BedrockProvider
-    if backend == "together":
-        from ftflow.providers.together import TogetherProvider
-
-        return TogetherProvider
-    if backend == "azure":
-        from ftflow.providers.azure import AzureProvider
-
-        return AzureProvider
-    if backend == "openai":
-        from ftflow.providers.openai import OpenAIProvider
-
-        return OpenAIProvider
-    if backend == "local":
-        from ftflow.providers.local import LocalProvider
-
-        return LocalProvider
-    raise ConfigError(f"unknown backend {backend!r}")
+    if backend not in IMPLEMENTATIONS:
+        raise ConfigError(f"unknown backend {backend!r}")
+    module, name = IMPLEMENTATIONS[backend]
+    return getattr(importlib.import_module(module), name)
 
 
 def get_provider(settings: Settings, backend: str | None = None) -> Provider:
