@@ -17,15 +17,15 @@ from starlette.exceptions import HTTPException
 
 from localai.aws import AwsBackend
 from localai.azure import AzureBackend
-from localai.chat import ChatBackend
 from localai.config import ServiceConfig
 from localai.dialect import Dialect
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
 from localai.exceptions import APIError
 from localai.faults import FaultInjector
-from localai.files import FilesBackend
 from localai.fireworks import FireworksBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
 from localai.moderations import ModerationsBackend
 from localai.store import Store
 from localai.together import TogetherBackend

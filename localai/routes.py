@@ -12,11 +12,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from localai.engine.files import too_large
+from localai.engine.validation import missing
 from localai.faults import FaultPlan
-from localai.files import too_large
 from localai.multipart import receive_form
 from localai.uploads import MAX_PART_BYTES
-from localai.validation import missing
 
 router = APIRouter(prefix="/v1")
 admin = APIRouter(prefix="/_admin")
@@ -125,7 +125,7 @@ def cancel_upload(request: Request, upload_id: str) -> dict:
 
 @router.post("/fine_tuning/jobs", name="fine_tuning.jobs.create")
 def create_job(request: Request, body: Any = Body(...)) -> dict:
-    # The body is checked against the spec's schema by the backend (validation.py), which
+    # The body is checked against the spec's schema by the engine (engine/validation.py), which
     # answers each bad field with its own `param`; dialect routers share that check.
     return backends(request).jobs.create_job(body)
 
