@@ -16,16 +16,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from localai.admin import ServiceDialect
-from localai.aws import AwsBackend
-from localai.azure import AzureBackend
+from localai.aws import AwsBackend, BedrockDialect, BedrockRuntimeDialect, S3Dialect
+from localai.azure import ArmDialect, AzureBackend, AzureDialect
 from localai.config import ServiceConfig
 from localai.dialect import Dialect
 from localai.exceptions import APIError
 from localai.faults import FaultInjector
-from localai.fireworks import FireworksBackend
+from localai.fireworks import FireworksBackend, FireworksDialect
 from localai.openai import OpenAIBackend, OpenAIDialect
-from localai.together import TogetherBackend
-from localai.vertex import VertexBackend
+from localai.together import TogetherBackend, TogetherDialect
+from localai.vertex import StorageDialect, VertexBackend, VertexDialect
 
 log = logging.getLogger("localai")
 UNPARSABLE_BODY = (
@@ -55,8 +55,8 @@ class Service:
         #: The service's own voice: its admin routes, and a path no provider's dialect owns.
         self.own_dialect = ServiceDialect()
         self.dialects: list[Dialect] = [
-            OpenAIDialect(), self.own_dialect, *self.azure.dialects(), *self.together.dialects(),
-            *self.vertex.dialects(), *self.aws.dialects(), *self.fireworks.dialects()]
+            OpenAIDialect(), self.own_dialect, AzureDialect(), ArmDialect(), TogetherDialect(), VertexDialect(),
+            StorageDialect(), S3Dialect(), BedrockDialect(), BedrockRuntimeDialect(), FireworksDialect()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 

@@ -131,10 +131,6 @@ class AwsBackend:
         self.stopping_seconds = 0.1
         self.deploy_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import BedrockDialect, BedrockRuntimeDialect, S3Dialect
-
-        return [S3Dialect(), BedrockDialect(), BedrockRuntimeDialect()]
 
     # --- S3 ------------------------------------------------------------------------------------
 

@@ -77,11 +77,6 @@ class AzureBackend:
         self.file_processing_seconds = 0.1
         self.deploy_seconds = 0.2
 
-    def dialects(self) -> list[Any]:
-        from .arm import ArmDialect
-        from .routes import AzureDialect
-
-        return [AzureDialect(), ArmDialect()]
 
     # --- files -----------------------------------------------------------------------------
 

@@ -69,10 +69,6 @@ class FireworksBackend:
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
         self.writing_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import FireworksDialect
-
-        return [FireworksDialect()]
 
     # --- datasets ----------------------------------------------------------------------------
 

@@ -136,10 +136,6 @@ class TogetherBackend:
         self.compressing_seconds = 0.1
         self.uploading_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import TogetherDialect
-
-        return [TogetherDialect()]
 
     # --- files: announce, put, preprocess -------------------------------------------------------
 

@@ -146,10 +146,6 @@ class VertexBackend:
         self.jobs = JobsBackend(self.store, self.files, self.models, seconds_per_1k_tokens=config.seconds_per_1k_tokens)
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
 
-    def dialects(self) -> list[Any]:
-        from .routes import StorageDialect, VertexDialect
-
-        return [VertexDialect(), StorageDialect()]
 
     # --- Cloud Storage ------------------------------------------------------------------------
 
