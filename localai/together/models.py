@@ -25,14 +25,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.common import new_id, now
 from localai.config import ServiceConfig
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
+from localai.engine.tokens import count_message_tokens
 from localai.store import Store
-from localai.tokens import count_message_tokens
 
 from .exceptions import TogetherError, model_not_available, unsupported_model
 
@@ -136,10 +136,6 @@ class TogetherBackend:
         self.compressing_seconds = 0.1
         self.uploading_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import TogetherDialect
-
-        return [TogetherDialect()]
 
     # --- files: announce, put, preprocess -------------------------------------------------------
 
