@@ -277,14 +277,23 @@ class TogetherBackend:
         return job
 
     def status(self, job: dict[str, Any]) -> str:
+        """Together's status; after training, `compressing` then `uploading` for their seconds each.
+
+        Each of the two is shown to at least one reader before the next begins, so a client that
+        polls (however late, on a loaded machine) sees Together's whole sequence, as it would there.
+        """
         if job["status"] != "succeeded":
             return STATUS[job["status"]]
-        since = time.time() - job["_sim"].get("trained_clock", 0)
-        if since < self.compressing_seconds:
-            return "compressing"
-        if since < self.compressing_seconds + self.uploading_seconds:
-            return "uploading"
-        return "completed"
+        sim = job["_sim"]
+        since = time.time() - sim.get("trained_clock", 0)
+        due = sum(since >= limit for limit in (self.compressing_seconds,
+                                               self.compressing_seconds + self.uploading_seconds))
+        shown = sim.get("finishing_shown", -1)
+        phase = min(due, shown + 1)
+        if phase > shown:
+            sim["finishing_shown"] = phase
+            self.store.put("job", job)
+        return ("compressing", "uploading", "completed")[phase]
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
         asked = job.get("_together", {})
