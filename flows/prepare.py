@@ -19,7 +19,6 @@ from prefect import flow, unmapped
 from flows import named_after_model, run_settings
 from ftflow.settings import Settings
 from tasks.budget import estimate_budget
-from tasks.extract import ExtractOptions
 from tasks.lineage import fingerprint_inputs
 from tasks.moderation import ModerationOptions, moderate_examples
 from tasks.preference_shard import (
@@ -33,6 +32,7 @@ from tasks.preference_shard import (
 )
 from tasks.provider_rules import check_provider_rules, rules_backend
 from tasks.quality import DriftOptions, check_quality
+from tasks.readers import ExtractOptions
 from tasks.reduce import reduce_shards
 from tasks.report import (
     GateOptions,

@@ -106,7 +106,7 @@ def sql_url_parameter(url: str | None) -> str | None:
     """Keep a database password out of flow-run parameters: pass it through the environment."""
     if not url:
         return url
-    from tasks.extract import parse_sql_url
+    from tasks.readers.sql import parse_sql_url
 
     if parse_sql_url(url).password is None:
         return url

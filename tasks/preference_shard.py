@@ -19,11 +19,8 @@ once. So `records_read == train + validation + sum(rejected) + duplicates_remove
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,10 +34,10 @@ from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, InputError
-from ftflow.jsonl import file_sha256, open_binary
+from ftflow.jsonl import file_sha256
 from ftflow.settings import Settings, default
 from tasks.budget import Budget, default_epochs
-from tasks.extract import ExtractOptions, Rejection, resolve_sources
+from tasks.extract import resolve_sources
 from tasks.pii import scan_message
 from tasks.preference import (
     PairRejected,
@@ -58,6 +55,8 @@ from tasks.preference import (
     to_pair,
 )
 from tasks.quality import FEATURE_SCHEMA, ExampleRejected
+from tasks.readers import ExtractOptions, Rejection
+from tasks.readers.preference import read_preference_file
 from tasks.reduce import ReduceResult, dedup_and_split
 from tasks.shards import (
     SHARD_FEATURE_SCHEMA,
@@ -144,39 +143,6 @@ def plan_preference_files(sources: list[str]) -> Plan:
                 fingerprints, skipped)
 
 
-def raw_records(path: Path) -> Iterator[tuple[str, Any] | Rejection]:
-    """(location, record) per JSON line, JSON array item or CSV row; unreadable ones as Rejection."""
-    source = str(path)
-    name = path.name.lower().removesuffix(".gz")
-    with open_binary(path) as f:
-        if name.endswith(".csv"):
-            text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
-            # Data rows are numbered from 2: the header is row 1, as a spreadsheet shows it.
-            for number, row in enumerate(csv.DictReader(text), 2):
-                yield f"row {number}", {k: v for k, v in row.items() if v not in (None, "")}
-            return
-        data = f.read() if name.endswith(".json") else None
-        if data is not None and data.lstrip().startswith(b"["):
-            try:
-                items = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                yield Rejection(source, "item 1", "invalid_json", f"{exc}; the file is unreadable")
-                return
-            yield from ((f"item {i}", item) for i, item in enumerate(items, 1))
-            return
-        lines = data.splitlines(keepends=True) if data is not None else f
-        for number, raw in enumerate(lines, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield f"line {number}", orjson.loads(raw)
-            except UnicodeDecodeError as exc:
-                yield Rejection(source, f"line {number}", "invalid_utf8", str(exc), raw.decode("utf-8", "replace"))
-            except orjson.JSONDecodeError as exc:
-                reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
-                yield Rejection(source, f"line {number}", reason, str(exc), raw.decode("utf-8", "replace").rstrip())
-
-
 # --- one pair --------------------------------------------------------------------------------
 
 
@@ -237,12 +203,12 @@ def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, dire
                                    pii=sum(found.values()))
             files.keep(pair.to_record(), row, result.records_read)
 
-        for item in raw_records(Path(shard.source)):
+        for item in read_preference_file(Path(shard.source), settings.extract):
             if isinstance(item, Rejection):
                 result.records_read += 1
                 reject("extract", item.loc, item.reason, item.detail, item.record)
                 continue
-            loc, record = item
+            loc, record = item.loc, item.example
             shape = detect_shape(record)
             try:
                 if shape == "rated":

@@ -42,21 +42,13 @@ from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, EnvironmentFailure, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
 from ftflow.settings import Settings, default
-from tasks.extract import (
-    TRANSCRIPT_SEPARATOR,
-    Candidate,
-    ExtractOptions,
-    Item,
-    Rejection,
-    fingerprint_sources,
-    read_json_lines,
-    read_parquet_table,
-    read_sql,
-    read_transcript_file,
-    reader_for,
-    resolve_sources,
-)
+from tasks.extract import fingerprint_sources, reader_for, resolve_sources
 from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_example, feature_row
+from tasks.readers import Candidate, ExtractOptions, Item, Rejection
+from tasks.readers.jsonl import read_json_lines
+from tasks.readers.sql import read_sql
+from tasks.readers.table import read_parquet_table
+from tasks.readers.transcript import TRANSCRIPT_SEPARATOR, read_transcript_file
 from tasks.transform import TransformOptions, example_digests, normalize_example, split_for
 
 ShardKind = Literal["lines", "transcript", "file", "parquet", "sql"]
@@ -70,7 +62,9 @@ SHARD_FEATURE_SCHEMA = FEATURE_SCHEMA.append(pa.field("ordinal", pa.int64())).ap
 # SORT_KEYS) within one shard, so the reduce reads each shard's file once, front to back.
 STORED_ORDER = operator.itemgetter("content_sha256", "line_sha256", "ordinal")
 # The code that shapes a shard's output: a change in any of these files invalidates stored shards.
-SHARD_CODE = ("extract.py", "transform.py", "quality.py", "budget.py", "shards.py")
+SHARD_CODE = ("extract.py", "readers/__init__.py", "readers/compressed.py", "readers/jsonl.py", "readers/nested.py",
+              "readers/transcript.py", "readers/table.py", "readers/sql.py", "readers/preference.py",
+              "transform.py", "quality.py", "budget.py", "shards.py")
 
 
 @dataclass(frozen=True)

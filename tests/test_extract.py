@@ -14,15 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from ftflow.errors import InputError
-from tasks.extract import (
-    Candidate,
-    ExtractOptions,
-    Rejection,
-    iter_items,
-    parse_sql_url,
-    parse_transcript,
-    resolve_sources,
-)
+from tasks.extract import iter_items, resolve_sources
+from tasks.readers import Candidate, ExtractOptions, Rejection
+from tasks.readers.sql import parse_sql_url
+from tasks.readers.transcript import parse_transcript
 from tests.conftest import chat, postgres_engine_or_skip, postgres_url, write_jsonl
 
 
@@ -253,7 +248,7 @@ def test_a_read_error_is_quarantined_with_its_reason(tmp_path, monkeypatch):
                 raise OSError(errno.EIO, "Input/output error")
             return super().read1(len(self.getvalue()) - 5)  # all but the end of the last line
 
-    monkeypatch.setattr("tasks.extract.open_binary", lambda p, _limit=None: FailingDisk(p.read_bytes()))
+    monkeypatch.setattr("tasks.readers.compressed.open_binary", lambda p, _limit=None: FailingDisk(p.read_bytes()))
     assert reasons(items([path])) == [("line 1", "ok"), ("line 2", "ok"), ("line 3", "read_error")]
 
 

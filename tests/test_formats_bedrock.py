@@ -14,8 +14,8 @@ from ftflow.formats.bedrock import (
     to_conversation,
     to_prompt_completion,
 )
-from tasks.extract import DEFAULT_SPEAKERS, parse_transcript
 from tasks.provider_rules import rules_for
+from tasks.readers.transcript import DEFAULT_SPEAKERS, parse_transcript
 
 
 def example(*turns: tuple[str, str]) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ftflow.settings import DEFAULT_MODEL, get_settings
-from tasks.extract import ExtractOptions
 from tasks.lineage import current_inputs_sha256, fingerprint_inputs
+from tasks.readers import ExtractOptions
 from tasks.report import GateOptions
 from tasks.shards import ShardSettings, plan_shards
 from tasks.transform import TransformOptions

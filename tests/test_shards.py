@@ -14,7 +14,10 @@ import pytest
 
 from ftflow.errors import FtflowError, ShardFailed
 from ftflow.jsonl import file_sha256, read_chunks
-from tasks.extract import ExtractOptions, read_json_lines, read_parquet_table, read_transcript_file
+from tasks.readers import ExtractOptions
+from tasks.readers.jsonl import read_json_lines
+from tasks.readers.table import read_parquet_table
+from tasks.readers.transcript import read_transcript_file
 from tasks.reduce import HashedOutput, dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
 from tasks.shards import (
