@@ -19,6 +19,7 @@ from prefect import flow, unmapped
 from flows import named_after_model, run_settings
 from ftflow.settings import Settings
 from tasks.budget import estimate_budget
+from tasks.features import DriftOptions
 from tasks.lineage import fingerprint_inputs
 from tasks.moderation import ModerationOptions, moderate_examples
 from tasks.preference_shard import (
@@ -31,7 +32,7 @@ from tasks.preference_shard import (
     reduce_preference_shards,
 )
 from tasks.provider_rules import check_provider_rules, rules_backend
-from tasks.quality import DriftOptions, check_quality
+from tasks.quality import check_quality
 from tasks.readers import ExtractOptions
 from tasks.reduce import reduce_shards
 from tasks.report import (

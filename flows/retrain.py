@@ -31,6 +31,7 @@ from tasks.lineage import (
     check_inputs_unchanged,
     check_unchanged,
     failure_recorded,
+    last_success_features,
     new_run_id,
     record_run,
     run_cost_usd,
@@ -39,7 +40,6 @@ from tasks.lineage import (
 from tasks.plots import draw_plots
 from tasks.preference_eval import evaluate_preferences
 from tasks.promotion import current_model, decide_promotion
-from tasks.quality import last_success_features
 from tasks.reconcile import reconcile_ledger
 from tasks.summary import label_run, outcome, publish_summary, read_history, run_name
 

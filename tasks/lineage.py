@@ -171,6 +171,13 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) 
                       "(use --force to train anyway)"}
 
 
+@task(name="last-success-features", cache_policy=RUN_CACHE)
+def last_success_features(settings: Settings) -> dict[str, Any] | None:
+    """Return the feature summary of the last successful run of this base model (drift baseline), if any."""
+    last = Registry(settings.registry_url).last_successful_run(settings.model)
+    return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
+
+
 @task(name="record-run", cache_policy=NO_CACHE)
 def record_run(record: dict[str, Any], settings: Settings, run_dir: str) -> dict[str, Any]:
     """Return the run record; saved to the registry and to run.json in the run folder."""

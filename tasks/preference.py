@@ -25,7 +25,7 @@ import orjson
 import tiktoken
 
 from tasks.budget import count_example_tokens
-from tasks.quality import check_example
+from tasks.checks import check_example
 
 Shape = Literal["hh", "openai", "rated"]
 
@@ -249,7 +249,7 @@ def check_outputs_differ(pair: PreferencePair) -> None:
 
 
 def check_pair(pair: PreferencePair, encoding: tiktoken.Encoding, limit: int) -> PairTokens:
-    """Return the pair's token counts; raise PairRejected or ExampleRejected (quality.REASONS).
+    """Return the pair's token counts; raise PairRejected or ExampleRejected (checks.REASONS).
 
     Each output with the input is one training sequence: both go through the chat example
     checks (roles, keys, tools, special tokens, the token limit) as a supervised example would.

@@ -37,7 +37,9 @@ from ftflow.errors import ConfigError, InputError
 from ftflow.jsonl import file_sha256
 from ftflow.settings import Settings, default
 from tasks.budget import Budget, default_epochs
+from tasks.checks import ExampleRejected
 from tasks.extract import resolve_sources
+from tasks.features import FEATURE_SCHEMA
 from tasks.pii import scan_message
 from tasks.preference import (
     PairRejected,
@@ -54,7 +56,6 @@ from tasks.preference import (
     rated_answer,
     to_pair,
 )
-from tasks.quality import FEATURE_SCHEMA, ExampleRejected
 from tasks.readers import ExtractOptions, Rejection
 from tasks.readers.preference import read_preference_file
 from tasks.reduce import ReduceResult, dedup_and_split

@@ -1,6 +1,6 @@
 """Provider rules: the backend's own per-example limits, checked before anything is uploaded.
 
-OpenAI's rules run per shard (tasks/quality.py). A backend that trains on another format or
+OpenAI's rules run per shard (tasks/checks.py). A backend that trains on another format or
 with other limits (Gemini on Vertex: its token limit, roles it has no place for) has a rules
 function in `RULES`: one line of train/validation as a dict (a chat example, or a preference
 pair with method dpo) -> `(reason, detail)` when the backend would refuse it, else None.

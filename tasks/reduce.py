@@ -28,7 +28,7 @@ from ftflow.caching import RUN_CACHE
 from ftflow.errors import FtflowError
 from ftflow.jsonl import JsonlWriter, read_chunks
 from ftflow.outputs import writing
-from tasks.quality import FEATURE_SCHEMA, FeatureWriter
+from tasks.features import FEATURE_SCHEMA, FeatureWriter
 from tasks.shards import ShardResult
 
 PARTITION_ROWS = 250_000  # kept examples per partition of the digest space (about 150 MiB of rows)

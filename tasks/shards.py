@@ -42,8 +42,9 @@ from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, EnvironmentFailure, FtflowError, InputError, ShardFailed
 from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
 from ftflow.settings import Settings, default
+from tasks.checks import ExampleRejected, check_example
 from tasks.extract import fingerprint_sources, reader_for, resolve_sources
-from tasks.quality import FEATURE_SCHEMA, ExampleRejected, FeatureWriter, check_example, feature_row
+from tasks.features import FEATURE_SCHEMA, FeatureWriter, feature_row
 from tasks.readers import Candidate, ExtractOptions, Item, Rejection
 from tasks.readers.jsonl import read_json_lines
 from tasks.readers.sql import read_sql
@@ -64,7 +65,7 @@ STORED_ORDER = operator.itemgetter("content_sha256", "line_sha256", "ordinal")
 # The code that shapes a shard's output: a change in any of these files invalidates stored shards.
 SHARD_CODE = ("extract.py", "readers/__init__.py", "readers/compressed.py", "readers/jsonl.py", "readers/nested.py",
               "readers/transcript.py", "readers/table.py", "readers/sql.py", "readers/preference.py",
-              "transform.py", "quality.py", "budget.py", "shards.py")
+              "transform.py", "checks.py", "features.py", "budget.py", "shards.py")
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,9 @@ import pandas as pd
 import pytest
 
 from ftflow.encodings import get_encoding
-from tasks.quality import (
-    REASONS,
-    DriftOptions,
-    ExampleRejected,
-    check_example,
-    drift_changes,
-    feature_summary,
-    run_suites,
-)
+from tasks.checks import REASONS, ExampleRejected, check_example
+from tasks.features import DriftOptions, drift_changes, feature_summary
+from tasks.quality import run_suites
 from tests.conftest import ROOT
 
 ENC = get_encoding("o200k_base")

@@ -251,6 +251,13 @@ def test_a_missing_column_fails_its_shard_with_the_input_error_exit_code(tmp_pat
     assert raised.value.exit_code == 2
 
 
+def test_every_reader_is_in_the_code_a_stored_shard_is_keyed_on():
+    from tasks.shards import SHARD_CODE
+
+    readers = Path(__file__).resolve().parents[1] / "tasks" / "readers"
+    assert {f"readers/{module.name}" for module in readers.glob("*.py")} <= set(SHARD_CODE)
+
+
 def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):
     assert digest_partitions(10, 100) == [("00", None)]
     assert digest_partitions(1000, 100)[:2] == [("00", "19"), ("19", "33")]

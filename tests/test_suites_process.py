@@ -12,7 +12,8 @@ import pytest
 
 from ftflow import suites_process
 from ftflow.errors import ConfigError
-from tasks.quality import DriftOptions, run_suites_on_file
+from tasks.features import DriftOptions
+from tasks.quality import run_suites_on_file
 from tests.conftest import ROOT
 from tests.test_quality import PARAMS, TOTALS, features
 
@@ -66,7 +67,8 @@ def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
     path = features_file(tmp_path)
     command = (
         "from ftflow.suites_process import start_suites, run\n"
-        "from tasks.quality import DriftOptions, run_suites_on_file\n"
+        "from tasks.features import DriftOptions\n"
+        "from tasks.quality import run_suites_on_file\n"
         "from tests.test_quality import PARAMS, TOTALS\n"
         "with start_suites(own_process=True):\n"
         f"    assert run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
