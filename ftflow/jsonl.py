@@ -1,14 +1,60 @@
-"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing."""
+"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing.
+
+JSON is read and written by orjson, except where it would change a number: orjson reads an
+integer beyond 64 bits as a float (`123456789012345678901234567890` -> `1.2345678901234568e+29`)
+and cannot write one. `loads_exact` and `dumps_exact` keep such integers exactly as written by
+taking the standard library's parser for the few texts and values that hold one; everything
+else stays orjson's, byte for byte.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+# An integer orjson cannot hold has 19 digits at least (64 bits hold -2**63 .. 2**64 - 1). Texts
+# with a run of 19 digits (in a string, too) are few; they are the ones read again, exactly.
+LONG_NUMBER = re.compile(rb"\d{19}")
+INT64_RANGE = range(-(1 << 63), 1 << 64)
+
+
+def holds_long_integer(value: Any) -> bool:
+    """Whether an integer beyond 64 bits is anywhere in value (arrays and objects walked without recursion)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and item not in INT64_RANGE:
+            return True
+    return False
+
+
+def loads_exact(data: bytes) -> Any:
+    """A JSON text ftflow wrote (trusted), integers beyond 64 bits kept exact."""
+    return json.loads(data) if LONG_NUMBER.search(data) else orjson.loads(data)
+
+
+def dumps_exact(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact JSON, as orjson writes it; a value holding an integer beyond 64 bits, which orjson
+    cannot write, in the standard library's same compact form (its floats written as Python
+    spells them, `1e+16` for orjson's `1e16`)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:
+        if not holds_long_integer(value):
+            raise
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys,
+                          allow_nan=False).encode()
 
 
 class DecompressedTooLarge(OSError):
@@ -66,7 +112,7 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     """Read back a JSONL file that ftflow itself wrote (trusted: every line is valid)."""
     with open_binary(path) as f:
         for line in f:
-            yield orjson.loads(line)
+            yield loads_exact(line)
 
 
 class JsonlWriter:
@@ -79,7 +125,7 @@ class JsonlWriter:
         self._file = open(path, "wb")
 
     def write(self, record: Any) -> None:
-        self._file.write(orjson.dumps(record))
+        self._file.write(dumps_exact(record))
         self._file.write(b"\n")
         self.count += 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from ftflow.jsonl import DecompressedTooLarge
+from ftflow.jsonl import LONG_NUMBER, DecompressedTooLarge, dumps_exact
 
 BOM = b"\xef\xbb\xbf"
 READ_CHUNK = 1 << 20
@@ -287,7 +288,7 @@ def duplicate_key(raw: bytes, record: Any) -> str | None:
     the text has more keys than the parsed record written back out only if a key repeats (or
     in rare spellings); only then is the text parsed again with a hook that sees every pair.
     """
-    if _key_marks(raw) <= _key_marks(orjson.dumps(record)):
+    if _key_marks(raw) <= _key_marks(dumps_exact(record)):
         return None
     repeated: list[str] = []
 
@@ -320,17 +321,44 @@ def strict_loads(raw: bytes | str, max_depth: int) -> Any:
     Strict JSON as orjson reads it (no NaN or Infinity, no number that overflows a double, no
     lone surrogate), no key twice in one object, and at most max_depth nested arrays and
     objects: deeper data could not be written out again (orjson stops at 255 levels) and
-    would end the whole shard. Raises JsonRejected with the reason.
+    would end the whole shard. Integers are kept exactly as written, however long (orjson
+    would make a float of one beyond 64 bits, or refuse one beyond a double): a text holding
+    one is read by the standard library's parser, held to the same rule. Raises JsonRejected
+    with the reason.
     """
     raw = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    long_number = LONG_NUMBER.search(raw) is not None
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise JsonRejected("invalid_json", str(exc)) from None
+        if not long_number:
+            raise JsonRejected("invalid_json", str(exc)) from None
+        try:  # perhaps an integer too long for a double, which Python holds exactly
+            value = _exact_loads(raw)
+        except (ValueError, RecursionError):
+            raise JsonRejected("invalid_json", str(exc)) from None
+        long_number = False  # read exactly already
     if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
         raise JsonRejected("too_deep", f"arrays and objects nest more than max_record_depth ({max_depth}) levels")
     if key := duplicate_key(raw, value):
         raise JsonRejected("duplicate_key", f"the key {key!r} appears twice in one object")
+    return _exact_loads(raw) if long_number else value
+
+
+def _exact_loads(raw: bytes) -> Any:
+    """raw by the standard library's parser, which keeps integers exact, held to orjson's rule:
+    ValueError for NaN, Infinity, a number beyond a double, a lone surrogate, a BOM."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    def finite(text: str) -> float:
+        if math.isinf(number := float(text)):
+            raise ValueError(f"{text} is beyond a double")
+        return number
+
+    value = json.loads(raw.decode("utf-8"), parse_constant=no_constant, parse_float=finite)
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate raises UnicodeEncodeError
     return value
 
 

@@ -153,16 +153,16 @@ def estimate(
 
 def gemini_features(split_paths: dict[str, str]) -> pd.DataFrame:
     """split / tokens / assistant_tokens of each example, by Gemini's documented estimate."""
-    import orjson
     import pandas as pd
 
     from ftflow.formats.gemini import assistant_tokens, example_tokens
+    from ftflow.jsonl import loads_exact
 
     rows = []
     for name, path in split_paths.items():
         with open(path, "rb") as f:
             for line in f:
-                record = orjson.loads(line)
+                record = loads_exact(line)
                 rows.append((name, example_tokens(record), assistant_tokens(record)))
     return pd.DataFrame(rows, columns=["split", "tokens", "assistant_tokens"])
 

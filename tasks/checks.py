@@ -18,7 +18,6 @@ import tiktoken
 
 from ftflow.encodings import PACKAGED_BPE, special_tokens
 from ftflow.reading import JsonRejected, strict_loads
-from ftflow.settings import default
 from tasks.budget import count_example_tokens
 
 # Every reason a record can be rejected for, at any stage. Stable names: reports key on them.
@@ -101,7 +100,7 @@ def _special_token(example: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_tool_calls(message: dict[str, Any], number: int) -> None:
+def _check_tool_calls(message: dict[str, Any], number: int, max_depth: int) -> None:
     calls = message["tool_calls"]
     where = f"message {number}"
     if message.get("role") != "assistant":
@@ -122,7 +121,7 @@ def _check_tool_calls(message: dict[str, Any], number: int) -> None:
                 "malformed_tool_calls", f"{where}: each call needs id, function.name, function.arguments"
             )
         try:
-            strict_loads(function["arguments"], default("max_record_depth"))
+            strict_loads(function["arguments"], max_depth)
         except JsonRejected as exc:
             raise ExampleRejected(exc.reason, f"{where}: arguments: {exc.detail}") from None
 
@@ -167,7 +166,7 @@ def _text_parts(content: list[Any], where: str) -> str:
     return "".join(texts)
 
 
-def _check_message(message: Any, number: int) -> None:
+def _check_message(message: Any, number: int, max_depth: int) -> None:
     where = f"message {number}"
     _check_object(message, MESSAGE_KEYS, where)
     role = message.get("role")
@@ -176,7 +175,7 @@ def _check_message(message: Any, number: int) -> None:
     if "name" in message and not isinstance(message["name"], str):
         raise ExampleRejected("data_type", f"{where}: name must be a string")
     if "tool_calls" in message:
-        _check_tool_calls(message, number)
+        _check_tool_calls(message, number, max_depth)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise ExampleRejected("malformed_tool_calls", f"{where}: a tool message needs tool_call_id")
     calls_tool = bool(message.get("tool_calls") or message.get("function_call"))
@@ -209,8 +208,11 @@ def _check_tool_call_ids(messages: list[dict[str, Any]]) -> None:
             )
 
 
-def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tuple[int, int]:
-    """Return (tokens, assistant tokens) of a valid example; raise ExampleRejected otherwise."""
+def check_example(example: Any, encoding: tiktoken.Encoding, limit: int, *, max_record_depth: int) -> tuple[int, int]:
+    """Return (tokens, assistant tokens) of a valid example; raise ExampleRejected otherwise.
+
+    `max_record_depth` (the run's setting) bounds the nesting in tool calls' `arguments`, as in the record.
+    """
     _check_object(example, EXAMPLE_KEYS, "example")
     messages = example.get("messages")
     if not isinstance(messages, list):
@@ -218,7 +220,7 @@ def check_example(example: Any, encoding: tiktoken.Encoding, limit: int) -> tupl
     if not messages:
         raise ExampleRejected("missing_messages", "messages is empty")
     for number, message in enumerate(messages, 1):
-        _check_message(message, number)
+        _check_message(message, number, max_record_depth)
     _check_tool_call_ids(messages)
     _check_tools(example)
     if not any(m["role"] == "assistant" for m in messages):

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import ConfigError
+from ftflow.jsonl import loads_exact
 from ftflow.settings import Settings
 from tasks.quarantine import SPLITS, quarantine
 from tasks.reduce import ReduceResult
@@ -87,7 +87,7 @@ class ModerationResult:
 def example_text(line: bytes) -> str:
     """The text moderation sees of one chat example: its messages' content, one message per line."""
     texts = []
-    for message in orjson.loads(line).get("messages", []):
+    for message in loads_exact(line).get("messages", []):
         content = message.get("content")
         if isinstance(content, str):
             texts.append(content)

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
 import tiktoken
 
+from ftflow.jsonl import dumps_exact
 from tasks.budget import count_example_tokens
 from tasks.checks import check_example
 
@@ -193,12 +193,7 @@ def rating_score(record: dict[str, Any]) -> float:
 
 
 def rated_answer(record: dict[str, Any]) -> RatedAnswer:
-    messages = record.get("messages")
-    if isinstance(messages, str):  # a table cell holding the conversation as JSON
-        try:
-            messages = orjson.loads(messages)
-        except orjson.JSONDecodeError:
-            raise PairRejected("unknown_preference_shape", "`messages` is text that is not JSON") from None
+    messages = record.get("messages")  # as JSON text in a table cell, decoded by the reader
     if messages is None and isinstance(record.get("prompt"), str):
         messages = [{"role": "user", "content": record["prompt"]}]
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -237,9 +232,9 @@ def to_pair(record: dict[str, Any], shape: Shape) -> PreferencePair:
 
 def normalized_text(message: dict[str, Any]) -> str:
     content = message.get("content")
-    text = content if isinstance(content, str) else orjson.dumps(content).decode()
+    text = content if isinstance(content, str) else dumps_exact(content).decode()
     if message.get("tool_calls"):
-        text += orjson.dumps(message["tool_calls"], option=orjson.OPT_SORT_KEYS).decode()
+        text += dumps_exact(message["tool_calls"], sort_keys=True).decode()
     return " ".join(text.split()).casefold()
 
 
@@ -248,7 +243,7 @@ def check_outputs_differ(pair: PreferencePair) -> None:
         raise PairRejected("identical_outputs", "preferred and non-preferred outputs are identical")
 
 
-def check_pair(pair: PreferencePair, encoding: tiktoken.Encoding, limit: int) -> PairTokens:
+def check_pair(pair: PreferencePair, encoding: tiktoken.Encoding, limit: int, *, max_record_depth: int) -> PairTokens:
     """Return the pair's token counts; raise PairRejected or ExampleRejected (checks.REASONS).
 
     Each output with the input is one training sequence: both go through the chat example
@@ -257,7 +252,8 @@ def check_pair(pair: PreferencePair, encoding: tiktoken.Encoding, limit: int) ->
     check_outputs_differ(pair)
     extra = {k: v for k, v in pair.input.items() if k != "messages"}
     for output in (pair.preferred, pair.non_preferred):
-        check_example({"messages": [*pair.input["messages"], *output], **extra}, encoding, limit)
+        check_example({"messages": [*pair.input["messages"], *output], **extra}, encoding, limit,
+                      max_record_depth=max_record_depth)
     return pair_tokens(pair, encoding)
 
 
@@ -280,7 +276,7 @@ def pair_tokens(pair: PreferencePair, encoding: tiktoken.Encoding) -> PairTokens
 def conversation_key(messages: Iterable[dict[str, Any]]) -> str:
     """Digest of a conversation without its system prompt: the unit of the train/validation split."""
     turns = [{"role": m.get("role"), "content": normalized_text(m)} for m in messages if m.get("role") != "system"]
-    return hashlib.sha256(orjson.dumps(turns)).hexdigest()
+    return hashlib.sha256(dumps_exact(turns)).hexdigest()
 
 
 def pair_digest(pair: PreferencePair) -> str:
@@ -291,7 +287,7 @@ def pair_digest(pair: PreferencePair) -> str:
         "preferred": normalized_text(pair.preferred[0]),
         "non_preferred": normalized_text(pair.non_preferred[0]),
     }
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(dumps_exact(canonical, sort_keys=True)).hexdigest()
 
 
 @dataclass

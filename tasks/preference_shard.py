@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -34,7 +33,7 @@ from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, InputError
-from ftflow.jsonl import file_sha256
+from ftflow.jsonl import file_sha256, loads_exact
 from ftflow.settings import Settings, default
 from tasks.budget import Budget, default_epochs
 from tasks.checks import ExampleRejected
@@ -108,19 +107,20 @@ class PreferenceShardSettings(ShardSettings):
 
     @classmethod
     def for_preferences(cls, model: str, transform: TransformOptions, validation_fraction: float,
-                        min_rating_margin: float) -> PreferenceShardSettings:
+                        min_rating_margin: float, extract: ExtractOptions | None = None) -> PreferenceShardSettings:
         """Settings for a model that takes DPO (a price for it in the table), else a ConfigError."""
         info = load_catalog().get(model)
         if info.dpo_training is None:
             takes = ", ".join(sorted(m.name for m in load_catalog().models.values() if m.dpo_training is not None))
             raise ConfigError(f"model {model!r} does not take DPO fine-tuning; use one of: {takes}")
-        base = cls.for_model(model, ExtractOptions(), transform, validation_fraction)
+        base = cls.for_model(model, extract or ExtractOptions(), transform, validation_fraction)
         return replace(base, min_rating_margin=min_rating_margin)
 
     @classmethod
     def from_settings(cls, settings: Settings, extract: ExtractOptions | None = None) -> PreferenceShardSettings:
         return cls.for_preferences(settings.model, TransformOptions.from_settings(settings),
-                                   settings.validation_fraction, settings.dpo_min_rating_margin)
+                                   settings.validation_fraction, settings.dpo_min_rating_margin,
+                                   extract or ExtractOptions.from_settings(settings))
 
     def fingerprint(self) -> str:
         code = hashlib.sha256(super().fingerprint().encode())
@@ -195,7 +195,8 @@ def write_preference_shard(shard: Shard, settings: PreferenceShardSettings, dire
             pair, found = clean_pair(pair, settings.transform)
             pii.update(found)
             try:
-                tokens = check_pair(pair, encoding, settings.training_context)
+                tokens = check_pair(pair, encoding, settings.training_context,
+                                    max_record_depth=settings.extract.max_record_depth)
             except (PairRejected, ExampleRejected) as exc:
                 reject("quality", loc, exc.reason, exc.detail, record)
                 return
@@ -328,7 +329,7 @@ def gemini_pair_features(split_paths: dict[str, str]) -> Any:
     for name, path in split_paths.items():
         with open(path, "rb") as f:
             for line in f:
-                inp, preferred, non_preferred = pair_tokens(orjson.loads(line))
+                inp, preferred, non_preferred = pair_tokens(loads_exact(line))
                 rows.append((name, inp + max(preferred, non_preferred), 2 * inp + preferred + non_preferred, inp,
                              preferred, non_preferred))
     return pd.DataFrame(rows, columns=["split", "tokens", "trained_tokens", "input_tokens", "preferred_tokens",

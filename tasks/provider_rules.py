@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.formats.bedrock import NOVA_REASONS, nova_rules
 from ftflow.formats.gemini import GEMINI_REASONS, gemini_rules
+from ftflow.jsonl import loads_exact
 from tasks.quarantine import SPLITS, Quarantined, Verdicts, quarantine
 from tasks.reduce import ReduceResult
 
@@ -49,7 +49,7 @@ def judge_split(path: Path, rules: Rules) -> dict[int, tuple[str, str]]:
     verdicts: dict[int, tuple[str, str]] = {}
     with open(path, "rb") as f:
         for index, line in enumerate(f):
-            if (verdict := rules(orjson.loads(line))) is not None:
+            if (verdict := rules(loads_exact(line))) is not None:
                 verdicts[index] = verdict
     return verdicts
 

@@ -16,11 +16,11 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ftflow.jsonl import dumps_exact, loads_exact
 from ftflow.outputs import writing
 from tasks.reduce import ReduceResult
 
@@ -81,9 +81,9 @@ def _quarantine(split: ReduceResult, verdicts: Verdicts, paths: dict[str, Path],
                     row = rows[name][index]
                     drop_rows.add(row)
                     reasons[reason] += 1
-                    out.write(orjson.dumps({
+                    out.write(dumps_exact({
                         "source": features.column("source")[row].as_py(), "loc": features.column("loc")[row].as_py(),
-                        "reason": reason, "detail": detail, "record": orjson.loads(line)}) + b"\n")
+                        "reason": reason, "detail": detail, "record": loads_exact(line)}) + b"\n")
     kept = {name: rewrite_split(paths[name], set(verdicts.get(name, {}))) for name in SPLITS}
     pq.write_table(features.filter(pa.array([i not in drop_rows for i in range(len(features))])), split.features_path)
     return Quarantined(

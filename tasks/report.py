@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import BudgetExceeded, ConfigError, FtflowError, QualityGateFailed
-from ftflow.jsonl import file_sha256
+from ftflow.jsonl import file_sha256, loads_exact
 from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writing
 from ftflow.process_exit import signals_deferred
 from ftflow.settings import Settings, default
@@ -320,7 +320,7 @@ def rejection_causes(rejected: dict[str, int], rejected_file: Path, shown: int =
             for line in f:
                 if wanted <= first.keys():
                     break
-                row = orjson.loads(line)
+                row = loads_exact(line)
                 if row["reason"] in wanted and row["reason"] not in first:
                     detail = " ".join(str(row.get("detail") or "").split())
                     if len(detail) > detail_chars:

@@ -40,7 +40,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from ftflow.encodings import get_encoding
 from ftflow.errors import ConfigError, EnvironmentFailure, FtflowError, InputError, ShardFailed
-from ftflow.jsonl import JsonlWriter, file_sha256, read_chunks
+from ftflow.jsonl import JsonlWriter, dumps_exact, file_sha256, read_chunks
 from ftflow.settings import Settings, default
 from tasks.checks import ExampleRejected, check_example
 from tasks.extract import fingerprint_sources, reader_for, resolve_sources
@@ -437,7 +437,7 @@ class ShardFiles:
 
     def keep(self, record: dict[str, Any], row: dict[str, Any], ordinal: int) -> None:
         """Hold a kept example until `finish` writes it in order; its row locates its bytes."""
-        line = orjson.dumps(record) + b"\n"
+        line = dumps_exact(record) + b"\n"
         self._kept.append((line, {**row, "ordinal": ordinal, "line_sha256": hashlib.sha256(line).hexdigest()}))
         self._kept_bytes += len(line)
         self.result.kept += 1
@@ -508,7 +508,8 @@ def _write_shard(shard: Shard, settings: ShardSettings, directory: Path) -> Shar
             result.merged_turns += stats.merged_turns
             pii.update(stats.pii)
             try:
-                tokens, assistant = check_example(example, encoding, settings.training_context)
+                tokens, assistant = check_example(example, encoding, settings.training_context,
+                                                  max_record_depth=settings.extract.max_record_depth)
             except ExampleRejected as exc:
                 files.reject("quality", item.source, item.loc, exc.reason, exc.detail, example)
                 continue

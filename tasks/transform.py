@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-import orjson
-
+from ftflow.jsonl import dumps_exact
 from ftflow.settings import Settings, default
 from tasks.pii import scan_message
 
@@ -176,7 +175,7 @@ def _canonical(value: Any) -> Any:
 
 
 def _sha256_of(messages: Any, tools: Any) -> str:
-    return hashlib.sha256(orjson.dumps({"messages": messages, "tools": tools}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(dumps_exact({"messages": messages, "tools": tools}, sort_keys=True)).hexdigest()
 
 
 def content_hash(example: dict[str, Any]) -> str:

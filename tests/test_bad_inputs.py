@@ -49,10 +49,11 @@ def test_the_corpus_is_wide_and_committed_as_generated(corpus):
 
 
 def good_tags(path: Path) -> list[str]:
-    """The tag of every written example, from its user turn (`Frage <tag>`)."""
+    """The tag of every written example (or preference pair's input), from its user turn (`Frage <tag>`)."""
     tags = []
     for line in path.read_text("utf-8").splitlines():
-        user = next(m for m in json.loads(line)["messages"] if m["role"] == "user")
+        record = json.loads(line)
+        user = next(m for m in (record.get("input") or record)["messages"] if m["role"] == "user")
         content = user["content"]
         text = content if isinstance(content, str) else "".join(part["text"] for part in content)
         tags.append(text.removeprefix("Frage "))
@@ -96,6 +97,9 @@ def test_bad_input_through_the_cli(case, corpus, prefect_server, tmp_path, reque
     assert sum(": skipped, " in line for line in result.stderr.splitlines()) == case["skipped"], result.stderr
     if case["exit"] == 0:
         assert sorted(good_tags(out / "train.jsonl") + good_tags(out / "validation.jsonl")) == sorted(case["good"])
+        written_text = (out / "train.jsonl").read_text("utf-8") + (out / "validation.jsonl").read_text("utf-8")
+        for number in case["verbatim"]:  # e.g. integers beyond 64 bits, exactly as the input wrote them
+            assert number in written_text, number[:40]
 
 
 def _postgres_table(case, request) -> str:
@@ -128,3 +132,4 @@ def test_an_unwritable_work_dir_is_one_error_line_and_nothing_published(corpus, 
     assert result.exit_code == 2, (result.output, result.stderr, result.exception)
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith("error: ")
     assert "/sys/ftflow-work" in result.stderr and not out.exists()
+

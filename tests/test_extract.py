@@ -449,6 +449,33 @@ def test_nesting_up_to_max_record_depth_is_kept_and_deeper_is_too_deep(tmp_path)
     assert "max_record_depth (8)" in got[1].detail
 
 
+LONG_INTEGERS = [123456789012345678901234567890, -9223372036854775809, 18446744073709551616, int("9" * 320)]
+
+
+def test_integers_beyond_64_bits_are_read_exactly_in_lines_and_arrays(tmp_path):
+    """orjson alone reads them as floats (the last, beyond a double, it refuses); Python keeps them all."""
+    schema = {"type": "object", "properties": {"id": {"type": "integer", "enum": LONG_INTEGERS}}, "n": 1.5}
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]}
+    (tmp_path / "a.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(chat("q2", "a2")) + "\n")
+    (tmp_path / "b.json").write_text(json.dumps([record, chat("q2", "a2")], indent=2))
+    for name in ("a.jsonl", "b.json"):
+        first, second = items([tmp_path / name])
+        assert first.example == record and second.example == chat("q2", "a2")
+        enum = first.example["tools"][0]["function"]["parameters"]["properties"]["id"]["enum"]
+        assert all(type(n) is int for n in enum)
+
+
+def test_long_integers_keep_the_strict_rule(tmp_path):
+    long = "1" + "0" * 400
+    lines = [f'{{"messages": [], "x": {long}, "x": 1}}', f'{{"messages": [], "x": {long}, "y": NaN}}',
+             f'{{"messages": [], "x": {long}, "y": 1e999}}', f'{{"messages": [], "x": "\\ud800{long}"}}',
+             f'{{"messages": [], "x": {"[" * 9}{long}{"]" * 9}}}']
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    got = items([tmp_path / "a.jsonl"], max_record_depth=8)
+    assert [r for _, r in reasons(got)] == ["duplicate_key", "invalid_json", "invalid_json", "invalid_json",
+                                            "too_deep"]
+
+
 def test_a_gz_stops_at_max_decompressed_bytes_and_the_rest_is_one_rejection(tmp_path):
     lines = [json.dumps(chat(f"q{i}", f"a{i}")).encode() + b"\n" for i in range(20000)]  # 2 MiB
     path = tmp_path / "a.jsonl.gz"

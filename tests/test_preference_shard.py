@@ -116,6 +116,54 @@ def test_over_the_token_limit_is_rejected(tmp_path):
     assert results[0].rejected["quality"] == {"too_long": 1}
 
 
+def test_preference_records_are_read_by_the_chat_records_json_rule(tmp_path):
+    """Repeated keys, NaN and numbers beyond a double, nesting and length over the run's limits are
+    rejected with the chat readers' reasons; integers beyond 64 bits reach the pairs as written."""
+    good = [openai_line(f"Frage {i}?", f"Antwort {i}.", f"Falsch, das ist nicht die Antwort {i}.") for i in range(6)]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"maximum": 123456789012345678901234567890}}}]
+    good[0]["input"]["tools"] = tools
+    bad_input = json.dumps(openai_line("x?", "y.", "z, nein.")).replace('{"messages"', '{"x": %s, "messages"', 1)
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": json.dumps([[[[[[[[1]]]]]]]])}}
+    deep_arguments = openai_line("Wo?", "Da.", "Weiß nicht, frag später nochmal.")
+    deep_arguments["input"]["messages"] += [{"role": "assistant", "tool_calls": [call]},
+                                            {"role": "tool", "tool_call_id": "c", "content": "ok"},
+                                            {"role": "user", "content": "Und?"}]
+    lines = [*good, bad_input % '{"a": 1, "a": 2}', bad_input % "NaN", bad_input % "1e999",
+             bad_input % ("[" * 8 + "]" * 8), bad_input % json.dumps("x" * 2000), deep_arguments]
+    path = write_jsonl(tmp_path / "pairs.jsonl", lines)
+    in_array = openai_line("Frage im Array?", "Hier.", "Falsch, das ist nicht die Antwort im Array.")
+    in_array["input"]["tools"] = tools
+    (tmp_path / "pairs.json").write_text(json.dumps([in_array], indent=2)[:-1] + ', {"input": {}, "input": {}}]')
+    strict = replace(settings(), extract=replace(settings().extract, max_record_depth=7, max_record_bytes=1024))
+    (lines_result, array_result), split = run([str(path), str(tmp_path / "pairs.json")], tmp_path, strict)
+    assert lines_result.rejected == {"extract": {"duplicate_key": 1, "invalid_json": 2, "too_deep": 1, "too_long": 1},
+                                     "quality": {"too_deep": 1}}
+    assert array_result.rejected == {"extract": {"duplicate_key": 1}, "quality": {}}
+    written = Path(split.train_path).read_text() + Path(split.validation_path).read_text()
+    assert written.count('"maximum":123456789012345678901234567890') == 2  # from the lines and the array
+
+
+def test_a_rated_rows_conversation_given_as_json_text_is_read_by_the_same_rule(tmp_path):
+    path = tmp_path / "rated.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["conversation_id", "messages", "answer", "rating"])
+        writer.writerow(["c1", '[{"role": "user", "content": "Wo?"}]', "Da.", "1"])
+        writer.writerow(["c1", '[{"role": "user", "content": "Wo?"}]', "Weiß nicht, frag später.", "0"])
+        writer.writerow(["c2", '[{"role": "user", "content": "a", "content": "b"}]', "Da.", "1"])
+        writer.writerow(["c3", '[{"role": "user", "content": NaN}]', "Da.", "1"])
+    [result], _ = run([str(path)], tmp_path, settings())
+    assert result.kept == 1
+    assert result.rejected == {"extract": {"duplicate_key": 1, "invalid_json": 1}, "quality": {}}
+
+
+def test_the_preference_pass_takes_the_runs_extract_settings():
+    from ftflow.settings import Settings
+
+    shard_settings = PreferenceShardSettings.from_settings(Settings(model=MODEL, max_record_depth=9))
+    assert shard_settings.extract.max_record_depth == 9
+
+
 def test_a_model_without_dpo_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="does not take DPO"):
         PreferenceShardSettings.for_preferences("gpt-4o-mini-2024-07-18", TransformOptions(), 0.1, 1.0)

@@ -72,9 +72,20 @@ RECORD_LEVEL = {
 @pytest.mark.parametrize(("reason", "example"), BAD_EXAMPLES.items(), ids=list(BAD_EXAMPLES))
 def test_each_reason_rejects_its_example(reason, example):
     with pytest.raises(ExampleRejected) as info:
-        check_example(example, ENC, limit=200)
+        check_example(example, ENC, limit=200, max_record_depth=64)
     assert info.value.reason == reason
     assert info.value.detail
+
+
+def test_tool_call_arguments_nest_at_most_the_max_record_depth_given():
+    arguments = "[" * 5 + "]" * 5
+    example = {"messages": [U, {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f",
+                                                                                         "arguments": arguments}}]},
+                            {"role": "tool", "tool_call_id": "c1", "content": "ok"}, A]}
+    check_example(example, ENC, limit=200, max_record_depth=5)
+    with pytest.raises(ExampleRejected) as info:
+        check_example(example, ENC, limit=200, max_record_depth=4)
+    assert info.value.reason == "too_deep" and "max_record_depth (4)" in info.value.detail
 
 
 def test_every_reason_is_tested_and_documented():
@@ -112,7 +123,7 @@ def test_every_reason_is_tested_and_documented():
     ],
 )
 def test_valid_examples_pass_with_token_counts(example):
-    tokens, assistant = check_example(example, ENC, limit=65536)
+    tokens, assistant = check_example(example, ENC, limit=65536, max_record_depth=64)
     assert tokens > assistant > 0
 
 
@@ -167,7 +178,8 @@ def test_dataset_suite_names_what_failed(totals, expected):
 
 def test_text_parts_count_their_text_only_and_pass_the_same_checks():
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": U["content"]}]}, A]}
-    assert check_example(parts, ENC, limit=200) == check_example({"messages": [U, A]}, ENC, limit=200)
+    assert (check_example(parts, ENC, limit=200, max_record_depth=64)
+            == check_example({"messages": [U, A]}, ENC, limit=200, max_record_depth=64))
     bad = {
         "empty_content": [{"type": "text", "text": "  "}],
         "non_string_content": [{"type": "image_url", "image_url": {"url": "x"}}],
@@ -176,7 +188,7 @@ def test_text_parts_count_their_text_only_and_pass_the_same_checks():
     }
     for reason, content in bad.items():
         with pytest.raises(ExampleRejected) as info:
-            check_example({"messages": [{"role": "user", "content": content}, A]}, ENC, limit=200)
+            check_example({"messages": [{"role": "user", "content": content}, A]}, ENC, limit=200, max_record_depth=64)
         assert info.value.reason == reason, (reason, info.value.detail)
 
 
@@ -190,7 +202,7 @@ def test_a_tool_answer_must_follow_its_call():
         ]
     }
     with pytest.raises(ExampleRejected, match="answers no earlier tool call") as info:
-        check_example(answer_first, ENC, limit=200)
+        check_example(answer_first, ENC, limit=200, max_record_depth=64)
     assert info.value.reason == "unknown_tool_call_id"
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -256,6 +257,30 @@ def test_every_reader_is_in_the_code_a_stored_shard_is_keyed_on():
 
     readers = Path(__file__).resolve().parents[1] / "tasks" / "readers"
     assert {f"readers/{module.name}" for module in readers.glob("*.py")} <= set(SHARD_CODE)
+
+
+def test_integers_beyond_64_bits_are_written_as_the_input_wrote_them(tmp_path):
+    numbers = [123456789012345678901234567890, -98765432109876543210987654321, int("9" * 320)]
+    schema = {"type": "object", "properties": {"id": {"type": "integer", "enum": numbers}}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    path = write_jsonl(tmp_path / "a.jsonl", [{**chat(f"Frage {i}", f"Antwort {i}"), "tools": tools} for i in range(20)])
+    out = run([str(path)], tmp_path / "work", tmp_path / "out", 1 << 20)
+    written = (out["train"] + out["validation"]).decode().splitlines()
+    assert len(written) == 20 and all(f'"enum":[{",".join(map(str, numbers))}]' in line for line in written)
+
+
+def test_tool_call_arguments_are_held_to_the_runs_max_record_depth(tmp_path):
+    arguments = json.dumps([[[[[[[[1]]]]]]]])  # 8 levels; the record around it nests 6
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    example = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]},
+                            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                            {"role": "assistant", "content": "a"}]}
+    path = write_jsonl(tmp_path / "a.jsonl", [example])
+    shard = plan_shards([str(path)], ExtractOptions(), 1 << 20).shards[0]
+    for depth, rejected in ((8, {}), (7, {"too_deep": 1})):
+        shard_settings = replace(settings(), extract=ExtractOptions(max_record_depth=depth))
+        result = prepare_shard(shard, shard_settings, tmp_path / f"work{depth}")
+        assert result.rejected == {"extract": {}, "quality": rejected}
 
 
 def test_partitions_of_the_digest_space_give_the_same_output(tmp_path):

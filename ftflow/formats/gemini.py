@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import orjson
+from ftflow.jsonl import dumps_exact, loads_exact
 
 MAX_EXAMPLE_TOKENS = 131_072  # input + output tokens per example, SFT and preference (Vertex's limits pages)
 MAX_VALIDATION_EXAMPLES = 5_000
@@ -69,8 +69,8 @@ def render_jsonl(data: bytes) -> bytes:
     for line in data.splitlines():
         if not line.strip():
             continue
-        record = orjson.loads(line)
-        out += orjson.dumps(to_gemini_preference(record) if "input" in record else to_gemini_sft(record)) + b"\n"
+        record = loads_exact(line)
+        out += dumps_exact(to_gemini_preference(record) if "input" in record else to_gemini_sft(record)) + b"\n"
     return bytes(out)
 
 

@@ -25,6 +25,9 @@ from tasks.readers.transcript import TEXT_KEYS, parse_transcript
 
 # Keys under which one JSON document may hold its list of records: {"data": [...]}.
 WRAPPER_KEYS = ("data", "conversations", "records", "examples", "items")
+# What a decoded record becomes in its Candidate (RecordRejected if nothing): chat sources shape
+# it into an example (`record_to_example`), preference files keep it as written.
+Shape = Callable[[Any, ExtractOptions], Any]
 
 
 def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
+def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions, shape: Shape = record_to_example) -> Item:
     """One JSON record from its bytes: UTF-8, strict JSON (no lone surrogates), no repeated keys."""
     try:
         text = raw.decode("utf-8")
@@ -71,13 +74,14 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions) -> Item:
         shown = printable(text.rstrip("\r\n")) if exc.reason == "invalid_json" else text.strip()
         return Rejection(source, loc, exc.reason, exc.detail, shown)
     try:
-        return Candidate(source, loc, record_to_example(record, options))
+        return Candidate(source, loc, shape(record, options))
     except RecordRejected as exc:
         return Rejection(source, loc, exc.reason, exc.detail, record)
 
 
 def read_json_lines(
-    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1
+    path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1,
+    shape: Shape = record_to_example,
 ) -> Iterator[Item]:
     """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
     source = str(path)
@@ -88,7 +92,7 @@ def read_json_lines(
                 if isinstance(raw, TooLong):
                     yield too_long_rejection(source, f"line {number}", raw, options.max_record_bytes)
                 elif raw.strip():  # blank lines hold no record
-                    yield _decode(source, f"line {number}", raw, options)
+                    yield _decode(source, f"line {number}", raw, options, shape)
         except ReadFault as fault:
             yield fault_rejection(fault, source, f"line {number + 1}")
 
@@ -99,7 +103,8 @@ class _BrokenJson(Exception):
         self.loc, self.detail, self.rest = loc, detail, rest
 
 
-def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
+def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions,
+                 shape: Shape = record_to_example) -> Iterator[Item]:
     """The items of the array whose `[` the scanner just consumed; _BrokenJson for an unreadable rest."""
     index = 0
     if scanner.expect(b"]"):
@@ -110,7 +115,7 @@ def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions) -> 
             raw = scanner.value()
         except JsonScanner.Truncated:
             raise _BrokenJson(f"item {index}", f"the file ends inside item {index}", scanner.rest()) from None
-        yield _decode(source, f"item {index}", raw, options)
+        yield _decode(source, f"item {index}", raw, options, shape)
         scanner.compact()
         if scanner.expect(b"]"):
             return
@@ -224,13 +229,13 @@ def _read_json(
             yield fault_rejection(fault, source, f"after {last}")
 
 
-def read_json_array(path: Path, options: ExtractOptions) -> Iterator[Item]:
+def read_json_array(path: Path, options: ExtractOptions, *, shape: Shape = record_to_example) -> Iterator[Item]:
     """A JSON array of records, streamed item by item."""
 
     def items(source: str, scanner: JsonScanner, options: ExtractOptions) -> Iterator[Item]:
         if not scanner.expect(b"["):
             raise _BrokenJson("item 1", "the file does not start with '['", scanner.rest())
-        yield from _array_items(source, scanner, options)
+        yield from _array_items(source, scanner, options, shape)
 
     return _read_json(path, items, options)
 

@@ -15,6 +15,7 @@ Files that git cannot hold (a FIFO, a dangling symbolic link) and databases are 
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -76,6 +77,7 @@ class Corpus:
         special: str | None = None,
         marks: list[str] | None = None,
         skipped: int = 0,
+        verbatim: list[str] | None = None,
     ) -> None:
         folder = self.root / kind
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +95,7 @@ class Corpus:
                 "special": special,
                 "marks": marks or [],
                 "skipped": skipped,
+                "verbatim": verbatim or [],
             }
         )
 
@@ -378,6 +381,60 @@ def build(root: Path) -> list[dict[str, Any]]:
     c.with_bad_lines("jsonl_tool_arguments_not_strict",
                      [with_tool_call(a) for a in ('{"x": NaN}', '{"x": Infinity}', '{"x": 1e999}')], "invalid_json")
     c.with_bad_lines("jsonl_tool_arguments_duplicate_key", [with_tool_call('{"x": 1, "x": 2}')], "duplicate_key")
+
+    # --- numbers as written: integers beyond 64 bits, which orjson alone reads as floats ---------
+    long_numbers = [123456789012345678901234567890, -98765432109876543210987654321, int("9" * 320)]  # the last
+    # is beyond a double, too
+
+    def with_tools(record: dict[str, Any], number: int) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {"id": {"type": "integer", "maximum": number}}}
+        return {**record, "tools": [{"type": "function", "function": {"name": "track", "parameters": schema}}]}
+
+    tags = c.tags("jsonl_long_integers")
+    records = [c.chat(t) for t in tags]
+    for i, number in enumerate(long_numbers):
+        records[3 * i] = with_tools(records[3 * i], number)
+    c.add("jsonl_long_integers", {"data.jsonl": b"".join(json.dumps(r).encode() + b"\n" for r in records)}, good=tags,
+          verbatim=[str(n) for n in long_numbers])
+
+    # --- preference pairs (DPO) read by the same JSON rule as chat records ----------------------
+    dpo = ["--method", "dpo", "--model", "gpt-4.1-mini-2025-04-14"]
+    not_preferred = "Dazu kann ich leider gar nichts sagen, bitte wende dich an den Kundendienst deiner Filiale."
+
+    def pair(tag: str) -> dict[str, Any]:  # the preferred answer is the shorter: no length bias
+        return {"input": {"messages": [{"role": "user", "content": f"Frage {tag}"}]},
+                "preferred_output": [{"role": "assistant", "content": f"Antwort {tag}"}],
+                "non_preferred_output": [{"role": "assistant", "content": not_preferred}]}
+
+    def pair_lines(kind: str, bad: list[bytes]) -> tuple[list[str], list[bytes]]:
+        tags = c.tags(kind)
+        lines = [json.dumps(pair(t)).encode() for t in tags]
+        for line in bad:
+            lines.insert(rng.randrange(len(lines) + 1), line)
+        return tags, lines
+
+    def pair_with(extra: bytes) -> bytes:  # a pair whose input holds `"x": <extra>`
+        return json.dumps(pair("bad")).encode().replace(b'{"messages"', b'{"x": ' + extra + b', "messages"', 1)
+
+    tags, lines = pair_lines("dpo_strict_json", [
+        pair_with(b'{"a": 1, "a": 2}'), pair_with(b"NaN"), pair_with(b"1e999"), pair_with(deep.encode())])
+    for i, number in enumerate(long_numbers):
+        lines[lines.index(json.dumps(pair(tags[3 * i])).encode())] = json.dumps(
+            {**pair(tags[3 * i]), "input": with_tools(pair(tags[3 * i])["input"], number)}).encode()
+    c.add("dpo_strict_json", {"pairs.jsonl": b"\n".join(lines) + b"\n"}, good=tags, args=dpo,
+          rejected={"duplicate_key": 1, "invalid_json": 2, "too_deep": 1}, verbatim=[str(n) for n in long_numbers])
+    tags, lines = pair_lines("dpo_too_long_line", [huge])
+    c.add("dpo_too_long_line", {"pairs.jsonl.gz": gzip.compress(b"\n".join(lines) + b"\n", mtime=0)}, good=tags,
+          args=dpo, rejected={"too_long": 1})
+    tags = c.tags("dpo_rated_messages_not_strict")
+    rows = [[t, json.dumps([{"role": "user", "content": f"Frage {t}"}]), answer, rating]
+            for t in tags for answer, rating in ((f"Antwort {t}", 1), (not_preferred, 0))]
+    rows += [["x", '[{"role": "user", "content": "a", "content": "b"}]', answer, rating]
+             for answer, rating in (("Ja.", 1), ("Nein, leider nicht.", 0))]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([["conversation_id", "messages", "answer", "rating"], *rows])
+    c.add("dpo_rated_messages_not_strict", {"rated.csv": out.getvalue().encode()}, good=tags, args=dpo,
+          rejected={"duplicate_key": 2})
 
     for case in c.cases:
         assert case["exit"] != 0 or len(case["good"]) >= 10, case["kind"]  # else the train-size gate fails
