@@ -53,9 +53,11 @@ class EnvironmentFailure(FtflowError):
     exit_code = 2
 
     @classmethod
-    def from_os_error(cls, exc: OSError) -> EnvironmentFailure:
-        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
-        return cls(f"{exc.strerror or exc}: {where}" if where else f"{exc.strerror or exc}")
+    def from_os_error(cls, exc: OSError, where: object = None) -> EnvironmentFailure:
+        """The failure naming the file(s) the OSError names, else `where` (a write to a full disk names none)."""
+        named = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        place = named or (str(where) if where is not None else "")
+        return cls(f"{exc.strerror or exc}: {place}" if place else f"{exc.strerror or exc}")
 
 
 class ShardFailed(FtflowError):

@@ -13,6 +13,7 @@ anything is touched, so a run never reads what it is about to clear or overwrite
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import uuid
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from ftflow.errors import ConfigError
+from ftflow.errors import ConfigError, EnvironmentFailure
 from ftflow.jsonl import file_sha256
 
 MANIFEST = ".ftflow-outputs.json"
@@ -55,8 +56,13 @@ class Manifest:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.partial"
-        temporary.write_bytes(orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))
-        os.replace(temporary, self.path)
+        with naming_the_place(self.path):
+            try:
+                temporary.write_bytes(orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))
+                os.replace(temporary, self.path)
+            except OSError:
+                temporary.unlink(missing_ok=True)
+                raise
 
     def owns(self, name: str, entries: dict[str, str | None]) -> bool:
         """Whether the file `name` is ftflow's: recorded, and its bytes unchanged (or claimed, being written)."""
@@ -107,16 +113,39 @@ class Manifest:
 
 
 @contextmanager
+def naming_the_place(path: Path) -> Iterator[None]:
+    """An OSError in the body that names no file (a write to a full disk) as an EnvironmentFailure naming path."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise EnvironmentFailure.from_os_error(exc, where=path) from exc
+
+
+@contextmanager
 def writing(folder: Path, names: Iterable[str], digests: dict[str, str] | None = None) -> Iterator[None]:
     """Claim `names` in folder's manifest, run the body (which writes them), then record their digests.
 
     `digests` may hold digests the body computed while writing (filled in by the body), so big
-    files are not read twice; the other files are hashed here.
+    files are not read twice; the other files are hashed here. A body that fails (a full disk,
+    a stopping signal) leaves none of the files: a file half written is no output.
     """
     names = list(names)
     manifest = Manifest(folder)
     manifest.claim(names)
-    yield
+    try:
+        with naming_the_place(folder):
+            yield
+    except BaseException:
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
+        for parent in {(folder / name).parent for name in names} - {folder}:
+            with contextlib.suppress(OSError):  # a sub-folder such as .staged, if nothing is left in it
+                parent.rmdir()
+        with contextlib.suppress(OSError, EnvironmentFailure):  # unforgotten, a claim is one the next run clears
+            manifest.forget(names)
+        raise
     known = digests or {}
     manifest.record({name: known.get(name) or file_sha256(folder / name)
                      for name in names if (folder / name).is_file()})

@@ -555,7 +555,8 @@ def prepare_shard(shard: Shard, settings: ShardSettings, work_dir: Path,
         shutil.rmtree(temporary, ignore_errors=True)
         code = (exc.exit_code if isinstance(exc, FtflowError)
                 else EnvironmentFailure.exit_code if isinstance(exc, OSError) else 1)  # e.g. a source deleted
-        raise ShardFailed(f"shard {shard.name} ({shard.source}) failed: {exc}", exit_code=code) from exc
+        cause = EnvironmentFailure.from_os_error(exc, where=shards_dir) if isinstance(exc, OSError) else exc
+        raise ShardFailed(f"shard {shard.name} ({shard.source}) failed: {cause}", exit_code=code) from exc
     result.directory = str(final)
     return result
 

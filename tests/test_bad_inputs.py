@@ -8,6 +8,10 @@ expected reason.
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,7 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ftflow.cli import app
-from tests.conftest import ROOT, postgres_engine_or_skip, postgres_url
+from ftflow.jsonl import file_sha256
+from ftflow.outputs import MANIFEST, Manifest
+from tests.conftest import ROOT, chat, postgres_engine_or_skip, postgres_url, write_jsonl
 from tests.data.bad_inputs.generate import build, make_special, sql_rows
 
 CORPUS = ROOT / "tests" / "data" / "bad_inputs"
@@ -133,3 +139,36 @@ def test_an_unwritable_work_dir_is_one_error_line_and_nothing_published(corpus, 
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith("error: ")
     assert "/sys/ftflow-work" in result.stderr and not out.exists()
 
+
+@pytest.mark.flow
+@pytest.mark.parametrize("full", ["--out", "work_dir"])
+def test_a_full_disk_is_one_error_line_naming_it_and_nothing_half_published(full, prefect_server, tmp_path):
+    """`ftflow prepare` as a process, with --out or work_dir on a real 256 KiB tmpfs (a mount namespace of
+    its own): one line saying what and where, exit 2, and in --out only complete files, recorded as such."""
+    from prefect.settings import get_current_settings
+
+    source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Frage {i}: " + "wo ist mein Paket? " * 20, f"Antwort {i}")
+                                                    for i in range(2000)])  # about 1 MiB: more than the disk holds
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out, work = (disk / "out", tmp_path / "work") if full == "--out" else (tmp_path / "out", disk / "work")
+    after = tmp_path / "out-after"  # what --out held when the command ended, copied out of the namespace
+    command = shlex.join([sys.executable, "-m", "ftflow.cli", "prepare", str(source), "--out", str(out)])
+    script = (f"mount -t tmpfs -o size=256k tmpfs {shlex.quote(str(disk))} || exit 99; "
+              f"{command}; code=$?; if [ -d {shlex.quote(str(out))} ]; then cp -a {shlex.quote(str(out))} "
+              f"{shlex.quote(str(after))}; fi; exit $code")
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "FTFLOW_WORK_DIR": str(work)}
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+    assert done.returncode == 2, (done.stdout[-2000:], done.stderr)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and "No space left on device" in line, line
+    assert str(out if full == "--out" else work) in line, line
+    if not after.exists():
+        return
+    assert not {"train.jsonl", "validation.jsonl"} & {path.name for path in after.rglob("*")}
+    manifest = Manifest(after).load()
+    files = {str(path.relative_to(after)) for path in after.rglob("*") if path.is_file() and path.name != MANIFEST}
+    assert files == set(manifest), (files, manifest)  # every file left is one ftflow recorded, complete
+    assert all(digest == file_sha256(after / name) for name, digest in manifest.items()), manifest
