@@ -56,7 +56,7 @@ class Manifest:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.partial"
-        with naming_the_place(self.path):
+        with os_errors_named(self.path):
             try:
                 temporary.write_bytes(orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))
                 os.replace(temporary, self.path)
@@ -113,7 +113,7 @@ class Manifest:
 
 
 @contextmanager
-def naming_the_place(path: Path) -> Iterator[None]:
+def os_errors_named(path: Path) -> Iterator[None]:
     """An OSError in the body that names no file (a write to a full disk) as an EnvironmentFailure naming path."""
     try:
         yield
@@ -135,7 +135,7 @@ def writing(folder: Path, names: Iterable[str], digests: dict[str, str] | None =
     manifest = Manifest(folder)
     manifest.claim(names)
     try:
-        with naming_the_place(folder):
+        with os_errors_named(folder):
             yield
     except BaseException:
         for name in names:

@@ -327,22 +327,23 @@ def strict_loads(raw: bytes | str, max_depth: int) -> Any:
     with the reason.
     """
     raw = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    long_number = LONG_NUMBER.search(raw) is not None
+    long_number = LONG_NUMBER.search(raw) is not None  # an integer orjson may not hold exactly
+    exact = False
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if not long_number:
             raise JsonRejected("invalid_json", str(exc)) from None
         try:  # perhaps an integer too long for a double, which Python holds exactly
-            value = _exact_loads(raw)
+            value, exact = _exact_loads(raw), True
         except (ValueError, RecursionError):
             raise JsonRejected("invalid_json", str(exc)) from None
-        long_number = False  # read exactly already
     if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
         raise JsonRejected("too_deep", f"arrays and objects nest more than max_record_depth ({max_depth}) levels")
     if key := duplicate_key(raw, value):
         raise JsonRejected("duplicate_key", f"the key {key!r} appears twice in one object")
-    return _exact_loads(raw) if long_number else value
+    # Read again only now: within max_depth, the standard library's recursive parser is safe.
+    return _exact_loads(raw) if long_number and not exact else value
 
 
 def _exact_loads(raw: bytes) -> Any:
