@@ -14,6 +14,8 @@ A skipped run ends in a Completed state named `Skipped`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, tags
@@ -22,6 +24,7 @@ from prefect.states import Cancelled, Completed
 from flows import run_model, run_settings, untraced
 from flows.finetune import finetune
 from flows.prepare import prepare
+from ftflow.errors import JobFailed
 from ftflow.outputs import refuse_sources_inside
 from ftflow.settings import Settings
 from tasks.economics import compute_cost_case
@@ -30,7 +33,7 @@ from tasks.hosting import remove_stale_deployments
 from tasks.lineage import (
     check_inputs_unchanged,
     check_unchanged,
-    failure_recorded,
+    failure_reason,
     new_run_id,
     record_run,
     run_cost_usd,
@@ -116,6 +119,25 @@ def skipped(base: dict[str, Any], dataset: dict[str, Any], reason: str, settings
                         settings, run_dir)
     publish_summary(record, settings, draw_plots(record, read_history(settings), run_dir))
     return Completed(name="Skipped", message=reason, data=record)
+
+
+@contextmanager
+def failure_recorded(base: dict[str, Any], settings: Settings, run_dir: str) -> Iterator[None]:
+    """Record a run that raises as `failed`, with the reason, then let the error go on.
+
+    `ftflow runs` then shows every run, not only those that got to the end. The record names no
+    job: a job that finished before the failure stays free for the next run to re-attach to.
+    A failed job also keeps the provider's error verbatim (`provider_error`) and gets its summary.
+    """
+    try:
+        yield
+    except Exception as exc:
+        failed_job = isinstance(exc, JobFailed) and exc.provider_error is not None
+        given = {"job_id": exc.job_id, "provider_error": exc.provider_error} if failed_job else {}  # type: ignore[attr-defined]
+        record = record_run({**base, "status": "failed", "reason": failure_reason(exc), **given}, settings, run_dir)
+        if failed_job:
+            publish_summary(record, settings, {})
+        raise
 
 
 if __name__ == "__main__":

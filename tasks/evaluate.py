@@ -29,14 +29,12 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import numpy as np
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
@@ -46,13 +44,12 @@ from ftflow.providers import chat_for
 from ftflow.providers.base import ChatModel, retry_on_transient
 from ftflow.settings import Settings
 from tasks.facts import score_facts
+from tasks.intervals import bootstrap_interval
 from tasks.judge import judge_answers
 from tasks.transform import content_hash
 
 WORD = re.compile(r"\w+", re.UNICODE)
 _langdetect_lock = threading.Lock()
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0  # fixed: the same answers always give the same intervals
 NOT_EVALUATED = "not evaluated"
 
 
@@ -142,17 +139,6 @@ def field_matches(answer: str, reference: str) -> dict[str, bool]:
     parsed = parse_json(answer)
     given = json_fields(parsed) if isinstance(parsed, dict | list) else {}
     return {p: p in given and _same_value(given[p], v) for p, v in wanted.items()}
-
-
-def bootstrap_interval(values: Sequence[float], *, seed: int = BOOTSTRAP_SEED,
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> list[float] | None:
-    """Percentile bootstrap 95% interval of the mean of `values`; None without values."""
-    if not len(values):
-        return None
-    data = np.asarray(values, dtype=float)
-    means = data[np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return [round(float(low), 4), round(float(high), 4)]
 
 
 def prose_of(text: str) -> str:

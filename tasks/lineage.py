@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
-from ftflow.errors import JobFailed
 from ftflow.resources import resource_text
 from ftflow.settings import Settings
 from tasks.extract import fingerprint_sources, resolve_sources
@@ -192,23 +189,3 @@ def failure_reason(exc: BaseException) -> str:
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
-
-@contextmanager
-def failure_recorded(base: dict[str, Any], settings: Settings, run_dir: str) -> Iterator[None]:
-    """Record a run that raises as `failed`, with the reason, then let the error go on.
-
-    `ftflow runs` then shows every run, not only those that got to the end. The record names no
-    job: a job that finished before the failure stays free for the next run to re-attach to.
-    A failed job also keeps the provider's error verbatim (`provider_error`) and gets its summary.
-    """
-    try:
-        yield
-    except Exception as exc:
-        failed_job = isinstance(exc, JobFailed) and exc.provider_error is not None
-        given = {"job_id": exc.job_id, "provider_error": exc.provider_error} if failed_job else {}  # type: ignore[attr-defined]
-        record = record_run({**base, "status": "failed", "reason": failure_reason(exc), **given}, settings, run_dir)
-        if failed_job:
-            from tasks.summary import publish_summary
-
-            publish_summary(record, settings, {})
-        raise

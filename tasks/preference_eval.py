@@ -30,11 +30,11 @@ from tasks.evaluate import (
     NOT_EVALUATED,
     EvalCase,
     aggregate,
-    bootstrap_interval,
     evaluate_model,
     examples_digest,
     token_f1,
 )
+from tasks.intervals import bootstrap_interval
 from tasks.preference import pair_digest, pair_from_openai
 
 

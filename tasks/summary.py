@@ -21,22 +21,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.catalog import short_model
 from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.settings import Settings
 from tasks.registry import Registry
 
 HISTORY_KEY = "ftflow-history"
 SUMMARY_KEY = "ftflow-summary"
-
-
-def short_model(model: str | None) -> str:
-    """A base model as people call it: its shortest alias (`gpt-4o-mini`), the name after an org's slash."""
-    from ftflow.catalog import load_catalog
-
-    if not model:
-        return "-"
-    aliases = [alias for alias, name in load_catalog().aliases.items() if model in (alias, name)]
-    return min([*aliases, model.rsplit("/", 1)[-1]], key=len)
 
 
 def run_name(model: str, run_id: str) -> str:

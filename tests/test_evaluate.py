@@ -10,7 +10,6 @@ from tasks.evaluate import (
     EvalCase,
     aggregate,
     answer_f1,
-    bootstrap_interval,
     detect_language,
     evaluate,
     field_matches,
@@ -21,6 +20,7 @@ from tasks.evaluate import (
     token_f1,
     with_system_prompt,
 )
+from tasks.intervals import bootstrap_interval
 from tests.conftest import chat, write_jsonl
 
 SCHEMA = {"type": "object", "required": ["antwort"], "properties": {"antwort": {"type": "string"}}}
