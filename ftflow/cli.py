@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from ftflow.formatting import change, count, share, usd, with_interval
 from ftflow.prefect_api import prefect_api
 from ftflow.settings import get_settings
 from ftflow.suites_process import start_suites
+
+if TYPE_CHECKING:
+    from ftflow.store.lineage import LineageStore
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
@@ -92,6 +95,13 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
     except ValueError as exc:  # option parsing (KEY=value pairs and the like)
         print_error(exc)
         raise typer.Exit(2) from None
+
+
+def lineage() -> LineageStore:
+    """The lineage store of the settings in effect (a bad setting raises here, inside the error reporting)."""
+    from ftflow.run_resources import RunResources
+
+    return RunResources(get_settings()).lineage
 
 
 def print_error(exc: BaseException) -> None:
@@ -376,13 +386,11 @@ def models(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to 
     """List the fine-tuned models of the last runs, newest first."""
     if ctx.invoked_subcommand:
         return
-    from tasks.registry import Registry
-
     table = Table()
     for column in ("run", "status", "method", "backend", "dataset", "fine-tuned model", "F1", "promoted",
                    "trained tokens"):
         table.add_column(column, no_wrap=True)
-    for run in run_reporting_errors(lambda: Registry(get_settings().registry_url).list_runs(limit)):
+    for run in run_reporting_errors(lambda: lineage().list_runs(limit)):
         f1 = (run.get("evaluation") or {}).get("candidate", {}).get("f1")
         table.add_row(run.get("run_name") or run["run_id"], run["status"], run.get("method", "supervised"),
                       run.get("backend") or "-", (run.get("dataset_sha256") or "")[:8],
@@ -397,9 +405,7 @@ def models_current(
     name_only: Annotated[bool, typer.Option("--name-only", help="Print only the name to call it by")] = False,
 ) -> None:
     """Print the promoted model: backend, model id and deployment (what downstream apps should call)."""
-    from tasks.registry import Registry
-
-    promoted = run_reporting_errors(lambda: Registry(get_settings().registry_url).current_promotion(model))
+    promoted = run_reporting_errors(lambda: lineage().current_promotion(model))
     if promoted is None:
         err_console.print("no model has been promoted yet")
         raise typer.Exit(1)
@@ -415,11 +421,11 @@ def deployments() -> None:
     """List the deployments ftflow made (Azure), their role and what each costs per month to host."""
     import datetime as dt
 
+    from ftflow.run_resources import RunResources
     from tasks.hosting import deployment_rows
-    from tasks.registry import Registry
 
     settings = get_settings()
-    rows = deployment_rows(Registry(settings.registry_url), settings.keep_deployments)
+    rows = deployment_rows(RunResources(settings), settings.keep_deployments)
     if not rows:
         console.print("no deployments: ftflow deploys fine-tuned models on Azure only")
         return
@@ -444,16 +450,16 @@ def snapshot_eval(
     with prefect_api(announce_prefect_server) as api:
         from flows.snapshot_eval import snapshot_eval as snapshot_flow
         from ftflow.errors import ConfigError
-        from tasks.registry import Registry
+        from ftflow.run_resources import RunResources
         from tasks.snapshot import snapshot_path
 
         def action() -> dict[str, Any]:
             settings = get_settings()
-            registry = Registry(settings.registry_url)
-            promoted = registry.current_promotion(model)
+            lineage = RunResources(settings).lineage
+            promoted = lineage.current_promotion(model)
             if promoted is None:
                 raise ConfigError("no model has been promoted yet: nothing to snapshot")
-            folder = run_dir or next((r.get("run_dir") for r in registry.list_runs(500)
+            folder = run_dir or next((r.get("run_dir") for r in lineage.list_runs(500)
                                       if r["run_id"] == promoted["run_id"]), None)
             if not folder:
                 raise ConfigError(f"the run folder of {promoted['run_id']} is unknown; pass --run-dir")
@@ -477,7 +483,6 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to sh
         return
     from rich import box
 
-    from tasks.registry import Registry
     from tasks.summary import TERMINAL_COLUMNS, history_row
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
@@ -485,7 +490,7 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(help="Runs to sh
         # ids never wrap; the outcome does ("re-attached, not promoted") when 100 columns need it
         table.add_column(column, no_wrap=column != "outcome",
                          justify="right" if column in ("facts", "cost") else "left")
-    for record in run_reporting_errors(lambda: Registry(get_settings().registry_url).list_runs(limit)):
+    for record in run_reporting_errors(lambda: lineage().list_runs(limit)):
         row = history_row(record)
         table.add_row(*(row[column] for column in TERMINAL_COLUMNS))
     print_table(table)
@@ -498,11 +503,10 @@ def runs_show(run: Annotated[str, typer.Argument(
     from rich.markdown import Markdown
 
     from ftflow.errors import ConfigError
-    from tasks.registry import Registry
     from tasks.summary import summary_markdown
 
     def find() -> dict[str, Any]:
-        matches = Registry(get_settings().registry_url).find_runs(run)
+        matches = lineage().find_runs(run)
         if matches and run in (matches[0]["run_id"], matches[0].get("run_name"), matches[0].get("flow_run_id")):
             return matches[0]  # the newest of the runs with this name (older records shared names)
         if len(matches) != 1:

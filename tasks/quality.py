@@ -41,6 +41,8 @@ from tasks.budget import count_example_tokens
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ftflow.run_resources import RunResources  # not at run time: the suites' process never needs it
+
 # Every reason a record can be rejected for, at any stage. Stable names: reports key on them.
 REASONS = {
     "invalid_utf8": "the line is not valid UTF-8",
@@ -525,11 +527,9 @@ def quality_markdown(result: QualityResult) -> str:
 
 
 @task(name="last-success-features", cache_policy=RUN_CACHE)
-def last_success_features(settings: Settings) -> dict[str, Any] | None:
+def last_success_features(settings: Settings, resources: RunResources) -> dict[str, Any] | None:
     """Return the feature summary of the last successful run of this base model (drift baseline), if any."""
-    from tasks.registry import Registry
-
-    last = Registry(settings.registry_url).last_successful_run(settings.model)
+    last = resources.lineage.last_successful_run(settings.model)
     return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
 
 
