@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
-from ftflow.cli import app, print_prepare_summary
+from ftflow.cli import app
+from ftflow.cli.summaries import print_prepare_summary
 from ftflow.environment import prefect_defaults
 from ftflow.formatting import usd
 from tasks.jobs import JobEventLog, parse_step_metrics, sample_curve
@@ -391,7 +392,7 @@ def test_task_finish_lines_name_their_task():
 
 
 def test_the_run_summary_on_the_terminal_shows_fact_recall(capsys):
-    from ftflow.cli import print_run_summary
+    from ftflow.cli.summaries import print_run_summary
 
     evaluation = run_record()["evaluation"]
     evaluation["candidate"] = {**evaluation["candidate"], "fact_recall": 0.3, "invented_fact_rate": 1.0,
