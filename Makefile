@@ -21,10 +21,12 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 samples: install
 	$(BIN)/python data/generate_samples.py

@@ -40,9 +40,9 @@ WORKER = textwrap.dedent('''
     def locked():
         if mechanism == "registry":
             from ftflow.exactly_once import OncePolicy, lease
-            from tasks.registry import Registry
-            registry = Registry({registry!r})
-            with lease(registry, "bench", "p", key, OncePolicy(lease_seconds={lease})):
+            from ftflow.store.ledger import Ledger
+            ledger = Ledger({registry!r})
+            with lease(ledger, "bench", "p", key, OncePolicy(lease_seconds={lease})):
                 yield
         else:
             from prefect.concurrency.sync import concurrency

@@ -16,6 +16,7 @@ from prefect.states import Cancelled
 
 from flows import named_after_model, run_settings
 from ftflow.errors import JobCancelled
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.jobs import (
     cancel_flow_run_jobs,
@@ -45,20 +46,21 @@ def finetune(
     FTFLOW_* over ftflow.toml over the defaults, resolved here once, or the parent's `settings`.
     """
     settings = run_settings("finetune", overrides, settings)
+    resources = RunResources(settings)
     dataset_dir = dataset_dir or str(settings.out_dir)
-    reconcile_ledger(settings)
+    reconcile_ledger(resources)
     check_dataset(dataset_dir, settings)
-    train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings)
-    validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings)
+    train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings, resources)
+    validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings, resources)
     request = plan_job(dataset_dir, settings, train, validation, force=force)
-    with job_slot(settings):  # the provider runs this many jobs at once: wait for a free one first
-        job = create_job(request, settings)
+    with job_slot(settings, resources):  # the provider runs this many jobs at once: wait for a free one first
+        job = create_job(request, settings, resources)
         try:
-            done = wait_for_job(job["job_id"], job["idempotency_key"], settings)
+            done = wait_for_job(job["job_id"], job["idempotency_key"], settings, resources)
         except JobCancelled as exc:
             return Cancelled(message=str(exc))  # type: ignore[return-value]
-    deployment = deploy_model(done["fine_tuned_model"], job["idempotency_key"], settings)
-    release_job(done["job_id"], settings)
+    deployment = deploy_model(done["fine_tuned_model"], job["idempotency_key"], settings, resources)
+    release_job(done["job_id"], resources)
     return {**done, "method": settings.method, "idempotency_key": job["idempotency_key"], "created": job["created"],
             "backend": settings.backend, "deployment": deployment,
             "training_file": train.file_id, "validation_file": validation.file_id if validation else None}

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 
 from flows import named_after_model, run_settings
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.snapshot import snapshot_answers
 
@@ -20,7 +21,8 @@ def snapshot_eval(run_dir: str, model: str, backend: str | None = None, override
     Settings: `overrides` over FTFLOW_* over ftflow.toml over the defaults, or the command's `settings`.
     """
     settings = run_settings("snapshot-eval", overrides, settings)
-    return snapshot_answers(run_dir, model, backend, settings)
+    resources = RunResources(settings)
+    return snapshot_answers(run_dir, model, backend, settings, resources)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,14 @@ def base_model_of(model: str) -> str:
     return load_catalog().derived_from(model) or model
 
 
+def short_model(model: str | None) -> str:
+    """A base model as people call it: its shortest alias (`gpt-4o-mini`), the name after an org's slash."""
+    if not model:
+        return "-"
+    aliases = [alias for alias, name in load_catalog().aliases.items() if model in (alias, name)]
+    return min([*aliases, model.rsplit("/", 1)[-1]], key=len)
+
+
 @cache
 def load_catalog() -> Catalog:
     text = resources.files("ftflow").joinpath("data/models.toml").read_text("utf-8")

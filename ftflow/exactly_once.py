@@ -4,7 +4,7 @@ Every provider's upload (keyed by content sha256) and job create (keyed by idemp
 goes through `ensure_once`:
 
 1. **lookup**: the object may exist already (ledger, then the provider's own list);
-2. **lease**: one row per (kind, provider, key) in the registry's `leases` table, taken with
+2. **lease**: one row per (kind, provider, key) in the ledger's `leases` table, taken with
    `INSERT ... ON CONFLICT` (SQLite and PostgreSQL), renewed by a heartbeat while held, taken
    over when it ran out or its holder's process is dead. Waiters keep looking the object up;
 3. **lookup again** under the lease, since the previous holder may just have created it;
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ftflow.settings import Settings, default
 
-if TYPE_CHECKING:
-    from tasks.registry import Registry
+if TYPE_CHECKING:  # the providers import this module for `Outcome` alone: no SQLAlchemy for them
+    from ftflow.store.ledger import Ledger
 
 T = TypeVar("T")
 log = logging.getLogger("ftflow.exactly_once")
@@ -100,20 +100,20 @@ def new_owner() -> str:
     return f"{host}:{pid}:{started}:{uuid.uuid4().hex[:8]}"
 
 
-def _take(registry: Registry, kind: str, provider: str, key: str, owner: str, seconds: float) -> bool:
+def _take(ledger: Ledger, kind: str, provider: str, key: str, owner: str, seconds: float) -> bool:
     """Take the lease if it is free, ran out, or its holder's process is gone; True if `owner` holds it now."""
-    if registry.try_lease(kind, provider, key, owner, seconds):
+    if ledger.try_lease(kind, provider, key, owner, seconds):
         return True
-    holder = registry.lease_holder(kind, provider, key)
+    holder = ledger.lease_holder(kind, provider, key)
     if holder and owner_is_dead(holder["owner"]):
         log.warning("%s %s: the lease holder's process is gone; taking over", kind, key[:12])
-        registry.break_lease(kind, provider, key, holder["owner"])
-        return registry.try_lease(kind, provider, key, owner, seconds)
+        ledger.break_lease(kind, provider, key, holder["owner"])
+        return ledger.try_lease(kind, provider, key, owner, seconds)
     return False
 
 
 @contextmanager
-def _renewed(registry: Registry, kind: str, provider: str, key: str, owner: str, seconds: float) -> Iterator[None]:
+def _renewed(ledger: Ledger, kind: str, provider: str, key: str, owner: str, seconds: float) -> Iterator[None]:
     """Keep a taken lease while the body runs: a heartbeat thread renews it every third of its
     length; it is released at the end (a killed holder's lease runs out, or is broken as dead)."""
     stop = threading.Event()
@@ -121,7 +121,7 @@ def _renewed(registry: Registry, kind: str, provider: str, key: str, owner: str,
     def heartbeat() -> None:
         while not stop.wait(seconds / 3):
             try:
-                registry.try_lease(kind, provider, key, owner, seconds)
+                ledger.try_lease(kind, provider, key, owner, seconds)
             except Exception:  # noqa: BLE001 - a missed renewal is retried on the next beat
                 log.debug("lease renewal failed", exc_info=True)
 
@@ -132,7 +132,7 @@ def _renewed(registry: Registry, kind: str, provider: str, key: str, owner: str,
     finally:
         stop.set()
         beat.join()
-        registry.release_lease(kind, provider, key, owner)
+        ledger.release_lease(kind, provider, key, owner)
 
 
 def _pause(seconds: float) -> None:
@@ -140,13 +140,13 @@ def _pause(seconds: float) -> None:
 
 
 @contextmanager
-def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePolicy,
+def lease(ledger: Ledger, kind: str, provider: str, key: str, policy: OncePolicy,
           while_waiting: Callable[[], T | None] = lambda: None) -> Iterator[T | None]:
     """Hold the lease on (kind, provider, key); yields what `while_waiting` found instead, if anything."""
     owner = new_owner()
     deadline = time.monotonic() + policy.lease_wait_seconds
     logged = False
-    while not _take(registry, kind, provider, key, owner, policy.lease_seconds):
+    while not _take(ledger, kind, provider, key, owner, policy.lease_seconds):
         if (found := while_waiting()) is not None:
             yield found
             return
@@ -157,12 +157,12 @@ def lease(registry: Registry, kind: str, provider: str, key: str, policy: OncePo
             raise LeaseTimeout(f"{kind} {key[:12]}: another run held the lease for over "
                                f"{policy.lease_wait_seconds:.0f}s")
         _pause(policy.lease_seconds)
-    with _renewed(registry, kind, provider, key, owner, policy.lease_seconds):
+    with _renewed(ledger, kind, provider, key, owner, policy.lease_seconds):
         yield None
 
 
 @contextmanager
-def one_of(registry: Registry, kind: str, provider: str, slots: int, *, lease_seconds: float,
+def one_of(ledger: Ledger, kind: str, provider: str, slots: int, *, lease_seconds: float,
            wait_seconds: float, on_wait: Callable[[int], None] = lambda held: None) -> Iterator[float]:
     """Hold one of `slots` leases (kind, provider, "0" .. "slots-1"); yields the seconds waited for it.
 
@@ -174,7 +174,7 @@ def one_of(registry: Registry, kind: str, provider: str, slots: int, *, lease_se
     started = time.monotonic()
     waiting = False
     while True:
-        key = next((str(i) for i in range(slots) if _take(registry, kind, provider, str(i), owner, lease_seconds)),
+        key = next((str(i) for i in range(slots) if _take(ledger, kind, provider, str(i), owner, lease_seconds)),
                    None)
         if key is not None:
             break
@@ -184,7 +184,7 @@ def one_of(registry: Registry, kind: str, provider: str, slots: int, *, lease_se
         if time.monotonic() - started > wait_seconds:
             raise LeaseTimeout(f"{kind}: all {slots} slots stayed taken for over {wait_seconds:.0f}s")
         _pause(lease_seconds)
-    with _renewed(registry, kind, provider, key, owner, lease_seconds):
+    with _renewed(ledger, kind, provider, key, owner, lease_seconds):
         yield time.monotonic() - started if waiting else 0.0
 
 
@@ -236,14 +236,14 @@ def create_with_retries(create: Callable[[], T], lookup: Callable[[], T | None],
     raise AssertionError("unreachable")
 
 
-def ensure_once(registry: Registry, *, kind: str, provider: str, key: str, lookup: Callable[[], T | None],
+def ensure_once(ledger: Ledger, *, kind: str, provider: str, key: str, lookup: Callable[[], T | None],
                 create: Callable[[], T], classify: Callable[[BaseException], Outcome], policy: OncePolicy,
                 on_creating: Callable[[], None] = lambda: None, what: str = "") -> tuple[T, bool]:
     """Return (object, created_now): the one object of this key, created by at most one caller."""
     what = what or f"create {kind}"
     if (found := lookup()) is not None:
         return found, False
-    with lease(registry, kind, provider, key, policy, while_waiting=lookup) as found_while_waiting:
+    with lease(ledger, kind, provider, key, policy, while_waiting=lookup) as found_while_waiting:
         if found_while_waiting is not None:
             return found_while_waiting, False
         if (found := lookup()) is not None:

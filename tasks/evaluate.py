@@ -29,30 +29,27 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import numpy as np
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import base_model_of, load_catalog
 from ftflow.jsonl import iter_records
-from ftflow.providers import chat_for
 from ftflow.providers.base import ChatModel, retry_on_transient
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.facts import score_facts
+from tasks.intervals import bootstrap_interval
 from tasks.judge import judge_answers
 from tasks.transform import content_hash
 
 WORD = re.compile(r"\w+", re.UNICODE)
 _langdetect_lock = threading.Lock()
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0  # fixed: the same answers always give the same intervals
 NOT_EVALUATED = "not evaluated"
 
 
@@ -142,17 +139,6 @@ def field_matches(answer: str, reference: str) -> dict[str, bool]:
     parsed = parse_json(answer)
     given = json_fields(parsed) if isinstance(parsed, dict | list) else {}
     return {p: p in given and _same_value(given[p], v) for p, v in wanted.items()}
-
-
-def bootstrap_interval(values: Sequence[float], *, seed: int = BOOTSTRAP_SEED,
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> list[float] | None:
-    """Percentile bootstrap 95% interval of the mean of `values`; None without values."""
-    if not len(values):
-        return None
-    data = np.asarray(values, dtype=float)
-    means = data[np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return [round(float(low), 4), round(float(high), 4)]
 
 
 def prose_of(text: str) -> str:
@@ -383,8 +369,8 @@ def worst_examples_markdown(model: str, scores: list[Scored], cases: list[EvalCa
     return "\n".join(lines)
 
 
-def evaluate(run_dir: Path, candidate: str, current: str | None,
-             settings: Settings) -> tuple[dict[str, Any], dict[str, list[Scored]], list[EvalCase]]:
+def evaluate(run_dir: Path, candidate: str, current: str | None, settings: Settings,
+             resources: RunResources) -> tuple[dict[str, Any], dict[str, list[Scored]], list[EvalCase]]:
     """Ask candidate, baseline (and the promoted model) the same held-out examples; return the summary."""
     cases = cases_from(run_dir / "validation.jsonl", settings.eval_max_examples)
     models = {"candidate": candidate, "baseline": base_model_of(candidate)}
@@ -395,22 +381,22 @@ def evaluate(run_dir: Path, candidate: str, current: str | None,
         schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
         prompts = {"baseline": settings.baseline_system_prompt}
         for role, model in models.items():
-            chat = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+            chat = resources.chat_for(model)  # where the model lives: an incumbent on its own backend
             scores[role] = evaluate_model(chat, model, cases, system_prompt=prompts.get(role),
                                           language=settings.eval_language, schema=schema,
                                           concurrency=settings.eval_concurrency)
     result = {**summarize(candidate, cases, scores, models), "language": settings.eval_language}
     if settings.eval_judge and cases:
-        result["judge"] = judge_candidate(run_dir, candidate, cases, scores["candidate"], settings)
+        result["judge"] = judge_candidate(run_dir, candidate, cases, scores["candidate"], settings, resources)
         result["models"]["candidate"]["judge"] = {k: v for k, v in result["judge"].items() if k != "per_example"}
     return result, scores, cases
 
 
 def judge_candidate(run_dir: Path, candidate: str, cases: list[EvalCase], scores: list[Scored],
-                    settings: Settings) -> dict[str, Any]:
+                    settings: Settings, resources: RunResources) -> dict[str, Any]:
     """The LLM judge's verdicts on the candidate's answers, within what the budget leaves after training."""
     model = settings.eval_judge_model or base_model_of(candidate)
-    chat = chat_for(settings, model)
+    chat = resources.chat_for(model)
     report = run_dir / "report.json"
     training = json.loads(report.read_text("utf-8")).get("estimated_cost_usd", 0.0) if report.is_file() else 0.0
     budget = None if settings.max_cost_usd is None else settings.max_cost_usd - training
@@ -433,12 +419,13 @@ def evaluation_table(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 @task(name="evaluate-models", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_on_transient)
-def evaluate_models(run_dir: str, candidate: str, current: str | None, settings: Settings) -> dict[str, Any]:
+def evaluate_models(run_dir: str, candidate: str, current: str | None, settings: Settings,
+                    resources: RunResources) -> dict[str, Any]:
     """Return the figures of candidate, baseline (and promoted model) with intervals; writes eval.json."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
 
-    result, scores, cases = evaluate(Path(run_dir), candidate, current, settings)
+    result, scores, cases = evaluate(Path(run_dir), candidate, current, settings, resources)
     per_example = {role: [asdict(s) for s in role_scores] for role, role_scores in scores.items()}
     Path(run_dir, "eval.json").write_text(json.dumps({**result, "per_example": per_example}, indent=2,
                                                      ensure_ascii=False), "utf-8")

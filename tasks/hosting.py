@@ -6,7 +6,7 @@ deployments of the last `keep_deployments` promoted models of each base model (b
 promoted one and the one before it, to roll back to) and removes every other deployment it
 made itself, once the run that made it has ended (a deployment of a run still evaluating is
 left alone). Deployments ftflow did not make are never touched: it only knows its own, from
-the registry.
+its ledger.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from prefect.cache_policies import NO_CACHE
 
 from ftflow.catalog import load_catalog
 from ftflow.formatting import usd
-from ftflow.providers import get_provider
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
-from tasks.registry import Registry
 
 
 def kept_models(promoted: list[dict[str, Any]], keep: int) -> dict[str, str]:
     """Model -> role ("promoted", "previous promoted", ...) of the last `keep` promoted models per base model.
 
-    `promoted`: each promoted model once, newest promotion first (Registry.promoted_models).
+    `promoted`: each promoted model once, newest promotion first (LineageStore.promoted_models).
     """
     roles = ["promoted", "previous promoted"]
     seen: Counter[str] = Counter()
@@ -52,13 +51,13 @@ def backend_of_identity(identity: str) -> str:
     return identity.split(":", 1)[0].split("-", 1)[0]
 
 
-def deployment_rows(registry: Registry, keep: int) -> list[dict[str, Any]]:
+def deployment_rows(resources: RunResources, keep: int) -> list[dict[str, Any]]:
     """Every deployment ftflow made, with its role and what it costs per month (None: no hosting fee)."""
     catalog = load_catalog()
     rows = []
-    for d in registry.list_deployments():
+    for d in resources.ledger.list_deployments():
         backend = backend_of_identity(d["provider"])
-        roles = kept_models(registry.promoted_models(backend), keep)
+        roles = kept_models(resources.lineage.promoted_models(backend), keep)
         hosting = catalog.hosting_of(backend)
         rows.append({"backend": backend, "deployment": d["deployment"], "model": d["model"],
                      "role": roles.get(d["model"], "not promoted"), "created_at": d["created_at"],
@@ -67,24 +66,24 @@ def deployment_rows(registry: Registry, keep: int) -> list[dict[str, Any]]:
 
 
 @task(name="remove-stale-deployments", cache_policy=NO_CACHE)
-def remove_stale_deployments(candidate: str | None, settings: Settings) -> list[str]:
+def remove_stale_deployments(candidate: str | None, settings: Settings, resources: RunResources) -> list[str]:
     """Return the deployments removed: ftflow's own, neither promoted nor the previous promoted model."""
     from prefect.logging import get_run_logger
 
-    registry = Registry(settings.registry_url)
-    provider = get_provider(settings)
-    deployed = registry.list_deployments(provider.identity)
+    ledger, lineage = resources.ledger, resources.lineage
+    provider = resources.provider
+    deployed = ledger.list_deployments(provider.identity)
     if not deployed:
         return []
-    ended = registry.recorded_models() | ({candidate} if candidate else set())
-    stale = stale_deployments(deployed, registry.promoted_models(settings.backend), settings.keep_deployments, ended)
+    ended = lineage.recorded_models() | ({candidate} if candidate else set())
+    stale = stale_deployments(deployed, lineage.promoted_models(settings.backend), settings.keep_deployments, ended)
     hosting = load_catalog().hosting_of(settings.backend)
     logger = get_run_logger()
     removed = []
     for d in stale:
         with provider.explained():
             provider.remove_deployment(d["deployment"])
-        registry.forget_deployment(provider.identity, d["model"])
+        ledger.forget_deployment(provider.identity, d["model"])
         removed.append(d["deployment"])
         logger.info("removed deployment %s of %s: neither promoted nor the previous promoted model "
                     "(keep_deployments = %d)%s", d["deployment"], d["model"], settings.keep_deployments,

@@ -31,7 +31,6 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.errors import DataError, JobCancelled, JobFailed, JobTimeout, ProviderRefused
 from ftflow.exactly_once import LeaseTimeout, OncePolicy, ensure_once, one_of, owner_is_dead
-from ftflow.providers import get_provider
 from ftflow.providers.base import (
     RUNNING,
     JobEvent,
@@ -44,8 +43,9 @@ from ftflow.providers.base import (
     retry_on_transient,
     status_code,
 )
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
-from tasks.registry import Registry
+from ftflow.store.ledger import Ledger
 
 log = logging.getLogger("ftflow.jobs")
 T = TypeVar("T")
@@ -94,9 +94,9 @@ class JobRequest:
                        hyperparameters=self.hyperparameters, seed=self.seed)
 
 
-def resolve_generation(registry: Registry, provider: str, request: JobRequest) -> JobRequest:
+def resolve_generation(ledger: Ledger, provider: str, request: JobRequest) -> JobRequest:
     """The request with the generation to use: the one in flight if any, else 0 or (with force) the next."""
-    rows = registry.job_family(provider, request.family)
+    rows = ledger.job_family(provider, request.family)
     in_flight = [r for r in rows if r["consumed_at"] is None and r["status"] not in FINISHED]
     if in_flight:
         generation = in_flight[-1]["generation"] or 0
@@ -161,17 +161,17 @@ def waiting_out_quota(provider: Provider, quota: QuotaWait, create: Callable[[],
 
 
 @contextmanager
-def job_slot(settings: Settings) -> Iterator[None]:
+def job_slot(settings: Settings, resources: RunResources) -> Iterator[None]:
     """Hold one job slot of the backend account inside the block (creating and polling its job).
 
     There are `job_slots` slots, by default the provider's documented limit (OpenAI 3, Azure 1);
     a provider without one holds nothing. Slots are leases in the ledger, per account, so every
-    run sharing the registry shares them, and a killed run's slot is taken over as soon as its
+    run sharing the ledger shares them, and a killed run's slot is taken over as soon as its
     process is seen gone (or its lease runs out, seen from another machine). A run that finds
     every slot taken says so in its log ("waiting for a job slot on <backend>") and waits, for
     `quota_wait_seconds` at most.
     """
-    provider = get_provider(settings)
+    provider = resources.provider
     slots = settings.job_slots or provider.job_slots
     if slots is None:
         yield
@@ -183,7 +183,7 @@ def job_slot(settings: Settings) -> Iterator[None]:
 
     with ExitStack() as held:
         try:
-            waited = held.enter_context(one_of(Registry(settings.registry_url), "job-slot", provider.identity, slots,
+            waited = held.enter_context(one_of(resources.ledger, "job-slot", provider.identity, slots,
                                                lease_seconds=settings.lease_seconds,
                                                wait_seconds=settings.quota_wait_seconds, on_wait=waiting))
         except LeaseTimeout:
@@ -195,39 +195,39 @@ def job_slot(settings: Settings) -> Iterator[None]:
         yield
 
 
-def create_job_once(provider: Provider, registry: Registry, request: JobRequest, *, policy: OncePolicy,
+def create_job_once(provider: Provider, ledger: Ledger, request: JobRequest, *, policy: OncePolicy,
                     flow_run_id: str | None = None,
                     quota: QuotaWait = QuotaWait()) -> tuple[RemoteJob, bool, JobRequest]:  # noqa: B008 - frozen
     """Return (job, created_now, resolved request). Attaches to the existing job of this key if there is one.
 
     A quota refusal is waited out for `quota.seconds` (default: not at all).
     """
-    request = resolve_generation(registry, provider.identity, request)
+    request = resolve_generation(ledger, provider.identity, request)
     key = request.key
     row = {"family": request.family, "generation": request.generation, "flow_run_id": flow_run_id}
-    known = (registry.job_entry(provider.identity, key) or {}).get("job_id")
+    known = (ledger.job_entry(provider.identity, key) or {}).get("job_id")
     with provider.explained():
         job, created = waiting_out_quota(provider, quota, lambda: ensure_once(
-            registry, kind="job", provider=provider.identity, key=key,
+            ledger, kind="job", provider=provider.identity, key=key,
             lookup=lambda: provider.find_job(key, known),
             create=lambda: provider.create_job(request.spec()),
             classify=provider.outcome, policy=policy, what="create fine-tuning job",
-            on_creating=lambda: registry.record_job(provider.identity, key, status="creating", **row),
+            on_creating=lambda: ledger.record_job(provider.identity, key, status="creating", **row),
         ))
-    registry.record_job(provider.identity, key, job_id=job.id, status=job.state, **row)
+    ledger.record_job(provider.identity, key, job_id=job.id, status=job.state, **row)
     log.info("%s fine-tuning job %s (key %s)", "created" if created else "attached to", job.id, key[:12])
     return job, created, request
 
 
-def reconcile_creating(provider: Provider, registry: Registry) -> list[str]:
+def reconcile_creating(provider: Provider, ledger: Ledger) -> list[str]:
     """Resolve ledger rows left `creating` by a dead run: the job id if the provider has it, else not_created."""
     fixed = []
-    for row in registry.jobs_in_status(provider.identity, "creating"):
-        holder = registry.lease_holder("job", provider.identity, row["idempotency_key"])
+    for row in ledger.jobs_in_status(provider.identity, "creating"):
+        holder = ledger.lease_holder("job", provider.identity, row["idempotency_key"])
         if holder and not owner_is_dead(holder["owner"]) and holder["expires_at"] > time.time():
             continue  # a live run is creating it right now
         job = provider.find_job(row["idempotency_key"])
-        registry.record_job(provider.identity, row["idempotency_key"], job_id=job.id if job else None,
+        ledger.record_job(provider.identity, row["idempotency_key"], job_id=job.id if job else None,
                             status=job.state if job else "not_created")
         fixed.append(f"{row['idempotency_key'][:12]} -> {job.id if job else 'not created'}")
     return fixed
@@ -425,11 +425,11 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
 
 # No Prefect retries: ftflow/exactly_once.py is the one retry layer of creates.
 @task(name="create-job", cache_policy=RUN_CACHE)
-def create_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
+def create_job(request: JobRequest, settings: Settings, resources: RunResources) -> dict[str, Any]:
     """Return the job (created now or attached to) for this request's idempotency key."""
     from prefect.runtime import flow_run
 
-    job, created, resolved = create_job_once(get_provider(settings), Registry(settings.registry_url), request,
+    job, created, resolved = create_job_once(resources.provider, resources.ledger, request,
                                              policy=OncePolicy.from_settings(settings), flow_run_id=flow_run.get_id(),
                                              quota=QuotaWait.from_settings(settings))
     return {"job_id": job.id, "created": created, "idempotency_key": resolved.key, "generation": resolved.generation,
@@ -451,7 +451,7 @@ def _flow_run_cancelling() -> bool:
 
 @task(name="wait-for-job", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=retry_on_transient)
-def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[str, Any]:
+def wait_for_job(job_id: str, idempotency_key: str, settings: Settings, resources: RunResources) -> dict[str, Any]:
     """Return the finished job and its training metrics; stream its events into the run log.
 
     The polling deadline and the last event logged live in the ledger, so a retry (or a
@@ -461,11 +461,10 @@ def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
-    provider = get_provider(settings)
-    registry = Registry(settings.registry_url)
-    entry = registry.job_entry(provider.identity, idempotency_key) or {}
+    provider, ledger = resources.provider, resources.ledger
+    entry = ledger.job_entry(provider.identity, idempotency_key) or {}
     deadline = entry.get("wait_deadline") or time.time() + settings.poll_timeout_seconds
-    registry.record_job(provider.identity, idempotency_key, status=entry.get("status") or "pending",
+    ledger.record_job(provider.identity, idempotency_key, status=entry.get("status") or "pending",
                         job_id=job_id, wait_deadline=deadline)
     events = JobEventLog()
 
@@ -481,11 +480,11 @@ def wait_for_job(job_id: str, idempotency_key: str, settings: Settings) -> dict[
             deadline=deadline, cursor=EventCursor(entry.get("last_event_id")),
             on_event=log_event,
             on_progress=lambda step, total: update_progress_artifact(progress_id, 100.0 * step / total),
-            on_cursor=lambda last_id: registry.record_job(provider.identity, idempotency_key, status="running",
-                                                          last_event_id=last_id),
+            on_cursor=lambda last_id: ledger.record_job(provider.identity, idempotency_key, status="running",
+                                                        last_event_id=last_id),
             should_cancel=_flow_run_cancelling if settings.cancel_job_on_flow_cancel else (lambda: False),
         )
-        registry.record_job(provider.identity, idempotency_key, status=job.state)
+        ledger.record_job(provider.identity, idempotency_key, status=job.state)
         update_progress_artifact(progress_id, 100.0)
         metrics = training_metrics(provider, job)
     metrics["curve"] = sample_curve(metrics["curve"])
@@ -507,8 +506,9 @@ def cancel_flow_run_jobs(flow: Any, flow_run: Any, state: Any) -> None:
     settings = settings_of_parameters(flow_run.parameters or {})
     if not settings.cancel_job_on_flow_cancel:
         return
-    provider = get_provider(settings)
-    for entry in Registry(settings.registry_url).jobs_of_flow_run(str(flow_run.id)):
+    resources = RunResources(settings)
+    provider = resources.provider
+    for entry in resources.ledger.jobs_of_flow_run(str(flow_run.id)):
         job = provider.get_job(entry["job_id"]) if entry["job_id"] else None
         if job is not None and job.state in RUNNING:
             provider.cancel_job(job.id)
@@ -557,12 +557,12 @@ def check_dataset(dataset_dir: str, settings: Settings) -> dict[str, Any]:
 
 
 @task(name="release-job", cache_policy=RUN_CACHE)
-def release_job(job_id: str, settings: Settings) -> None:
+def release_job(job_id: str, resources: RunResources) -> None:
     """Mark the job used when finetune runs on its own; inside retrain, its run record does that."""
     from prefect.runtime import flow_run
 
     if not flow_run.get_parent_flow_run_id():
-        Registry(settings.registry_url).consume_job(job_id)
+        resources.ledger.consume_job(job_id)
 
 
 # --- serving ---------------------------------------------------------------------------------
@@ -577,11 +577,11 @@ def deployment_name(suffix: str | None, key: str) -> str:
 
 @task(name="deploy-model", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=retry_on_transient)
-def deploy_model(model: str, idempotency_key: str, settings: Settings) -> str:
+def deploy_model(model: str, idempotency_key: str, settings: Settings, resources: RunResources) -> str:
     """Return the name the fine-tuned model answers under (Azure: a deployment, waited for; else the model id)."""
-    provider = get_provider(settings)
+    provider = resources.provider
     with provider.explained():
         name = provider.deploy_model(model, deployment_name(settings.suffix, idempotency_key))
     if name != model:
-        Registry(settings.registry_url).record_deployment(provider.identity, model, name)
+        resources.ledger.record_deployment(provider.identity, model, name)
     return name

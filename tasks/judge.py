@@ -25,6 +25,7 @@ from typing import Any
 from ftflow.catalog import load_catalog
 from ftflow.encodings import encoding_name_for_model, get_encoding
 from ftflow.providers.base import ChatModel
+from tasks.intervals import bootstrap_interval
 
 RUBRIC = """You grade a customer-support answer against a reference answer.
 Score from 1 to 5:
@@ -81,8 +82,6 @@ def automatic_pass(scored: Any) -> bool:
 def judge_answers(chat: ChatModel, model: str, cases: list[Any], scores: list[Any], *,
                   cache_dir: Path, budget_usd: float | None, concurrency: int) -> dict[str, Any]:
     """Grade each answer (cached by content); the judge's pass rate, agreement, cost, and each verdict."""
-    from tasks.evaluate import bootstrap_interval
-
     requests = [judge_messages(c.messages, c.reference, s.answer) for c, s in zip(cases, scores, strict=True)]
     keys = [verdict_key(model, r) for r in requests]
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
-from ftflow.errors import JobFailed
 from ftflow.resources import resource_text
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
+from ftflow.store.lineage import LineageStore
 from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
 from tasks.provider_rules import rules_backend
 from tasks.quality import SUITES
-from tasks.registry import Registry
 from tasks.report import GateOptions
 from tasks.shards import Plan, ShardSettings
 
@@ -95,9 +93,9 @@ def current_inputs_sha256(sources: list[str], settings: Settings) -> str:
                          provider_rules=rules_backend(settings.backend))
 
 
-def unchanged_since_last_success(registry: Registry, report: dict[str, Any]) -> dict[str, Any] | None:
+def unchanged_since_last_success(lineage: LineageStore, report: dict[str, Any]) -> dict[str, Any] | None:
     """The last successful run of this base model if it trained on exactly this dataset."""
-    last = registry.last_successful_run(report["model"])
+    last = lineage.last_successful_run(report["model"])
     if last and last.get("dataset_sha256") == report["dataset_sha256"]:
         return last
     return None
@@ -133,11 +131,11 @@ def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: flo
 
 
 @task(name="check-unchanged", cache_policy=RUN_CACHE)
-def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> str | None:
+def check_unchanged(report: dict[str, Any], resources: RunResources, force: bool) -> str | None:
     """Return why the run can stop here (same data as the last successful run), or None."""
     if force:
         return None
-    last = unchanged_since_last_success(Registry(settings.registry_url), report)
+    last = unchanged_since_last_success(resources.lineage, report)
     if last is None:
         return None
     return (f"dataset {report['dataset_sha256'][:12]} is unchanged since run {last['run_id']} "
@@ -145,7 +143,8 @@ def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> 
 
 
 @task(name="check-inputs-unchanged", cache_policy=RUN_CACHE)
-def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) -> dict[str, Any] | None:
+def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool,
+                           resources: RunResources) -> dict[str, Any] | None:
     """Before preparing: if the last successful run's dataset was made from exactly these sources,
     settings and code, return its dataset digest and why this run stops; else None. Logs why not."""
     from prefect import get_run_logger
@@ -155,7 +154,7 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) 
         log.info("--force: preparing whatever the last successful run was made of")
         return None
     model = settings.model
-    last = Registry(settings.registry_url).last_successful_run(model)
+    last = resources.lineage.last_successful_run(model)
     recorded = ((last or {}).get("prepare") or {}).get("inputs_sha256")
     if last is None or recorded is None:
         log.info("preparing: %s", f"run {last['run_id']} recorded no inputs digest" if last
@@ -172,19 +171,21 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) 
 
 
 @task(name="last-success-features", cache_policy=RUN_CACHE)
-def last_success_features(settings: Settings) -> dict[str, Any] | None:
+def last_success_features(settings: Settings, resources: RunResources) -> dict[str, Any] | None:
     """Return the feature summary of the last successful run of this base model (drift baseline), if any."""
-    last = Registry(settings.registry_url).last_successful_run(settings.model)
+    last = resources.lineage.last_successful_run(settings.model)
     return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
 
 
 @task(name="record-run", cache_policy=NO_CACHE)
-def record_run(record: dict[str, Any], settings: Settings, run_dir: str) -> dict[str, Any]:
-    """Return the run record; saved to the registry and to run.json in the run folder."""
+def record_run(record: dict[str, Any], resources: RunResources, run_dir: str) -> dict[str, Any]:
+    """Return the run record; saved to the lineage store and to run.json in the run folder."""
     from prefect.runtime import flow_run
 
     record = {**record, "flow_run_id": flow_run.get_id(), "finished_at": time.time()}
-    Registry(settings.registry_url).save_run(record)
+    resources.lineage.save_run(record)
+    if record.get("job_id"):  # a run record names this job: no later run attaches to it again
+        resources.ledger.consume_job(record["job_id"])
     Path(run_dir).mkdir(parents=True, exist_ok=True)  # a run that failed early has no folder yet
     Path(run_dir, "run.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2, default=str))
     return record
@@ -199,23 +200,3 @@ def failure_reason(exc: BaseException) -> str:
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
-
-@contextmanager
-def failure_recorded(base: dict[str, Any], settings: Settings, run_dir: str) -> Iterator[None]:
-    """Record a run that raises as `failed`, with the reason, then let the error go on.
-
-    `ftflow runs` then shows every run, not only those that got to the end. The record names no
-    job: a job that finished before the failure stays free for the next run to re-attach to.
-    A failed job also keeps the provider's error verbatim (`provider_error`) and gets its summary.
-    """
-    try:
-        yield
-    except Exception as exc:
-        failed_job = isinstance(exc, JobFailed) and exc.provider_error is not None
-        given = {"job_id": exc.job_id, "provider_error": exc.provider_error} if failed_job else {}  # type: ignore[attr-defined]
-        record = record_run({**base, "status": "failed", "reason": failure_reason(exc), **given}, settings, run_dir)
-        if failed_job:
-            from tasks.summary import publish_summary
-
-            publish_summary(record, settings, {})
-        raise

@@ -15,6 +15,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.catalog import short_model
+
 SIZE = (7.0, 3.6)
 DPI = 100
 
@@ -71,8 +73,6 @@ HISTORY_METRICS = (("f1", "F1"), ("fact_recall", "fact recall"), ("json_valid_ra
 
 def history_label(run: dict[str, Any]) -> str:
     """A run on the x axis: its id (start time and flow-run id, never shared) and its base model."""
-    from tasks.summary import short_model
-
     return f"{run['run_id']}\n{short_model(run.get('base_model'))}"
 
 

@@ -23,18 +23,18 @@ from prefect import task
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import base_model_of
 from ftflow.jsonl import iter_records
-from ftflow.providers import chat_for
 from ftflow.providers.base import retry_on_transient
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.evaluate import (
     NOT_EVALUATED,
     EvalCase,
     aggregate,
-    bootstrap_interval,
     evaluate_model,
     examples_digest,
     token_f1,
 )
+from tasks.intervals import bootstrap_interval
 from tasks.preference import pair_digest, pair_from_openai
 
 
@@ -93,7 +93,8 @@ def summarize_wins(candidate: str, pairs: list[HeldOutPair], figures: dict[str, 
 
 @task(name="evaluate-preferences", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_on_transient)
-def evaluate_preferences(run_dir: str, candidate: str, current: str | None, settings: Settings) -> dict[str, Any]:
+def evaluate_preferences(run_dir: str, candidate: str, current: str | None, settings: Settings,
+                         resources: RunResources) -> dict[str, Any]:
     """Return each model's win rate (with its interval) and rates on held-out pairs; writes eval.json."""
     from prefect.artifacts import create_table_artifact
 
@@ -107,7 +108,7 @@ def evaluate_preferences(run_dir: str, candidate: str, current: str | None, sett
     wins: dict[str, list[float]] = {}
     per_example: dict[str, list[dict[str, Any]]] = {}
     for role, (model, prompt) in (runs.items() if pairs else ()):
-        chat = chat_for(settings, model)  # where the model lives: an incumbent on its own backend
+        chat = resources.chat_for(model)  # where the model lives: an incumbent on its own backend
         scores = evaluate_model(chat, model, cases, system_prompt=prompt,
                                 language=settings.eval_language, schema=schema, concurrency=settings.eval_concurrency)
         wins[role] = [win(s.answer, p.case.reference, p.non_preferred) for s, p in zip(scores, pairs, strict=True)]

@@ -23,9 +23,9 @@ from typing import Any
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.evaluate import NOT_EVALUATED
-from tasks.registry import Registry
 
 RATES = ("json_valid_rate", "schema_valid_rate", "language_rate")
 # Must not fall below the baseline's (less `max_regression`) nor regress against the incumbent:
@@ -91,27 +91,29 @@ def _both(candidate: dict[str, Any], other: dict[str, Any], metric: str) -> bool
 
 
 @task(name="current-model", cache_policy=RUN_CACHE)
-def current_model(settings: Settings) -> str | None:
+def current_model(settings: Settings, resources: RunResources) -> str | None:
     """Return the currently promoted model of this base model, if any."""
-    registry = Registry(settings.registry_url)
+    lineage = resources.lineage
     # A new base model (a migration, e.g. to Together) is compared with whatever is promoted now.
-    promoted = registry.current_promotion(settings.model) or registry.current_promotion()
+    promoted = lineage.current_promotion(settings.model) or lineage.current_promotion()
     return promoted["model"] if promoted else None
 
 
 @task(name="decide-promotion", cache_policy=RUN_CACHE)
-def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings) -> Decision:
-    """Return the promotion decision; a promotion is recorded in the registry."""
+def decide_promotion(evaluation: dict[str, Any], run_id: str, settings: Settings,
+                     resources: RunResources) -> Decision:
+    """Return the promotion decision; a promotion is recorded in the lineage store."""
     decision = decide(evaluation, min_improvement=settings.promotion_min_improvement,
                       max_regression=settings.promotion_max_regression,
                       metric="win_rate" if evaluation.get("method") == "dpo" else "f1")
-    registry = Registry(settings.registry_url)
-    incumbent = registry.current_promotion(settings.model) or registry.current_promotion()  # as current_model
+    lineage = resources.lineage
+    incumbent = lineage.current_promotion(settings.model) or lineage.current_promotion()  # as current_model
     if incumbent:
         decision.incumbent = {"model": incumbent["model"], "base_model": incumbent["base_model"],
                               "backend": incumbent["backend"]}
     # A re-attached job's model may be the promoted one already: no second promotion row for it.
-    already_promoted = (registry.current_promotion(settings.model) or {}).get("model") == decision.model
+    already_promoted = (lineage.current_promotion(settings.model) or {}).get("model") == decision.model
     if decision.promoted and not already_promoted:
-        registry.promote(settings.model, decision.model, run_id, backend=settings.backend)
+        lineage.promote(settings.model, decision.model, run_id, backend=settings.backend,
+                        deployment=resources.ledger.newest_deployment(decision.model))
     return decision

@@ -17,8 +17,8 @@ from typing import Any
 from prefect import task
 
 from ftflow.caching import RUN_CACHE
-from ftflow.providers import chat_for
 from ftflow.providers.base import retry_on_transient
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
 from tasks.evaluate import aggregate, cases_from, evaluate_model
 
@@ -30,12 +30,13 @@ def snapshot_path(run_dir: str | Path, model: str) -> Path:
 
 @task(name="snapshot-answers", cache_policy=RUN_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_on_transient)
-def snapshot_answers(run_dir: str, model: str, backend: str | None, settings: Settings) -> dict[str, Any]:
+def snapshot_answers(run_dir: str, model: str, backend: str | None, settings: Settings,
+                     resources: RunResources) -> dict[str, Any]:
     """Return the snapshot (metrics and every answer) of `model` on the run's held-out set; writes it."""
     validation = Path(run_dir) / "validation.jsonl"
     cases = cases_from(validation, settings.eval_max_examples)
     schema = json.loads(Path(settings.eval_json_schema).read_text("utf-8")) if settings.eval_json_schema else None
-    chat = chat_for(settings, model, backend=backend)
+    chat = resources.chat_for(model, backend=backend)
     scores = evaluate_model(chat, model, cases, system_prompt=None, language=settings.eval_language,
                             schema=schema, concurrency=settings.eval_concurrency)
     digest = hashlib.sha256(json.dumps([asdict(c) for c in cases], sort_keys=True).encode()).hexdigest()

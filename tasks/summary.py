@@ -21,22 +21,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ftflow.catalog import short_model
 from ftflow.formatting import change, count, share, usd, with_interval
+from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
-from tasks.registry import Registry
 
 HISTORY_KEY = "ftflow-history"
 SUMMARY_KEY = "ftflow-summary"
-
-
-def short_model(model: str | None) -> str:
-    """A base model as people call it: its shortest alias (`gpt-4o-mini`), the name after an org's slash."""
-    from ftflow.catalog import load_catalog
-
-    if not model:
-        return "-"
-    aliases = [alias for alias, name in load_catalog().aliases.items() if model in (alias, name)]
-    return min([*aliases, model.rsplit("/", 1)[-1]], key=len)
 
 
 def run_name(model: str, run_id: str) -> str:
@@ -393,7 +384,7 @@ def label_run(dataset_sha256: str, settings: Settings) -> str:
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary(record: dict[str, Any], settings: Settings, plots: dict[str, str],
+def publish_summary(record: dict[str, Any], resources: RunResources, plots: dict[str, str],
                     finetune_flow_run_id: str | None = None) -> str:
     """Return the summary markdown; published as `ftflow-summary`, with `ftflow-history` next to it."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -406,12 +397,12 @@ def publish_summary(record: dict[str, Any], settings: Settings, plots: dict[str,
     create_markdown_artifact(text, key=SUMMARY_KEY, description=f"{record.get('run_name')}: {outcome(record)}")
     # The UI renders a table cell that is a lone "-" as a list bullet: an em dash says "none".
     history = [{column: "\u2014" if value == "-" else value for column, value in history_row(r).items()}
-               for r in Registry(settings.registry_url).list_runs(20)]
+               for r in resources.lineage.list_runs(20)]
     create_table_artifact(history, key=HISTORY_KEY, description="The last retrain runs, newest first")
     return text
 
 
 @task(name="read-history", cache_policy=NO_CACHE)
-def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
-    """Return the last runs' records from the registry, oldest first (for the run-over-run plot)."""
-    return list(reversed(Registry(settings.registry_url).list_runs(limit)))
+def read_history(resources: RunResources, limit: int = 20) -> list[dict[str, Any]]:
+    """Return the last runs' records from the lineage store, oldest first (for the run-over-run plot)."""
+    return list(reversed(resources.lineage.list_runs(limit)))

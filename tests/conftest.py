@@ -89,26 +89,40 @@ def spec():
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry(request, tmp_path):
-    """A fresh registry on SQLite, and on the test PostgreSQL in a schema of its own (dropped after)."""
+def registry_url(request, tmp_path):
+    """A fresh registry database on SQLite, and on the test PostgreSQL in a schema of its own (dropped after)."""
     import uuid
 
     import sqlalchemy as sa
 
-    from tasks.registry import Registry
-
     if request.param == "sqlite":
-        yield Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+        yield f"sqlite:///{tmp_path / 'r.sqlite3'}"
         return
     admin = postgres_engine_or_skip()
     schema = f"ftflow_{uuid.uuid4().hex[:8]}"
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     try:
-        yield Registry(f"{postgres_url()}?options=-csearch_path%3D{schema}")
+        yield f"{postgres_url()}?options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture
+def ledger(registry_url):
+    """The ledger (files, jobs, leases, deployments) in a fresh registry database."""
+    from ftflow.store.ledger import Ledger
+
+    return Ledger(registry_url)
+
+
+@pytest.fixture
+def lineage(registry_url):
+    """The lineage store (runs, promotions, flow runs) in the same fresh registry database."""
+    from ftflow.store.lineage import LineageStore
+
+    return LineageStore(registry_url)
 
 
 FAST = {"seconds_per_1k_tokens": 0.002, "tick_seconds": 0.05}

@@ -10,7 +10,6 @@ from tasks.evaluate import (
     EvalCase,
     aggregate,
     answer_f1,
-    bootstrap_interval,
     detect_language,
     evaluate,
     field_matches,
@@ -21,6 +20,7 @@ from tasks.evaluate import (
     token_f1,
     with_system_prompt,
 )
+from tasks.intervals import bootstrap_interval
 from tests.conftest import chat, write_jsonl
 
 SCHEMA = {"type": "object", "required": ["antwort"], "properties": {"antwort": {"type": "string"}}}
@@ -141,10 +141,10 @@ def test_every_rate_and_mean_has_an_interval_and_the_difference_is_paired():
     assert result["models"]["baseline"]["examples_sha256"] == figures["examples_sha256"] == result["examples_sha256"]
 
 
-def test_zero_validation_examples_are_not_evaluated(tmp_path, monkeypatch):
+def test_zero_validation_examples_are_not_evaluated(tmp_path):
     (tmp_path / "validation.jsonl").write_text("")
-    monkeypatch.setattr("tasks.evaluate.chat_for", lambda *a, **k: pytest.fail("no model may be asked"))
-    result, scores, cases = evaluate(tmp_path, "ft:gpt-4o-mini-2024-07-18:x::1", None, Settings())
+    no_models = SimpleNamespace(chat_for=lambda *a, **k: pytest.fail("no model may be asked"))
+    result, scores, cases = evaluate(tmp_path, "ft:gpt-4o-mini-2024-07-18:x::1", None, Settings(), no_models)
     assert result["status"] == "not evaluated" and result["examples"] == 0 and scores == {}
     assert "no held-out validation examples" in result["reason"]
 

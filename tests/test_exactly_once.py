@@ -62,11 +62,11 @@ class FakeProvider:
         return next((n for n in self.created if self.visible_at[n] <= now), None)
 
 
-def test_concurrent_callers_create_once(registry):
+def test_concurrent_callers_create_once(ledger):
     provider, results = FakeProvider(), []
 
     def call():
-        results.append(ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup,
+        results.append(ensure_once(ledger, kind="job", provider="p", key="k", lookup=provider.lookup,
                                    create=provider.create, classify=classify, policy=FAST))
 
     threads = [threading.Thread(target=call) for _ in range(8)]
@@ -76,18 +76,18 @@ def test_concurrent_callers_create_once(registry):
         t.join()
     assert provider.created == ["obj-0"] and {r[0] for r in results} == {"obj-0"}
     assert sum(created for _, created in results) == 1
-    assert registry.lease_holder("job", "p", "k") is None  # released
+    assert ledger.lease_holder("job", "p", "k") is None  # released
 
 
-def test_a_lost_answer_is_found_when_the_provider_registers_it_late(registry):
+def test_a_lost_answer_is_found_when_the_provider_registers_it_late(ledger):
     provider = FakeProvider(lose=1, register_after=0.3)  # beyond nothing; within the lookup deadline
-    found, created = ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup,
+    found, created = ensure_once(ledger, kind="job", provider="p", key="k", lookup=provider.lookup,
                                  create=provider.create, classify=classify,
                                  policy=OncePolicy(lookup_deadline_seconds=2, lookup_interval_seconds=0.05))
     assert found == "obj-0" and created and provider.created == ["obj-0"]
 
 
-def test_lookups_that_time_out_after_a_lost_answer_are_tried_again(registry):
+def test_lookups_that_time_out_after_a_lost_answer_are_tried_again(ledger):
     """The provider is slow to answer the lookups too: they fail for a while, then find the object."""
     provider = FakeProvider(lose=1)
     failures = [Lost(), Throttled(), Lost()]
@@ -97,7 +97,7 @@ def test_lookups_that_time_out_after_a_lost_answer_are_tried_again(registry):
             raise failures.pop()
         return provider.lookup()
 
-    found, created = ensure_once(registry, kind="job", provider="p", key="k", lookup=slow_lookup,
+    found, created = ensure_once(ledger, kind="job", provider="p", key="k", lookup=slow_lookup,
                                  create=provider.create, classify=classify, policy=FAST)
     assert found == "obj-0" and created and provider.created == ["obj-0"] and failures == []
 
@@ -133,23 +133,23 @@ def test_permanent_errors_are_not_retried():
     assert len(calls) == 1
 
 
-def test_the_lease_of_a_dead_process_is_taken_over_at_once(registry):
+def test_the_lease_of_a_dead_process_is_taken_over_at_once(ledger):
     dead = dead_owner()
     assert owner_is_dead(dead) and not owner_is_dead(new_owner())
-    assert registry.try_lease("job", "p", "k", dead, seconds=3600)
+    assert ledger.try_lease("job", "p", "k", dead, seconds=3600)
     provider = FakeProvider()
     started = time.monotonic()
-    ensure_once(registry, kind="job", provider="p", key="k", lookup=provider.lookup, create=provider.create,
+    ensure_once(ledger, kind="job", provider="p", key="k", lookup=provider.lookup, create=provider.create,
                 classify=classify, policy=FAST)
     assert time.monotonic() - started < 2 and provider.created == ["obj-0"]
 
 
-def test_an_expired_lease_of_another_host_is_taken_over(registry):
+def test_an_expired_lease_of_another_host_is_taken_over(ledger):
     other_host = "elsewhere:1:1:abcd"
-    assert registry.try_lease("job", "p", "k", other_host, seconds=2)  # long enough for a loaded machine
-    assert not registry.try_lease("job", "p", "k", new_owner(), seconds=5)
+    assert ledger.try_lease("job", "p", "k", other_host, seconds=2)  # long enough for a loaded machine
+    assert not ledger.try_lease("job", "p", "k", new_owner(), seconds=5)
     time.sleep(2.2)
-    assert registry.try_lease("job", "p", "k", new_owner(), seconds=5)
+    assert ledger.try_lease("job", "p", "k", new_owner(), seconds=5)
 
 
 def dead_owner() -> str:
@@ -157,25 +157,25 @@ def dead_owner() -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_one_of_n_slots_waits_while_live_runs_hold_them_and_takes_over_a_killed_runs_slot(registry):
+def test_one_of_n_slots_waits_while_live_runs_hold_them_and_takes_over_a_killed_runs_slot(ledger):
     """Job slots: a run killed while holding one (SIGKILL: no release) must not keep it."""
-    assert registry.try_lease("job-slot", "acct", "0", dead_owner(), seconds=3600)
+    assert ledger.try_lease("job-slot", "acct", "0", dead_owner(), seconds=3600)
     waits: list[int] = []
-    with one_of(registry, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5, on_wait=waits.append) as waited:
+    with one_of(ledger, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5, on_wait=waits.append) as waited:
         assert waited == 0.0 and waits == []  # slot 0 was a dead run's: taken over at once
-        with one_of(registry, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5) as second:
+        with one_of(ledger, "job-slot", "acct", 2, lease_seconds=5, wait_seconds=5) as second:
             assert second == 0.0
-            with pytest.raises(LeaseTimeout), one_of(registry, "job-slot", "acct", 2, lease_seconds=5,
+            with pytest.raises(LeaseTimeout), one_of(ledger, "job-slot", "acct", 2, lease_seconds=5,
                                                      wait_seconds=0.3, on_wait=waits.append):
                 pass
             assert waits == [2]  # said once that both slots are in use
     released: list[float] = []
 
     def third() -> None:
-        with one_of(registry, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=10) as waited_for:
+        with one_of(ledger, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=10) as waited_for:
             released.append(waited_for)
 
-    with one_of(registry, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=5):
+    with one_of(ledger, "job-slot", "acct", 1, lease_seconds=5, wait_seconds=5):
         waiter = threading.Thread(target=third)
         waiter.start()
         time.sleep(0.5)
@@ -184,11 +184,11 @@ def test_one_of_n_slots_waits_while_live_runs_hold_them_and_takes_over_a_killed_
     assert len(released) == 1 and released[0] > 0.3
 
 
-def test_upserts_update_in_place(registry):
-    registry.record_job("p", "k", status="creating", family="f", generation=0, flow_run_id="r1")
-    registry.record_job("p", "k", status="running", job_id="job-1")
-    entry = registry.job_entry("p", "k")
+def test_upserts_update_in_place(ledger):
+    ledger.record_job("p", "k", status="creating", family="f", generation=0, flow_run_id="r1")
+    ledger.record_job("p", "k", status="running", job_id="job-1")
+    entry = ledger.job_entry("p", "k")
     assert (entry["status"], entry["job_id"], entry["family"], entry["flow_run_id"]) == ("running", "job-1", "f", "r1")
-    registry.record_file("p", "s" * 64, "fine-tune", "file-1")
-    registry.record_file("p", "s" * 64, "fine-tune", "file-2")
-    assert registry.find_file("p", "s" * 64, "fine-tune") == "file-2"
+    ledger.record_file("p", "s" * 64, "fine-tune", "file-1")
+    ledger.record_file("p", "s" * 64, "fine-tune", "file-2")
+    assert ledger.find_file("p", "s" * 64, "fine-tune") == "file-2"

@@ -71,17 +71,21 @@ def test_only_a_score_from_1_to_5_is_a_verdict():
         assert parse_verdict(reply) is None, reply
 
 
-def test_the_judge_is_asked_on_the_base_models_backend_with_what_training_leaves_of_the_budget(tmp_path, monkeypatch):
+def test_the_judge_is_asked_on_the_base_models_backend_with_what_training_leaves_of_the_budget(tmp_path):
+    from types import SimpleNamespace
+
     import tasks.evaluate
     from ftflow.settings import get_settings
 
     judge, asked_for = FakeJudge(), []
-    monkeypatch.setattr(tasks.evaluate, "chat_for", lambda settings, model: (asked_for.append(model), judge)[1])
+    resources = SimpleNamespace(chat_for=lambda model: (asked_for.append(model), judge)[1])
     (tmp_path / "report.json").write_text(json.dumps({"estimated_cost_usd": 0.5}))
     cases, scores = cases_and_scores(["Deine Bestellung AR-0"])
     settings = get_settings(max_cost_usd=0.5, work_dir=str(tmp_path / "work"))
-    refused = tasks.evaluate.judge_candidate(tmp_path, "ft:gpt-4o-mini-2024-07-18:o::x", cases, scores, settings)
+    refused = tasks.evaluate.judge_candidate(tmp_path, "ft:gpt-4o-mini-2024-07-18:o::x", cases, scores, settings,
+                                             resources)
     assert asked_for == ["gpt-4o-mini-2024-07-18"] and refused["status"] == "not run"
     settings = get_settings(max_cost_usd=1.0, work_dir=str(tmp_path / "work"))
-    judged = tasks.evaluate.judge_candidate(tmp_path, "ft:gpt-4o-mini-2024-07-18:o::x", cases, scores, settings)
+    judged = tasks.evaluate.judge_candidate(tmp_path, "ft:gpt-4o-mini-2024-07-18:o::x", cases, scores, settings,
+                                            resources)
     assert judged["status"] == "judged" and judged["pass_rate"] == 1.0 and list((tmp_path / "work" / "judge").iterdir())

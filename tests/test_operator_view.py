@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
-from ftflow.cli import app, print_prepare_summary
+from ftflow.cli import app
+from ftflow.cli.summaries import print_prepare_summary
 from ftflow.environment import prefect_defaults
 from ftflow.formatting import usd
 from tasks.jobs import JobEventLog, parse_step_metrics, sample_curve
@@ -234,13 +235,13 @@ def test_cli_version_help_and_economics_read_cleanly():
 
 
 def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_path, monkeypatch):
-    from tasks.registry import Registry
+    from ftflow.store.lineage import LineageStore
 
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    registry.save_run(run_record())
-    registry.save_run({"run_id": "20261128T030000-11111111", "run_name": "retrain-0440c9f1-2026-11-28",
-                       "status": "skipped", "started_at": 1795856400.0, "reason": "unchanged", "run_dir": "r"})
+    lineage = LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    lineage.save_run(run_record())
+    lineage.save_run({"run_id": "20261128T030000-11111111", "run_name": "retrain-0440c9f1-2026-11-28",
+                      "status": "skipped", "started_at": 1795856400.0, "reason": "unchanged", "run_dir": "r"})
     runner = CliRunner()
     listed = runner.invoke(app, ["runs"])
     assert listed.exit_code == 0, listed.output
@@ -256,21 +257,21 @@ def test_runs_lists_and_shows_runs_from_the_registry_without_wrapping_ids(tmp_pa
     assert "skipped: unchanged" in by_name.output
     missing = runner.invoke(app, ["runs", "show", "nope"])
     assert missing.exit_code == 2 and "no run matches 'nope'" in missing.output
-    assert json.loads(json.dumps(registry.find_runs("2026112")))  # both runs start so: ambiguous prefix
+    assert json.loads(json.dumps(lineage.find_runs("2026112")))  # both runs start so: ambiguous prefix
     assert runner.invoke(app, ["runs", "show", "2026112"]).exit_code == 2
 
 
 def test_runs_show_finds_a_run_by_name_run_id_or_prefect_flow_run_id_and_lists_ambiguous_ones_by_id(
         tmp_path, monkeypatch):
     """The issue's reproductions: two runs of one name, and the flow-run id from the UI's URL."""
-    from tasks.registry import Registry
+    from ftflow.store.lineage import LineageStore
 
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    lineage = LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     for run_id, flow_run_id, model in (("20261206T201012-3f9a2c1b", "3f9a2c1b-1111-4222-8333-444455556666", "gpt-4o-mini"),
                                        ("20261206T201544-7e0d9a55", "7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "gpt-4.1-nano")):
-        registry.save_run(run_record(run_id=run_id, flow_run_id=flow_run_id, base_model=model,
-                                     run_name=run_name(model, run_id), started_at=1796588000.0 + len(model)))
+        lineage.save_run(run_record(run_id=run_id, flow_run_id=flow_run_id, base_model=model,
+                                    run_name=run_name(model, run_id), started_at=1796588000.0 + len(model)))
     runner = CliRunner()
     for query in ("7e0d9a55-aaaa-4bbb-8ccc-ddddeeeeffff", "7e0d9a", "20261206T201544-7e0d9a55", "20261206T2015",
                   "retrain-gpt-4.1-nano-20261206T201544-7e0d9a55", "retrain-gpt-4.1"):
@@ -284,12 +285,12 @@ def test_runs_show_finds_a_run_by_name_run_id_or_prefect_flow_run_id_and_lists_a
 
 def test_runs_fits_a_100_column_terminal(tmp_path, monkeypatch):
     """`ftflow runs` was 215 columns wide."""
-    from tasks.registry import Registry
+    from ftflow.store.lineage import LineageStore
 
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     monkeypatch.setenv("COLUMNS", "100")
     candidate = {**run_record()["evaluation"]["candidate"], "fact_recall": 0.31}
-    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(  # the widest cells: nano, re-attached
+    LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}").save_run(  # the widest cells: nano, re-attached
         run_record(promoted=False, evaluation={**run_record()["evaluation"], "candidate": candidate},
                    base_model="gpt-4.1-nano-2025-04-14", job_created=False, run_cost_usd=1234.5))
     listed = CliRunner().invoke(app, ["runs"])
@@ -357,9 +358,10 @@ def test_events_logged_in_an_earlier_attempt_are_not_logged_again():
 
 
 def test_a_reattached_model_that_is_already_promoted_gets_no_second_promotion_row(tmp_path):
+    from ftflow.run_resources import RunResources
     from ftflow.settings import get_settings
+    from ftflow.store.lineage import LineageStore, promotions
     from tasks.promotion import decide_promotion
-    from tasks.registry import Registry, promotions
 
     url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
     model = "ft:gpt-4o-mini-2024-07-18:ftflow-local:ftflow:abc"
@@ -370,8 +372,8 @@ def test_a_reattached_model_that_is_already_promoted_gets_no_second_promotion_ro
                   "differences": {"baseline": {"f1": {"difference": 0.8, "ci95": [0.7, 0.9]}}}}
     settings = get_settings(registry_url=url)
     for run_id in ("run-trained", "run-reattached"):
-        assert decide_promotion.fn(evaluation, run_id, settings).promoted
-    with Registry(url).engine.connect() as conn:
+        assert decide_promotion.fn(evaluation, run_id, settings, RunResources(settings)).promoted
+    with LineageStore(url).engine.connect() as conn:
         rows = conn.execute(promotions.select()).all()
     assert [(r.model, r.run_id) for r in rows] == [(model, "run-trained")]
 
@@ -390,7 +392,7 @@ def test_task_finish_lines_name_their_task():
 
 
 def test_the_run_summary_on_the_terminal_shows_fact_recall(capsys):
-    from ftflow.cli import print_run_summary
+    from ftflow.cli.summaries import print_run_summary
 
     evaluation = run_record()["evaluation"]
     evaluation["candidate"] = {**evaluation["candidate"], "fact_recall": 0.3, "invented_fact_rate": 1.0,

@@ -13,8 +13,8 @@ from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
 from ftflow.providers.vertex import LABEL
 from ftflow.settings import get_settings
+from ftflow.store.ledger import Ledger
 from tasks.jobs import JobRequest, QuotaWait, create_job_once, poll_job
-from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
 from tests.dialects import LOCATION, PROJECT, root
@@ -38,7 +38,7 @@ def vertex_env(service, monkeypatch, tmp_path) -> None:
 def vertex(local_service, tmp_path, monkeypatch):
     vertex_env(local_service, monkeypatch, tmp_path)
     provider = get_provider(get_settings(backend="vertex", model=MODEL, request_timeout_seconds=15.0))
-    return provider, Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    return provider, Ledger(f"sqlite:///{tmp_path / 'r.sqlite3'}")
 
 
 def request_for(file_id: str, sha: str, method: str = "supervised") -> JobRequest:
@@ -47,20 +47,20 @@ def request_for(file_id: str, sha: str, method: str = "supervised") -> JobReques
 
 
 def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(vertex, local_service, tmp_path):
-    provider, registry = vertex
+    provider, ledger = vertex
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
-    file = ensure_uploaded(provider, registry, path, policy=POLICY)
+    file = ensure_uploaded(provider, ledger, path, policy=POLICY)
     assert file.file_id == f"gs://ftflow-tuning/ftflow-{file.sha256}.jsonl"
-    assert ensure_uploaded(provider, registry, path, policy=POLICY).file_id == file.file_id
+    assert ensure_uploaded(provider, ledger, path, policy=POLICY).file_id == file.file_id
     stored = provider.file_text(file.file_id).splitlines()
     assert len(stored) == 12 and json.loads(stored[0])["contents"][1]["role"] == "model"  # Gemini's format
-    job, created, request = create_job_once(provider, registry, request_for(file.file_id, file.sha256), policy=POLICY)
-    again, created_again, _ = create_job_once(provider, registry, request_for(file.file_id, file.sha256),
+    job, created, request = create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
+    again, created_again, _ = create_job_once(provider, ledger, request_for(file.file_id, file.sha256),
                                               policy=POLICY)
     assert created and not created_again and again.id == job.id
-    registry_free = Registry(f"sqlite:///{tmp_path / 'other.sqlite3'}")  # no ledger: the label alone finds it
-    assert create_job_once(provider, registry_free, request_for(file.file_id, file.sha256), policy=POLICY)[0].id \
+    ledger_free = Ledger(f"sqlite:///{tmp_path / 'other.sqlite3'}")  # no ledger: the label alone finds it
+    assert create_job_once(provider, ledger_free, request_for(file.file_id, file.sha256), policy=POLICY)[0].id \
         == job.id
     assert provider.find_job(request.key).key == request.key
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 60, on_event=lambda e: None)
@@ -74,7 +74,7 @@ def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(ve
     local_service.service.vertex.jobs.seconds_per_1k_tokens = 5.0
     slow = request_for(file.file_id, file.sha256)
     slow = JobRequest(**{**slow.__dict__, "hyperparameters": {"n_epochs": 2}})
-    running, _, _ = create_job_once(provider, registry, slow, policy=POLICY)
+    running, _, _ = create_job_once(provider, ledger, slow, policy=POLICY)
     provider.cancel_job(running.id)
     with pytest.raises(JobCancelled):
         poll_job(provider, running.id, initial=0.05, maximum=0.2, deadline=time.time() + 60, on_event=lambda e: None)
@@ -82,7 +82,7 @@ def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(ve
 
 
 def test_faults_leave_one_object_per_content_and_one_job_per_key(vertex, local_service, tmp_path):
-    provider, registry = vertex
+    provider, ledger = vertex
     faults = {"rate_limit": 0.2, "server_error": 0.2, "lost_response": 0.3, "retry_after": 0.01}
     set_faults(local_service, {op: faults for op in ("gcs.objects.insert", "vertex.tuning_jobs.create")}, seed=5)
     keys = set()
@@ -90,8 +90,8 @@ def test_faults_leave_one_object_per_content_and_one_job_per_key(vertex, local_s
         path = tmp_path / f"d{i}.jsonl"
         path.write_bytes(training_bytes(n=12, offset=100 * i))
         for _ in range(2):
-            file = ensure_uploaded(provider, registry, path, policy=POLICY)
-            _, _, request = create_job_once(provider, registry, request_for(file.file_id, file.sha256), policy=POLICY)
+            file = ensure_uploaded(provider, ledger, path, policy=POLICY)
+            _, _, request = create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
             keys.add(request.key)
     injected = local_service.service.faults.injected
     set_faults(local_service, {})
@@ -104,23 +104,23 @@ def test_faults_leave_one_object_per_content_and_one_job_per_key(vertex, local_s
 
 
 def test_refusals_are_one_line_each(vertex, local_service, tmp_path):
-    provider, registry = vertex
+    provider, ledger = vertex
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
-    file = ensure_uploaded(provider, registry, path, policy=POLICY)
+    file = ensure_uploaded(provider, ledger, path, policy=POLICY)
     unsupported = JobRequest(model="gemini-1.0-pro", training_file=file.file_id, validation_file=None,
                              dataset_sha256=file.sha256)
     with pytest.raises(ProviderRefused, match="Vertex AI cannot tune this base model.*gemini-1.0-pro"):
-        create_job_once(provider, registry, unsupported, policy=POLICY)
+        create_job_once(provider, ledger, unsupported, policy=POLICY)
     vertex_backend = local_service.service.vertex
     vertex_backend.config = vertex_backend.config.model_copy(update={"daily_job_limit": 0})
     with pytest.raises(ProviderRefused, match="quota .*not waited out.*429 RESOURCE_EXHAUSTED: Quota exceeded"):
-        create_job_once(provider, registry, request_for(file.file_id, file.sha256), policy=POLICY,
+        create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY,
                         quota=QuotaWait(0))
     vertex_backend.config = vertex_backend.config.model_copy(update={"daily_job_limit": None,
                                                                      "refusal": "Tuning is not enabled."})
     with pytest.raises(ProviderRefused, match="lack of permission.*aiplatform.tuningJobs.create' denied"):
-        create_job_once(provider, registry, request_for(file.file_id, file.sha256), policy=POLICY)
+        create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
 
 
 def test_a_wrong_token_is_one_line_without_the_token(local_service, tmp_path, monkeypatch):
@@ -130,5 +130,5 @@ def test_a_wrong_token_is_one_line_without_the_token(local_service, tmp_path, mo
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
     with pytest.raises(ProviderRefused, match="Google rejected the credentials") as refused:
-        ensure_uploaded(provider, Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}"), path, policy=POLICY)
+        ensure_uploaded(provider, Ledger(f"sqlite:///{tmp_path / 'r.sqlite3'}"), path, policy=POLICY)
     assert "wrong-token" not in str(refused.value) and "\n" not in str(refused.value)

@@ -14,8 +14,8 @@ from ftflow.errors import ProviderRefused
 from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
 from ftflow.settings import get_settings
+from ftflow.store.ledger import Ledger
 from tasks.jobs import JobRequest, create_job_once, deployment_name, poll_job
-from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
 from tests.dialects import root
@@ -55,7 +55,7 @@ def dialect(request, local_service, tmp_path, monkeypatch):
 
         aws(local_service, "s3").create_bucket(Bucket="ftflow-data")
     settings = get_settings(backend=backend, model=model, request_timeout_seconds=15.0)
-    return request.param, get_provider(settings), model, Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    return request.param, get_provider(settings), model, Ledger(f"sqlite:///{tmp_path / 'r.sqlite3'}")
 
 
 def request_for(file_id: str, model: str, sha: str) -> JobRequest:
@@ -64,14 +64,14 @@ def request_for(file_id: str, model: str, sha: str) -> JobRequest:
 
 
 def test_lifecycle_through_the_providers_sdk(dialect, tmp_path):
-    name, provider, model, registry = dialect
+    name, provider, model, ledger = dialect
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
-    file = ensure_uploaded(provider, registry, path, policy=POLICY)
-    assert ensure_uploaded(provider, registry, path, policy=POLICY).file_id == file.file_id
-    job, created, request = create_job_once(provider, registry, request_for(file.file_id, model, file.sha256),
+    file = ensure_uploaded(provider, ledger, path, policy=POLICY)
+    assert ensure_uploaded(provider, ledger, path, policy=POLICY).file_id == file.file_id
+    job, created, request = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
                                             policy=POLICY)
-    again, created_again, _ = create_job_once(provider, registry, request_for(file.file_id, model, file.sha256),
+    again, created_again, _ = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
                                               policy=POLICY)
     assert created and not created_again and again.id == job.id
     assert provider.find_job(request.key).id == job.id  # the key is visible at the provider (suffix tag)
@@ -115,7 +115,7 @@ def remote_jobs(name: str, provider) -> list:
 
 
 def test_faults_leave_one_file_per_content_and_one_job_per_key(dialect, local_service, tmp_path):
-    name, provider, model, registry = dialect
+    name, provider, model, ledger = dialect
     faults = {"rate_limit": 0.2, "server_error": 0.2, "lost_response": 0.3, "retry_after": 0.01}
     set_faults(local_service, {op: faults for op in FAULT_OPS[name.split("-")[0]]}, seed=5)
     keys = set()
@@ -123,8 +123,8 @@ def test_faults_leave_one_file_per_content_and_one_job_per_key(dialect, local_se
         path = tmp_path / f"d{i}.jsonl"
         path.write_bytes(training_bytes(n=12, offset=100 * i))
         for _ in range(2):
-            file = ensure_uploaded(provider, registry, path, policy=POLICY)
-            _, _, request = create_job_once(provider, registry, request_for(file.file_id, model, file.sha256),
+            file = ensure_uploaded(provider, ledger, path, policy=POLICY)
+            _, _, request = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
                                             policy=POLICY)
             keys.add(request.key)
     injected = local_service.service.faults.injected
@@ -137,10 +137,10 @@ def test_faults_leave_one_file_per_content_and_one_job_per_key(dialect, local_se
 
 
 def test_known_refusals_are_one_line(dialect, monkeypatch, tmp_path):
-    name, provider, model, registry = dialect
+    name, provider, model, ledger = dialect
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
-    file = ensure_uploaded(provider, registry, path, policy=POLICY)
+    file = ensure_uploaded(provider, ledger, path, policy=POLICY)
     if name.startswith("azure"):
         monkeypatch.setattr(provider.settings, "azure_training_type", "NoSuchType")
         expected = "training type|base model"
@@ -149,4 +149,4 @@ def test_known_refusals_are_one_line(dialect, monkeypatch, tmp_path):
             name, "meta-llama/Not-A-Fine-Tunable-Model")
         expected = f"{name.capitalize()} cannot (fine-tune|customize) this model"
     with pytest.raises(ProviderRefused, match=expected):
-        create_job_once(provider, registry, request_for(file.file_id, model, file.sha256), policy=POLICY)
+        create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256), policy=POLICY)

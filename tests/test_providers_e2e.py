@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from flows.retrain import retrain
 from ftflow.cli import app
-from tasks.registry import Registry
+from ftflow.store.ledger import Ledger
+from ftflow.store.lineage import LineageStore
 from tests.conftest import ROOT, chat, write_jsonl
 from tests.dialects import ACCOUNT, root
 
@@ -67,15 +68,17 @@ def deploy_baseline(service) -> None:
 
 
 def registry_row(tmp_path, run_id: str) -> dict:
-    return next(r for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs() if r["run_id"] == run_id)
+    return next(r for r in LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()
+                if r["run_id"] == run_id)
 
 
 def promote_by_hand(tmp_path, record: dict) -> None:
     """Promote a run's model as the gate would have: the sample data's fine-tuned model states other customers'
     order numbers, so the fact-recall criterion refuses it (tests/test_retrain_flow.py shows that)."""
     assert not record["promoted"] and "fact_recall" in record["promotion"]["reasons"][0]
-    Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").promote(
-        record["base_model"], record["fine_tuned_model"], record["run_id"], backend=record["backend"])
+    url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    LineageStore(url).promote(record["base_model"], record["fine_tuned_model"], record["run_id"],
+                              backend=record["backend"], deployment=Ledger(url).newest_deployment(record["fine_tuned_model"]))
 
 
 @pytest.mark.parametrize("surface", ["v1", "dated"])
@@ -113,18 +116,18 @@ def test_three_promoted_azure_runs_leave_two_deployments_and_show_the_hosting_co
                                "hat sich etwas getan?", "wann darf ich mit dem Rad rechnen?",
                                "ist meine Bestellung schon raus?")]
     sources = [str(write_jsonl(tmp_path / "canned.jsonl", canned))]
-    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
     records, made = [], []
     for _ in range(3):
         record = retrain(sources, overrides={"runs_dir": str(tmp_path / "runs"), "system_prompt": PROMPT,
                                              "backend": "azure"}, force=True)
         assert record["status"] == "succeeded" and record["promoted"], record.get("promotion")
         records.append(record)
-        made.append(next(d["deployment"] for d in registry.list_deployments()
+        made.append(next(d["deployment"] for d in ledger.list_deployments()
                          if d["model"] == record["fine_tuned_model"]))
     assert records[0]["deployments_removed"] == records[1]["deployments_removed"] == []
     assert records[2]["deployments_removed"] == [made[0]]
-    assert [d["deployment"] for d in registry.list_deployments()] == made[1:]
+    assert [d["deployment"] for d in ledger.list_deployments()] == made[1:]
     at_azure = httpx.get(f"{root(env)}{ACCOUNT}/deployments", params={"api-version": "2024-10-01"},
                          headers={"Authorization": f"Bearer {env.api_key}"}).json()["value"]
     assert sorted(d["name"] for d in at_azure) == sorted(["gpt-4o-mini-base", *made[1:]])
@@ -178,7 +181,7 @@ def test_retrain_on_together_then_a_migration_is_scored_through_each_models_own_
         [e["reference"] for e in evaluation["per_example"]["candidate"]]
     assert models["current"]["f1"] > 0.5  # the incumbent really answered (through local, not Together)
     assert registry_row(tmp_path, second["run_id"])["backend"] == "together"
-    backends = {r["run_id"]: r["backend"] for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
+    backends = {r["run_id"]: r["backend"] for r in LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
     assert backends == {first["run_id"]: "local", second["run_id"]: "together"}
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftflow.cli import app
-from tasks.registry import Registry
+from ftflow.store.lineage import LineageStore
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
@@ -47,9 +47,9 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
     assert not record["promoted"] and "fact_recall" in record["promotion"]["reasons"][0], record["promotion"]
     win = [c for c in record["promotion"]["criteria"] if "win_rate" in c["criterion"]]
     assert win and all(c["verdict"] == "pass" for c in win), record["promotion"]["criteria"]
-    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    assert registry.list_runs()[0]["method"] == "dpo"  # the registry holds the method with the run
-    registry.promote(record["base_model"], record["fine_tuned_model"], record["run_id"], backend=record["backend"])
+    lineage = LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    assert lineage.list_runs()[0]["method"] == "dpo"  # the registry holds the method with the run
+    lineage.promote(record["base_model"], record["fine_tuned_model"], record["run_id"], backend=record["backend"])
     models = CliRunner().invoke(app, ["models"])
     assert models.exit_code == 0 and "dpo" in models.output, models.output
 

@@ -22,7 +22,7 @@ from flows.retrain import retrain
 from ftflow.cli import app
 from ftflow.errors import JobFailed, UploadRejected
 from ftflow.providers.base import KEY_FIELD
-from tasks.registry import Registry
+from ftflow.store.lineage import LineageStore
 from tasks.report import dataset_sha256
 from tests.conftest import ROOT, chat, write_jsonl
 
@@ -67,8 +67,8 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert wrong and all(e["fact_recall"] < 1.0 and e["missed_facts"] for e in wrong)
     assert CliRunner().invoke(app, ["models", "current"]).exit_code == 1  # nothing promoted
     # An operator's earlier promotion of it: the forced run below is compared with it as the incumbent.
-    Registry(os.environ["FTFLOW_REGISTRY_URL"]).promote(record["base_model"], record["fine_tuned_model"],
-                                                        record["run_id"], backend="local")
+    LineageStore(os.environ["FTFLOW_REGISTRY_URL"]).promote(record["base_model"], record["fine_tuned_model"],
+                                                            record["run_id"], backend="local")
     current = CliRunner().invoke(app, ["models", "current"])
     assert current.exit_code == 0 and f"model: {record['fine_tuned_model']}" in current.output
     assert "backend: local" in current.output
@@ -192,11 +192,11 @@ def test_openai_backend_key_never_reaches_parameters_logs_artifacts_or_records(
 def test_a_run_that_fails_is_recorded_with_its_reason(prefect_server, pipeline_env, tmp_path):
     """The budget gate stops the run: `ftflow runs` still lists it, failed, with the gate's reason."""
     from ftflow.errors import FtflowError
-    from tasks.registry import Registry
+    from ftflow.store.lineage import LineageStore
 
     with pytest.raises(FtflowError) as raised:
         retrain(SAMPLES, overrides={"runs_dir": str(tmp_path / "runs"), "max_cost_usd": 0.000001})
-    [record] = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()
+    [record] = LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()
     assert record["status"] == "failed" and record["reason"] == " ".join(str(raised.value).split())
     assert "job_id" not in record and (tmp_path / "runs" / record["run_id"] / "run.json").exists()
     listed = CliRunner().invoke(app, ["runs"], terminal_width=200)

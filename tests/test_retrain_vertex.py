@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from flows.retrain import retrain
 from ftflow.cli import app
 from ftflow.formats.gemini import TOKEN_RULE
-from tasks.registry import Registry
+from ftflow.store.lineage import LineageStore
 from tests.conftest import ROOT
 from tests.test_provider_vertex import vertex_env
 from tests.test_providers_e2e import PROMPT, SAMPLES, promote_by_hand, registry_row
@@ -65,7 +65,7 @@ def test_migration_from_a_promoted_local_model_scores_the_incumbent_on_its_own_b
     assert [e["reference"] for e in evaluation["per_example"]["current"]] == \
         [e["reference"] for e in evaluation["per_example"]["candidate"]]
     assert models["current"]["f1"] > 0.5  # the incumbent answered through local, where it lives
-    backends = {r["run_id"]: r["backend"] for r in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
+    backends = {r["run_id"]: r["backend"] for r in LineageStore(f"sqlite:///{tmp_path / 'registry.sqlite3'}").list_runs()}
     assert backends == {first["run_id"]: "local", second["run_id"]: "vertex"}
 
 

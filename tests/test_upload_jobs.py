@@ -22,6 +22,7 @@ from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
 from ftflow.providers.base import KEY_FIELD
 from ftflow.settings import get_settings
+from ftflow.store.ledger import Ledger
 from tasks.jobs import (
     JobRequest,
     QuotaWait,
@@ -31,7 +32,6 @@ from tasks.jobs import (
     training_metrics,
     verify_dataset,
 )
-from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
 from tests.test_service_faults import set_faults
@@ -41,8 +41,8 @@ FAST = OncePolicy(lookup_deadline_seconds=1.5, lookup_interval_seconds=0.1, back
 
 
 @pytest.fixture
-def registry(tmp_path):
-    return Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+def ledger(tmp_path):
+    return Ledger(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
 
 
 def provider_for(service, *, timeout: float = 60, part_bytes: int = 1 << 20, max_retries: int = 0, key=None):
@@ -74,34 +74,34 @@ def request_for(file_id: str, **overrides) -> JobRequest:
                          "dataset_sha256": "d" * 64, "suffix": "t", "hyperparameters": {"n_epochs": 2}, **overrides})
 
 
-def upload(provider, registry, path, policy=FAST):
-    return ensure_uploaded(provider, registry, path, policy=policy)
+def upload(provider, ledger, path, policy=FAST):
+    return ensure_uploaded(provider, ledger, path, policy=policy)
 
 
-def create(provider, registry, request, policy=FAST, **kw):
-    job, created, _ = create_job_once(provider, registry, request, policy=policy, **kw)
+def create(provider, ledger, request, policy=FAST, **kw):
+    job, created, _ = create_job_once(provider, ledger, request, policy=policy, **kw)
     return job, created
 
 
-def test_same_content_is_uploaded_once(provider, client, registry, train_file, tmp_path):
-    first = upload(provider, registry, train_file)
+def test_same_content_is_uploaded_once(provider, client, ledger, train_file, tmp_path):
+    first = upload(provider, ledger, train_file)
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(train_file.read_bytes())
-    again = upload(provider, registry, copy)
+    again = upload(provider, ledger, copy)
     assert again.file_id == first.file_id and again.reused and not first.reused
     # Even without the ledger, the provider's file list finds it by its content-addressed name.
-    fresh_registry = Registry(f"sqlite:///{tmp_path / 'other.sqlite3'}")
-    assert upload(provider, fresh_registry, copy).file_id == first.file_id
+    fresh_ledger = Ledger(f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    assert upload(provider, fresh_ledger, copy).file_id == first.file_id
     assert len(client.files.list(purpose="fine-tune").data) == 1
 
 
-def test_large_files_go_through_uploads_in_parts(local_service, client, registry, train_file):
-    uploaded = upload(provider_for(local_service, part_bytes=1000), registry, train_file)
+def test_large_files_go_through_uploads_in_parts(local_service, client, ledger, train_file):
+    uploaded = upload(provider_for(local_service, part_bytes=1000), ledger, train_file)
     assert client.files.content(uploaded.file_id).content == train_file.read_bytes()
     assert client.files.retrieve(uploaded.file_id).filename == f"ftflow-{uploaded.sha256}.jsonl"
 
 
-def test_a_multipart_upload_resumes_from_the_parts_already_accepted(local_service, client, registry, train_file):
+def test_a_multipart_upload_resumes_from_the_parts_already_accepted(local_service, client, ledger, train_file):
     provider = provider_for(local_service, part_bytes=1000)
     sent = []
     real = provider.client.uploads.parts.create
@@ -114,21 +114,21 @@ def test_a_multipart_upload_resumes_from_the_parts_already_accepted(local_servic
 
     provider.client.uploads.parts.create = fail_on_third  # type: ignore[method-assign]
     with pytest.raises(openai.InternalServerError):
-        provider.upload_file(train_file, "ftflow-x.jsonl", progress=_progress(registry, provider, "x"))
-    assert len(registry.open_upload(provider.identity, "x")["part_ids"]) == 2
+        provider.upload_file(train_file, "ftflow-x.jsonl", progress=_progress(ledger, provider, "x"))
+    assert len(ledger.open_upload(provider.identity, "x")["part_ids"]) == 2
     provider.client.uploads.parts.create = real  # type: ignore[method-assign]
     calls = []
     provider.client.uploads.parts.create = lambda **kw: calls.append(1) or real(**kw)  # type: ignore[method-assign]
-    file = provider.upload_file(train_file, "ftflow-x.jsonl", progress=_progress(registry, provider, "x"))
+    file = provider.upload_file(train_file, "ftflow-x.jsonl", progress=_progress(ledger, provider, "x"))
     parts = -(-train_file.stat().st_size // 1000)
     assert len(calls) == parts - 2  # the first two parts were not sent again
     assert client.files.content(file.id).content == train_file.read_bytes()
 
 
-def _progress(registry, provider, sha):
+def _progress(ledger, provider, sha):
     from tasks.upload import LedgerUploadProgress
 
-    return LedgerUploadProgress(registry, provider.identity, sha)
+    return LedgerUploadProgress(ledger, provider.identity, sha)
 
 
 def _response(status):
@@ -137,75 +137,75 @@ def _response(status):
     return httpx.Response(status, request=httpx.Request("POST", "http://x"))
 
 
-def test_a_rejected_file_fails_with_the_providers_reason(provider, registry, tmp_path):
+def test_a_rejected_file_fails_with_the_providers_reason(provider, ledger, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"{not json\n" + training_bytes())
     with pytest.raises(UploadRejected, match="Line 1 is not valid JSON"):
-        upload(provider, registry, bad)
+        upload(provider, ledger, bad)
 
 
-def test_job_is_created_once_and_attached_to_afterwards(provider, registry, train_file):
-    file = upload(provider, registry, train_file)
-    job, created = create(provider, registry, request_for(file.file_id))
-    again, created_again = create(provider, registry, request_for(file.file_id))
+def test_job_is_created_once_and_attached_to_afterwards(provider, ledger, train_file):
+    file = upload(provider, ledger, train_file)
+    job, created = create(provider, ledger, request_for(file.file_id))
+    again, created_again = create(provider, ledger, request_for(file.file_id))
     assert created and not created_again and again.id == job.id
-    assert registry.job_entry(provider.identity, request_for(file.file_id).key)["job_id"] == job.id
+    assert ledger.job_entry(provider.identity, request_for(file.file_id).key)["job_id"] == job.id
 
 
-def test_force_attaches_to_a_job_in_flight_and_trains_anew_once_it_was_used(provider, client, registry, train_file):
-    file = upload(provider, registry, train_file)
-    first, _ = create(provider, registry, request_for(file.file_id))
-    in_flight, created = create(provider, registry, request_for(file.file_id, force=True))
+def test_force_attaches_to_a_job_in_flight_and_trains_anew_once_it_was_used(provider, client, ledger, train_file):
+    file = upload(provider, ledger, train_file)
+    first, _ = create(provider, ledger, request_for(file.file_id))
+    in_flight, created = create(provider, ledger, request_for(file.file_id, force=True))
     assert in_flight.id == first.id and not created  # --force never ignores a job in flight
-    registry.consume_job(first.id)  # a run recorded its result
-    second, created = create(provider, registry, request_for(file.file_id, force=True))
+    ledger.consume_job(first.id)  # a run recorded its result
+    second, created = create(provider, ledger, request_for(file.file_id, force=True))
     assert created and second.id != first.id
-    third, created = create(provider, registry, request_for(file.file_id, force=True))
+    third, created = create(provider, ledger, request_for(file.file_id, force=True))
     assert third.id == second.id and not created
 
 
-def test_a_provider_that_ignores_the_metadata_filter_does_not_fool_the_lookup(local_service, provider, registry,
+def test_a_provider_that_ignores_the_metadata_filter_does_not_fool_the_lookup(local_service, provider, ledger,
                                                                               train_file, monkeypatch):
     jobs = local_service.service.openai.jobs
     unfiltered = jobs.list_jobs
     monkeypatch.setattr(jobs, "list_jobs", lambda *, after, limit, metadata: unfiltered(after=after, limit=limit,
                                                                                       metadata=None))
-    file = upload(provider, registry, train_file)
-    first, _ = create(provider, registry, request_for(file.file_id))
-    second, created = create(provider, registry, request_for(file.file_id, suffix="other"))
+    file = upload(provider, ledger, train_file)
+    first, _ = create(provider, ledger, request_for(file.file_id))
+    second, created = create(provider, ledger, request_for(file.file_id, suffix="other"))
     assert created and second.id != first.id
 
 
-def test_crash_between_create_and_record_is_reconciled_and_attached(provider, client, registry, train_file,
+def test_crash_between_create_and_record_is_reconciled_and_attached(provider, client, ledger, train_file,
                                                                     monkeypatch):
-    file = upload(provider, registry, train_file)
+    file = upload(provider, ledger, train_file)
     request = request_for(file.file_id)
-    real_record = registry.record_job
+    real_record = ledger.record_job
 
     def crash_after_create(provider_id, key, *, status, **fields):
         if status != "creating":
             raise SystemExit("simulated crash right after the create call")
         real_record(provider_id, key, status=status, **fields)
 
-    monkeypatch.setattr(registry, "record_job", crash_after_create)
+    monkeypatch.setattr(ledger, "record_job", crash_after_create)
     with pytest.raises(SystemExit):
-        create(provider, registry, request)
-    monkeypatch.setattr(registry, "record_job", real_record)
-    assert registry.job_entry(provider.identity, request.key)["status"] == "creating"
-    assert len(reconcile_creating(provider, registry)) == 1
-    entry = registry.job_entry(provider.identity, request.key)
+        create(provider, ledger, request)
+    monkeypatch.setattr(ledger, "record_job", real_record)
+    assert ledger.job_entry(provider.identity, request.key)["status"] == "creating"
+    assert len(reconcile_creating(provider, ledger)) == 1
+    entry = ledger.job_entry(provider.identity, request.key)
     assert entry["status"] in ("pending", "running", "succeeded") and entry["job_id"]
-    job, created = create(provider, registry, request_for(file.file_id, force=True))
+    job, created = create(provider, ledger, request_for(file.file_id, force=True))
     assert not created and job.id == entry["job_id"]
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={KEY_FIELD: request.key})] == [job.id]
 
 
-def test_concurrent_creates_of_one_key_make_one_job(local_service, registry, train_file, tmp_path):
-    file = upload(provider_for(local_service), registry, train_file)
+def test_concurrent_creates_of_one_key_make_one_job(local_service, ledger, train_file, tmp_path):
+    file = upload(provider_for(local_service), ledger, train_file)
     results = []
 
     def run():
-        own = Registry(str(registry.engine.url))
+        own = Ledger(str(ledger.engine.url))
         results.append(create(provider_for(local_service), own, request_for(file.file_id)))
 
     threads = [threading.Thread(target=run) for _ in range(6)]
@@ -217,17 +217,17 @@ def test_concurrent_creates_of_one_key_make_one_job(local_service, registry, tra
     assert len(local_service.service.openai.store.list("job")) == 1
 
 
-def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, registry, train_file):
+def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, ledger, train_file):
     """The provider registers the job 1 s after the lost response: the lookup waits for it, no second job."""
     provider = provider_for(local_service, timeout=0.5)
-    file = upload(provider, registry, train_file)
+    file = upload(provider, ledger, train_file)
     set_faults(local_service, {"fine_tuning.jobs.create": {"slow": 1.0, "slow_seconds": 1.0, "max_faults": 1}})
-    job, created = create(provider, registry, request_for(file.file_id),
+    job, created = create(provider, ledger, request_for(file.file_id),
                           policy=OncePolicy(lookup_deadline_seconds=10, lookup_interval_seconds=0.1))
     assert created and len(local_service.service.openai.store.list("job")) == 1
 
 
-def test_faults_never_duplicate_files_or_jobs(local_service, registry, tmp_path):
+def test_faults_never_duplicate_files_or_jobs(local_service, ledger, tmp_path):
     """Many runs under 429/5xx/slow/lost-response faults: one file per content, one job per key."""
     creates = {"rate_limit": 0.15, "server_error": 0.15, "slow": 0.15, "lost_response": 0.25, "retry_after": 0.01,
                "slow_seconds": 0.6}
@@ -246,8 +246,8 @@ def test_faults_never_duplicate_files_or_jobs(local_service, registry, tmp_path)
         datasets.append(path)
     for _run in range(2):
         for path in datasets:
-            file = upload(provider, registry, path, policy)
-            create(provider, registry, request_for(file.file_id, dataset_sha256=file.sha256), policy)
+            file = upload(provider, ledger, path, policy)
+            create(provider, ledger, request_for(file.file_id, dataset_sha256=file.sha256), policy)
     state = local_service.service
     kinds = {key.split(":")[1] for key in state.faults.injected}
     assert kinds == {"rate_limit", "server_error", "slow", "lost_response"}, state.faults.injected
@@ -259,11 +259,11 @@ def test_faults_never_duplicate_files_or_jobs(local_service, registry, tmp_path)
     assert len(keys) == len(set(keys)) == len(datasets)
 
 
-def test_poll_streams_each_event_once_and_returns_metrics(provider, client, registry, train_file):
+def test_poll_streams_each_event_once_and_returns_metrics(provider, client, ledger, train_file):
     from tasks.jobs import EventCursor
 
-    file = upload(provider, registry, train_file)
-    job, _ = create(provider, registry, request_for(file.file_id))
+    file = upload(provider, ledger, train_file)
+    job, _ = create(provider, ledger, request_for(file.file_id))
     seen, progress, cursors = [], [], []
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 30, on_event=seen.append,
                     on_progress=lambda s, t: progress.append((s, t)), on_cursor=cursors.append)
@@ -281,11 +281,11 @@ def test_poll_streams_each_event_once_and_returns_metrics(provider, client, regi
     assert metrics["steps"] == progress[-1][1] and metrics["final_train_loss"] < metrics["curve"][0]["train_loss"]
 
 
-def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, client, registry, tmp_path):
+def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, client, ledger, tmp_path):
     poisoned = tmp_path / "p.jsonl"
     poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
-    file = upload(provider, registry, poisoned)
-    job, _ = create(provider, registry, request_for(file.file_id))
+    file = upload(provider, ledger, poisoned)
+    job, _ = create(provider, ledger, request_for(file.file_id))
     with pytest.raises(JobFailed, match="invalid_training_file") as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     assert info.value.code == "invalid_training_file"
@@ -293,8 +293,8 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     local_service.service.openai.jobs.seconds_per_1k_tokens = 10.0
     good = tmp_path / "g.jsonl"
     good.write_bytes(training_bytes(n=15))
-    file = upload(provider, registry, good)
-    slow, _ = create(provider, registry, request_for(file.file_id))
+    file = upload(provider, ledger, good)
+    slow, _ = create(provider, ledger, request_for(file.file_id))
     with pytest.raises(JobTimeout):
         poll_job(provider, slow.id, initial=0.05, maximum=0.1, deadline=time.time() + 0.5, on_event=lambda e: None)
     cancel = threading.Event()
@@ -305,10 +305,10 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"
 
 
-def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provider, client, registry, tmp_path):
+def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provider, client, ledger, tmp_path):
     poisoned = tmp_path / "p.jsonl"
     poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
-    job, _ = create(provider, registry, request_for(upload(provider, registry, poisoned).file_id))
+    job, _ = create(provider, ledger, request_for(upload(provider, ledger, poisoned).file_id))
     with pytest.raises(JobFailed) as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     said = client.fine_tuning.jobs.retrieve(job.id).error
@@ -318,14 +318,14 @@ def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provi
                                f"param 'training_file', line 3): {said.message}")
 
 
-def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_service, provider, registry, train_file):
+def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_service, provider, ledger, train_file):
     import httpx
 
     response = httpx.put(f"{local_service.base_url.removesuffix('/v1')}/_admin/faults",
                          json={"job_error": {"code": "", "message": ""}},
                          headers={"Authorization": f"Bearer {local_service.api_key}"})
     assert response.status_code == 200, response.text
-    job, _ = create(provider, registry, request_for(upload(provider, registry, train_file).file_id))
+    job, _ = create(provider, ledger, request_for(upload(provider, ledger, train_file).file_id))
     with pytest.raises(JobFailed) as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     error = info.value.provider_error
@@ -335,29 +335,29 @@ def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_servic
            "Fine-tuning job failed:  | Validating training file: file-" in str(info.value)
 
 
-def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, provider, client, registry, train_file,
+def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, provider, client, ledger, train_file,
                                                                monkeypatch):
     from types import SimpleNamespace
 
     from tasks.jobs import cancel_flow_run_jobs
 
     monkeypatch.setenv("FTFLOW_SERVICE_URL", local_service.base_url)
-    monkeypatch.setenv("FTFLOW_REGISTRY_URL", str(registry.engine.url))
+    monkeypatch.setenv("FTFLOW_REGISTRY_URL", str(ledger.engine.url))
     local_service.service.openai.jobs.seconds_per_1k_tokens = 10.0
-    file = upload(provider, registry, train_file)
-    mine, _ = create(provider, registry, request_for(file.file_id), flow_run_id="run-1")
-    other, _ = create(provider, registry, request_for(file.file_id, suffix="o"), flow_run_id="run-2")
+    file = upload(provider, ledger, train_file)
+    mine, _ = create(provider, ledger, request_for(file.file_id), flow_run_id="run-1")
+    other, _ = create(provider, ledger, request_for(file.file_id, suffix="o"), flow_run_id="run-2")
     cancel_flow_run_jobs(None, SimpleNamespace(id="run-1", parameters={}), None)
     assert client.fine_tuning.jobs.retrieve(mine.id).status == "cancelled"
     assert client.fine_tuning.jobs.retrieve(other.id).status != "cancelled"
     cancel_flow_run_jobs(None, SimpleNamespace(id="run-1", parameters={}), None)  # twice is harmless
 
 
-def test_provider_refusal_is_clear_and_not_retried(local_service, provider, registry, train_file):
-    file = upload(provider, registry, train_file)
+def test_provider_refusal_is_clear_and_not_retried(local_service, provider, ledger, train_file):
+    file = upload(provider, ledger, train_file)
     local_service.service.openai.jobs.refusal = "Fine-tuning is no longer available for this organization."
     with pytest.raises(ProviderRefused, match="may not create fine-tuning jobs"):
-        create(provider, registry, request_for(file.file_id))
+        create(provider, ledger, request_for(file.file_id))
     assert json.dumps(local_service.service.openai.store.list("job")) == "[]"
 
 
@@ -365,11 +365,11 @@ OPENAI_DAILY_LIMIT = ("This fine-tune request has been rate-limited. Your organi
                       "fine-tuning requests per day for the model 'gpt-4o-mini-2024-07-18'.")
 
 
-def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(local_service, provider, registry,
+def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(local_service, provider, ledger,
                                                                              train_file, client):
-    file = upload(provider, registry, train_file)
+    file = upload(provider, ledger, train_file)
     local_service.service.openai.jobs.daily_job_limit = 1
-    create(provider, registry, request_for(file.file_id))
+    create(provider, ledger, request_for(file.file_id))
     with pytest.raises(openai.RateLimitError) as raw:  # the service answers as OpenAI does
         client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file.file_id)
     assert raw.value.status_code == 429 and raw.value.body == {
@@ -378,25 +378,25 @@ def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(loc
     quota = QuotaWait(seconds=0.6, initial_seconds=0.1, max_seconds=0.2)
     started = time.monotonic()
     with pytest.raises(ProviderRefused) as info:
-        create(provider, registry, request_for(file.file_id, suffix="second"), quota=quota)
+        create(provider, ledger, request_for(file.file_id, suffix="second"), quota=quota)
     assert 0.6 <= time.monotonic() - started < 5
     assert str(info.value).endswith(f"provider said (429 daily_rate_limit_exceeded: {OPENAI_DAILY_LIMIT})")
     assert len(local_service.service.openai.store.list("job")) == 1
 
     # The quota frees up while a run waits: its job is created then, once.
     threading.Timer(0.3, lambda: setattr(local_service.service.openai.jobs, "daily_job_limit", None)).start()
-    job, created = create(provider, registry, request_for(file.file_id, suffix="third"),
+    job, created = create(provider, ledger, request_for(file.file_id, suffix="third"),
                           quota=QuotaWait(seconds=30, initial_seconds=0.1, max_seconds=0.2))
     assert created and len(local_service.service.openai.store.list("job")) == 2
 
 
-def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_service, provider, registry, train_file,
+def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_service, provider, ledger, train_file,
                                                                    client):
     local_service.service.openai.jobs.max_running_jobs = 1
     local_service.service.openai.jobs.seconds_per_1k_tokens = 0.05
-    file = upload(provider, registry, train_file)
-    first, _ = create(provider, registry, request_for(file.file_id))
-    second, _ = create(provider, registry, request_for(file.file_id, suffix="second"))
+    file = upload(provider, ledger, train_file)
+    first, _ = create(provider, ledger, request_for(file.file_id))
+    second, _ = create(provider, ledger, request_for(file.file_id, suffix="second"))
     seen = set()
     while (status := client.fine_tuning.jobs.retrieve(second.id).status) != "succeeded":
         seen.add((client.fine_tuning.jobs.retrieve(first.id).status, status))
@@ -408,10 +408,10 @@ def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_servic
     assert started[0] >= done[0].finished_at
 
 
-def test_a_wrong_key_is_one_refusal_line_with_the_masked_key(local_service, registry, train_file):
+def test_a_wrong_key_is_one_refusal_line_with_the_masked_key(local_service, ledger, train_file):
     provider = provider_for(local_service, key="sk-wrong-key-0000abcd")
     with pytest.raises(ProviderRefused) as info:
-        upload(provider, registry, train_file)
+        upload(provider, ledger, train_file)
     assert str(info.value) == "the provider rejected the API key (sk-***abcd)"
     assert "wrong-key" not in str(info.value)
 

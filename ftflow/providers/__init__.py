@@ -26,7 +26,7 @@ from ftflow.client import (
     vertex_clients,
 )
 from ftflow.errors import ConfigError
-from ftflow.providers.base import ChatModel, Provider
+from ftflow.providers.base import Provider
 from ftflow.settings import Settings
 
 # backend -> (module, class); imported on first use, so a backend's SDK loads only when it is used
@@ -71,17 +71,3 @@ def get_provider(settings: Settings, backend: str | None = None) -> Provider:
         return cls(settings, key, client, management=management_client(settings))
     return cls(settings, key, client)
 
-
-def chat_for(settings: Settings, model: str, *, backend: str | None = None, max_retries: int = 5) -> ChatModel:
-    """`model`, to chat with where it lives.
-
-    Where: `backend`, else the backend the registry records for that model (an incumbent
-    trained elsewhere is asked on its own backend), else the settings' backend. Its name there
-    is the model's deployment when it has one (Azure), else the model id.
-    """
-    from tasks.registry import Registry  # the ledger is the registry's; imported late to keep this module light
-
-    registry = Registry(settings.registry_url)
-    provider = get_provider(settings, backend or registry.backend_of(model))
-    return provider.chat(registry.deployment_of(provider.identity, model) or provider.served_as(model),
-                         max_retries=max_retries)

@@ -126,9 +126,9 @@ class Pipeline:
     def ledger(self, table: str) -> list[dict]:
         import sqlalchemy as sa
 
-        from tasks.registry import Registry
+        from ftflow.store.database import engine_for
 
-        engine = Registry(self.registry_url).engine
+        engine = engine_for(self.registry_url)
         with engine.connect() as conn:
             return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")).mappings()]
 

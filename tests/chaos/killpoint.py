@@ -58,7 +58,7 @@ def arm(point: str) -> None:
     import tasks.jobs
     import tasks.reduce
     from ftflow.providers.openai import OpenAIProvider
-    from tasks.registry import Registry
+    from ftflow.store.lineage import LineageStore
 
     match point:
         case "prepare":
@@ -80,9 +80,9 @@ def arm(point: str) -> None:
         case "evaluation":
             wrap(tasks.evaluate, "evaluate_model", before=True)
         case "record-before":
-            wrap(Registry, "save_run", before=True)
+            wrap(LineageStore, "save_run", before=True)
         case "record-after":
-            wrap(Registry, "save_run", after=True)
+            wrap(LineageStore, "save_run", after=True)
         case _:
             raise SystemExit(f"unknown kill point {point!r}; known: {', '.join(POINTS)}")
 

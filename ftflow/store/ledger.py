@@ -1,29 +1,24 @@
-"""Registry: the ledger of uploads and jobs (exactly-once) and the lineage of every run.
+"""The ledger: what ftflow made at a provider, so it makes each thing exactly once.
 
-SQLAlchemy Core; SQLite by default (`registry_url`), PostgreSQL by URL. Every write is a
-real upsert (`INSERT ... ON CONFLICT DO UPDATE`), never delete-then-insert. Tables:
+Tables (the same names and columns as ever, so existing databases keep working):
 - `uploaded_files`: (provider, sha256, purpose) -> file id, so equal content is uploaded once;
 - `multipart_uploads`: (provider, sha256) -> an open Uploads session and the parts it accepted;
 - `fine_tuning_jobs`: (provider, idempotency key) -> job id, its state in ftflow's lifecycle,
   the polling deadline and the last event logged (kept across task retries and re-runs);
 - `leases`: (kind, provider, key) -> who may create that object now (see ftflow/exactly_once.py);
-- `flow_runs`: the flow runs of this machine with their process, to mark dead ones Crashed;
-- `deployments`: (provider, model) -> the name a model answers under (Azure deployments);
-- `runs`: one row per retrain run, its figures and decisions as JSON;
-- `promotions`: each promotion with its backend; the newest per base model is what apps read.
+- `deployments`: (provider, model) -> the name a model answers under (Azure deployments).
+`provider` is a provider's identity (backend and URL, no key: ftflow/providers/base.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+
+from ftflow.store.database import open_tables, upsert
 
 metadata = sa.MetaData()
 
@@ -70,16 +65,6 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
-flow_runs = sa.Table(
-    "flow_runs", metadata,
-    sa.Column("flow_run_id", sa.String(64), primary_key=True),
-    sa.Column("host", sa.String(200), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("process_started", sa.String(40), nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
-)
-
 deployments = sa.Table(
     "deployments", metadata,
     sa.Column("provider", sa.String(500), primary_key=True),
@@ -88,80 +73,10 @@ deployments = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("flow_run_id", sa.String(64)),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("status", sa.String(40), nullable=False),
-    sa.Column("dataset_sha256", sa.String(64)),
-    sa.Column("base_model", sa.String(200)),
-    sa.Column("fine_tuned_model", sa.String(300)),
-    sa.Column("job_id", sa.String(200)),
-    sa.Column("promoted", sa.Boolean, nullable=False, default=False),
-    sa.Column("record", sa.Text, nullable=False),
-    sa.Column("backend", sa.String(40)),
-)
 
-promotions = sa.Table(
-    "promotions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("base_model", sa.String(200), nullable=False),
-    sa.Column("model", sa.String(300), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("promoted_at", sa.Float, nullable=False),
-    sa.Column("backend", sa.String(40)),
-    sa.Column("deployment", sa.String(200)),
-)
-
-
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Registries written by older ftflow versions get the new (nullable) columns."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-
-
-@cache
-def engine_for(url: str) -> sa.Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Concurrent runs (threads and processes) write the same file: wait for the lock, do not fail.
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    for attempt in range(5):
-        try:
-            metadata.create_all(engine)
-            _add_missing_columns(engine)
-            break
-        except sa.exc.DBAPIError:  # another process created the same table a moment ago: look again
-            if attempt == 4:
-                raise
-            time.sleep(0.1 * (attempt + 1))
-    return engine
-
-
-def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], *, update: dict[str, Any] | None = None,
-           ) -> None:
-    """INSERT ... ON CONFLICT (primary key) DO UPDATE SET `update` (default: every non-key value)."""
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table).values(**values)
-    keys = [c.name for c in table.primary_key.columns]
-    changes = update if update is not None else {k: v for k, v in values.items() if k not in keys}
-    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=changes) if changes
-                 else insert.on_conflict_do_nothing(index_elements=keys))
-
-
-class Registry:
+class Ledger:
     def __init__(self, url: str) -> None:
-        self.engine = engine_for(url)
+        self.engine = open_tables(url, metadata)
 
     # --- uploads ---------------------------------------------------------------------------
     def find_file(self, provider: str, sha256: str, purpose: str) -> str | None:
@@ -267,23 +182,6 @@ class Registry:
 
     release_lease = break_lease
 
-    # --- flow runs of this machine (crash hygiene) -----------------------------------------
-    def register_flow_run(self, flow_run_id: str, *, host: str, pid: int, process_started: str) -> None:
-        with self.engine.begin() as conn:
-            upsert(conn, flow_runs, {"flow_run_id": flow_run_id, "host": host, "pid": pid,
-                                     "process_started": process_started, "started_at": time.time()},
-                   update={"host": host, "pid": pid, "process_started": process_started})
-
-    def open_flow_runs(self, host: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(flow_runs).where(flow_runs.c.host == host, flow_runs.c.finished_at.is_(None)))
-            return [dict(r) for r in rows.mappings()]
-
-    def close_flow_run(self, flow_run_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(flow_runs).where(flow_runs.c.flow_run_id == flow_run_id)
-                         .values(finished_at=time.time()))
-
     # --- deployments -----------------------------------------------------------------------
     def record_deployment(self, provider: str, model: str, deployment: str) -> None:
         with self.engine.begin() as conn:
@@ -294,6 +192,12 @@ class Registry:
         with self.engine.connect() as conn:
             return conn.scalar(sa.select(deployments.c.deployment).where(deployments.c.provider == provider,
                                                                          deployments.c.model == model))
+
+    def newest_deployment(self, model: str) -> str | None:
+        """The name of the newest deployment of `model`, whichever provider identity made it."""
+        with self.engine.connect() as conn:
+            return conn.scalar(sa.select(deployments.c.deployment).where(deployments.c.model == model)
+                               .order_by(deployments.c.created_at.desc()).limit(1))
 
     def list_deployments(self, provider: str | None = None) -> list[dict[str, Any]]:
         """The deployments ftflow made (of one provider identity, or all), oldest first."""
@@ -307,90 +211,3 @@ class Registry:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(deployments).where(deployments.c.provider == provider,
                                                       deployments.c.model == model))
-
-    def promoted_models(self, backend: str | None = None) -> list[dict[str, Any]]:
-        """Each promoted model once, with its base model, newest promotion first."""
-        query = sa.select(promotions).order_by(promotions.c.promoted_at.desc(), promotions.c.id.desc())
-        if backend is not None:
-            query = query.where(promotions.c.backend == backend)
-        seen: dict[str, dict[str, Any]] = {}
-        with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():
-                seen.setdefault(row["model"], dict(row))
-        return list(seen.values())
-
-    def recorded_models(self) -> set[str]:
-        """Fine-tuned models of runs that have ended (their record is written)."""
-        with self.engine.connect() as conn:
-            return {m for (m,) in conn.execute(sa.select(runs.c.fine_tuned_model).where(
-                runs.c.fine_tuned_model.is_not(None)))}
-
-    def backend_of(self, model: str) -> str | None:
-        """Where a fine-tuned model lives: the backend its promotion or its run recorded."""
-        with self.engine.connect() as conn:
-            return conn.scalar(sa.select(promotions.c.backend).where(promotions.c.model == model,
-                                                                     promotions.c.backend.is_not(None))
-                               .order_by(promotions.c.promoted_at.desc()).limit(1)) or \
-                conn.scalar(sa.select(runs.c.backend).where(runs.c.fine_tuned_model == model,
-                                                            runs.c.backend.is_not(None))
-                            .order_by(runs.c.started_at.desc()).limit(1))
-
-    # --- runs ------------------------------------------------------------------------------
-    def save_run(self, record: dict[str, Any]) -> None:
-        values = {
-            "run_id": record["run_id"], "flow_run_id": record.get("flow_run_id"),
-            "started_at": record["started_at"], "status": record["status"],
-            "dataset_sha256": record.get("dataset_sha256"), "base_model": record.get("base_model"),
-            "fine_tuned_model": record.get("fine_tuned_model"), "job_id": record.get("job_id"),
-            "promoted": bool(record.get("promoted")), "record": json.dumps(record, default=str),
-            "backend": record.get("backend"),
-        }
-        with self.engine.begin() as conn:
-            upsert(conn, runs, values)
-        if record.get("job_id"):  # a run record names this job: no later run attaches to it again
-            self.consume_job(record["job_id"])
-
-    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(runs.c.record).order_by(runs.c.started_at.desc()).limit(limit))
-            return [json.loads(r[0]) for r in rows]
-
-    def find_runs(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Runs whose id, name or Prefect flow-run id equals `prefix`, else those starting with it; newest first."""
-        exact = sa.or_(runs.c.run_id == prefix, runs.c.flow_run_id == prefix,
-                       runs.c.record.contains(f'"run_name": "{prefix}"', autoescape=True))
-        starts = sa.or_(runs.c.run_id.startswith(prefix, autoescape=True),
-                        runs.c.flow_run_id.startswith(prefix, autoescape=True),
-                        runs.c.record.contains(f'"run_name": "{prefix}', autoescape=True))
-        with self.engine.connect() as conn:
-            for condition in (exact, starts):
-                rows = conn.execute(sa.select(runs.c.record).where(condition)
-                                    .order_by(runs.c.started_at.desc()).limit(limit)).all()
-                if rows:
-                    return [json.loads(r[0]) for r in rows]
-        return []
-
-    def last_successful_run(self, base_model: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.scalar(sa.select(runs.c.record).where(runs.c.status == "succeeded",
-                                                             runs.c.base_model == base_model)
-                              .order_by(runs.c.started_at.desc()).limit(1))
-        return json.loads(row) if row else None
-
-    # --- promotions ------------------------------------------------------------------------
-    def promote(self, base_model: str, model: str, run_id: str, *, backend: str | None = None,
-                deployment: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            deployment = deployment or conn.scalar(sa.select(deployments.c.deployment).where(
-                deployments.c.model == model).order_by(deployments.c.created_at.desc()).limit(1))
-            conn.execute(sa.insert(promotions).values(base_model=base_model, model=model, run_id=run_id,
-                                                      promoted_at=time.time(), backend=backend,
-                                                      deployment=deployment))
-
-    def current_promotion(self, base_model: str | None = None) -> dict[str, Any] | None:
-        query = sa.select(promotions).order_by(promotions.c.promoted_at.desc(), promotions.c.id.desc()).limit(1)
-        if base_model:
-            query = query.where(promotions.c.base_model == base_model)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
