@@ -239,7 +239,7 @@ def prepare(
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     Options left out come from FTFLOW_*, then ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
         from flows.prepare import prepare as prepare_flow
         from tasks.transform import parse_mapping
 
@@ -291,7 +291,7 @@ def retrain(
     SOURCE: files or globs (default: data/raw/*). Options left out come from FTFLOW_*, then
     ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:
@@ -567,6 +567,37 @@ def service(
         service_data_dir=data_dir, service_max_running_jobs=max_running_jobs, service_daily_job_limit=daily_job_limit,
     ).service_config())
     serve_forever(host=host, port=port, config=config, announce=console.print)
+
+
+server_app = typer.Typer(help="The Prefect server ftflow leaves running for later commands (setting prefect_server).")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether ftflow's background Prefect server runs for this PREFECT_HOME (exit 1: it does not)."""
+    import datetime as dt
+
+    from ftflow.prefect_server import prefect_home, running_background_server
+
+    record = running_background_server()
+    if record is None:
+        console.print(f"no background Prefect server runs for {prefect_home()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    since = dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M")
+    console.print(f"a Prefect server runs at {record.api_url} for {prefect_home()} (pid {record.pid}, Prefect "
+                  f"{record.prefect_version}, since {since}); `ftflow server stop` ends it",
+                  highlight=False, soft_wrap=True)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop ftflow's background Prefect server of this PREFECT_HOME, if one runs."""
+    from ftflow.prefect_server import prefect_home, stop_background_server
+
+    record = stop_background_server()
+    console.print(f"stopped the Prefect server at {record.api_url} (pid {record.pid})" if record
+                  else f"no background Prefect server runs for {prefect_home()}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
