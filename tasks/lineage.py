@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prefect import task
@@ -24,9 +24,11 @@ from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
 from tasks.provider_rules import rules_backend
 from tasks.quality import SUITES
-from tasks.registry import Registry
 from tasks.report import GateOptions
 from tasks.shards import Plan, ShardSettings
+
+if TYPE_CHECKING:  # the registry (SQLAlchemy) is retrain's, not prepare's: imported where used
+    from tasks.registry import Registry
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
 DATASET_CODE = ("reduce.py", "report.py", "preference.py", "quarantine.py", "provider_rules.py")
@@ -135,6 +137,8 @@ def training_summary(job: dict[str, Any], report: dict[str, Any], tolerance: flo
 @task(name="check-unchanged", cache_policy=RUN_CACHE)
 def check_unchanged(report: dict[str, Any], settings: Settings, force: bool) -> str | None:
     """Return why the run can stop here (same data as the last successful run), or None."""
+    from tasks.registry import Registry
+
     if force:
         return None
     last = unchanged_since_last_success(Registry(settings.registry_url), report)
@@ -149,6 +153,8 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) 
     """Before preparing: if the last successful run's dataset was made from exactly these sources,
     settings and code, return its dataset digest and why this run stops; else None. Logs why not."""
     from prefect import get_run_logger
+
+    from tasks.registry import Registry
 
     log = get_run_logger()
     if force:
@@ -175,6 +181,8 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool) 
 def record_run(record: dict[str, Any], settings: Settings, run_dir: str) -> dict[str, Any]:
     """Return the run record; saved to the registry and to run.json in the run folder."""
     from prefect.runtime import flow_run
+
+    from tasks.registry import Registry
 
     record = {**record, "flow_run_id": flow_run.get_id(), "finished_at": time.time()}
     Registry(settings.registry_url).save_run(record)
