@@ -155,27 +155,24 @@ def _prefect_version() -> str:
 
 
 def _is_server(pid: int) -> bool:
-    """True if `pid` is a living Prefect server (its command line names Prefect's app), not a reused pid."""
+    """True if `pid` is a living Prefect server (on Linux: its command line names Prefect's app, so
+    a pid the system gave to another process since is not taken for it)."""
+    if not Path("/proc/self").is_dir():  # elsewhere: the pid alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             command = f.read()
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except OSError:
         return False
-    except OSError:  # no /proc (not Linux): trust the pid
-        return _alive(pid)
-    return APP.encode() in command and state != b"Z"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return APP.encode() in command and state != b"Z"  # a zombie has ended, waiting to be reaped
 
 
 class BackgroundServer:
@@ -195,14 +192,19 @@ class BackgroundServer:
         while time.monotonic() < deadline:
             if healthy(self.api_url):
                 return
-            if self.booting and _reaped(self.record.pid) == PORT_IN_USE_EXIT:  # the port went meanwhile
-                with _locked():
-                    self.record = _spawn()
+            if _is_server(self.record.pid):
+                time.sleep(0.1)
                 continue
-            if not _is_server(self.record.pid):
-                raise FtflowError(f"the background Prefect server (pid {self.record.pid}) ended while starting; "
+            ended = self.record.pid
+            code = _reaped(ended) if self.booting else None
+            with _locked():
+                # the port was taken since it was picked: start again; else the command that
+                # started it may have started another since
+                record = _spawn() if code == PORT_IN_USE_EXIT else _living_record()
+            if record is None:
+                raise FtflowError(f"the background Prefect server (pid {ended}) ended while starting; "
                                   f"its log: {prefect_home() / 'ftflow-server.log'}")
-            time.sleep(0.1)
+            self.record = record
         raise FtflowError(f"the background Prefect server at {self.api_url} did not answer within {timeout:.0f} s "
                           "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); `ftflow server stop` ends it")
 

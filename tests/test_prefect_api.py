@@ -73,18 +73,20 @@ def test_no_temporary_server_when_a_server_is_configured(monkeypatch):
         assert api.server is None
 
 
-def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_configured():
+@pytest.mark.parametrize("started_here", [True, False])  # False: a background server found running
+def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_configured(started_here):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    class Booting:
+    class Server:
+        booting = started_here
         stopped = False
 
         def stop(self):
             self.stopped = True
 
-    booting = Booting()
-    api = prefect_api.PrefectApi(booting, announce=lambda: pytest.fail("announced a temporary server"))
+    server = Server()
+    api = prefect_api.PrefectApi(server, announce=lambda: pytest.fail("announced a temporary server"))
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
         api.connect()
     api.close()
-    assert booting.stopped and api.server is None
+    assert server.stopped == started_here and api.server is None
