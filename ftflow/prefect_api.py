@@ -1,119 +1,46 @@
-"""The Prefect API a command talks to: the configured server, or a temporary one started early.
+"""The Prefect API a command talks to: the configured server, else one ftflow starts early.
 
 Without PREFECT_API_URL, Prefect starts a temporary server when the first flow runs: it first
 imports its whole server package into the command's process (3 to 4 s here), then waits while
-the server boots in a subprocess (another 3 to 4 s). ftflow starts that same subprocess itself
-(uvicorn on `prefect.server.api.server:create_app` with the UI off, as Prefect's
-`SubprocessASGIServer` does) before the command imports Prefect, its flows and Great
-Expectations, so the server boots on another core meanwhile. Once Prefect's settings can be
-read, `connect` either points this process and its children at the server or, when a server
-is configured after all (a Prefect profile, `prefect.toml`), stops the unneeded one.
+the server boots in a subprocess (another 3 to 4 s). ftflow instead uses a server process of
+its own (ftflow/prefect_server.py), by the `prefect_server` setting:
+- `background` (and `auto` when stderr is a terminal): the server a command before started is
+  reused; if none runs, one is started in the background for this command and the ones after
+  it, and the command says so on stderr;
+- `auto` otherwise (scripts, CI, cron): a running background server is reused; else as
+  `temporary`;
+- `temporary`: a server of this command's own, stopped at its end.
+A server is started before the command imports Prefect, its flows and Great Expectations, so
+it boots on another core meanwhile. Once Prefect's settings can be read, `connect` either
+points this process and its children at the server or, when a server is configured after all
+(a Prefect profile, `prefect.toml`), stops one it started.
 
-Stopping waits for the server to shut down, which stores what the run sent it.
+Stopping a temporary server waits for it to shut down, which stores what the run sent it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import random
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-from ftflow.errors import FtflowError
-from ftflow.process_exit import die_with_parent
-
-# Prefect's own values for its temporary server (prefect/server/api/server.py).
-SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-PORTS = range(8000, 9000)
-PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind
-
-
-class TemporaryServer:
-    """A Prefect server subprocess on a free local port, booting from the moment it is made."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self._start()
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    def _start(self) -> None:
-        self.port = _free_port()
-        spec = importlib.util.find_spec("prefect")  # its folder, without importing Prefect (a second)
-        assert spec is not None and spec.origin is not None
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"],
-            env={**os.environ, **SERVER_ENV},
-            preexec_fn=die_with_parent,  # a killed command (SIGKILL) leaves no server behind
-        )
-
-    def wait_ready(self, timeout: float) -> None:
-        """Return once the server answers its health check; FtflowError if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            code = self.process.poll()
-            if code == PORT_IN_USE_EXIT:  # another process took the port since it was picked
-                self._start()
-                continue
-            if code is not None:
-                raise FtflowError(f"Prefect's temporary server exited with code {code} while starting")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise FtflowError(f"Prefect's temporary server did not start within {timeout:.0f} s "
-                          "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        port = random.choice(PORTS)
-        with contextlib.closing(socket.socket()) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise FtflowError(f"no free port for Prefect's temporary server in {PORTS.start}-{PORTS.stop - 1}")
+from ftflow.prefect_server import BackgroundServer, TemporaryServer, background_server, startup_timeout
 
 
 class PrefectApi:
     """What `prefect_api` yields: call `connect()` after importing Prefect, before the first flow."""
 
-    def __init__(self, server: TemporaryServer | None, announce: Callable[[], None]) -> None:
+    def __init__(self, server: TemporaryServer | BackgroundServer | None, announce: Callable[[], None]) -> None:
         self.server = server
         self._announce = announce
         self.connected = False
         self._saved_environment: dict[str, str | None] = {}
+
+    @property
+    def booting(self) -> bool:
+        """True while the command's server boots on the machine's other core (started by this command)."""
+        return self.server is not None and self.server.booting
 
     def connect(self) -> None:
         from prefect.settings import get_current_settings
@@ -121,12 +48,14 @@ class PrefectApi:
         if self.server is None or self.connected:  # configured, or connected already
             return
         if get_current_settings().api.url:  # set where only Prefect looks (a profile, prefect.toml)
-            self.server.stop()
+            if self.server.booting:  # started for nothing
+                self.server.stop()
             self.server = None
             return
-        self._announce()
-        self.server.wait_ready(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
-        # No UI is served, and the server stops with the command: no "View at" links to it.
+        if isinstance(self.server, TemporaryServer):
+            self._announce()
+        self.server.wait_ready(startup_timeout())
+        # No UI is served: no "View at" links to it.
         self._set_environment({"PREFECT_API_URL": self.server.api_url, "PREFECT_UI_URL": ""})
         self.connected = True
 
@@ -149,11 +78,11 @@ class PrefectApi:
 
     def close(self) -> None:
         if self.connected:
-            _drain_prefect_workers()  # logs and events still queued go to the server before it stops
+            _drain_prefect_workers()  # logs and events still queued reach the server before the command ends
             self._set_environment(dict(self._saved_environment))
             self.connected = False
         if self.server is not None:
-            self.server.stop()
+            self.server.leave()
 
 
 def _drain_prefect_workers() -> None:
@@ -176,14 +105,36 @@ def _configured() -> bool:
     return False
 
 
+def _server() -> TemporaryServer | BackgroundServer:
+    """The server this command uses, by the `prefect_server` setting (see the module docstring)."""
+    mode = _server_mode()
+    if mode != "temporary":
+        server = background_server(start=mode == "background" or sys.stderr.isatty())
+        if server is not None:
+            if server.booting:  # said at once: the command may yet be killed before it ends
+                print(f"started a Prefect server at {server.api_url} for later runs; `ftflow server stop` ends it",
+                      file=sys.stderr, flush=True)
+            return server
+    return TemporaryServer()
+
+
+def _server_mode() -> str:
+    from ftflow.errors import ConfigError
+    from ftflow.settings import get_settings
+
+    try:
+        return get_settings().prefect_server
+    except ConfigError:  # the command reports it when it reads its settings; nothing stays meanwhile
+        return "temporary"
+
+
 @contextlib.contextmanager
 def prefect_api(announce: Callable[[], None]) -> Iterator[PrefectApi]:
-    """Start a temporary Prefect server now unless PREFECT_API_URL is set; stop it at the end.
+    """Start or find a Prefect server now unless PREFECT_API_URL is set; stop a temporary one at the end.
 
-    `announce` is called when the temporary server is used, to say why the first seconds pass.
+    `announce` is called when a temporary server is used, to say why the first seconds pass.
     """
-    server = None if _configured() else TemporaryServer()
-    api = PrefectApi(server, announce)
+    api = PrefectApi(None if _configured() else _server(), announce)
     try:
         yield api
     finally:

@@ -26,11 +26,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ftflow.settings import Settings
-from ftflow.store.ledger import Ledger
-from ftflow.store.lineage import LineageStore
 
-if TYPE_CHECKING:  # the providers' SDKs load with the first provider: `ftflow runs` never needs them
+if TYPE_CHECKING:  # each loads with its first use: `ftflow runs` needs no SDK, prepare no SQLAlchemy
     from ftflow.providers.base import ChatModel, Provider
+    from ftflow.store.ledger import Ledger
+    from ftflow.store.lineage import LineageStore
 
 
 class RunResources:
@@ -43,10 +43,14 @@ class RunResources:
 
     @cached_property
     def ledger(self) -> Ledger:
+        from ftflow.store.ledger import Ledger
+
         return Ledger(self.settings.registry_url)
 
     @cached_property
     def lineage(self) -> LineageStore:
+        from ftflow.store.lineage import LineageStore
+
         return LineageStore(self.settings.registry_url)
 
     @property

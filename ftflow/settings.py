@@ -43,6 +43,7 @@ Backend = Literal["local", "openai", "azure", "together", "vertex", "bedrock", "
 AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
+PrefectServer = Literal["auto", "background", "temporary"]
 
 
 def _service(name: str) -> Any:
@@ -140,6 +141,13 @@ class Settings(BaseSettings):
     dpo_min_pairs: int = Field(10, ge=1, description="Quality gate: the fewest training pairs.")
     dpo_max_near_identical_share: float = Field(
         0.2, ge=0, le=1, description="Quality gate: the largest share of pairs whose two outputs barely differ."
+    )
+
+    # orchestration
+    prefect_server: PrefectServer = Field(
+        "auto", description="Without PREFECT_API_URL: background starts a Prefect server on first use and leaves it "
+        "for later commands (`ftflow server stop` ends it); temporary starts one per command and stops it at its end; "
+        "auto reuses a running one, else is background in a terminal and temporary elsewhere (scripts, CI)."
     )
 
     # provider

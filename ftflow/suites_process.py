@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -30,6 +34,37 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SUITES_MODULES = ("great_expectations", "tasks.quality")
+# GX imports SciPy's statistics (a quarter of its import) for expectations and metrics the suites
+# never use (KL divergence, KS tests); in the suites' process they load on first use instead.
+LAZY_PACKAGES = ("scipy",)
+
+
+class LazyImports(importlib.abc.MetaPathFinder):
+    """Modules of `packages`, imported while this finder is installed, run their code on first
+    use of an attribute, not on import (importlib.util.LazyLoader); extension modules load as ever."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name.partition(".")[0] not in self.packages:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+@contextlib.contextmanager
+def lazy_imports(packages: tuple[str, ...]) -> Iterator[None]:
+    """Import `packages` lazily in this block (LazyImports); not on a thread beside others: before
+    Python 3.12 a lazy module is not thread-safe."""
+    finder = LazyImports(packages)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _import_suites() -> bool:
@@ -67,7 +102,9 @@ def _serve(connection: Connection) -> None:
     # is a named semaphore: else reported leaked at the command's exit).
     global _leaving
     signal.signal(signal.SIGTERM, _stop)
-    if not _import_suites():
+    with lazy_imports(LAZY_PACKAGES):
+        imported = _import_suites()
+    if not imported:
         return  # the command runs the suites itself and meets the error there
     while True:
         try:

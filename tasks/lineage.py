@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prefect import task
@@ -15,9 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ftflow.caching import RUN_CACHE
 from ftflow.resources import resource_text
-from ftflow.run_resources import RunResources
 from ftflow.settings import Settings
-from ftflow.store.lineage import LineageStore
 from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
 from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
@@ -25,6 +23,11 @@ from tasks.provider_rules import rules_backend
 from tasks.quality import SUITES
 from tasks.report import GateOptions
 from tasks.shards import Plan, ShardSettings
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is retrain's, not prepare's: loaded with the resources
+    from ftflow.run_resources import RunResources
+    from ftflow.store.lineage import LineageStore
+
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
 DATASET_CODE = ("reduce.py", "report.py", "preference.py", "quarantine.py", "provider_rules.py")

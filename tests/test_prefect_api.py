@@ -1,9 +1,8 @@
-"""The temporary Prefect server ftflow starts for a command when no server is configured."""
+"""The Prefect API a command talks to: a server of its own when none is configured (ftflow/prefect_api.py)."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +38,8 @@ def test_a_command_without_a_server_runs_on_a_temporary_one_that_keeps_its_logs(
     source = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Frage {i}: " + "wo ist mein Paket? " * 30, f"Antwort {i}")
                                                     for i in range(3000)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "PREFECT_UI_URL"}
-    env |= {"PREFECT_HOME": str(home), "FTFLOW_WORK_DIR": str(tmp_path / "work"), "FTFLOW_SHARD_MB": "1"}
+    env |= {"PREFECT_HOME": str(home), "FTFLOW_WORK_DIR": str(tmp_path / "work"), "FTFLOW_SHARD_MB": "1",
+            "FTFLOW_PREFECT_SERVER": "temporary"}
     done = subprocess.run([str(FTFLOW), "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "2"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
@@ -73,34 +73,20 @@ def test_no_temporary_server_when_a_server_is_configured(monkeypatch):
         assert api.server is None
 
 
-def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_configured():
+@pytest.mark.parametrize("started_here", [True, False])  # False: a background server found running
+def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_configured(started_here):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    class Booting:
+    class Server:
+        booting = started_here
         stopped = False
 
         def stop(self):
             self.stopped = True
 
-    booting = Booting()
-    api = prefect_api.PrefectApi(booting, announce=lambda: pytest.fail("announced a temporary server"))
+    server = Server()
+    api = prefect_api.PrefectApi(server, announce=lambda: pytest.fail("announced a temporary server"))
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
         api.connect()
     api.close()
-    assert booting.stopped and api.server is None
-
-
-@pytest.mark.flow
-def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        ports = iter([taken.getsockname()[1], prefect_api._free_port()])
-        monkeypatch.setattr(prefect_api, "_free_port", lambda: next(ports))
-        server = prefect_api.TemporaryServer()
-        try:
-            server.wait_ready(timeout=300)
-            assert server.port != taken.getsockname()[1]
-        finally:
-            server.stop()
-    assert server.process is None
+    assert server.stopped == started_here and api.server is None

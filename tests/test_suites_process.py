@@ -22,6 +22,11 @@ def refuse(message: str) -> None:
     raise ConfigError(message)
 
 
+def statistics_loaded() -> bool:
+    """Whether SciPy's statistics ran their code in this process (a lazy module has not)."""
+    return "scipy.stats._stats_py" in sys.modules
+
+
 def features_file(tmp_path) -> str:
     """A features file as the reduce writes it, of a dataset the suites pass."""
     path = tmp_path / "features.parquet"
@@ -37,7 +42,9 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
         assert suites_process.run(os.getpid) != os.getpid()
         there = suites_process.run(run_suites_on_file, *arguments)
         process = suites_process._current._process
+        statistics_there = suites_process.run(statistics_loaded)
     assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
+    assert not statistics_there  # GX imports them for expectations the suites do not use: left lazy there
     assert process.exitcode == 0  # idle, it left on its own when the block ended
     assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process
 

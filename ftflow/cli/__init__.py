@@ -7,6 +7,7 @@ The one part of ftflow that imports `flows` and `tasks` (pyproject.toml's import
     config.py           config: the effective settings and where each came from
     economics.py        economics: the what-if cost case
     serving.py          serve (prefect.yaml's deployments), service (the local service)
+    server.py           server status|stop: the Prefect server kept for later commands
     summaries.py        the tables printed after prepare and retrain
     output.py           rich tables as wide as their ids need, the one `error: ...` line
     reporting.py        expected errors (ftflow.errors) -> one line on stderr and the class's exit code
@@ -22,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from ftflow.cli import config, economics, pipeline, records, serving
+from ftflow.cli import config, economics, pipeline, records, server, serving
 
 HELP = "Raw conversations to fine-tuned chat models, as Prefect flows: prepare, fine-tune, evaluate, promote."
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, rich_markup_mode=None)
@@ -55,6 +56,7 @@ app.command("snapshot-eval")(pipeline.snapshot_eval)
 app.add_typer(records.runs_app, name="runs")
 app.command()(economics.economics)
 app.command()(serving.service)
+app.add_typer(server.server_app, name="server")
 
 
 def main() -> None:

@@ -48,6 +48,6 @@ def print_error(exc: BaseException) -> None:
 def announce_prefect_server() -> None:
     """Say why the first seconds pass quietly: without PREFECT_API_URL a temporary server starts."""
     console.print(  # on stdout: stderr is kept for the one error line
-        "PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one running: "
-        "`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api",
+        "PREFECT_API_URL is not set: starting a temporary Prefect server (a few seconds). To keep one running for "
+        "later commands: FTFLOW_PREFECT_SERVER=background (setting prefect_server)",
         style="dim", highlight=False, soft_wrap=True)

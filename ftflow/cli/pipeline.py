@@ -58,7 +58,7 @@ def prepare(
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     Options left out come from FTFLOW_*, then ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
         from flows.prepare import prepare as prepare_flow
         from tasks.transform import parse_mapping
 
@@ -109,7 +109,7 @@ def retrain(
     SOURCE: files or globs (default: data/raw/*). Options left out come from FTFLOW_*, then
     ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=api.server is None):
+    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:

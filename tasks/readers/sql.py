@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from ftflow.errors import InputError
 from tasks.readers import ExtractOptions, Item
 from tasks.readers.table import check_columns, group_rows
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the SQL source alone (a fifth of a second at start-up)
+    import sqlalchemy as sa
 
 
 def parse_sql_url(url: str) -> sa.URL:
@@ -25,6 +26,8 @@ def parse_sql_url(url: str) -> sa.URL:
 
     Messages never include the password: they name the URL as redacted by SQLAlchemy.
     """
+    import sqlalchemy as sa
+
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -66,6 +69,8 @@ def read_sql(options: ExtractOptions) -> Iterator[Item]:
     """Run the query ordered by conversation and turn; stream rows with a server-side cursor."""
     if not options.sql_url or not options.query:
         raise InputError("SQL extraction needs both --sql-url and --query")
+    import sqlalchemy as sa
+
     source = sql_source_name(options)
     engine = sa.create_engine(parse_sql_url(resolved_sql_url(options)))
     prep = engine.dialect.identifier_preparer

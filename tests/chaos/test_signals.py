@@ -93,7 +93,7 @@ def test_a_signal_at_start_up_mid_shard_and_in_the_reduce_leaves_nothing_behind(
     source = str(write_jsonl(tmp_path / "big.jsonl", records))  # 4 MB: four shards of 1 MiB
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # its own server
     env.update({"PREFECT_HOME": str(tmp_path / "prefect"), "FTFLOW_SHARD_MB": "1", "FTFLOW_WORKERS": "2",
-                "FTFLOW_WORK_DIR": str(tmp_path / "work")})
+                "FTFLOW_WORK_DIR": str(tmp_path / "work"), "FTFLOW_PREFECT_SERVER": "temporary"})
     out = tmp_path / "out"
     started: set[tuple[int, str]] = set()
     try:
