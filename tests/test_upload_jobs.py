@@ -393,7 +393,7 @@ def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(loc
 def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_service, provider, ledger, train_file,
                                                                    client):
     local_service.service.openai.jobs.max_running_jobs = 1
-    local_service.service.openai.jobs.seconds_per_1k_tokens = 0.05
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 0.2  # long enough to be seen running on a loaded machine
     file = upload(provider, ledger, train_file)
     first, _ = create(provider, ledger, request_for(file.file_id))
     second, _ = create(provider, ledger, request_for(file.file_id, suffix="second"))
