@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import training_bytes
-from tests.dialects import API_VERSION, arm, azure_dated, azure_v1, deploy, root, wait_azure
+from tests.integration.dialects import API_VERSION, arm, azure_dated, azure_v1, deploy, root, wait_azure
 
 pytestmark = pytest.mark.service
 STANDARD = {"trainingType": "Standard"}

@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import training_bytes
-from tests.dialects import root
+from tests.integration.dialects import root
 
 pytestmark = pytest.mark.service
 NOVA = "amazon.nova-micro-v1:0:128k"
@@ -202,7 +202,7 @@ def test_job_shapes_follow_the_service_model_and_agree_with_moto(local_service, 
 
 def test_injected_faults_speak_aws(local_service):
     """A 429 is Bedrock's ThrottlingException, S3's is a 503 SlowDown in XML; boto3 retries a 5xx by itself."""
-    from tests.test_service_faults import set_faults
+    from tests.integration.test_service_faults import set_faults
 
     s3, bedrock = aws(local_service, "s3"), aws(local_service, "bedrock")
     s3.create_bucket(Bucket="ftflow")

@@ -22,11 +22,11 @@ import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from tests.conftest import training_bytes
-from tests.dialects import API_VERSION, root
-from tests.test_service_faults import set_faults
+from tests.integration.dialects import API_VERSION, root
+from tests.integration.test_service_faults import set_faults
 
 pytestmark = pytest.mark.service
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 AZURE = json.loads((DATA / "azure" / "azureopenai-2024-10-21.json").read_text())
 TOGETHER = json.loads((DATA / "together" / "together-3.1.1-types.json").read_text())
 

@@ -7,8 +7,8 @@ import pytest
 import together
 
 from tests.conftest import training_bytes
-from tests.dialects import arm, azure_dated, azure_v1, jsonl_file, together_client
-from tests.test_service_faults import injected, set_faults
+from tests.integration.dialects import arm, azure_dated, azure_v1, jsonl_file, together_client
+from tests.integration.test_service_faults import injected, set_faults
 
 pytestmark = pytest.mark.service
 STANDARD = {"trainingType": "Standard"}

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import preference, training_bytes
-from tests.dialects import fireworks_client, root
+from tests.integration.dialects import fireworks_client, root
 
 pytestmark = pytest.mark.service
 LLAMA = "accounts/fireworks/models/llama-v3p1-8b-instruct"

@@ -8,7 +8,7 @@ import pytest
 import together
 
 from tests.conftest import training_bytes
-from tests.dialects import jsonl_file, together_client, wait_together
+from tests.integration.dialects import jsonl_file, together_client, wait_together
 
 pytestmark = pytest.mark.service
 LLAMA = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"

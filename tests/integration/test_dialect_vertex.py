@@ -10,7 +10,7 @@ from google.genai import errors, types
 
 from ftflow.formats.gemini import render_jsonl
 from tests.conftest import preference, training_bytes
-from tests.dialects import LOCATION, PROJECT, jsonl_file, root, storage_client, vertex_client, wait_vertex
+from tests.integration.dialects import LOCATION, PROJECT, jsonl_file, root, storage_client, vertex_client, wait_vertex
 
 pytestmark = pytest.mark.service
 VERTEX_STATES = {s.value for s in types.JobState}

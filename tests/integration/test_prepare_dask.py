@@ -6,7 +6,7 @@ import pytest
 
 from flows.prepare import prepare
 from tests.conftest import write_jsonl
-from tests.test_shards import records
+from tests.unit.test_shards import records
 
 pytestmark = [pytest.mark.flow, pytest.mark.dask]
 

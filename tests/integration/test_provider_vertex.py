@@ -17,8 +17,8 @@ from tasks.jobs import JobRequest, QuotaWait, create_job_once, poll_job
 from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
-from tests.dialects import LOCATION, PROJECT, root
-from tests.test_service_faults import set_faults
+from tests.integration.dialects import LOCATION, PROJECT, root
+from tests.integration.test_service_faults import set_faults
 
 pytestmark = pytest.mark.service
 POLICY = OncePolicy(lookup_deadline_seconds=3, lookup_interval_seconds=0.1, backoff_seconds=0.01, create_attempts=6)

@@ -18,8 +18,8 @@ from tasks.jobs import JobRequest, create_job_once, deployment_name, poll_job
 from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
-from tests.dialects import root
-from tests.test_service_faults import set_faults
+from tests.integration.dialects import root
+from tests.integration.test_service_faults import set_faults
 
 pytestmark = pytest.mark.service
 POLICY = OncePolicy(lookup_deadline_seconds=3, lookup_interval_seconds=0.1, backoff_seconds=0.01, create_attempts=6)
@@ -51,7 +51,7 @@ def dialect(request, local_service, tmp_path, monkeypatch):
                         **extra}.items():
         monkeypatch.setenv(name, value)
     if backend == "bedrock":
-        from tests.test_dialect_bedrock import aws
+        from tests.integration.test_dialect_bedrock import aws
 
         aws(local_service, "s3").create_bucket(Bucket="ftflow-data")
     settings = get_settings(backend=backend, model=model, request_timeout_seconds=15.0)

@@ -15,7 +15,7 @@ from flows.retrain import retrain
 from ftflow.cli import app
 from tasks.registry import Registry
 from tests.conftest import ROOT, chat, write_jsonl
-from tests.dialects import ACCOUNT, root
+from tests.integration.dialects import ACCOUNT, root
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
 SAMPLES = [str(ROOT / "data/raw/*")]
@@ -186,7 +186,7 @@ def test_retrain_on_bedrock_trains_nova_deploys_on_demand_and_scores_the_incumbe
         prefect_server, env, tmp_path):
     """Promote a local model, then retrain on Bedrock (Nova): the data goes to S3 as bedrock-conversation-2024,
     one job per clientRequestToken, an on-demand deployment answers converse, the incumbent answers through local."""
-    from tests.test_dialect_bedrock import aws
+    from tests.integration.test_dialect_bedrock import aws
 
     s3 = aws(env, "s3")
     s3.create_bucket(Bucket="ftflow-data")
@@ -216,7 +216,7 @@ def test_retrain_on_bedrock_trains_nova_deploys_on_demand_and_scores_the_incumbe
 
 def test_retrain_on_fireworks_makes_one_dataset_per_content_and_one_job_per_key(prefect_server, env, tmp_path):
     """Promote a local model, then retrain on Fireworks: OpenAI-format datasets, one job whose id is the key."""
-    from tests.dialects import fireworks_client
+    from tests.integration.dialects import fireworks_client
 
     runs = str(tmp_path / "runs")
     first = retrain(SAMPLES, overrides={"runs_dir": runs, "system_prompt": PROMPT})

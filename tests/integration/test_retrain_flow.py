@@ -403,7 +403,7 @@ def test_prepare_then_finetune_reuses_files_across_flows(prefect_server, pipelin
 
 def test_finetune_runs_under_faults_make_one_file_per_content_and_one_job(prefect_server, pipeline_env, tmp_path,
                                                                            monkeypatch):
-    from tests.test_service_faults import set_faults
+    from tests.integration.test_service_faults import set_faults
 
     monkeypatch.setenv("FTFLOW_REQUEST_TIMEOUT_SECONDS", "0.5")
     folder = dataset(tmp_path, [chat(f"Frage {i}", f"Antwort {i}") for i in range(20)])

@@ -14,8 +14,8 @@ from ftflow.cli import app
 from ftflow.formats.gemini import TOKEN_RULE
 from tasks.registry import Registry
 from tests.conftest import ROOT
-from tests.test_provider_vertex import vertex_env
-from tests.test_providers_e2e import PROMPT, SAMPLES, promote_by_hand, registry_row
+from tests.integration.test_provider_vertex import vertex_env
+from tests.integration.test_providers_e2e import PROMPT, SAMPLES, promote_by_hand, registry_row
 
 pytestmark = [pytest.mark.flow, pytest.mark.service]
 MODEL = "gemini-2.5-flash"

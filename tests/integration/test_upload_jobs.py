@@ -34,7 +34,7 @@ from tasks.jobs import (
 from tasks.registry import Registry
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
-from tests.test_service_faults import set_faults
+from tests.integration.test_service_faults import set_faults
 
 pytestmark = pytest.mark.service
 FAST = OncePolicy(lookup_deadline_seconds=1.5, lookup_interval_seconds=0.1, backoff_seconds=0.01, lease_seconds=5)

@@ -12,10 +12,10 @@ from google.genai import types
 
 from ftflow.formats.gemini import render_jsonl
 from tests.conftest import training_bytes
-from tests.dialects import LOCATION, PROJECT, root
+from tests.integration.dialects import LOCATION, PROJECT, root
 
 pytestmark = pytest.mark.service
-DATA = Path(__file__).parent / "data" / "vertex"
+DATA = Path(__file__).parents[1] / "data" / "vertex"
 
 
 def reference(name: str) -> dict:

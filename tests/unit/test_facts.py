@@ -8,7 +8,7 @@ from pathlib import Path
 from tasks.evaluate import answer_f1
 from tasks.facts import extract_facts, score_facts
 
-CASES = Path(__file__).parent / "data" / "fact_cases.jsonl"
+CASES = Path(__file__).parents[1] / "data" / "fact_cases.jsonl"
 
 
 def test_the_extractor_is_precise_and_complete_on_the_labelled_cases():

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.conftest import ROOT
-from tests.test_wheel import third_party_imports
+from tests.integration.test_wheel import third_party_imports
 
 
 def test_every_runtime_import_is_a_declared_dependency():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A reference cycle whose finalizer reports itself: only a garbage collection can free it, and
 # with automatic collection off, only the interpreter's final collections at exit (they run

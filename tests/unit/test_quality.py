@@ -239,7 +239,7 @@ def test_flow_runs_in_threads_of_one_process_validate_at_the_same_time():
 
     script = (
         "import threading\n"
-        "from tests.test_quality import features, TOTALS, PARAMS\n"
+        "from tests.unit.test_quality import features, TOTALS, PARAMS\n"
         "from tasks.quality import run_suites\n"
         "barrier, errors = threading.Barrier(8), []\n"
         "def validate():\n"

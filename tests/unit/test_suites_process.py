@@ -14,7 +14,7 @@ from ftflow import suites_process
 from ftflow.errors import ConfigError
 from tasks.quality import DriftOptions, run_suites_on_file
 from tests.conftest import ROOT
-from tests.test_quality import PARAMS, TOTALS, features
+from tests.unit.test_quality import PARAMS, TOTALS, features
 
 
 def refuse(message: str) -> None:
@@ -67,7 +67,7 @@ def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
     command = (
         "from ftflow.suites_process import start_suites, run\n"
         "from tasks.quality import DriftOptions, run_suites_on_file\n"
-        "from tests.test_quality import PARAMS, TOTALS\n"
+        "from tests.unit.test_quality import PARAMS, TOTALS\n"
         "with start_suites(own_process=True):\n"
         f"    assert run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
     )

@@ -21,7 +21,7 @@ from localai.tokens import count_example_tokens as service_count
 from tasks.budget import count_example_tokens as budget_count
 from tasks.budget import default_epochs
 
-TOY = Path(__file__).parent / "data" / "toy_chat_fine_tuning.jsonl"
+TOY = Path(__file__).parents[1] / "data" / "toy_chat_fine_tuning.jsonl"
 CL100K_MODEL = "gpt-3.5-turbo-0125"  # a fine-tunable model on cl100k_base, the notebook's encoding
 
 

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from tests.chaos.conftest import dataset
-from tests.chaos.killpoint import POINTS
 from tests.conftest import ROOT
+from tests.integration.chaos.conftest import dataset
+from tests.integration.chaos.killpoint import POINTS
 
 pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service]
 SAMPLES = str(ROOT / "data/raw/*")

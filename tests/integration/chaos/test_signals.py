@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import KILLPOINT
 from tests.conftest import ROOT, chat, write_jsonl
+from tests.integration.chaos.conftest import KILLPOINT
 
 pytestmark = [pytest.mark.chaos, pytest.mark.flow]
 EXIT = {"TERM": 143, "INT": 130, "KILL": -9}  # 128 + the signal's number, as a shell reports it

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.conftest import postgres_engine_or_skip, postgres_url
-from tests.ui.stack import ROOT, PrefectStack
+from tests.integration.ui.stack import ROOT, PrefectStack
 
 pytestmark = [pytest.mark.postgres]
 

@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from tests.ui.stack import PrefectStack
+from tests.integration.ui.stack import PrefectStack
 
-pytestmark = [pytest.mark.ui]
+pytestmark = [pytest.mark.ui, pytest.mark.xdist_group("ui-stack")]  # one worker starts the module's stack
 
 
 @pytest.fixture(scope="module")
