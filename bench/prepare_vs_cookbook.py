@@ -304,7 +304,7 @@ def scaling(n: int, tmp_path: Path, full: dict | None) -> None:
         source = tmp_path / "scaling.jsonl"
         write_input(source, n)
     runs = {}
-    # As on a real cluster, the workers and the CLI report to one Prefect server (README: Shards,
+    # As on a real cluster, the workers and the CLI report to one Prefect server (docs/prepare.md: Shards,
     # workers, Dask); a worker without PREFECT_API_URL would start a temporary server of its own.
     with running_prefect_server() as api_url:
         os.environ["PREFECT_API_URL"] = api_url  # inherited by the cluster's worker processes

@@ -15,22 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from localai.aws import AwsBackend
-from localai.azure import AzureBackend
-from localai.chat import ChatBackend
+from localai.admin import ServiceDialect
+from localai.aws import AwsBackend, BedrockDialect, BedrockRuntimeDialect, S3Dialect
+from localai.azure import ArmDialect, AzureBackend, AzureDialect
 from localai.config import ServiceConfig
 from localai.dialect import Dialect
 from localai.exceptions import APIError
 from localai.faults import FaultInjector
-from localai.files import FilesBackend
-from localai.fireworks import FireworksBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
-from localai.moderations import ModerationsBackend
-from localai.store import Store
-from localai.together import TogetherBackend
-from localai.uploads import UploadsBackend
-from localai.vertex import VertexBackend
+from localai.fireworks import FireworksBackend, FireworksDialect
+from localai.openai import OpenAIBackend, OpenAIDialect
+from localai.together import TogetherBackend, TogetherDialect
+from localai.vertex import StorageDialect, VertexBackend, VertexDialect
 
 log = logging.getLogger("localai")
 UNPARSABLE_BODY = (
@@ -43,38 +38,25 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 
 class Service:
-    """All resource backends over one store, and the scheduler that advances jobs."""
+    """Each provider's backend (its own state, moto-style), the dialects the gateway speaks, and
+    the scheduler that advances every backend's jobs."""
 
     def __init__(self, config: ServiceConfig) -> None:
         assert config.api_key, "the API key is set before the service is built"
         self.config = config
-        self.store = Store(config.data_dir)
-        self.files = FilesBackend(self.store, config.max_file_bytes)
-        self.files.remove_abandoned_uploads()
-        self.uploads = UploadsBackend(self.store, self.files)
-        self.models = ModelsBackend(self.store)
         self.faults = FaultInjector(config.faults)
-        self.jobs = JobsBackend(
-            self.store,
-            self.files,
-            self.models,
-            seconds_per_1k_tokens=config.seconds_per_1k_tokens,
-            refusal=config.refusal,
-            daily_job_limit=config.daily_job_limit,
-            faults=self.faults,
-            max_running_jobs=config.max_running_jobs,
-        )
-        self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
-        self.moderations = ModerationsBackend()
-        # The other providers' dialects: each its own resource with its own state (moto-style).
+        self.openai = OpenAIBackend(config, self.faults)
         self.azure = AzureBackend(config)
         self.together = TogetherBackend(config)
         self.vertex = VertexBackend(config)
         self.aws = AwsBackend(config)
         self.fireworks = FireworksBackend(config)
+        self.backends = (self.openai, self.azure, self.together, self.vertex, self.aws, self.fireworks)
+        #: The service's own voice: its admin routes, and a path no provider's dialect owns.
+        self.own_dialect = ServiceDialect()
         self.dialects: list[Dialect] = [
-            Dialect(), *self.azure.dialects(), *self.together.dialects(), *self.vertex.dialects(),
-            *self.aws.dialects(), *self.fireworks.dialects()]
+            OpenAIDialect(), self.own_dialect, AzureDialect(), ArmDialect(), TogetherDialect(), VertexDialect(),
+            StorageDialect(), S3Dialect(), BedrockDialect(), BedrockRuntimeDialect(), FireworksDialect()]
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
 
@@ -84,10 +66,9 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
-            for jobs in (self.jobs, self.azure.jobs, self.together.jobs, self.vertex.jobs, self.aws.jobs,
-                         self.fireworks.jobs):
+            for backend in self.backends:
                 try:
-                    jobs.advance()
+                    backend.jobs.advance()
                 except Exception:  # jobs fail alone inside advance(); this is the store itself failing
                     log.exception("scheduler tick failed")
 
@@ -95,12 +76,13 @@ class Service:
         self._stop.set()
         if self._scheduler:
             self._scheduler.join(timeout=5)
-        self.store.close()
-        self.azure.store.close()
-        self.together.store.close()
-        self.vertex.store.close()
-        self.aws.store.close()
-        self.fireworks.store.close()
+        for backend in self.backends:
+            backend.store.close()
+
+    def dialect_of(self, path: str) -> Dialect | None:
+        """The dialect that owns `path`; None outside them all, where the gateway asks no key (Together's
+        signed upload URL, or a 404)."""
+        return next((d for d in self.dialects if d.owns(path)), None)
 
 
 def error_response(error: APIError) -> Response:
@@ -146,12 +128,12 @@ class GatewayMiddleware:
             if started:  # too late for a reply (or a lost response injected on purpose)
                 raise
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            dialect = dialect_of(self.service, scope.get("path", "")) or Dialect()
+            dialect = self.service.dialect_of(scope.get("path", "")) or self.service.own_dialect
             await error_response(dialect.server_error(500))(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        dialect = dialect_of(self.service, path)
+        dialect = self.service.dialect_of(path)
         if dialect is None:
             return await self.app(scope, receive, send)
         if dialect.signed:  # AWS: the signature covers the body, so the body is read first
@@ -213,10 +195,6 @@ class GatewayMiddleware:
         raise ConnectionAbortedError("fault injection: response lost after the operation was carried out")
 
 
-def dialect_of(service: Service, path: str) -> Dialect | None:
-    return next((d for d in service.dialects if d.owns(path)), None)
-
-
 def create_app(config: ServiceConfig) -> FastAPI:
     service = Service(config)
 
@@ -245,7 +223,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        dialect = dialect_of(service, request.url.path) or Dialect()
+        dialect = service.dialect_of(request.url.path) or service.own_dialect
         if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
             return error_response(dialect.invalid(UNPARSABLE_BODY))
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
@@ -256,7 +234,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         message = (
             f"Invalid URL ({request.method} {request.url.path})" if exc.status_code in (404, 405) else str(exc.detail)
         )
-        dialect = dialect_of(service, request.url.path) or Dialect()
+        dialect = service.dialect_of(request.url.path) or service.own_dialect
         return error_response(dialect.invalid(message, status=exc.status_code))
 
     app.add_middleware(GatewayMiddleware, service=service)

@@ -2,12 +2,16 @@
 
 The service speaks several providers' dialects on one port, as moto emulates several AWS
 services: OpenAI under `/v1`, Azure OpenAI under `/openai` (and ARM under `/subscriptions`),
-Together under `/together/v1`, AWS under `/s3`, `/bedrock` and `/bedrock-runtime`, Fireworks
-under `/fireworks`. Each dialect says which paths are its own, how a client presents its key
+Together under `/together/v1`, Google under `/vertex` and `/gcs`, AWS under `/s3`, `/bedrock`
+and `/bedrock-runtime`, Fireworks under `/fireworks`; the service's own routes under `/_admin`
+(admin.py). Each dialect says which paths are its own, how a client presents its key
 there (a bearer key, or an AWS SigV4 signature that `verify` checks), and how that provider
 words the errors the gateway itself answers (missing key, wrong key, injected 429s and 5xx,
 malformed requests). Fault injection then
 works the same in every dialect: operations are the route names of the dialect's routers.
+
+The defaults below are OpenAI's (a bearer key, OpenAI's error envelope), which other providers
+copy in part; each dialect overrides what its provider does differently.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from localai import routes
 from localai.exceptions import APIError, AuthenticationFailed, InvalidRequest, RateLimited, ServerError
 
 Scope = MutableMapping[str, Any]
@@ -40,15 +43,15 @@ def masked(token: str) -> str:
 
 
 class Dialect:
-    """OpenAI's dialect; the others override what differs."""
+    """One provider's API on the service's port: the paths it owns, its key, its errors."""
 
-    name = "openai"
-    prefixes: tuple[str, ...] = ("/v1/", "/_admin/", "/openapi.json")
+    name: str
+    prefixes: tuple[str, ...]
     #: True: requests are signed (AWS SigV4) and `verify` checks them, instead of a bearer key.
     signed = False
 
     def routers(self) -> Sequence[APIRouter]:
-        return [routes.router, routes.admin]
+        raise NotImplementedError
 
     def owns(self, path: str) -> bool:
         return path.startswith(self.prefixes)

@@ -8,5 +8,6 @@ the three APIs, sigv4.py the signature check, exceptions.py AWS's errors (XML fo
 """
 
 from localai.aws.models import AwsBackend
+from localai.aws.routes import BedrockDialect, BedrockRuntimeDialect, S3Dialect
 
-__all__ = ["AwsBackend"]
+__all__ = ["AwsBackend", "BedrockDialect", "BedrockRuntimeDialect", "S3Dialect"]

@@ -24,12 +24,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.common import new_id
 from localai.config import ServiceConfig
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
 from localai.store import Store
 
 from .exceptions import AwsError, conflict, not_found, s3_error, validation
@@ -131,10 +131,6 @@ class AwsBackend:
         self.stopping_seconds = 0.1
         self.deploy_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import BedrockDialect, BedrockRuntimeDialect, S3Dialect
-
-        return [S3Dialect(), BedrockDialect(), BedrockRuntimeDialect()]
 
     # --- S3 ------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ models.py holds the resource's state and Azure's view of it, routes.py the data 
 arm.py the control plane, exceptions.py Azure's error envelope.
 """
 
+from localai.azure.arm import ArmDialect
 from localai.azure.models import AzureBackend
+from localai.azure.routes import AzureDialect
 
-__all__ = ["AzureBackend"]
+__all__ = ["ArmDialect", "AzureBackend", "AzureDialect"]

@@ -20,11 +20,11 @@ import re
 import time
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.config import ServiceConfig
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend, base_models, base_of
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend, base_models, base_of
 from localai.store import Store, public
 
 from .exceptions import AzureError, deployment_not_found, invalid, quota_exceeded
@@ -77,11 +77,6 @@ class AzureBackend:
         self.file_processing_seconds = 0.1
         self.deploy_seconds = 0.2
 
-    def dialects(self) -> list[Any]:
-        from .arm import ArmDialect
-        from .routes import AzureDialect
-
-        return [AzureDialect(), ArmDialect()]
 
     # --- files -----------------------------------------------------------------------------
 

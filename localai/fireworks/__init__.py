@@ -7,5 +7,6 @@ exceptions.py Fireworks' errors.
 """
 
 from localai.fireworks.models import FireworksBackend
+from localai.fireworks.routes import FireworksDialect
 
-__all__ = ["FireworksBackend"]
+__all__ = ["FireworksBackend", "FireworksDialect"]

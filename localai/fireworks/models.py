@@ -21,14 +21,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.config import ServiceConfig
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
+from localai.engine.training_data import check_file
 from localai.exceptions import APIError
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
 from localai.store import Store
-from localai.training_data import check_file
 
 from .exceptions import FireworksError
 
@@ -69,10 +69,6 @@ class FireworksBackend:
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
         self.writing_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import FireworksDialect
-
-        return [FireworksDialect()]
 
     # --- datasets ----------------------------------------------------------------------------
 

@@ -5,5 +5,6 @@ exceptions.py Together's errors.
 """
 
 from localai.together.models import TogetherBackend
+from localai.together.routes import TogetherDialect
 
-__all__ = ["TogetherBackend"]
+__all__ = ["TogetherBackend", "TogetherDialect"]

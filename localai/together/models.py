@@ -25,14 +25,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.common import new_id, now
 from localai.config import ServiceConfig
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
+from localai.engine.tokens import count_message_tokens
 from localai.store import Store
-from localai.tokens import count_message_tokens
 
 from .exceptions import TogetherError, model_not_available, unsupported_model
 
@@ -136,10 +136,6 @@ class TogetherBackend:
         self.compressing_seconds = 0.1
         self.uploading_seconds = 0.1
 
-    def dialects(self) -> list[Any]:
-        from .routes import TogetherDialect
-
-        return [TogetherDialect()]
 
     # --- files: announce, put, preprocess -------------------------------------------------------
 
@@ -281,14 +277,23 @@ class TogetherBackend:
         return job
 
     def status(self, job: dict[str, Any]) -> str:
+        """Together's status; after training, `compressing` then `uploading` for their seconds each.
+
+        Each of the two is shown to at least one reader before the next begins, so a client that
+        polls (however late, on a loaded machine) sees Together's whole sequence, as it would there.
+        """
         if job["status"] != "succeeded":
             return STATUS[job["status"]]
-        since = time.time() - job["_sim"].get("trained_clock", 0)
-        if since < self.compressing_seconds:
-            return "compressing"
-        if since < self.compressing_seconds + self.uploading_seconds:
-            return "uploading"
-        return "completed"
+        sim = job["_sim"]
+        since = time.time() - sim.get("trained_clock", 0)
+        due = sum(since >= limit for limit in (self.compressing_seconds,
+                                               self.compressing_seconds + self.uploading_seconds))
+        shown = sim.get("finishing_shown", -1)
+        phase = min(due, shown + 1)
+        if phase > shown:
+            sim["finishing_shown"] = phase
+            self.store.put("job", job)
+        return ("compressing", "uploading", "completed")[phase]
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
         asked = job.get("_together", {})

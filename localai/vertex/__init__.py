@@ -5,5 +5,6 @@ Google's view of it, routes.py both APIs, exceptions.py Google's error envelope.
 """
 
 from localai.vertex.models import VertexBackend
+from localai.vertex.routes import StorageDialect, VertexDialect
 
-__all__ = ["VertexBackend"]
+__all__ = ["StorageDialect", "VertexBackend", "VertexDialect"]

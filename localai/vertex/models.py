@@ -28,14 +28,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from localai.chat import ChatBackend
 from localai.common import new_id
 from localai.config import ServiceConfig
-from localai.files import FilesBackend
-from localai.jobs import JobsBackend
-from localai.models import ModelsBackend
+from localai.engine.chat import ChatBackend
+from localai.engine.files import FilesBackend
+from localai.engine.jobs import JobsBackend
+from localai.engine.models import ModelsBackend
+from localai.engine.tokens import count_message_tokens, count_text_tokens
 from localai.store import Store
-from localai.tokens import count_message_tokens, count_text_tokens
 
 from .exceptions import GoogleError, StorageError
 
@@ -146,10 +146,6 @@ class VertexBackend:
         self.jobs = JobsBackend(self.store, self.files, self.models, seconds_per_1k_tokens=config.seconds_per_1k_tokens)
         self.chat = ChatBackend(self.store, self.models, instruction_following=config.instruction_following)
 
-    def dialects(self) -> list[Any]:
-        from .routes import StorageDialect, VertexDialect
-
-        return [VertexDialect(), StorageDialect()]
 
     # --- Cloud Storage ------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def test_flagged_lines_are_counted_then_quarantined_and_a_rerun_asks_nothing(pre
               for i in range(30)]
     flagged = [chat(text, "Bitte wende dich an den Support.") for text in VIOLENT + SELF_HARM]
     data = write_jsonl(tmp_path / "data.jsonl", [*benign[:10], *flagged, *benign[10:]])
-    moderations = local_service.service.moderations
+    moderations = local_service.service.openai.moderations
 
     def prepare(out: str, mode: str) -> dict:
         monkeypatch.setenv("FTFLOW_MODERATION", mode)

@@ -36,7 +36,7 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
     assert report["records_read"] == (sum(report["examples_written"].values()) + sum(report["rejected"].values())
                                       + report["duplicates_removed"])
     assert report["rejected"]["identical_outputs"] >= 1 and report["duplicates_removed"] >= 1
-    job = local_service.service.store.list("job")[0]
+    job = local_service.service.openai.store.list("job")[0]
     assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.1
     assert record["hyperparameters"]["beta"] == 0.1
     assert record["trained_tokens"] == report["billing_tokens"]
@@ -58,4 +58,4 @@ def test_retrain_dpo_end_to_end(prefect_server, local_service, tmp_path, monkeyp
                                      str(ROOT / "data/preference/*")])
     assert again.exit_code == 0, again.output
     assert "not prepared again" in " ".join(again.output.split())
-    assert len(local_service.service.store.list("job")) == 1
+    assert len(local_service.service.openai.store.list("job")) == 1

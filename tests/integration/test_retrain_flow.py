@@ -82,7 +82,7 @@ def test_retrain_end_to_end_then_skip_when_unchanged(prefect_server, pipeline_en
     assert again["dataset_sha256"] == record["dataset_sha256"]
     assert not (tmp_path / "runs" / again["run_id"] / "train.jsonl").exists()
     assert len(record["prepare"]["inputs_sha256"]) == 64
-    state = pipeline_env.service
+    state = pipeline_env.service.openai
     assert len(state.store.list("job")) == 1
     assert len([f for f in state.store.list("file") if f["purpose"] == "fine-tune"]) == 2  # train + validation
 
@@ -270,7 +270,7 @@ def test_two_retrains_on_one_job_slot_take_turns_and_the_second_says_it_waited(
     from prefect.logging.handlers import APILogWorker
 
     monkeypatch.setenv("FTFLOW_JOB_SLOTS", "1")
-    jobs = pipeline_env.service.jobs
+    jobs = pipeline_env.service.openai.jobs
     jobs.max_running_jobs = 0  # until the second run waits, the first one's job stays queued, holding the slot
     sources = {}
     for name in ("nord", "sued"):
@@ -352,12 +352,12 @@ def test_a_failed_job_fails_the_run_with_the_providers_error(prefect_server, pip
 
 
 def test_cancelling_the_flow_run_cancels_the_job(prefect_server, pipeline_env, tmp_path):
-    pipeline_env.service.jobs.seconds_per_1k_tokens = 20.0  # long enough to cancel mid-run
+    pipeline_env.service.openai.jobs.seconds_per_1k_tokens = 20.0  # long enough to cancel mid-run
     folder = dataset(tmp_path, [chat(f"Frage {i}", f"Antwort {i}") for i in range(40)])
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(state=finetune(folder, return_state=True)))
     runner.start()
-    store = pipeline_env.service.store
+    store = pipeline_env.service.openai.store
     deadline = time.monotonic() + 60
     while not any(j["status"] == "running" for j in store.list("job")):
         assert time.monotonic() < deadline and runner.is_alive()
@@ -416,6 +416,6 @@ def test_finetune_runs_under_faults_make_one_file_per_content_and_one_job(prefec
     set_faults(pipeline_env, {})
     assert any(k.startswith(("files.create", "fine_tuning.jobs.create")) for k in injected), injected
     assert len({r["job_id"] for r in results}) == 1 and len({r["training_file"] for r in results}) == 1
-    state = pipeline_env.service.store
+    state = pipeline_env.service.openai.store
     assert len([f for f in state.list("file") if f["purpose"] == "fine-tune"]) == 1
     assert len(state.list("job")) == 1

@@ -88,7 +88,7 @@ def test_every_endpoint_honours_the_spec(local_service, spec):
     api.call("POST", f"/fine_tuning/jobs/{job['id']}/cancel", expect=400)
     api.call("GET", f"/files/{job['result_files'][0]}")
 
-    local_service.service.jobs.seconds_per_1k_tokens = 5.0
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 5.0
     api.call("POST", "/fine_tuning/jobs", json={"model": "gpt-4o-mini", "training_file": file["id"],
                                                 "method": {"type": "dpo"}}, expect=400)
     pairs = api.call("POST", "/files", files={"file": ("pairs.jsonl", preference_bytes())}, data={"purpose": "fine-tune"})
@@ -142,4 +142,4 @@ def test_moderations_honour_the_spec_and_are_deterministic(local_service, spec):
     assert parts["results"] == one["results"]  # the same text scores the same, in any request shape
     api.call("POST", "/moderations", json={"input": "x", "model": "gpt-9"}, expect=400)
     api.call("POST", "/moderations", json={"model": "omni-moderation-latest"}, expect=400)
-    assert local_service.service.moderations.requests == 3 and local_service.service.moderations.inputs == 5
+    assert local_service.service.openai.moderations.requests == 3 and local_service.service.openai.moderations.inputs == 5

@@ -9,8 +9,8 @@ import json
 import openai
 import pytest
 
-from localai.tokens import count_example_tokens
-from localai.training_data import check_file
+from localai.engine.tokens import count_example_tokens
+from localai.engine.training_data import check_file
 from tests.conftest import chat, preference, preference_bytes, training_bytes, wait_for_job
 
 GOOD = preference("Wo ist AR-1?", '{"antwort": "AR-1 ist unterwegs"}', "Shipped.")

@@ -141,7 +141,7 @@ def test_a_broken_job_fails_alone_and_later_jobs_run(local_service, client, capl
     """A job the simulator cannot advance (here: a record with n_epochs "abc", as an older
     version could store) fails with an error; a job created after it still succeeds."""
     file = client.files.create(file=("t.jsonl", training_bytes()), purpose="fine-tune")
-    store, jobs = local_service.service.store, local_service.service.jobs
+    store, jobs = local_service.service.openai.store, local_service.service.openai.jobs
     with store.transaction():  # the scheduler waits until the record is corrupted
         broken = jobs.create_job({"model": "gpt-4o-mini", "training_file": file.id})
         record = store.get("job", broken["id"])
@@ -160,7 +160,7 @@ def test_an_unhandled_error_is_a_500_in_the_envelope_logged_once(local_service, 
     def broken_listing():
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(local_service.service.models, "list_models", broken_listing)
+    monkeypatch.setattr(local_service.service.openai.models, "list_models", broken_listing)
     with caplog.at_level(logging.ERROR):
         response = httpx.get(f"{local_service.base_url}/models",
                              headers={"Authorization": f"Bearer {local_service.api_key}"})

@@ -68,7 +68,7 @@ def test_list_jobs_filters_by_metadata_and_paginates(client):
 
 
 def test_cancel_pause_resume(local_service, client):
-    local_service.service.jobs.seconds_per_1k_tokens = 5.0  # slow enough to catch it running
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 5.0  # slow enough to catch it running
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=upload(client).id)
     wait_for_job(client, job.id, statuses=("running",))
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"

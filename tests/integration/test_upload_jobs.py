@@ -166,7 +166,7 @@ def test_force_attaches_to_a_job_in_flight_and_trains_anew_once_it_was_used(prov
 
 def test_a_provider_that_ignores_the_metadata_filter_does_not_fool_the_lookup(local_service, provider, registry,
                                                                               train_file, monkeypatch):
-    jobs = local_service.service.jobs
+    jobs = local_service.service.openai.jobs
     unfiltered = jobs.list_jobs
     monkeypatch.setattr(jobs, "list_jobs", lambda *, after, limit, metadata: unfiltered(after=after, limit=limit,
                                                                                       metadata=None))
@@ -214,7 +214,7 @@ def test_concurrent_creates_of_one_key_make_one_job(local_service, registry, tra
     for t in threads:
         t.join()
     assert len({job.id for job, _ in results}) == 1 and sum(created for _, created in results) == 1
-    assert len(local_service.service.store.list("job")) == 1
+    assert len(local_service.service.openai.store.list("job")) == 1
 
 
 def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, registry, train_file):
@@ -224,7 +224,7 @@ def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, re
     set_faults(local_service, {"fine_tuning.jobs.create": {"slow": 1.0, "slow_seconds": 1.0, "max_faults": 1}})
     job, created = create(provider, registry, request_for(file.file_id),
                           policy=OncePolicy(lookup_deadline_seconds=10, lookup_interval_seconds=0.1))
-    assert created and len(local_service.service.store.list("job")) == 1
+    assert created and len(local_service.service.openai.store.list("job")) == 1
 
 
 def test_faults_never_duplicate_files_or_jobs(local_service, registry, tmp_path):
@@ -252,8 +252,8 @@ def test_faults_never_duplicate_files_or_jobs(local_service, registry, tmp_path)
     kinds = {key.split(":")[1] for key in state.faults.injected}
     assert kinds == {"rate_limit", "server_error", "slow", "lost_response"}, state.faults.injected
     set_faults(local_service, {})
-    files = [f for f in state.store.list("file") if f["purpose"] == "fine-tune"]
-    jobs = state.store.list("job")
+    files = [f for f in state.openai.store.list("file") if f["purpose"] == "fine-tune"]
+    jobs = state.openai.store.list("job")
     assert len(files) == len(datasets) and len({f["filename"] for f in files}) == len(datasets)
     keys = [j["metadata"][KEY_FIELD] for j in jobs]
     assert len(keys) == len(set(keys)) == len(datasets)
@@ -290,7 +290,7 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     assert info.value.code == "invalid_training_file"
 
-    local_service.service.jobs.seconds_per_1k_tokens = 10.0
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 10.0
     good = tmp_path / "g.jsonl"
     good.write_bytes(training_bytes(n=15))
     file = upload(provider, registry, good)
@@ -343,7 +343,7 @@ def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, pro
 
     monkeypatch.setenv("FTFLOW_SERVICE_URL", local_service.base_url)
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", str(registry.engine.url))
-    local_service.service.jobs.seconds_per_1k_tokens = 10.0
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 10.0
     file = upload(provider, registry, train_file)
     mine, _ = create(provider, registry, request_for(file.file_id), flow_run_id="run-1")
     other, _ = create(provider, registry, request_for(file.file_id, suffix="o"), flow_run_id="run-2")
@@ -355,10 +355,10 @@ def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, pro
 
 def test_provider_refusal_is_clear_and_not_retried(local_service, provider, registry, train_file):
     file = upload(provider, registry, train_file)
-    local_service.service.jobs.refusal = "Fine-tuning is no longer available for this organization."
+    local_service.service.openai.jobs.refusal = "Fine-tuning is no longer available for this organization."
     with pytest.raises(ProviderRefused, match="may not create fine-tuning jobs"):
         create(provider, registry, request_for(file.file_id))
-    assert json.dumps(local_service.service.store.list("job")) == "[]"
+    assert json.dumps(local_service.service.openai.store.list("job")) == "[]"
 
 
 OPENAI_DAILY_LIMIT = ("This fine-tune request has been rate-limited. Your organization has reached the maximum of 1 "
@@ -368,7 +368,7 @@ OPENAI_DAILY_LIMIT = ("This fine-tune request has been rate-limited. Your organi
 def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(local_service, provider, registry,
                                                                              train_file, client):
     file = upload(provider, registry, train_file)
-    local_service.service.jobs.daily_job_limit = 1
+    local_service.service.openai.jobs.daily_job_limit = 1
     create(provider, registry, request_for(file.file_id))
     with pytest.raises(openai.RateLimitError) as raw:  # the service answers as OpenAI does
         client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file.file_id)
@@ -381,19 +381,19 @@ def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(loc
         create(provider, registry, request_for(file.file_id, suffix="second"), quota=quota)
     assert 0.6 <= time.monotonic() - started < 5
     assert str(info.value).endswith(f"provider said (429 daily_rate_limit_exceeded: {OPENAI_DAILY_LIMIT})")
-    assert len(local_service.service.store.list("job")) == 1
+    assert len(local_service.service.openai.store.list("job")) == 1
 
     # The quota frees up while a run waits: its job is created then, once.
-    threading.Timer(0.3, lambda: setattr(local_service.service.jobs, "daily_job_limit", None)).start()
+    threading.Timer(0.3, lambda: setattr(local_service.service.openai.jobs, "daily_job_limit", None)).start()
     job, created = create(provider, registry, request_for(file.file_id, suffix="third"),
                           quota=QuotaWait(seconds=30, initial_seconds=0.1, max_seconds=0.2))
-    assert created and len(local_service.service.store.list("job")) == 2
+    assert created and len(local_service.service.openai.store.list("job")) == 2
 
 
 def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_service, provider, registry, train_file,
                                                                    client):
-    local_service.service.jobs.max_running_jobs = 1
-    local_service.service.jobs.seconds_per_1k_tokens = 0.05
+    local_service.service.openai.jobs.max_running_jobs = 1
+    local_service.service.openai.jobs.seconds_per_1k_tokens = 0.05
     file = upload(provider, registry, train_file)
     first, _ = create(provider, registry, request_for(file.file_id))
     second, _ = create(provider, registry, request_for(file.file_id, suffix="second"))

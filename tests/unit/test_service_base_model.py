@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from localai.chat import Instructions, base_answer
+from localai.engine.chat import Instructions, base_answer
 from tasks.evaluate import detect_language, parse_json, prose_of
 
 GERMAN_JSON = "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON."

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from ftflow.encodings import encoding_for_model, get_encoding
-from localai import jobs as service_jobs
-from localai.tokens import count_example_tokens as service_count
+from localai.engine import jobs as service_jobs
+from localai.engine.tokens import count_example_tokens as service_count
 from tasks.budget import count_example_tokens as budget_count
 from tasks.budget import default_epochs
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from localai.common import new_id, now, paginate
+from localai.engine.training_data import check_file
 from localai.exceptions import InvalidRequest, NotFound
 from localai.store import Store, public
-from localai.training_data import check_file
 
 PURPOSES = {"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from localai.common import new_id, now
+from localai.engine.files import PURPOSES, FilesBackend, too_large
 from localai.exceptions import InvalidRequest, NotFound
-from localai.files import PURPOSES, FilesBackend, too_large
 from localai.store import Store, public
 
 MAX_PART_BYTES = 64 * 1024 * 1024

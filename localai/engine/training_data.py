@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from localai.tokens import count_example_tokens
+from localai.engine.tokens import count_example_tokens
 
 MIN_EXAMPLES = 10
 MAX_LINE_BYTES = 8 * 1024 * 1024  # far above any example within a 65,536-token context

@@ -18,13 +18,13 @@ import time
 from typing import Any
 
 from localai.common import new_id, now, paginate
+from localai.engine.files import FilesBackend
+from localai.engine.models import DPO_MODELS, ORG, ModelsBackend, base_models, base_of
+from localai.engine.training_data import MIN_EXAMPLES, check_file, training_tokens
+from localai.engine.validation import check_create_job
 from localai.exceptions import DailyJobLimit, InvalidRequest, NotFound, PermissionDenied
 from localai.faults import FaultInjector
-from localai.files import FilesBackend
-from localai.models import DPO_MODELS, ORG, ModelsBackend, base_models, base_of
 from localai.store import Store, public
-from localai.training_data import MIN_EXAMPLES, check_file, training_tokens
-from localai.validation import check_create_job
 
 log = logging.getLogger("localai.jobs")
 ACTIVE = ("validating_files", "queued", "running")

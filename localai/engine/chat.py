@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from localai.common import new_id, now
+from localai.engine.models import ModelsBackend
+from localai.engine.tokens import count_message_tokens, count_text_tokens
+from localai.engine.training_data import sequences
 from localai.exceptions import InvalidRequest, NotFound
-from localai.models import ModelsBackend
 from localai.store import Store
-from localai.tokens import count_message_tokens, count_text_tokens
-from localai.training_data import sequences
 
 WORD = re.compile(r"\w+", re.UNICODE)
 JSON_INSTRUCTION = re.compile(r"\bjson\b", re.IGNORECASE)
