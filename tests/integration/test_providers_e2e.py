@@ -72,7 +72,7 @@ def registry_row(tmp_path, run_id: str) -> dict:
 
 def promote_by_hand(tmp_path, record: dict) -> None:
     """Promote a run's model as the gate would have: the sample data's fine-tuned model states other customers'
-    order numbers, so the fact-recall criterion refuses it (tests/test_retrain_flow.py shows that)."""
+    order numbers, so the fact-recall criterion refuses it (tests/integration/test_retrain_flow.py shows that)."""
     assert not record["promoted"] and "fact_recall" in record["promotion"]["reasons"][0]
     Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").promote(
         record["base_model"], record["fine_tuned_model"], record["run_id"], backend=record["backend"])

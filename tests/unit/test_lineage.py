@@ -1,5 +1,5 @@
 """What a prepared dataset is made of (`inputs_sha256`), without Prefect; retrain's use of it is
-tested end to end in tests/test_retrain_flow.py."""
+tested end to end in tests/integration/test_retrain_flow.py."""
 
 from __future__ import annotations
 

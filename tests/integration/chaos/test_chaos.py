@@ -1,7 +1,7 @@
 """Chaos: concurrent runs, SIGKILLs at named points (with and without --force), service faults.
 
 Everything runs as real processes: the local service (`python -m localai`) and each `ftflow
-retrain` (tests/chaos/killpoint.py, which SIGKILLs itself at the named point). After every
+retrain` (tests/integration/chaos/killpoint.py, which SIGKILLs itself at the named point). After every
 re-run: 1 file per content, 1 job per key, 0 orphan jobs, 0 `creating` ledger rows and 0
 flow runs left `Running`.
 """
