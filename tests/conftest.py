@@ -15,6 +15,9 @@ if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     home = Path(os.environ.get("PREFECT_HOME", Path.cwd() / ".ftflow" / "prefect")) / worker
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home)
+# The temporary Prefect servers of the commands the tests run start late on a loaded machine
+# (parallel workers, a busy CI host): allow what prefect_server allows, unless the user chose.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 import ftflow  # noqa: E402, F401 - applies ftflow's Prefect defaults (ftflow/environment.py) before a test imports Prefect
 
