@@ -27,9 +27,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
-# The unit tests only (no servers, no flows): the edit-test loop.
+# The unit tests only (no servers, no flows, no child interpreters): the edit-test loop. They
+# keep the cores busy, so one worker per core.
 test-fast: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n auto tests/unit
 
 lint: install
 	$(BIN)/ruff check .
