@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # No settings here: ftflow's come from ftflow.toml and FTFLOW_* (`ftflow config`), and ftflow applies
 # its Prefect defaults itself on import (ftflow/environment.py; the tests import ftflow first).
 
-.PHONY: install run test lint samples bench clean
+.PHONY: install run test test-fast lint samples bench clean
 
 install: $(VENV)/.installed
 
@@ -19,10 +19,19 @@ run: install
 	$(BIN)/ftflow retrain 'data/raw/*' --system-prompt "Du bist der Alpenrad-Support. Antworte auf Deutsch als JSON." \
 		--baseline-prompt-file data/production_prompt.txt --json-schema data/answer_schema.json
 
+# The whole suite, in parallel (pytest-xdist): most integration tests wait on servers and child
+# processes, so more workers than cores pay off. `--dist loadgroup` keeps each xdist_group on one
+# worker (a module that shares one expensive stack). TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 4
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# The unit tests only (no servers, no flows, no child interpreters): the edit-test loop. They
+# keep the cores busy, so one worker per core.
+test-fast: install
+	$(BIN)/pytest -q -n auto tests/unit
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ui.stack import PrefectStack  # noqa: E402
+from tests.integration.ui.stack import PrefectStack  # noqa: E402
 
 
 def artifact_ids(stack: PrefectStack, flow_run_id: object) -> dict[str, str]:

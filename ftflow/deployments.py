@@ -2,7 +2,7 @@
 
 `prefect deploy` reads prefect.yaml itself; `ftflow serve` builds the same deployments from it
 here: entrypoint, description, tags, parameters, schedules (cron with its timezone) and the
-concurrency limit. tests/ui compares the two through the Prefect API.
+concurrency limit. tests/integration/ui compares the two through the Prefect API.
 """
 
 from __future__ import annotations

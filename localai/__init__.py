@@ -13,7 +13,7 @@ training), `store.py`, `exceptions.py` (OpenAI's envelope, the engine's errors),
 (what the gateway asks of a dialect), `faults.py`, `multipart.py`, `common.py` (ids, clock,
 pagination), `admin.py` (the service's own routes), and the assembly: `config.py`, `app.py`
 (backends, dialects, gateway), `server.py`. No dialect imports another, and nothing shared
-imports a dialect but the assembly (tests/test_localai_layout.py).
+imports a dialect but the assembly (tests/unit/test_localai_layout.py).
 
 It imports nothing of the pipeline (flows, tasks); only ftflow's price catalog and offline
 tokenizer.

@@ -19,7 +19,7 @@ differs. What an operator needs to know is whether the answer gets the *facts* r
     one of the common nouns that follow those words (`in Ordnung`, `nach Hause`).
   Names without such a cue are not found: no named-entity model for German installs from
   PyPI with its weights, and capitalisation alone marks every German noun. How precise and
-  complete this is on labelled cases: `tests/data/fact_cases.jsonl` (`tests/test_facts.py`).
+  complete this is on labelled cases: `tests/data/fact_cases.jsonl` (`tests/unit/test_facts.py`).
 - a reference's **grounded facts** are those that also appear in the input turns: what the
   model could know from the conversation. **Fact recall** is the share of them the answer
   states; None when the reference has none (the example then does not count).

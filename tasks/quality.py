@@ -5,7 +5,7 @@ raw text: `examples.json` on one row per kept example (tasks/features.py), `data
 one row of dataset totals, `drift.json` on one row of how far this run's feature summary moved
 from the last successful run's. Thresholds are suite parameters filled from settings
 (`$PARAMETER`), so the JSON files hold no model-specific numbers. Every expectation there can
-fail on the pipeline's own output (tests/test_suites_flow.py shows each).
+fail on the pipeline's own output (tests/integration/test_suites_flow.py shows each).
 
 The per-example rules that run before (OpenAI's file checks, the cookbook's) are in
 tasks/checks.py.

@@ -6,18 +6,20 @@ from pathlib import Path
 
 import pytest
 
-import ftflow  # noqa: F401 - applies ftflow's Prefect defaults (ftflow/environment.py) before a test imports Prefect
-
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 
+# Under pytest-xdist each worker gets a Prefect home of its own, so the temporary Prefect servers
+# of two workers never share one SQLite database (set before ftflow applies its defaults below).
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    home = Path(os.environ.get("PREFECT_HOME", Path.cwd() / ".ftflow" / "prefect")) / worker
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+# The temporary Prefect servers of the commands the tests run start late on a loaded machine
+# (parallel workers, a busy CI host): allow what prefect_server allows, unless the user chose.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    """A temporary Prefect server with its own database, for tests that run whole flows."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=300):  # a loaded CI machine can take minutes
-        yield
+import ftflow  # noqa: E402, F401 - applies ftflow's Prefect defaults (ftflow/environment.py) before a test imports Prefect
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -49,99 +51,7 @@ def postgres_engine_or_skip():
     return engine
 
 
-# The parts of OpenAI's OpenAPI spec the service implements, vendored (tests/data/openai-openapi.SOURCE.md).
-SPEC_PATH = ROOT / "tests" / "data" / "openai-openapi.yaml"
-
-
-def required_file(path: Path) -> Path:
-    """A file the tests need: a missing one fails the test (a skip would hide it), naming the file."""
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: it is part of the repository (tests/data/), restore it", pytrace=False)
-    return path
-
-
-def _as_openapi_31(node):
-    """The spec's few OpenAPI 3.0 leftovers in 3.1 form: `exclusiveMinimum: true` next to
-    `minimum: 0` means "> 0" (read as a 3.1 number it would mean "> 1")."""
-    if isinstance(node, dict):
-        for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
-            if node.get(exclusive) is True and bound in node:
-                node[exclusive] = node.pop(bound)
-        for value in node.values():
-            _as_openapi_31(value)
-    elif isinstance(node, list):
-        for value in node:
-            _as_openapi_31(value)
-    return node
-
-
-@pytest.fixture(scope="session")
-def spec():
-    """OpenAI's OpenAPI spec (the vendored subset), readable by a JSON Schema 2020-12 validator."""
-    import yaml
-
-    with open(required_file(SPEC_PATH)) as f:
-        loaded = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    # Known gap in the spec itself: its /pause example returns status "paused", which the
-    # FineTuningJob enum omits. We return what the API returns and widen only that enum.
-    loaded["components"]["schemas"]["FineTuningJob"]["properties"]["status"]["enum"].append("paused")
-    return _as_openapi_31(loaded)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request, tmp_path):
-    """A fresh registry database on SQLite, and on the test PostgreSQL in a schema of its own (dropped after)."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'r.sqlite3'}"
-        return
-    admin = postgres_engine_or_skip()
-    schema = f"ftflow_{uuid.uuid4().hex[:8]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{postgres_url()}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-
-
-@pytest.fixture
-def ledger(registry_url):
-    """The ledger (files, jobs, leases, deployments) in a fresh registry database."""
-    from ftflow.store.ledger import Ledger
-
-    return Ledger(registry_url)
-
-
-@pytest.fixture
-def lineage(registry_url):
-    """The lineage store (runs, promotions, flow runs) in the same fresh registry database."""
-    from ftflow.store.lineage import LineageStore
-
-    return LineageStore(registry_url)
-
-
 FAST = {"seconds_per_1k_tokens": 0.002, "tick_seconds": 0.05}
-
-
-@pytest.fixture
-def local_service(tmp_path):
-    """A fresh local service in a thread, on its own data dir and a free loopback port."""
-    from localai.server import LocalService
-
-    with LocalService(data_dir=tmp_path / "service", **FAST) as service:
-        yield service
-
-
-@pytest.fixture
-def client(local_service):
-    import openai
-
-    return openai.OpenAI(base_url=local_service.base_url, api_key=local_service.api_key, max_retries=0)
 
 
 def training_bytes(n: int = 12, offset: int = 0) -> bytes:

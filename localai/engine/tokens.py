@@ -5,7 +5,7 @@ fine-tuning"): 3 tokens per message, 1 more for a `name`, 3 to prime the reply, 
 encoded as the model sees it. Structured values (tools, tool calls) are encoded as JSON with
 their characters as they are (`ensure_ascii=False`): the model reads "Größe", not
 "Gr\\u00f6\\u00dfe". Numbers and booleans (`weight`) are not text the model reads.
-`tests/test_token_reconciliation.py` pins the cookbook's own figures and checks that the
+`tests/unit/test_token_reconciliation.py` pins the cookbook's own figures and checks that the
 pipeline's budget counts every example kind the same way.
 """
 

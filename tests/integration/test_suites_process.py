@@ -1,0 +1,91 @@
+"""The quality suites' own process (ftflow/suites_process.py), as `prepare` and `retrain` start it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from ftflow import suites_process
+from ftflow.errors import ConfigError
+from tasks.features import DriftOptions
+from tasks.quality import run_suites_on_file
+from tests.conftest import ROOT
+from tests.unit.test_quality import PARAMS, TOTALS, features
+
+
+def refuse(message: str) -> None:
+    raise ConfigError(message)
+
+
+def statistics_loaded() -> bool:
+    """Whether SciPy's statistics ran their code in this process (a lazy module has not)."""
+    return "scipy.stats._stats_py" in sys.modules
+
+
+def features_file(tmp_path) -> str:
+    """A features file as the reduce writes it, of a dataset the suites pass."""
+    path = tmp_path / "features.parquet"
+    features(20).assign(last_role="assistant").to_parquet(path)
+    return str(path)
+
+
+def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp_path):
+    arguments = (features_file(tmp_path), {**TOTALS, "train_examples": 5}, PARAMS, DriftOptions(), None)
+    here = run_suites_on_file(*arguments)
+    assert here.failed == ["dataset.train_examples: 5, expected >= 10"]
+    with suites_process.start_suites(own_process=True):
+        assert suites_process.run(os.getpid) != os.getpid()
+        there = suites_process.run(run_suites_on_file, *arguments)
+        process = suites_process._current._process
+        statistics_there = suites_process.run(statistics_loaded)
+    assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
+    assert not statistics_there  # GX imports them for expectations the suites do not use: left lazy there
+    assert process.exitcode == 0  # idle, it left on its own when the block ended
+    assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process
+
+
+def test_an_error_there_is_raised_here_with_its_class():
+    with suites_process.start_suites(own_process=True), pytest.raises(ConfigError, match="no such suite"):
+        suites_process.run(refuse, "no such suite")
+
+
+def test_if_the_suites_process_is_gone_they_run_here_and_say_so(caplog):
+    with suites_process.start_suites(own_process=True):
+        process = suites_process._current._process
+        process.kill()
+        process.join(10)
+        with caplog.at_level(logging.WARNING, logger="ftflow.suites_process"):
+            assert suites_process.run(os.getpid) == os.getpid()
+    assert "ended unexpectedly; running the suites in this process" in caplog.text
+
+
+def test_beside_a_temporary_server_the_suites_are_imported_on_a_thread_and_run_here():
+    with suites_process.start_suites(own_process=False):
+        assert suites_process._current is None
+        assert suites_process.run(os.getpid) == os.getpid()
+
+
+def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
+    path = features_file(tmp_path)
+    command = (
+        "from ftflow.suites_process import start_suites, run\n"
+        "from tasks.features import DriftOptions\n"
+        "from tasks.quality import run_suites_on_file\n"
+        "from tests.unit.test_quality import PARAMS, TOTALS\n"
+        "with start_suites(own_process=True):\n"
+        f"    assert run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
+    )
+    done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
+
+
+def test_a_command_that_ends_while_the_suites_still_import_stops_them():
+    with suites_process.start_suites(own_process=True):
+        process = suites_process._current._process
+    # SIGTERM's own exit if it came before the process set its handler
+    assert process.exitcode in (suites_process.STOPPED, -signal.SIGTERM)
