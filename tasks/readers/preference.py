@@ -2,23 +2,23 @@
 
 JSON Lines line by line and JSON arrays item by item, by the chat readers (tasks/readers/jsonl.py)
 and so by their rule: strict JSON, no key twice, at most `max_record_depth` levels, lines up to
-`max_record_bytes`, `.gz` up to `max_decompressed_bytes`. CSV row by row, empty cells left out.
+`max_record_bytes`, `.gz` up to `max_decompressed_bytes`. CSV row by row as the chat tables
+are read, empty cells left out.
 Each record is one `Candidate` whose `example` is the record itself; one that cannot be read is
 a `Rejection`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ftflow.reading import JsonRejected, strict_loads
 from tasks.readers import Candidate, ExtractOptions, Item, RecordRejected, Rejection
-from tasks.readers.compressed import first_lines, open_source
+from tasks.readers.compressed import first_lines
 from tasks.readers.jsonl import read_json_array, read_json_lines
+from tasks.readers.table import RowProblem, csv_reader, csv_rows, json_safe
 
 
 def read_preference_file(path: Path, options: ExtractOptions) -> Iterator[Item]:
@@ -44,13 +44,19 @@ def as_written(record: Any, options: ExtractOptions) -> Any:
 
 
 def _csv_records(path: Path, options: ExtractOptions) -> Iterator[Item]:
+    """Rows by the chat tables' CSV reader (tasks/readers/table.py), so by their rule: one row
+    not valid CSV, ragged or not UTF-8 is rejected alone; a read fault rejects the rest."""
     source = str(path)
-    with open_source(path, options) as f:
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
-        # Data rows are numbered from 2: the header is row 1, as a spreadsheet shows it.
-        for number, row in enumerate(csv.DictReader(text), 2):
-            record = {k: v for k, v in row.items() if v not in (None, "")}
+    with csv_reader(path, options) as (reader, header):
+        if isinstance(header, Rejection):
+            yield header
+            return
+        for loc, row in csv_rows(reader, header):
+            if isinstance(row, RowProblem):
+                yield Rejection(source, loc, row.reason, row.detail, json_safe(row.record))
+                continue
+            record = {k: v for k, v in row.items() if v is not None}
             try:
-                yield Candidate(source, f"row {number}", as_written(record, options))
+                yield Candidate(source, loc, as_written(record, options))
             except RecordRejected as exc:
-                yield Rejection(source, f"row {number}", exc.reason, exc.detail, record)
+                yield Rejection(source, loc, exc.reason, exc.detail, record)

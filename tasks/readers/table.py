@@ -11,6 +11,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,12 @@ def _text_value(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """A value for rejected.jsonl: bytes, decimals and the like as their repr."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, str):
         return printable(value)
     return value if isinstance(value, JSON_SCALARS) else repr(value)
@@ -105,7 +106,7 @@ def group_rows(
         if current_id is None:
             return
         loc = current[0][0]
-        records = [_json_safe(row.record if isinstance(row, RowProblem) else row) for _, row in current]
+        records = [json_safe(row.record if isinstance(row, RowProblem) else row) for _, row in current]
         if current_id in seen:
             yield Rejection(
                 source,
@@ -133,7 +134,7 @@ def group_rows(
 
     def orphan_rejections() -> Iterator[Item]:
         for loc, bad in orphans:
-            yield Rejection(source, loc, bad.reason, bad.detail, _json_safe(bad.record))
+            yield Rejection(source, loc, bad.reason, bad.detail, json_safe(bad.record))
         orphans.clear()
 
     for loc, row in rows:
@@ -142,7 +143,7 @@ def group_rows(
                 problem = problem or (loc, RowProblem(row.reason, "the file ends before this conversation does"))
                 yield from flush()
             yield from orphan_rejections()
-            yield Rejection(source, loc, row.reason, row.detail, _json_safe(row.record))
+            yield Rejection(source, loc, row.reason, row.detail, json_safe(row.record))
             return
         if isinstance(row, RowProblem):
             conversation_id = row.conversation_id if row.conversation_id and row.conversation_id.strip() else None
@@ -194,15 +195,16 @@ def _batch_rows(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[t
                                        ends_file=True)
 
 
-def _csv_rows(
-    reader: Iterator[list[str]], header: list[str], options: ExtractOptions
+def csv_rows(
+    reader: Iterator[list[str]], header: list[str], id_column: str | None = None
 ) -> Iterator[tuple[str, dict | RowProblem]]:
     """CSV rows as dicts (empty cells as None); ragged or undecodable rows as RowProblems.
 
     Bytes that are not UTF-8 arrive as surrogate escapes, so one bad byte costs one row.
-    Rows are numbered as a spreadsheet shows them: the header is row 1.
+    Rows are numbered as a spreadsheet shows them: the header is row 1. `id_column` names the
+    conversation a problem row belonged to (message-per-row tables).
     """
-    id_index = header.index(options.id_column)
+    id_index = header.index(id_column) if id_column is not None else None
     number = 1
     while True:
         number += 1
@@ -219,7 +221,7 @@ def _csv_rows(
             return
         if not fields:
             continue  # a blank line holds no row
-        conversation_id = fields[id_index] if len(fields) > id_index else None
+        conversation_id = fields[id_index] if id_index is not None and len(fields) > id_index else None
         if len(fields) != len(header):
             detail = f"{len(fields)} fields where the header has {len(header)}"
             yield loc, RowProblem("ragged_row", detail, fields, conversation_id)
@@ -236,22 +238,32 @@ def _has_escapes(value: str) -> bool:
     return _ESCAPED_BYTE.search(value) is not None
 
 
-def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
-    source = str(path)
+@contextmanager
+def csv_reader(path: Path, options: ExtractOptions) -> Iterator[tuple[Iterator[list[str]], list[str] | Rejection]]:
+    """A strict CSV reader of the file past its header, and the header; the header's rejection
+    instead when even row 1 cannot be read (the file is then one rejection)."""
     csv.field_size_limit(1 << 30)  # a long message is not an error
     with open_source(path, options) as f:
         text = io.TextIOWrapper(
             io.BufferedReader(FaultingReader(f)), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
         reader = csv.reader(text, strict=True)
+        header: list[str] | Rejection
         try:
             header = next(reader, [])
         except (ReadFault, csv.Error) as exc:
             fault = exc if isinstance(exc, ReadFault) else ReadFault("malformed_row", f"not valid CSV ({exc})")
-            yield fault_rejection(fault, source, "row 1")
+            header = fault_rejection(fault, str(path), "row 1")
+        yield reader, header
+
+
+def read_csv_table(path: Path, options: ExtractOptions) -> Iterator[Item]:
+    with csv_reader(path, options) as (reader, header):
+        if isinstance(header, Rejection):
+            yield header
             return
-        check_columns(header, source, options)
-        yield from group_rows(_csv_rows(reader, header, options), source, options)
+        check_columns(header, str(path), options)
+        yield from group_rows(csv_rows(reader, header, options.id_column), str(path), options)
 
 
 def read_parquet_table(

@@ -209,3 +209,22 @@ def test_figures_count_training_pairs_only():
     features = pd.DataFrame({"split": ["train", "train", "validation"], "near_identical": [True, False, True],
                              "preferred_longer": [True, True, False]})
     assert figures_of(features).to_row() == {"pairs": 2, "near_identical_share": 0.5, "length_bias": 1.0}
+
+
+def test_rated_csv_rows_that_cannot_be_read_are_rejected_alone_and_a_cut_gz_keeps_what_came_before(tmp_path):
+    header = b"conversation_id,prompt,answer,rating\r\n"
+    good = [b"c1,Wo ist mein Rad?,Es ist unterwegs.,5\r\n", b"c1,Wo ist mein Rad?,Keine Ahnung.,1\r\n"]
+    path = tmp_path / "rated.csv"
+    path.write_bytes(header + good[0] + b"c2,Frage?,Antwort \xff kaputt,4\r\n" + b"c3,zu,viele,Felder,4\r\n" + good[1])
+    (rated,), _ = run([str(path)], tmp_path / "plain", settings())
+    assert rated.records_read == 3 and rated.kept == 1  # c1's pair; the two broken rows alone
+    assert rated.rejected["extract"] == {"invalid_utf8": 1, "ragged_row": 1}
+
+    import gzip
+
+    whole = gzip.compress(header + good[0] + good[1] * 2000)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    (result,), _ = run([str(cut)], tmp_path / "cut", settings())
+    assert result.rejected["extract"] == {"truncated_file": 1}
+    assert result.records_read == result.kept + result.rejected_total  # every row read is accounted for
