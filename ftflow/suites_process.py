@@ -130,20 +130,22 @@ class SuitesProcess:
         self._process.start()
         theirs.close()
         self._lock = threading.Lock()
+        self._answered = False  # once it has answered, it has finished importing
 
     def run(self, function: Callable[..., T], *args: Any) -> T:
         with self._lock:
             self._connection.send((function, args))
             ok, value = self._connection.recv()  # EOFError if the process is gone
+        self._answered = True
         if not ok:
             raise value
         return value
 
     def close(self) -> None:
         """Let the process leave on its own (it does when its end of the pipe closes); stop it if
-        it is still importing."""
+        it is still importing (a process that has answered only has to exit, slower on a busy machine)."""
         self._connection.close()
-        self._process.join(0.5)
+        self._process.join(5 if self._answered else 0.5)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(5)

@@ -65,7 +65,8 @@ STORED_ORDER = operator.itemgetter("content_sha256", "line_sha256", "ordinal")
 # The code that shapes a shard's output: a change in any of these files invalidates stored shards.
 SHARD_CODE = ("extract.py", "readers/__init__.py", "readers/compressed.py", "readers/jsonl.py", "readers/nested.py",
               "readers/transcript.py", "readers/table.py", "readers/sql.py", "readers/preference.py",
-              "transform.py", "checks.py", "features.py", "budget.py", "shards.py")
+              "transform.py", "pii.py", "checks.py", "features.py", "budget.py", "shards.py", "preference.py",
+              "preference_shard.py", "../ftflow/reading.py", "../ftflow/jsonl.py")
 
 
 @dataclass(frozen=True)
