@@ -18,9 +18,9 @@ from tests.conftest import ROOT
 from tests.integration.chaos.conftest import dataset
 from tests.integration.chaos.killpoint import POINTS
 
-# One chaos test at a time per group under xdist: more runs at once starve the shared cores, and
-# Prefect's SQLite test server answers 503.
-pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service, pytest.mark.xdist_group("chaos-retrain")]
+# One chaos test at a time in the whole suite (one xdist group for both chaos modules): more runs
+# at once starve the shared cores, and Prefect's SQLite test server answers 503.
+pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service, pytest.mark.xdist_group("chaos")]
 SAMPLES = str(ROOT / "data/raw/*")
 KILLED = -9
 
