@@ -2,4 +2,5 @@
 
 from ftflow.cli import main
 
-main()
+if __name__ == "__main__":  # importing this module (a package walk, a test) must not run the command
+    main()
