@@ -1,5 +1,8 @@
 """Budget: count tokens as OpenAI's cookbook does, pick epochs, estimate the training cost.
 
+What a dataset's records weigh is its record pass's to say (`tally`: chat examples and
+preference pairs count differently); epochs, billing and price are the same for all.
+
 Token counting follows the cookbook's data-preparation notebook ("Data preparation and
 analysis for chat model fine-tuning"): 3 tokens per message, 1 per `name`, every string
 value encoded, 3 to prime the reply; we add tools and tool calls, encoded as JSON.
@@ -17,9 +20,12 @@ from prefect import task
 
 from ftflow.caching import RUN_CACHE
 from ftflow.catalog import load_catalog
+from ftflow.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from tasks.passes.base import RecordPass
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -86,11 +92,6 @@ def default_epochs(n_train: int) -> int:
     return TARGET_EPOCHS
 
 
-def billing_tokens(train_tokens: pd.Series, limit: int, n_epochs: int) -> int:
-    """sum(min(limit, tokens)) x epochs: what a fine-tuning job is billed for."""
-    return int(train_tokens.clip(upper=limit).sum()) * n_epochs
-
-
 @dataclass
 class Budget:
     model: str
@@ -110,40 +111,29 @@ class Budget:
         return asdict(self)
 
 
-def estimate(
-    features: pd.DataFrame,
-    *,
-    model: str,
-    encoding: str,
-    over_limit: int,
-    n_epochs: int | None,
-    max_cost_usd: float | None,
-) -> Budget:
-    """Return the token statistics, epochs, billing tokens and estimated training cost."""
+def estimate(features: pd.DataFrame, record_pass: RecordPass, *, model: str, encoding: str, over_limit: int,
+             n_epochs: int | None, max_cost_usd: float | None) -> Budget:
+    """Return the budget of a de-duplicated features frame: its tokens as its record pass counts them,
+    epochs (the user's, else OpenAI's default rule on the training records), billing tokens and
+    the training cost at the price table's price for the pass's method."""
     catalog = load_catalog()
     info = catalog.get(model)
-    train = features[features["split"] == "train"]
-    tokens = features["tokens"]
-    epochs = n_epochs if n_epochs is not None else default_epochs(len(train))
-    billed = billing_tokens(train["tokens"], info.training_context, epochs)
-    cost = round(billed / 1_000_000 * info.training, 4)
+    price = info.dpo_training if record_pass.method == "dpo" else info.training
+    if price is None:
+        raise ConfigError(f"model {model!r} has no {record_pass.method} training price in the price table")
+    tokens, billed_per_epoch = record_pass.tally(features, over_limit)
+    epochs = n_epochs if n_epochs is not None else default_epochs(int((features["split"] == "train").sum()))
+    billed = billed_per_epoch * epochs
+    cost = round(billed / 1_000_000 * price, 4)
     return Budget(
         model=info.name,
         encoding=encoding,
         training_context=info.training_context,
-        tokens={
-            "total": int(tokens.sum()),
-            "assistant": int(features["assistant_tokens"].sum()),
-            "train": int(train["tokens"].sum()),
-            "max_example": int(tokens.max()) if len(tokens) else 0,
-            "p50_example": int(tokens.quantile(0.5)) if len(tokens) else 0,
-            "p95_example": int(tokens.quantile(0.95)) if len(tokens) else 0,
-            "over_limit": over_limit,
-        },
+        tokens=tokens,
         n_epochs=epochs,
         n_epochs_source="user" if n_epochs is not None else "openai-default-rule",
         billing_tokens=billed,
-        price_per_1m_training_usd=info.training,
+        price_per_1m_training_usd=price,
         estimated_cost_usd=cost,
         max_cost_usd=max_cost_usd,
         within_budget=max_cost_usd is None or cost <= max_cost_usd,
@@ -151,33 +141,17 @@ def estimate(
     )
 
 
-def gemini_features(split_paths: dict[str, str]) -> pd.DataFrame:
-    """split / tokens / assistant_tokens of each example, by Gemini's documented estimate."""
-    import pandas as pd
-
-    from ftflow.formats.gemini import assistant_tokens, example_tokens
-    from ftflow.jsonl import loads_exact
-
-    rows = []
-    for name, path in split_paths.items():
-        with open(path, "rb") as f:
-            for line in f:
-                record = loads_exact(line)
-                rows.append((name, example_tokens(record), assistant_tokens(record)))
-    return pd.DataFrame(rows, columns=["split", "tokens", "assistant_tokens"])
+def sequence_figures(sequences: pd.Series) -> dict[str, int]:
+    """Largest, median and 95th percentile length of the sequences trained on."""
+    return {"max_example": int(sequences.max()) if len(sequences) else 0,
+            "p50_example": int(sequences.quantile(0.5)) if len(sequences) else 0,
+            "p95_example": int(sequences.quantile(0.95)) if len(sequences) else 0}
 
 
 @task(name="estimate-budget", cache_policy=RUN_CACHE)
-def estimate_budget(
-    features_path: str,
-    model: str,
-    encoding: str,
-    over_limit: int,
-    n_epochs: int | None,
-    max_cost_usd: float | None,
-    split_paths: dict[str, str] | None = None,
-) -> Budget:
-    """Return the token and cost budget of the prepared training set.
+def estimate_budget(features_path: str, record_pass: RecordPass, model: str, over_limit: int, n_epochs: int | None,
+                    max_cost_usd: float | None, split_paths: dict[str, str] | None = None) -> Budget:
+    """Return the token and cost budget of the prepared training set, counted as its record pass counts.
 
     A model whose catalogue entry has `token_rule = "gemini"` is counted by Gemini's documented
     estimate from the split files (`split_paths`: split name -> path), and `encoding` says so."""
@@ -186,14 +160,8 @@ def estimate_budget(
     if load_catalog().get(model).token_rule == "gemini" and split_paths:
         from ftflow.formats.gemini import TOKEN_RULE
 
-        features, encoding = gemini_features(split_paths), TOKEN_RULE
+        features, encoding = record_pass.gemini_features(split_paths), TOKEN_RULE
     else:
-        features = pd.read_parquet(features_path, columns=["split", "tokens", "assistant_tokens"])
-    return estimate(
-        features,
-        model=model,
-        encoding=encoding,
-        over_limit=over_limit,
-        n_epochs=n_epochs,
-        max_cost_usd=max_cost_usd,
-    )
+        features, encoding = pd.read_parquet(features_path, columns=record_pass.budget_columns), record_pass.encoding
+    return estimate(features, record_pass, model=model, encoding=encoding, over_limit=over_limit, n_epochs=n_epochs,
+                    max_cost_usd=max_cost_usd)

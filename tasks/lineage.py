@@ -18,11 +18,11 @@ from ftflow.resources import resource_text
 from ftflow.settings import Settings
 from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
-from tasks.preference_shard import PreferenceOptions, PreferenceShardSettings
+from tasks.passes import RecordPass, record_pass_for
 from tasks.provider_rules import rules_backend
 from tasks.quality import SUITES
 from tasks.report import GateOptions
-from tasks.shards import Plan, ShardSettings
+from tasks.shards.plan import Plan
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is retrain's, not prepare's: loaded with the resources
     from ftflow.run_resources import RunResources
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the store (SQLAlchemy) is retrain's, not prepare's: loaded 
 
 
 # Code that shapes a dataset besides the per-shard code its settings' fingerprint covers.
-DATASET_CODE = ("reduce.py", "report.py", "preference.py", "quarantine.py", "provider_rules.py")
+DATASET_CODE = ("reduce.py", "report.py", "moderation.py", "quarantine.py", "provider_rules.py")
 
 
 def new_run_id() -> str:
@@ -44,23 +44,22 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateOptions,
-                  preference: PreferenceOptions | None = None, moderation: ModerationOptions | None = None,
-                  provider_rules: str | None = None) -> str:
+def inputs_sha256(sources: dict[str, str], record_pass: RecordPass, gates: GateOptions,
+                  moderation: ModerationOptions, provider_rules: str | None) -> str:
     """One digest of what a prepared dataset is made of: each source's content (`sources`: path
-    -> sha256), the settings and code that shape its examples (`settings.fingerprint()`, the
+    -> sha256), the settings and code that shape its records (`record_pass.fingerprint()`, the
     reduce), those that decide its gates (gate options, the suites), moderation where it
-    removes examples (`reject`; `report` changes no example), and the backend whose rules
-    quarantine examples (`provider_rules`; None: no rules beyond OpenAI's)."""
+    removes records (`reject`; `report` changes none), and the backend whose rules quarantine
+    records (`provider_rules`; None: no rules beyond OpenAI's)."""
     here = Path(__file__).resolve().parent
     code = hashlib.sha256()
     for name in DATASET_CODE:
         code.update((here / name).read_bytes())
     for suite in (*SUITES, "preference"):
         code.update(resource_text(f"expectations/{suite}.json").encode())
-    described = {"sources": sources, "settings": settings.fingerprint(), "code": code.hexdigest(),
-                 "gates": asdict(gates), "preference": asdict(preference) if preference else None}
-    if moderation is not None and moderation.mode == "reject":
+    described = {"sources": sources, "settings": record_pass.fingerprint(), "code": code.hexdigest(),
+                 "gates": asdict(gates)}
+    if moderation.mode == "reject":
         described["moderation"] = {"mode": moderation.mode, "model": moderation.model}
     if provider_rules is not None:
         described["provider_rules"] = provider_rules
@@ -68,32 +67,24 @@ def inputs_sha256(sources: dict[str, str], settings: ShardSettings, gates: GateO
 
 
 @task(name="fingerprint-inputs", cache_policy=RUN_CACHE)
-def fingerprint_inputs(plan: Plan, settings: ShardSettings, gates: GateOptions,
-                       preference: PreferenceOptions | None = None,
-                       moderation: ModerationOptions | None = None,
-                       provider_rules: str | None = None) -> str | None:
+def fingerprint_inputs(plan: Plan, record_pass: RecordPass, gates: GateOptions, moderation: ModerationOptions,
+                       provider_rules: str | None) -> str | None:
     """Return the digest of what this dataset is made of (`inputs_sha256` in its report); None
     when a source cannot be fingerprinted by its content: a SQL query's rows change without its
     text changing."""
     if any(shard.kind == "sql" for shard in plan.shards):
         return None
-    return inputs_sha256(plan.fingerprints, settings, gates, preference, moderation, provider_rules)
+    return inputs_sha256(plan.fingerprints, record_pass, gates, moderation, provider_rules)
 
 
 def current_inputs_sha256(sources: list[str], settings: Settings) -> str:
     """What `prepare` would record as `inputs_sha256` for these sources and settings, without
     preparing: each source file's sha256 as its plan takes it (read once, nothing written).
     retrain prepares files, never a SQL source."""
-    gates = GateOptions.from_settings(settings)
-    if settings.method == "dpo":
-        dpo = PreferenceShardSettings.from_settings(settings)
-        fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), dpo.extract)
-        return inputs_sha256(fingerprints, dpo, gates, PreferenceOptions.from_settings(settings),
-                             provider_rules=rules_backend(settings.backend))
-    shard = ShardSettings.from_settings(settings)
-    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), shard.extract)
-    return inputs_sha256(fingerprints, shard, gates, moderation=ModerationOptions.from_settings(settings),
-                         provider_rules=rules_backend(settings.backend))
+    record_pass = record_pass_for(settings)
+    fingerprints = fingerprint_sources(resolve_sources(sources, skipped=[]), record_pass.extract)
+    return inputs_sha256(fingerprints, record_pass, GateOptions.from_settings(settings),
+                         ModerationOptions.from_settings(settings), rules_backend(settings.backend))
 
 
 def unchanged_since_last_success(lineage: LineageStore, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -175,9 +166,12 @@ def check_inputs_unchanged(sources: list[str], settings: Settings, force: bool,
 
 @task(name="last-success-features", cache_policy=RUN_CACHE)
 def last_success_features(settings: Settings, resources: RunResources) -> dict[str, Any] | None:
-    """Return the feature summary of the last successful run of this base model (drift baseline), if any."""
-    last = resources.lineage.last_successful_run(settings.model)
-    return ((last or {}).get("prepare") or {}).get("quality", {}).get("features")
+    """Return the feature summary of the last successful run of this base model (drift baseline), if
+    any and if it trained by the same method: chat examples and preference pairs do not compare."""
+    prepared = (resources.lineage.last_successful_run(settings.model) or {}).get("prepare") or {}
+    if prepared.get("method", "supervised") != settings.method:
+        return None
+    return prepared.get("quality", {}).get("features")
 
 
 @task(name="record-run", cache_policy=NO_CACHE)

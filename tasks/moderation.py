@@ -13,7 +13,8 @@ This stage asks the backend's own endpoint first (OpenAI and the local service:
 - `off`: nothing (the default where the backend has no moderation endpoint).
 
 It runs on the de-duplicated split, so each example is sent once. The text of an example is
-its messages' content (strings and text parts), one per line. Requests carry
+its messages' content (strings and text parts), one per line; of a DPO pair, its input's and
+both outputs'. Requests carry
 `moderation_batch_size` texts; each answer is stored at once in a cache keyed by the model and
 the text's sha256 (`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen
 before and a run stopped half-way goes on where it stopped.
@@ -28,16 +29,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import ConfigError
 from ftflow.jsonl import loads_exact
-from ftflow.settings import Settings
 from tasks.quarantine import SPLITS, quarantine
 from tasks.reduce import ReduceResult
+
+if TYPE_CHECKING:
+    from ftflow.run_resources import RunResources
 
 # texts -> for each text, its flagged categories, highest score first (empty: not flagged)
 Classifier = Callable[[list[str]], list[list[str]]]
@@ -84,10 +87,18 @@ class ModerationResult:
                 "rejected": sum(self.rejected.values())}
 
 
+def record_messages(record: dict[str, Any]) -> list[Any]:
+    """The messages of a chat example, or of a preference pair: its input, then both outputs."""
+    if "messages" in record:
+        return record["messages"]
+    return [*record.get("input", {}).get("messages", []), *record.get("preferred_output", []),
+            *record.get("non_preferred_output", [])]
+
+
 def example_text(line: bytes) -> str:
-    """The text moderation sees of one chat example: its messages' content, one message per line."""
+    """The text moderation sees of one record: its messages' content, one message per line."""
     texts = []
-    for message in loads_exact(line).get("messages", []):
+    for message in record_messages(loads_exact(line)):
         content = message.get("content")
         if isinstance(content, str):
             texts.append(content)
@@ -211,17 +222,15 @@ def moderation_table(result: ModerationResult) -> list[dict[str, Any]]:
 
 @task(name="moderate-examples", cache_policy=NO_CACHE)
 def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationOptions,
-                      settings: Settings) -> ModerationResult:
+                      resources: RunResources) -> ModerationResult:
     """Return what moderation found (and, with `reject`, the split without the flagged examples)."""
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
 
     if options.mode == "off" or options.model is None:
         return ModerationResult(mode="off", model=options.model, split=split)
-    from ftflow.providers import get_provider
-
-    client = get_provider(settings).chat_client()
-    cache = ModerationCache(Path(settings.work_dir) / "moderation.sqlite3")
+    client = resources.provider.chat_client()
+    cache = ModerationCache(Path(resources.settings.work_dir) / "moderation.sqlite3")
     try:
         result = moderate_dataset(split, Path(staged_dir), options, openai_classifier(client, options.model), cache)
     finally:

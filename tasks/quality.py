@@ -31,6 +31,8 @@ from tasks.features import FEATURE_SCHEMA, DriftOptions, drift_changes, feature_
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tasks.passes.base import RecordPass
+
 SUITES = ("examples", "dataset", "drift")
 
 
@@ -168,6 +170,12 @@ def run_suites_on_file(features_path: str, totals: dict[str, Any], parameters: d
     # frame of a million examples is a few tens of MiB of numbers.
     columns = [name for name in FEATURE_SCHEMA.names if name not in ("source", "loc", "content_sha256")]
     return run_suites(pd.read_parquet(features_path, columns=columns), totals, parameters, drift, figures)
+
+
+@task(name="method-figures", cache_policy=RUN_CACHE)
+def method_figures(features_path: str, record_pass: RecordPass) -> dict[str, dict[str, Any]]:
+    """Return the figures the training method's own suite checks (DPO: `preference`; chat: none)."""
+    return record_pass.figures(features_path)
 
 
 @task(name="check-quality", cache_policy=RUN_CACHE)

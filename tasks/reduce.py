@@ -6,7 +6,7 @@ duplicate, the one with the smallest hash of its exact bytes is kept (ties by sh
 ordinal): copies that differ only in case or whitespace then give the same output whatever
 came first. Memory holds the feature rows (numbers and digests, no text) of one partition of
 the digest space at a time; the text is copied from the shards' files, which hold their
-examples in this same order (tasks/shards.py, ShardFiles), so each is read once, front to back.
+examples in this same order (tasks/shards/store.py, ShardFiles), so each is read once, front to back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,10 +29,13 @@ from ftflow.errors import FtflowError
 from ftflow.jsonl import JsonlWriter, read_chunks
 from ftflow.outputs import writing
 from tasks.features import FEATURE_SCHEMA, FeatureWriter
-from tasks.shards import ShardResult
+from tasks.shards.store import ShardResult
+
+if TYPE_CHECKING:
+    from tasks.passes.base import RecordPass
 
 PARTITION_ROWS = 250_000  # kept examples per partition of the digest space (about 150 MiB of rows)
-# Within one shard this is the order the shard stored its examples in (tasks/shards.py, STORED_ORDER).
+# Within one shard this is the order the shard stored its examples in (tasks/shards/store.py, STORED_ORDER).
 SORT_KEYS = [("content_sha256", "ascending"), ("line_sha256", "ascending"), ("shard", "ascending"),
              ("ordinal", "ascending")]
 
@@ -186,6 +189,6 @@ def _dedup_and_split(
 
 
 @task(name="dedup-and-split", cache_policy=RUN_CACHE)
-def reduce_shards(results: list[ShardResult], staged_dir: str, out_dir: str) -> ReduceResult:
+def reduce_shards(results: list[ShardResult], staged_dir: str, out_dir: str, record_pass: RecordPass) -> ReduceResult:
     """Return the split counts; train/validation wait in staged_dir until the gates pass."""
-    return dedup_and_split(results, Path(staged_dir), Path(out_dir))
+    return dedup_and_split(results, Path(staged_dir), Path(out_dir), schema=record_pass.feature_schema)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from ftflow.settings import Settings, default
 from tasks.budget import Budget
 from tasks.quality import QualityResult
 from tasks.reduce import ReduceResult
-from tasks.shards import ShardResult
+from tasks.shards.store import ShardResult
 
 if TYPE_CHECKING:
     from tasks.moderation import ModerationResult
@@ -43,20 +43,35 @@ STAGED = ".staged"  # train/validation wait here until the gates pass
 
 
 @dataclass(frozen=True)
+class PreferenceGates:
+    """The `preference` suite's gates on DPO pairs."""
+
+    min_pairs: int = default("dpo_min_pairs")
+    max_length_bias: float = default("dpo_max_length_bias")
+    max_near_identical_share: float = default("dpo_max_near_identical_share")
+
+
+@dataclass(frozen=True)
 class GateOptions:
-    """The quality and budget gates: derived from Settings (`from_settings`), whose defaults these are."""
+    """The quality and budget gates: derived from Settings (`from_settings`), whose defaults these are.
+
+    `preference`: the preference suite's gates, for method dpo (None: supervised)."""
 
     validation_fraction: float = default("validation_fraction")
     n_epochs: int | None = default("n_epochs")
     max_cost_usd: float | None = default("max_cost_usd")
     min_train_examples: int = default("min_train_examples")
     max_rejected_share: float = default("max_rejected_share")
+    preference: PreferenceGates | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GateOptions:
+        preference = PreferenceGates(
+            min_pairs=settings.dpo_min_pairs, max_length_bias=settings.dpo_max_length_bias,
+            max_near_identical_share=settings.dpo_max_near_identical_share) if settings.method == "dpo" else None
         return cls(validation_fraction=settings.validation_fraction, n_epochs=settings.n_epochs,
                    max_cost_usd=settings.max_cost_usd, min_train_examples=settings.min_train_examples,
-                   max_rejected_share=settings.max_rejected_share)
+                   max_rejected_share=settings.max_rejected_share, preference=preference)
 
 
 def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
@@ -116,11 +131,13 @@ def dataset_totals(results: list[ShardResult], split: ReduceResult) -> dict[str,
 
 
 def suite_parameters(gates: GateOptions, training_context: int) -> dict[str, Any]:
+    """The parameters the suites' expectations take (expectations/*.json)."""
     return {
         "max_tokens": training_context,
         "min_train_examples": gates.min_train_examples,
         "max_rejected_share": gates.max_rejected_share,
         "min_validation_examples": 1 if gates.validation_fraction > 0 else 0,
+        **(asdict(gates.preference) if gates.preference else {}),
     }
 
 
@@ -278,14 +295,17 @@ def write_report(
     quality: QualityResult,
     budget: Budget,
     out_dir: str,
-    extra: dict[str, Any] | None = None,
-    moderation: ModerationResult | None = None,
-    provider_rules: Quarantined | None = None,
+    method: str,
+    inputs_sha256: str | None,
+    figures: dict[str, dict[str, Any]],
+    moderation: ModerationResult,
+    provider_rules: Quarantined,
 ) -> dict[str, Any]:
     """Return the run report; writes `report.json` and `rejected.jsonl` (every shard's, in input order,
     then those moderation quarantined, then those the provider rules quarantined).
 
-    `extra` adds method-specific fields (the method, preference figures)."""
+    `method` and the figures of the method's own suite (`figures`: DPO's `preference`) are
+    reported as they are; `inputs_sha256` is what the dataset is made of (tasks/lineage.py)."""
     out = Path(out_dir)
     ordered = sorted(results, key=lambda r: r.index)
     quarantined = [Path(stage.rejected_path) for stage in (moderation, provider_rules)
@@ -294,7 +314,8 @@ def write_report(
         concatenate([*(Path(r.directory) / "rejected.jsonl" for r in ordered), *quarantined], out / "rejected.jsonl")
         report = {**build_report(results=results, fingerprints=fingerprints, skipped_sources=skipped_sources,
                                  split=split, quality=quality, budget=budget, out_dir=out, moderation=moderation,
-                                 provider_rules=provider_rules), **(extra or {})}
+                                 provider_rules=provider_rules),
+                  "method": method, **figures, "inputs_sha256": inputs_sha256}
         (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     Manifest(out).clear(os.path.relpath(path, out) for path in quarantined)  # now in rejected.jsonl
     create_markdown_artifact(

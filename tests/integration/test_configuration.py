@@ -340,7 +340,7 @@ def test_a_direct_call_runs_its_shards_where_the_settings_say(prefect_server, to
     """workers, dask_address and shard_mb choose prepare's task runner in a deployment or direct call too."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    import tasks.shards
+    import tasks.shards.runner
 
     toml(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), shard_mb=0.5)
     monkeypatch.setenv("FTFLOW_WORKERS", "3")
@@ -350,7 +350,7 @@ def test_a_direct_call_runs_its_shards_where_the_settings_say(prefect_server, to
         chosen.append((workers, dask_address, shard_bytes))
         return ThreadPoolTaskRunner(max_workers=1)
 
-    monkeypatch.setattr(tasks.shards, "task_runner_for", task_runner_for)
+    monkeypatch.setattr(tasks.shards.runner, "task_runner_for", task_runner_for)
     report = prepare(["data/raw/*"])
     assert chosen == [(3, None, 1 << 19)] and report["examples_written"]["train"] > 0
 

@@ -87,7 +87,7 @@ def test_many_shards_in_worker_processes_give_the_same_dataset_as_one(prefect_se
 
 def prepare_on_worker_processes(tmp_path):
     """The messy sources in 600-byte shards on two worker processes; the flow run's final state."""
-    from tasks.shards import ShardProcessPool
+    from tasks.shards.runner import ShardProcessPool
 
     state = prepare.with_options(task_runner=ShardProcessPool(max_workers=2, shard_bytes=600))(
         messy_sources(tmp_path), out_dir=str(tmp_path / "out"),

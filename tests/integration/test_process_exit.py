@@ -26,7 +26,7 @@ node = Node(); node.cycle = node; del node
 
 ENTRIES = {
     "the ftflow command": "import sys\nfrom ftflow.cli import main\n" + CYCLE + "sys.argv = ['ftflow', '--version']\nmain()",
-    "a shard worker": "from tasks.shards import start_shard_worker\nstart_shard_worker()\n" + CYCLE,
+    "a shard worker": "from tasks.shards.runner import start_shard_worker\nstart_shard_worker()\n" + CYCLE,
 }
 
 

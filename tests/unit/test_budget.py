@@ -4,7 +4,10 @@ import pandas as pd
 import pytest
 
 from ftflow.encodings import get_encoding
-from tasks.budget import billing_tokens, count_example_tokens, default_epochs, estimate
+from tasks.budget import count_example_tokens, default_epochs, estimate
+from tasks.passes.chat import ChatPass
+from tasks.readers import ExtractOptions
+from tasks.transform import TransformOptions
 
 
 def test_count_follows_the_cookbook():
@@ -41,17 +44,26 @@ def test_default_epochs_rule(n, epochs):
     assert default_epochs(n) == epochs
 
 
-def test_billing_tokens_clip_each_example_to_the_limit():
-    assert billing_tokens(pd.Series([10, 500, 70000]), limit=65536, n_epochs=3) == (10 + 500 + 65536) * 3
+def chat_pass(model: str = "gpt-4o-mini") -> ChatPass:
+    return ChatPass.for_model(model, ExtractOptions(), TransformOptions(), 0.1)
+
+
+def test_billing_tokens_clip_each_training_example_to_the_limit():
+    features = pd.DataFrame({"split": ["train", "train", "train", "validation"], "tokens": [10, 500, 70000, 9],
+                             "assistant_tokens": [1, 2, 3, 4]})
+    budget = estimate(features, chat_pass("gpt-4o-mini-2024-07-18"), model="gpt-4o-mini-2024-07-18",
+                      encoding="o200k_base", over_limit=0, n_epochs=3, max_cost_usd=None)
+    assert budget.training_context == 65536
+    assert budget.billing_tokens == (10 + 500 + 65536) * 3
+    assert budget.tokens["total"] == 10 + 500 + 70000 + 9 and budget.tokens["assistant"] == 10
 
 
 def test_estimate_prices_training_tokens_only():
     features = pd.DataFrame(
         {"split": ["train"] * 10 + ["validation"], "tokens": [1000] * 11, "assistant_tokens": [100] * 11}
     )
-    budget = estimate(
-        features, model="gpt-4o-mini", encoding="o200k_base", over_limit=0, n_epochs=None, max_cost_usd=0.01
-    )
+    budget = estimate(features, chat_pass(), model="gpt-4o-mini", encoding="o200k_base", over_limit=0,
+                      n_epochs=None, max_cost_usd=0.01)
     assert budget.n_epochs == 10  # 10 examples: 100 // 10
     assert budget.billing_tokens == 10 * 1000 * 10
     assert budget.estimated_cost_usd == pytest.approx(100_000 / 1e6 * 3.00)

@@ -14,7 +14,10 @@ from ftflow.formats.gemini import (
     to_gemini_sft,
 )
 from tasks.budget import estimate_budget
+from tasks.passes.chat import ChatPass
 from tasks.provider_rules import rules_for
+from tasks.readers import ExtractOptions
+from tasks.transform import TransformOptions
 from tests.conftest import chat, write_jsonl
 
 
@@ -81,7 +84,8 @@ def test_a_pair_counts_its_input_and_longer_output():
 def test_the_budget_of_a_gemini_model_counts_the_documented_estimate_and_says_so(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [chat("x" * 40, "y" * 20)] * 3)
     validation = write_jsonl(tmp_path / "validation.jsonl", [chat("x" * 4, "y" * 4)])
-    budget = estimate_budget.fn(str(tmp_path / "missing.parquet"), "gemini-2.5-flash", "o200k_base", 0, 2, None,
+    examples = ChatPass.for_model("gemini-2.5-flash", ExtractOptions(), TransformOptions(), 0.1)
+    budget = estimate_budget.fn(str(tmp_path / "missing.parquet"), examples, "gemini-2.5-flash", 0, 2, None,
                                 {"train": str(train), "validation": str(validation)})
     assert budget.tokens["train"] == 3 * 15 and budget.tokens["total"] == 47 and budget.tokens["assistant"] == 16
     assert budget.encoding == TOKEN_RULE and budget.billing_tokens == 90
@@ -89,13 +93,14 @@ def test_the_budget_of_a_gemini_model_counts_the_documented_estimate_and_says_so
 
 
 def test_the_preference_budget_of_a_gemini_model_counts_the_documented_estimate(tmp_path):
-    from tasks.preference_shard import estimate_preference_budget
+    from tasks.passes.preference import PreferencePass
     from tests.conftest import preference
 
     train = write_jsonl(tmp_path / "train.jsonl", [preference("x" * 8, "y" * 4, "z" * 12)] * 2)
     validation = write_jsonl(tmp_path / "validation.jsonl", [preference("x" * 4, "y" * 4, "z" * 4)])
-    budget = estimate_preference_budget.fn(str(tmp_path / "missing.parquet"), "gemini-2.5-flash", "o200k_base", 0,
-                                           1, None, {"train": str(train), "validation": str(validation)})
+    pairs = PreferencePass.for_model("gemini-2.5-flash", ExtractOptions(), TransformOptions(), 0.1)
+    budget = estimate_budget.fn(str(tmp_path / "missing.parquet"), pairs, "gemini-2.5-flash", 0, 1, None,
+                                {"train": str(train), "validation": str(validation)})
     # a pair trains on (input + preferred) and (input + non-preferred): 2 + 1 + 2 + 3 tokens
     assert budget.tokens["train"] == 2 * 8 and budget.billing_tokens == 16 and budget.encoding == TOKEN_RULE
     assert budget.tokens["max_example"] == 5 and budget.tokens["input"] == 2 + 2 + 1

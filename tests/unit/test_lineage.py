@@ -7,10 +7,12 @@ import pytest
 
 from ftflow.settings import DEFAULT_MODEL, get_settings
 from tasks.lineage import current_inputs_sha256, fingerprint_inputs
+from tasks.moderation import ModerationOptions
+from tasks.passes import record_pass_for
+from tasks.provider_rules import rules_backend
 from tasks.readers import ExtractOptions
 from tasks.report import GateOptions
-from tasks.shards import ShardSettings, plan_shards
-from tasks.transform import TransformOptions
+from tasks.shards.plan import plan_shards
 from tests.conftest import chat, write_jsonl
 
 
@@ -27,8 +29,11 @@ def test_the_same_sources_and_settings_give_the_same_digest(source, tmp_path):
     assert digest([str(source)]) == digest([str(tmp_path / "*.jsonl")])  # a glob that matches the same file
     # What prepare records (from its plan) is what retrain computes before preparing.
     plan = plan_shards([str(source)], ExtractOptions(), shard_bytes=64)  # the shard size is not an input
-    settings = ShardSettings.for_model(DEFAULT_MODEL, ExtractOptions(), TransformOptions(), 0.1)
-    assert fingerprint_inputs.fn(plan, settings, GateOptions()) == digest([str(source)])
+    settings = get_settings({})
+    assert settings.model == DEFAULT_MODEL
+    assert fingerprint_inputs.fn(plan, record_pass_for(settings), GateOptions.from_settings(settings),
+                                 ModerationOptions.from_settings(settings), rules_backend(settings.backend)
+                                 ) == digest([str(source)])
 
 
 def test_every_input_of_the_dataset_changes_the_digest(source, tmp_path):
@@ -48,5 +53,6 @@ def test_a_sql_source_has_no_digest(tmp_path):
     database = tmp_path / "chats.sqlite3"
     options = ExtractOptions(sql_url=f"sqlite:///{database}", query="SELECT 1")
     plan = plan_shards([], options)
-    settings = ShardSettings.for_model(DEFAULT_MODEL, options, TransformOptions(), 0.1)
-    assert fingerprint_inputs.fn(plan, settings, GateOptions()) is None
+    settings = get_settings({})
+    assert fingerprint_inputs.fn(plan, record_pass_for(settings, options), GateOptions(),
+                                 ModerationOptions.from_settings(settings), None) is None

@@ -4,34 +4,31 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ftflow.errors import ConfigError
+from tasks.budget import estimate
+from tasks.passes.preference import PAIR_FEATURE_SCHEMA, PreferencePass, figures_of
 from tasks.preference import PreferenceFigures
-from tasks.preference_shard import (
-    PAIR_FEATURE_SCHEMA,
-    PreferenceOptions,
-    PreferenceShardSettings,
-    estimate_preference,
-    figures_of,
-    plan_preference_files,
-    write_preference_shard,
-)
 from tasks.quality import run_suites
+from tasks.readers import ExtractOptions
 from tasks.reduce import dedup_and_split
-from tasks.shards import prepare_shard
+from tasks.report import PreferenceGates
+from tasks.shards.plan import plan_whole_files
+from tasks.shards.store import prepare_shard
 from tasks.transform import TransformOptions
 from tests.conftest import write_jsonl
 
 MODEL = "gpt-4.1-mini-2025-04-14"
 
 
-def settings(fraction: float = 0.5, **transform) -> PreferenceShardSettings:
-    return PreferenceShardSettings.for_preferences(MODEL, TransformOptions(**transform), fraction, 1.0)
+def settings(fraction: float = 0.5, **transform) -> PreferencePass:
+    return replace(PreferencePass.for_model(MODEL, ExtractOptions(), TransformOptions(**transform), fraction),
+                   min_rating_margin=1.0)
 
 
 def openai_line(question: str, preferred: str, other: str) -> dict:
@@ -40,9 +37,8 @@ def openai_line(question: str, preferred: str, other: str) -> dict:
             "non_preferred_output": [{"role": "assistant", "content": other}]}
 
 
-def run(paths: list[str], tmp_path: Path, shard_settings: PreferenceShardSettings):
-    results = [prepare_shard(shard, shard_settings, tmp_path / "work", write=write_preference_shard)
-               for shard in plan_preference_files(paths).shards]
+def run(paths: list[str], tmp_path: Path, shard_settings: PreferencePass):
+    results = [prepare_shard(shard, shard_settings, tmp_path / "work") for shard in plan_whole_files(paths).shards]
     split = dedup_and_split(results, tmp_path / "staged", tmp_path, schema=PAIR_FEATURE_SCHEMA)
     return results, split
 
@@ -160,13 +156,13 @@ def test_a_rated_rows_conversation_given_as_json_text_is_read_by_the_same_rule(t
 def test_the_preference_pass_takes_the_runs_extract_settings():
     from ftflow.settings import Settings
 
-    shard_settings = PreferenceShardSettings.from_settings(Settings(model=MODEL, max_record_depth=9))
+    shard_settings = PreferencePass.from_settings(Settings(model=MODEL, max_record_depth=9))
     assert shard_settings.extract.max_record_depth == 9
 
 
 def test_a_model_without_dpo_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="does not take DPO"):
-        PreferenceShardSettings.for_preferences("gpt-4o-mini-2024-07-18", TransformOptions(), 0.1, 1.0)
+        PreferencePass.for_model("gpt-4o-mini-2024-07-18", ExtractOptions(), TransformOptions(), 0.1)
 
 
 def test_billing_tokens_are_trained_tokens_of_training_pairs_times_epochs():
@@ -174,28 +170,28 @@ def test_billing_tokens_are_trained_tokens_of_training_pairs_times_epochs():
         "split": ["train", "train", "validation"], "tokens": [30, 40, 50], "input_tokens": [10, 20, 30],
         "preferred_tokens": [5, 10, 15], "non_preferred_tokens": [3, 4, 5], "trained_tokens": [28, 54, 80],
     })
-    budget = estimate_preference(features, model=MODEL, encoding="o200k_base", over_limit=0, n_epochs=2,
-                                 max_cost_usd=None)
+    budget = estimate(features, settings(), model=MODEL, encoding="o200k_base", over_limit=0, n_epochs=2,
+                      max_cost_usd=None)
     assert budget.billing_tokens == (28 + 54) * 2
     assert budget.estimated_cost_usd == round(164 / 1_000_000 * 5.00, 4)
-    default = estimate_preference(features, model=MODEL, encoding="o200k_base", over_limit=0, n_epochs=None,
-                                  max_cost_usd=None)
+    default = estimate(features, settings(), model=MODEL, encoding="o200k_base", over_limit=0, n_epochs=None,
+                       max_cost_usd=None)
     assert default.n_epochs == 25  # OpenAI's rule as for supervised: 2 pairs -> 100 // 2, capped at 25
 
 
-def suite_verdict(figures: PreferenceFigures, options: PreferenceOptions) -> list[str]:
+def suite_verdict(figures: PreferenceFigures, options: PreferenceGates) -> list[str]:
     features = pd.DataFrame({"tokens": [10], "assistant_tokens": [5], "n_messages": [2], "n_user": [1],
                              "n_assistant": [1], "has_system": [False], "pii": [0], "last_role": ["assistant"],
                              "content_sha256": ["a"], "split": ["train"]})
     totals = {"records_read": 20, "train_examples": 20, "validation_examples": 1, "rejected": 0,
               "rejected_share": 0.0, "duplicates_removed": 0}
     parameters = {"max_tokens": 1000, "min_train_examples": 1, "max_rejected_share": 0.5,
-                  "min_validation_examples": 0, **options.suite_parameters()}
+                  "min_validation_examples": 0, **asdict(options)}
     return run_suites(features, totals, parameters, figures={"preference": figures.to_row()}).failed
 
 
 def test_preference_suite_fails_on_each_crafted_figure():
-    options = PreferenceOptions(min_pairs=10, max_length_bias=0.8, max_near_identical_share=0.2)
+    options = PreferenceGates(min_pairs=10, max_length_bias=0.8, max_near_identical_share=0.2)
     assert suite_verdict(PreferenceFigures(pairs=20, near_identical=2, preferred_longer=12), options) == []
     failed = suite_verdict(PreferenceFigures(pairs=5, near_identical=0, preferred_longer=2), options)
     assert failed == ["preference.pairs: 5, expected >= 10"]

@@ -15,22 +15,16 @@ import pytest
 
 from ftflow.errors import FtflowError, ShardFailed
 from ftflow.jsonl import file_sha256, read_chunks
+from tasks.passes.chat import ChatPass, shard_items
 from tasks.readers import ExtractOptions
 from tasks.readers.jsonl import read_json_lines
 from tasks.readers.table import read_parquet_table
 from tasks.readers.transcript import read_transcript_file
 from tasks.reduce import HashedOutput, dedup_and_split, digest_partitions
 from tasks.report import dataset_sha256
-from tasks.shards import (
-    CutHistory,
-    Shard,
-    ShardFiles,
-    ShardSettings,
-    plan_shards,
-    prepare_shard,
-    shard_items,
-    shards_to_prepare_here,
-)
+from tasks.shards.plan import CutHistory, Shard, plan_shards
+from tasks.shards.runner import shards_to_prepare_here
+from tasks.shards.store import ShardFiles, prepare_shard
 from tasks.transform import TransformOptions
 from tests.conftest import chat, write_jsonl
 
@@ -45,8 +39,8 @@ def records(n: int = 120) -> list:
     return [*good, *good[:10], *variants, *bad]
 
 
-def settings(**transform) -> ShardSettings:
-    return ShardSettings.for_model("gpt-4o-mini-2024-07-18", ExtractOptions(), TransformOptions(**transform), 0.2)
+def settings(**transform) -> ChatPass:
+    return ChatPass.for_model("gpt-4o-mini-2024-07-18", ExtractOptions(), TransformOptions(**transform), 0.2)
 
 
 def run(sources: list[str], work: Path, out: Path, shard_bytes: int, **transform) -> dict:
@@ -203,7 +197,7 @@ def test_only_shards_left_to_prepare_worth_a_worker_go_to_worker_processes(tmp_p
     work = tmp_path / "work"
 
     def here() -> set:
-        return shards_to_prepare_here({"shard": shards, "settings": unmapped(settings()),
+        return shards_to_prepare_here({"shard": shards, "record_pass": unmapped(settings()),
                                        "work_dir": unmapped(str(work))}, shard_bytes=2000)
 
     assert here() == set()  # nothing stored: every shard to a worker
@@ -212,10 +206,10 @@ def test_only_shards_left_to_prepare_worth_a_worker_go_to_worker_processes(tmp_p
     for shard in shards[1:-1]:
         prepare_shard(shard, settings(), work)
     assert here() == set(shards)  # one left to prepare: here too, no worker started for it
-    assert shards_to_prepare_here({"shard": shards, "settings": unmapped(settings())}) == set()
+    assert shards_to_prepare_here({"shard": shards, "record_pass": unmapped(settings())}) == set()
 
     # Shards left to prepare that hold less than one shard's bytes in all: here, as one small input.
-    small = {"shard": shards, "settings": unmapped(settings()), "work_dir": unmapped(str(tmp_path / "other"))}
+    small = {"shard": shards, "record_pass": unmapped(settings()), "work_dir": unmapped(str(tmp_path / "other"))}
     size = path.stat().st_size
     assert shards_to_prepare_here(small, shard_bytes=size) == set()
     assert shards_to_prepare_here(small, shard_bytes=size + 1) == set(shards)
@@ -252,11 +246,15 @@ def test_a_missing_column_fails_its_shard_with_the_input_error_exit_code(tmp_pat
     assert raised.value.exit_code == 2
 
 
-def test_every_reader_is_in_the_code_a_stored_shard_is_keyed_on():
-    from tasks.shards import SHARD_CODE
+def test_every_reader_and_record_pass_is_in_the_code_a_stored_shard_is_keyed_on():
+    from tasks.passes.base import ENGINE_CODE, TASKS_DIR
+    from tasks.passes.preference import PreferencePass
 
-    readers = Path(__file__).resolve().parents[1] / "tasks" / "readers"
-    assert {f"readers/{module.name}" for module in readers.glob("*.py")} <= set(SHARD_CODE)
+    keyed = {*ENGINE_CODE, *ChatPass.code, *PreferencePass.code}
+    modules = {str(module.relative_to(TASKS_DIR)) for folder in ("readers", "passes")
+               for module in (TASKS_DIR / folder).glob("*.py")}
+    assert modules - {"passes/__init__.py"} <= keyed  # the package only picks the run's pass
+    assert all((TASKS_DIR / name).is_file() for name in keyed)
 
 
 def test_integers_beyond_64_bits_are_written_as_the_input_wrote_them(tmp_path):
@@ -358,7 +356,7 @@ def test_task_runner_all_cores_by_default_one_thread_for_one_worker_or_dask():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from tasks.shards import ShardProcessPool, task_runner_for
+    from tasks.shards.runner import ShardProcessPool, task_runner_for
 
     pool = task_runner_for(None, None, 1000)
     assert isinstance(pool, ShardProcessPool) and pool._max_workers == os.cpu_count()
