@@ -103,8 +103,8 @@ def task_of(run_name: str) -> str:
 
 
 STEPS = ("clear-outputs", "plan-shards", "fingerprint-inputs", "dedup-and-split", "moderate-examples",
-         "check-provider-rules", "compute-totals", "check-quality", "estimate-budget", "write-report", "enforce-gates",
-         "publish-dataset")
+         "check-provider-rules", "compute-totals", "method-figures", "check-quality", "estimate-budget", "write-report",
+         "enforce-gates", "publish-dataset")
 
 
 def read_recorded_task_runs(state, timeout: float = 30.0):
