@@ -52,9 +52,9 @@ def finetune(
     check_dataset(dataset_dir, settings)
     train = upload_file(str(Path(dataset_dir) / "train.jsonl"), settings, resources)
     validation = upload_file(str(Path(dataset_dir) / "validation.jsonl"), settings, resources)
-    request = plan_job(dataset_dir, settings, train, validation, force=force)
+    spec = plan_job(dataset_dir, settings, train, validation)
     with job_slot(settings, resources):  # the provider runs this many jobs at once: wait for a free one first
-        job = create_job(request, settings, resources)
+        job = create_job(spec, settings, resources, force=force)
         try:
             done = wait_for_job(job["job_id"], job["idempotency_key"], settings, resources)
         except JobCancelled as exc:

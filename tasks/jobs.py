@@ -1,9 +1,10 @@
 """Jobs: create a fine-tuning job exactly once, poll it to the end, collect its metrics.
 
 Exactly once: the idempotency key is derived from (dataset sha256, base model, method and
-hyperparameters, suffix) and a generation; the provider keeps it where it can (job metadata,
-or a suffix tag: see ftflow/providers/) and the ledger keeps it always. The create itself
-goes through ftflow/exactly_once.py (lookup -> lease -> create -> record).
+hyperparameters, suffix) and a generation (`JobSpec.key`, ftflow/providers/base.py); the
+provider keeps it where it can (job metadata, or a suffix tag: see ftflow/providers/) and the
+ledger keeps it always. The create itself goes through ftflow/exactly_once.py (lookup ->
+lease -> create -> record).
 
 Generations and `--force`: `--force` means "train although the data is unchanged", never
 "ignore a job in flight". A ledger row whose job no run has consumed yet (no run record
@@ -14,7 +15,6 @@ without `--force`. Only when none is in flight does `--force` start the next gen
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from prefect import task
@@ -52,61 +52,19 @@ T = TypeVar("T")
 FINISHED = ("failed", "cancelled", "not_created")  # ledger states that nothing can attach to
 
 
-def idempotency_key(*, dataset_sha256: str, model: str, method: str, hyperparameters: dict[str, Any],
-                    suffix: str | None, generation: int = 0) -> str:
-    """A stable key of what the job trains; generation n > 0 is the n-th `--force` retraining."""
-    material = json.dumps(
-        {"dataset": dataset_sha256, "model": model, "method": method, "hyperparameters": hyperparameters,
-         "suffix": suffix}, sort_keys=True)
-    family = hashlib.sha256(material.encode()).hexdigest()[:40]
-    return family if generation == 0 else hashlib.sha256(f"{family}:{generation}".encode()).hexdigest()[:40]
-
-
-@dataclass
-class JobRequest:
-    model: str
-    training_file: str
-    validation_file: str | None
-    dataset_sha256: str
-    suffix: str | None = None
-    method: str = "supervised"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None
-    force: bool = False
-    generation: int = 0
-
-    def key_of(self, generation: int) -> str:
-        return idempotency_key(dataset_sha256=self.dataset_sha256, model=self.model, method=self.method,
-                               hyperparameters=self.hyperparameters, suffix=self.suffix, generation=generation)
-
-    @property
-    def family(self) -> str:
-        """The key of generation 0: same data, model and settings."""
-        return self.key_of(0)
-
-    @property
-    def key(self) -> str:
-        return self.key_of(self.generation)
-
-    def spec(self) -> JobSpec:
-        return JobSpec(model=self.model, training_file=self.training_file, validation_file=self.validation_file,
-                       key=self.key, dataset_sha256=self.dataset_sha256, suffix=self.suffix, method=self.method,
-                       hyperparameters=self.hyperparameters, seed=self.seed)
-
-
-def resolve_generation(ledger: Ledger, provider: str, request: JobRequest) -> JobRequest:
-    """The request with the generation to use: the one in flight if any, else 0 or (with force) the next."""
-    rows = ledger.job_family(provider, request.family)
+def resolve_generation(ledger: Ledger, provider: str, spec: JobSpec, *, force: bool) -> JobSpec:
+    """The spec with the generation to use: the one in flight if any, else 0 or (with force) the next."""
+    rows = ledger.job_family(provider, spec.family)
     in_flight = [r for r in rows if r["consumed_at"] is None and r["status"] not in FINISHED]
     if in_flight:
         generation = in_flight[-1]["generation"] or 0
-        if generation or request.force:
+        if generation or force:
             log.info("attaching to the unfinished job of generation %d (key %s)", generation,
                      in_flight[-1]["idempotency_key"][:12])
-        return replace(request, generation=generation)
-    if not request.force or not rows:
-        return replace(request, generation=0)
-    return replace(request, generation=max(r["generation"] or 0 for r in rows) + 1)
+        return replace(spec, generation=generation)
+    if not force or not rows:
+        return replace(spec, generation=0)
+    return replace(spec, generation=max(r["generation"] or 0 for r in rows) + 1)
 
 
 @dataclass(frozen=True)
@@ -195,28 +153,29 @@ def job_slot(settings: Settings, resources: RunResources) -> Iterator[None]:
         yield
 
 
-def create_job_once(provider: Provider, ledger: Ledger, request: JobRequest, *, policy: OncePolicy,
+def create_job_once(provider: Provider, ledger: Ledger, spec: JobSpec, *, policy: OncePolicy, force: bool = False,
                     flow_run_id: str | None = None,
-                    quota: QuotaWait = QuotaWait()) -> tuple[RemoteJob, bool, JobRequest]:  # noqa: B008 - frozen
-    """Return (job, created_now, resolved request). Attaches to the existing job of this key if there is one.
+                    quota: QuotaWait = QuotaWait()) -> tuple[RemoteJob, bool, JobSpec]:  # noqa: B008 - frozen
+    """Return (job, created_now, spec at the generation used). Attaches to the existing job of its key if there is one.
 
+    `force`: train anew although the data is unchanged, unless a job of it is in flight (module docstring).
     A quota refusal is waited out for `quota.seconds` (default: not at all).
     """
-    request = resolve_generation(ledger, provider.identity, request)
-    key = request.key
-    row = {"family": request.family, "generation": request.generation, "flow_run_id": flow_run_id}
+    spec = resolve_generation(ledger, provider.identity, spec, force=force)
+    key = spec.key
+    row = {"family": spec.family, "generation": spec.generation, "flow_run_id": flow_run_id}
     known = (ledger.job_entry(provider.identity, key) or {}).get("job_id")
     with provider.explained():
         job, created = waiting_out_quota(provider, quota, lambda: ensure_once(
             ledger, kind="job", provider=provider.identity, key=key,
             lookup=lambda: provider.find_job(key, known),
-            create=lambda: provider.create_job(request.spec()),
+            create=lambda: provider.create_job(spec),
             classify=provider.outcome, policy=policy, what="create fine-tuning job",
             on_creating=lambda: ledger.record_job(provider.identity, key, status="creating", **row),
         ))
     ledger.record_job(provider.identity, key, job_id=job.id, status=job.state, **row)
     log.info("%s fine-tuning job %s (key %s)", "created" if created else "attached to", job.id, key[:12])
-    return job, created, request
+    return job, created, spec
 
 
 def reconcile_creating(provider: Provider, ledger: Ledger) -> list[str]:
@@ -401,8 +360,8 @@ def training_metrics(provider: Provider, job: RemoteJob) -> dict[str, Any]:
 
 
 @task(name="plan-job", cache_policy=RUN_CACHE)
-def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None, *, force: bool) -> JobRequest:
-    """Return the job request for a prepared dataset folder (its report gives the dataset sha256)."""
+def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any | None) -> JobSpec:
+    """Return the job spec (generation 0) for a prepared dataset folder (its report gives the dataset sha256)."""
     from pathlib import Path
 
     if train is None:
@@ -415,21 +374,20 @@ def plan_job(dataset_dir: str, settings: Settings, train: Any, validation: Any |
     hyperparameters: dict[str, Any] = {"n_epochs": n_epochs}
     if settings.method == "dpo":
         hyperparameters["beta"] = settings.dpo_beta
-    return JobRequest(
+    return JobSpec(
         model=settings.model, training_file=train.file_id,
         validation_file=validation.file_id if validation else None, dataset_sha256=report["dataset_sha256"],
-        suffix=settings.suffix, method=settings.method, hyperparameters=hyperparameters,
-        seed=settings.seed, force=force,
+        suffix=settings.suffix, method=settings.method, hyperparameters=hyperparameters, seed=settings.seed,
     )
 
 
 # No Prefect retries: ftflow/exactly_once.py is the one retry layer of creates.
 @task(name="create-job", cache_policy=RUN_CACHE)
-def create_job(request: JobRequest, settings: Settings, resources: RunResources) -> dict[str, Any]:
-    """Return the job (created now or attached to) for this request's idempotency key."""
+def create_job(spec: JobSpec, settings: Settings, resources: RunResources, *, force: bool) -> dict[str, Any]:
+    """Return the job (created now or attached to) for this spec's idempotency key; `force`: as in create_job_once."""
     from prefect.runtime import flow_run
 
-    job, created, resolved = create_job_once(resources.provider, resources.ledger, request,
+    job, created, resolved = create_job_once(resources.provider, resources.ledger, spec, force=force,
                                              policy=OncePolicy.from_settings(settings), flow_run_id=flow_run.get_id(),
                                              quota=QuotaWait.from_settings(settings))
     return {"job_id": job.id, "created": created, "idempotency_key": resolved.key, "generation": resolved.generation,

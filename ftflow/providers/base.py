@@ -14,6 +14,8 @@ provider's "no" (bad key, fine-tuning not allowed, quota, unsupported model) int
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,19 +93,51 @@ class JobEvent:
     data: dict[str, Any] | None = None
 
 
+def idempotency_key(*, dataset_sha256: str, model: str, method: str, hyperparameters: dict[str, Any],
+                    suffix: str | None, generation: int = 0) -> str:
+    """A stable key of what the job trains; generation n > 0 is the n-th `--force` retraining.
+
+    Ledgers and providers hold these keys: the material and the hashing must never change.
+    """
+    material = json.dumps(
+        {"dataset": dataset_sha256, "model": model, "method": method, "hyperparameters": hyperparameters,
+         "suffix": suffix}, sort_keys=True)
+    family = hashlib.sha256(material.encode()).hexdigest()[:40]
+    return family if generation == 0 else hashlib.sha256(f"{family}:{generation}".encode()).hexdigest()[:40]
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """What to train: the request without provider specifics; `key` is its idempotency key."""
+    """What to train, without provider specifics, and its idempotency key (`key`).
+
+    The key covers the dataset sha256, base model, method, hyperparameters and suffix (not the
+    file ids, which name the same bytes, nor the seed) and the generation: 0, or the n-th
+    `--force` retraining of the same data and settings (tasks/jobs.py picks it).
+    """
 
     model: str
     training_file: str
     validation_file: str | None
-    key: str
     dataset_sha256: str
     suffix: str | None = None
     method: str = "supervised"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    generation: int = 0
+
+    def key_of(self, generation: int) -> str:
+        """The key of this spec at another generation."""
+        return idempotency_key(dataset_sha256=self.dataset_sha256, model=self.model, method=self.method,
+                               hyperparameters=self.hyperparameters, suffix=self.suffix, generation=generation)
+
+    @property
+    def family(self) -> str:
+        """The key of generation 0: same data, model and settings."""
+        return self.key_of(0)
+
+    @property
+    def key(self) -> str:
+        return self.key_of(self.generation)
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
 from ftflow.errors import JobCancelled, ProviderRefused
 from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
+from ftflow.providers.base import JobSpec
 from ftflow.providers.vertex import LABEL
 from ftflow.settings import get_settings
 from ftflow.store.ledger import Ledger
-from tasks.jobs import JobRequest, QuotaWait, create_job_once, poll_job
+from tasks.jobs import QuotaWait, create_job_once, poll_job
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
 from tests.integration.dialects import LOCATION, PROJECT, root
@@ -41,9 +43,9 @@ def vertex(local_service, tmp_path, monkeypatch):
     return provider, Ledger(f"sqlite:///{tmp_path / 'r.sqlite3'}")
 
 
-def request_for(file_id: str, sha: str, method: str = "supervised") -> JobRequest:
-    return JobRequest(model=MODEL, training_file=file_id, validation_file=None, dataset_sha256=sha, suffix="ftflow",
-                      hyperparameters={"n_epochs": 1}, method=method)
+def spec_for(file_id: str, sha: str, method: str = "supervised") -> JobSpec:
+    return JobSpec(model=MODEL, training_file=file_id, validation_file=None, dataset_sha256=sha, suffix="ftflow",
+                   hyperparameters={"n_epochs": 1}, method=method)
 
 
 def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(vertex, local_service, tmp_path):
@@ -55,14 +57,14 @@ def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(ve
     assert ensure_uploaded(provider, ledger, path, policy=POLICY).file_id == file.file_id
     stored = provider.file_text(file.file_id).splitlines()
     assert len(stored) == 12 and json.loads(stored[0])["contents"][1]["role"] == "model"  # Gemini's format
-    job, created, request = create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
-    again, created_again, _ = create_job_once(provider, ledger, request_for(file.file_id, file.sha256),
+    job, created, spec = create_job_once(provider, ledger, spec_for(file.file_id, file.sha256), policy=POLICY)
+    again, created_again, _ = create_job_once(provider, ledger, spec_for(file.file_id, file.sha256),
                                               policy=POLICY)
     assert created and not created_again and again.id == job.id
     ledger_free = Ledger(f"sqlite:///{tmp_path / 'other.sqlite3'}")  # no ledger: the label alone finds it
-    assert create_job_once(provider, ledger_free, request_for(file.file_id, file.sha256), policy=POLICY)[0].id \
+    assert create_job_once(provider, ledger_free, spec_for(file.file_id, file.sha256), policy=POLICY)[0].id \
         == job.id
-    assert provider.find_job(request.key).key == request.key
+    assert provider.find_job(spec.key).key == spec.key
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 60, on_event=lambda e: None)
     assert done.state == "succeeded" and done.fine_tuned_model.startswith(f"{MODEL}@projects/{PROJECT}/locations/")
     assert done.trained_tokens > 0 and done.hyperparameters == {"n_epochs": 1}
@@ -72,8 +74,7 @@ def test_lifecycle_uploads_geminis_format_once_and_finds_the_job_by_its_label(ve
     assert provider.chat(MODEL).ask([{"role": "user", "content": "Hallo"}]).text  # the base model by its name
 
     local_service.service.vertex.jobs.seconds_per_1k_tokens = 5.0
-    slow = request_for(file.file_id, file.sha256)
-    slow = JobRequest(**{**slow.__dict__, "hyperparameters": {"n_epochs": 2}})
+    slow = replace(spec_for(file.file_id, file.sha256), hyperparameters={"n_epochs": 2})
     running, _, _ = create_job_once(provider, ledger, slow, policy=POLICY)
     provider.cancel_job(running.id)
     with pytest.raises(JobCancelled):
@@ -91,8 +92,8 @@ def test_faults_leave_one_object_per_content_and_one_job_per_key(vertex, local_s
         path.write_bytes(training_bytes(n=12, offset=100 * i))
         for _ in range(2):
             file = ensure_uploaded(provider, ledger, path, policy=POLICY)
-            _, _, request = create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
-            keys.add(request.key)
+            _, _, spec = create_job_once(provider, ledger, spec_for(file.file_id, file.sha256), policy=POLICY)
+            keys.add(spec.key)
     injected = local_service.service.faults.injected
     set_faults(local_service, {})
     assert sum(injected.values()) > 0, injected
@@ -108,19 +109,19 @@ def test_refusals_are_one_line_each(vertex, local_service, tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(training_bytes(n=12))
     file = ensure_uploaded(provider, ledger, path, policy=POLICY)
-    unsupported = JobRequest(model="gemini-1.0-pro", training_file=file.file_id, validation_file=None,
-                             dataset_sha256=file.sha256)
+    unsupported = JobSpec(model="gemini-1.0-pro", training_file=file.file_id, validation_file=None,
+                          dataset_sha256=file.sha256)
     with pytest.raises(ProviderRefused, match="Vertex AI cannot tune this base model.*gemini-1.0-pro"):
         create_job_once(provider, ledger, unsupported, policy=POLICY)
     vertex_backend = local_service.service.vertex
     vertex_backend.config = vertex_backend.config.model_copy(update={"daily_job_limit": 0})
     with pytest.raises(ProviderRefused, match="quota .*not waited out.*429 RESOURCE_EXHAUSTED: Quota exceeded"):
-        create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY,
+        create_job_once(provider, ledger, spec_for(file.file_id, file.sha256), policy=POLICY,
                         quota=QuotaWait(0))
     vertex_backend.config = vertex_backend.config.model_copy(update={"daily_job_limit": None,
                                                                      "refusal": "Tuning is not enabled."})
     with pytest.raises(ProviderRefused, match="lack of permission.*aiplatform.tuningJobs.create' denied"):
-        create_job_once(provider, ledger, request_for(file.file_id, file.sha256), policy=POLICY)
+        create_job_once(provider, ledger, spec_for(file.file_id, file.sha256), policy=POLICY)
 
 
 def test_a_wrong_token_is_one_line_without_the_token(local_service, tmp_path, monkeypatch):

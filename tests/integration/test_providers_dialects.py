@@ -13,9 +13,10 @@ import pytest
 from ftflow.errors import ProviderRefused
 from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
+from ftflow.providers.base import JobSpec
 from ftflow.settings import get_settings
 from ftflow.store.ledger import Ledger
-from tasks.jobs import JobRequest, create_job_once, deployment_name, poll_job
+from tasks.jobs import create_job_once, deployment_name, poll_job
 from tasks.upload import ensure_uploaded
 from tests.conftest import training_bytes
 from tests.integration.dialects import root
@@ -58,9 +59,9 @@ def dialect(request, local_service, tmp_path, monkeypatch):
     return request.param, get_provider(settings), model, Ledger(f"sqlite:///{tmp_path / 'r.sqlite3'}")
 
 
-def request_for(file_id: str, model: str, sha: str) -> JobRequest:
-    return JobRequest(model=model, training_file=file_id, validation_file=None, dataset_sha256=sha, suffix="ftflow",
-                      hyperparameters={"n_epochs": 1})
+def spec_for(file_id: str, model: str, sha: str) -> JobSpec:
+    return JobSpec(model=model, training_file=file_id, validation_file=None, dataset_sha256=sha, suffix="ftflow",
+                   hyperparameters={"n_epochs": 1})
 
 
 def test_lifecycle_through_the_providers_sdk(dialect, tmp_path):
@@ -69,18 +70,18 @@ def test_lifecycle_through_the_providers_sdk(dialect, tmp_path):
     path.write_bytes(training_bytes(n=12))
     file = ensure_uploaded(provider, ledger, path, policy=POLICY)
     assert ensure_uploaded(provider, ledger, path, policy=POLICY).file_id == file.file_id
-    job, created, request = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
+    job, created, spec = create_job_once(provider, ledger, spec_for(file.file_id, model, file.sha256),
                                             policy=POLICY)
-    again, created_again, _ = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
+    again, created_again, _ = create_job_once(provider, ledger, spec_for(file.file_id, model, file.sha256),
                                               policy=POLICY)
     assert created and not created_again and again.id == job.id
-    assert provider.find_job(request.key).id == job.id  # the key is visible at the provider (suffix tag)
+    assert provider.find_job(spec.key).id == job.id  # the key is visible at the provider (suffix tag)
     events = []
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 60, on_event=events.append)
     assert done.state == "succeeded" and done.fine_tuned_model and (events or name in NO_EVENTS)
-    served = provider.deploy_model(done.fine_tuned_model, deployment_name("ftflow", request.key))
+    served = provider.deploy_model(done.fine_tuned_model, deployment_name("ftflow", spec.key))
     if name.startswith("azure"):
-        assert served == deployment_name("ftflow", request.key) != done.fine_tuned_model
+        assert served == deployment_name("ftflow", spec.key) != done.fine_tuned_model
     elif name == "bedrock":  # an on-demand custom model deployment, answering converse under its ARN
         assert ":custom-model-deployment/" in served
     else:
@@ -124,9 +125,9 @@ def test_faults_leave_one_file_per_content_and_one_job_per_key(dialect, local_se
         path.write_bytes(training_bytes(n=12, offset=100 * i))
         for _ in range(2):
             file = ensure_uploaded(provider, ledger, path, policy=POLICY)
-            _, _, request = create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256),
+            _, _, spec = create_job_once(provider, ledger, spec_for(file.file_id, model, file.sha256),
                                             policy=POLICY)
-            keys.add(request.key)
+            keys.add(spec.key)
     injected = local_service.service.faults.injected
     set_faults(local_service, {})
     assert sum(injected.values()) > 0, injected
@@ -149,4 +150,4 @@ def test_known_refusals_are_one_line(dialect, monkeypatch, tmp_path):
             name, "meta-llama/Not-A-Fine-Tunable-Model")
         expected = f"{name.capitalize()} cannot (fine-tune|customize) this model"
     with pytest.raises(ProviderRefused, match=expected):
-        create_job_once(provider, ledger, request_for(file.file_id, model, file.sha256), policy=POLICY)
+        create_job_once(provider, ledger, spec_for(file.file_id, model, file.sha256), policy=POLICY)

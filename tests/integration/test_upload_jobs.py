@@ -20,11 +20,10 @@ from ftflow.errors import (
 )
 from ftflow.exactly_once import OncePolicy
 from ftflow.providers import get_provider
-from ftflow.providers.base import KEY_FIELD
+from ftflow.providers.base import KEY_FIELD, JobSpec
 from ftflow.settings import get_settings
 from ftflow.store.ledger import Ledger
 from tasks.jobs import (
-    JobRequest,
     QuotaWait,
     create_job_once,
     poll_job,
@@ -69,17 +68,17 @@ def train_file(tmp_path):
     return path
 
 
-def request_for(file_id: str, **overrides) -> JobRequest:
-    return JobRequest(**{"model": "gpt-4o-mini-2024-07-18", "training_file": file_id, "validation_file": None,
-                         "dataset_sha256": "d" * 64, "suffix": "t", "hyperparameters": {"n_epochs": 2}, **overrides})
+def spec_for(file_id: str, **overrides) -> JobSpec:
+    return JobSpec(**{"model": "gpt-4o-mini-2024-07-18", "training_file": file_id, "validation_file": None,
+                      "dataset_sha256": "d" * 64, "suffix": "t", "hyperparameters": {"n_epochs": 2}, **overrides})
 
 
 def upload(provider, ledger, path, policy=FAST):
     return ensure_uploaded(provider, ledger, path, policy=policy)
 
 
-def create(provider, ledger, request, policy=FAST, **kw):
-    job, created, _ = create_job_once(provider, ledger, request, policy=policy, **kw)
+def create(provider, ledger, spec, policy=FAST, **kw):
+    job, created, _ = create_job_once(provider, ledger, spec, policy=policy, **kw)
     return job, created
 
 
@@ -146,21 +145,21 @@ def test_a_rejected_file_fails_with_the_providers_reason(provider, ledger, tmp_p
 
 def test_job_is_created_once_and_attached_to_afterwards(provider, ledger, train_file):
     file = upload(provider, ledger, train_file)
-    job, created = create(provider, ledger, request_for(file.file_id))
-    again, created_again = create(provider, ledger, request_for(file.file_id))
+    job, created = create(provider, ledger, spec_for(file.file_id))
+    again, created_again = create(provider, ledger, spec_for(file.file_id))
     assert created and not created_again and again.id == job.id
-    assert ledger.job_entry(provider.identity, request_for(file.file_id).key)["job_id"] == job.id
+    assert ledger.job_entry(provider.identity, spec_for(file.file_id).key)["job_id"] == job.id
 
 
 def test_force_attaches_to_a_job_in_flight_and_trains_anew_once_it_was_used(provider, client, ledger, train_file):
     file = upload(provider, ledger, train_file)
-    first, _ = create(provider, ledger, request_for(file.file_id))
-    in_flight, created = create(provider, ledger, request_for(file.file_id, force=True))
+    first, _ = create(provider, ledger, spec_for(file.file_id))
+    in_flight, created = create(provider, ledger, spec_for(file.file_id), force=True)
     assert in_flight.id == first.id and not created  # --force never ignores a job in flight
     ledger.consume_job(first.id)  # a run recorded its result
-    second, created = create(provider, ledger, request_for(file.file_id, force=True))
+    second, created = create(provider, ledger, spec_for(file.file_id), force=True)
     assert created and second.id != first.id
-    third, created = create(provider, ledger, request_for(file.file_id, force=True))
+    third, created = create(provider, ledger, spec_for(file.file_id), force=True)
     assert third.id == second.id and not created
 
 
@@ -171,15 +170,15 @@ def test_a_provider_that_ignores_the_metadata_filter_does_not_fool_the_lookup(lo
     monkeypatch.setattr(jobs, "list_jobs", lambda *, after, limit, metadata: unfiltered(after=after, limit=limit,
                                                                                       metadata=None))
     file = upload(provider, ledger, train_file)
-    first, _ = create(provider, ledger, request_for(file.file_id))
-    second, created = create(provider, ledger, request_for(file.file_id, suffix="other"))
+    first, _ = create(provider, ledger, spec_for(file.file_id))
+    second, created = create(provider, ledger, spec_for(file.file_id, suffix="other"))
     assert created and second.id != first.id
 
 
 def test_crash_between_create_and_record_is_reconciled_and_attached(provider, client, ledger, train_file,
                                                                     monkeypatch):
     file = upload(provider, ledger, train_file)
-    request = request_for(file.file_id)
+    spec = spec_for(file.file_id)
     real_record = ledger.record_job
 
     def crash_after_create(provider_id, key, *, status, **fields):
@@ -189,15 +188,15 @@ def test_crash_between_create_and_record_is_reconciled_and_attached(provider, cl
 
     monkeypatch.setattr(ledger, "record_job", crash_after_create)
     with pytest.raises(SystemExit):
-        create(provider, ledger, request)
+        create(provider, ledger, spec)
     monkeypatch.setattr(ledger, "record_job", real_record)
-    assert ledger.job_entry(provider.identity, request.key)["status"] == "creating"
+    assert ledger.job_entry(provider.identity, spec.key)["status"] == "creating"
     assert len(reconcile_creating(provider, ledger)) == 1
-    entry = ledger.job_entry(provider.identity, request.key)
+    entry = ledger.job_entry(provider.identity, spec.key)
     assert entry["status"] in ("pending", "running", "succeeded") and entry["job_id"]
-    job, created = create(provider, ledger, request_for(file.file_id, force=True))
+    job, created = create(provider, ledger, spec_for(file.file_id), force=True)
     assert not created and job.id == entry["job_id"]
-    assert [j.id for j in client.fine_tuning.jobs.list(metadata={KEY_FIELD: request.key})] == [job.id]
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={KEY_FIELD: spec.key})] == [job.id]
 
 
 def test_concurrent_creates_of_one_key_make_one_job(local_service, ledger, train_file, tmp_path):
@@ -206,7 +205,7 @@ def test_concurrent_creates_of_one_key_make_one_job(local_service, ledger, train
 
     def run():
         own = Ledger(str(ledger.engine.url))
-        results.append(create(provider_for(local_service), own, request_for(file.file_id)))
+        results.append(create(provider_for(local_service), own, spec_for(file.file_id)))
 
     threads = [threading.Thread(target=run) for _ in range(6)]
     for t in threads:
@@ -222,7 +221,7 @@ def test_a_lost_response_is_looked_up_past_a_slow_registration(local_service, le
     provider = provider_for(local_service, timeout=0.5)
     file = upload(provider, ledger, train_file)
     set_faults(local_service, {"fine_tuning.jobs.create": {"slow": 1.0, "slow_seconds": 1.0, "max_faults": 1}})
-    job, created = create(provider, ledger, request_for(file.file_id),
+    job, created = create(provider, ledger, spec_for(file.file_id),
                           policy=OncePolicy(lookup_deadline_seconds=10, lookup_interval_seconds=0.1))
     assert created and len(local_service.service.openai.store.list("job")) == 1
 
@@ -247,7 +246,7 @@ def test_faults_never_duplicate_files_or_jobs(local_service, ledger, tmp_path):
     for _run in range(2):
         for path in datasets:
             file = upload(provider, ledger, path, policy)
-            create(provider, ledger, request_for(file.file_id, dataset_sha256=file.sha256), policy)
+            create(provider, ledger, spec_for(file.file_id, dataset_sha256=file.sha256), policy)
     state = local_service.service
     kinds = {key.split(":")[1] for key in state.faults.injected}
     assert kinds == {"rate_limit", "server_error", "slow", "lost_response"}, state.faults.injected
@@ -263,7 +262,7 @@ def test_poll_streams_each_event_once_and_returns_metrics(provider, client, ledg
     from tasks.jobs import EventCursor
 
     file = upload(provider, ledger, train_file)
-    job, _ = create(provider, ledger, request_for(file.file_id))
+    job, _ = create(provider, ledger, spec_for(file.file_id))
     seen, progress, cursors = [], [], []
     done = poll_job(provider, job.id, initial=0.05, maximum=0.2, deadline=time.time() + 30, on_event=seen.append,
                     on_progress=lambda s, t: progress.append((s, t)), on_cursor=cursors.append)
@@ -285,7 +284,7 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     poisoned = tmp_path / "p.jsonl"
     poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
     file = upload(provider, ledger, poisoned)
-    job, _ = create(provider, ledger, request_for(file.file_id))
+    job, _ = create(provider, ledger, spec_for(file.file_id))
     with pytest.raises(JobFailed, match="invalid_training_file") as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     assert info.value.code == "invalid_training_file"
@@ -294,7 +293,7 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
     good = tmp_path / "g.jsonl"
     good.write_bytes(training_bytes(n=15))
     file = upload(provider, ledger, good)
-    slow, _ = create(provider, ledger, request_for(file.file_id))
+    slow, _ = create(provider, ledger, spec_for(file.file_id))
     with pytest.raises(JobTimeout):
         poll_job(provider, slow.id, initial=0.05, maximum=0.1, deadline=time.time() + 0.5, on_event=lambda e: None)
     cancel = threading.Event()
@@ -308,7 +307,7 @@ def test_poll_raises_on_failure_cancel_and_deadline(local_service, provider, cli
 def test_a_failed_jobs_error_is_kept_verbatim_with_its_line(local_service, provider, client, ledger, tmp_path):
     poisoned = tmp_path / "p.jsonl"
     poisoned.write_bytes(training_bytes().replace(b"Frage 2", b"<|endoftext|>"))
-    job, _ = create(provider, ledger, request_for(upload(provider, ledger, poisoned).file_id))
+    job, _ = create(provider, ledger, spec_for(upload(provider, ledger, poisoned).file_id))
     with pytest.raises(JobFailed) as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     said = client.fine_tuning.jobs.retrieve(job.id).error
@@ -325,7 +324,7 @@ def test_a_job_failed_without_a_reason_says_so_with_its_last_events(local_servic
                          json={"job_error": {"code": "", "message": ""}},
                          headers={"Authorization": f"Bearer {local_service.api_key}"})
     assert response.status_code == 200, response.text
-    job, _ = create(provider, ledger, request_for(upload(provider, ledger, train_file).file_id))
+    job, _ = create(provider, ledger, spec_for(upload(provider, ledger, train_file).file_id))
     with pytest.raises(JobFailed) as info:
         poll_job(provider, job.id, initial=0.05, maximum=0.1, deadline=time.time() + 30, on_event=lambda e: None)
     error = info.value.provider_error
@@ -345,8 +344,8 @@ def test_cancellation_hook_cancels_the_flow_runs_running_jobs(local_service, pro
     monkeypatch.setenv("FTFLOW_REGISTRY_URL", str(ledger.engine.url))
     local_service.service.openai.jobs.seconds_per_1k_tokens = 10.0
     file = upload(provider, ledger, train_file)
-    mine, _ = create(provider, ledger, request_for(file.file_id), flow_run_id="run-1")
-    other, _ = create(provider, ledger, request_for(file.file_id, suffix="o"), flow_run_id="run-2")
+    mine, _ = create(provider, ledger, spec_for(file.file_id), flow_run_id="run-1")
+    other, _ = create(provider, ledger, spec_for(file.file_id, suffix="o"), flow_run_id="run-2")
     cancel_flow_run_jobs(None, SimpleNamespace(id="run-1", parameters={}), None)
     assert client.fine_tuning.jobs.retrieve(mine.id).status == "cancelled"
     assert client.fine_tuning.jobs.retrieve(other.id).status != "cancelled"
@@ -357,7 +356,7 @@ def test_provider_refusal_is_clear_and_not_retried(local_service, provider, ledg
     file = upload(provider, ledger, train_file)
     local_service.service.openai.jobs.refusal = "Fine-tuning is no longer available for this organization."
     with pytest.raises(ProviderRefused, match="may not create fine-tuning jobs"):
-        create(provider, ledger, request_for(file.file_id))
+        create(provider, ledger, spec_for(file.file_id))
     assert json.dumps(local_service.service.openai.store.list("job")) == "[]"
 
 
@@ -369,7 +368,7 @@ def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(loc
                                                                              train_file, client):
     file = upload(provider, ledger, train_file)
     local_service.service.openai.jobs.daily_job_limit = 1
-    create(provider, ledger, request_for(file.file_id))
+    create(provider, ledger, spec_for(file.file_id))
     with pytest.raises(openai.RateLimitError) as raw:  # the service answers as OpenAI does
         client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file.file_id)
     assert raw.value.status_code == 429 and raw.value.body == {
@@ -378,14 +377,14 @@ def test_a_daily_job_limit_is_waited_out_then_fails_with_the_providers_words(loc
     quota = QuotaWait(seconds=0.6, initial_seconds=0.1, max_seconds=0.2)
     started = time.monotonic()
     with pytest.raises(ProviderRefused) as info:
-        create(provider, ledger, request_for(file.file_id, suffix="second"), quota=quota)
+        create(provider, ledger, spec_for(file.file_id, suffix="second"), quota=quota)
     assert 0.6 <= time.monotonic() - started < 5
     assert str(info.value).endswith(f"provider said (429 daily_rate_limit_exceeded: {OPENAI_DAILY_LIMIT})")
     assert len(local_service.service.openai.store.list("job")) == 1
 
     # The quota frees up while a run waits: its job is created then, once.
     threading.Timer(0.3, lambda: setattr(local_service.service.openai.jobs, "daily_job_limit", None)).start()
-    job, created = create(provider, ledger, request_for(file.file_id, suffix="third"),
+    job, created = create(provider, ledger, spec_for(file.file_id, suffix="third"),
                           quota=QuotaWait(seconds=30, initial_seconds=0.1, max_seconds=0.2))
     assert created and len(local_service.service.openai.store.list("job")) == 2
 
@@ -395,8 +394,8 @@ def test_jobs_over_the_running_limit_wait_queued_until_one_finishes(local_servic
     local_service.service.openai.jobs.max_running_jobs = 1
     local_service.service.openai.jobs.seconds_per_1k_tokens = 0.2  # long enough to be seen running on a loaded machine
     file = upload(provider, ledger, train_file)
-    first, _ = create(provider, ledger, request_for(file.file_id))
-    second, _ = create(provider, ledger, request_for(file.file_id, suffix="second"))
+    first, _ = create(provider, ledger, spec_for(file.file_id))
+    second, _ = create(provider, ledger, spec_for(file.file_id, suffix="second"))
     seen = set()
     while (status := client.fine_tuning.jobs.retrieve(second.id).status) != "succeeded":
         seen.add((client.fine_tuning.jobs.retrieve(first.id).status, status))

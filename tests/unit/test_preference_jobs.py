@@ -16,7 +16,7 @@ def planned(tmp_path, prepared_for: str, **settings):
     (tmp_path / "report.json").write_text(json.dumps({"dataset_sha256": "d" * 64, "n_epochs": 3,
                                                       "method": prepared_for}))
     return plan_job.fn(str(tmp_path), get_settings(model="gpt-4.1-mini-2025-04-14", **settings),
-                       SimpleNamespace(file_id="file-t"), None, force=False)
+                       SimpleNamespace(file_id="file-t"), None)
 
 
 def test_dpo_job_carries_method_and_beta_and_its_own_key(tmp_path):
