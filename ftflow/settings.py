@@ -44,6 +44,7 @@ AzureSurface = Literal["v1", "dated"]
 Method = Literal["supervised", "dpo"]
 Format = Literal["auto", "chat", "nested", "transcript", "table", "sql"]
 PrefectServer = Literal["auto", "background", "temporary"]
+Engine = Literal["fast", "reference"]
 
 
 def _service(name: str) -> Any:
@@ -129,6 +130,10 @@ class Settings(BaseSettings):
     )
     shard_mb: float = Field(32, gt=0, description="Size of one shard of a JSONL or transcript file, in MiB.")
     workers: int | None = Field(None, ge=1, description="Processes preparing shards; None: all cores.")
+    engine: Engine = Field(
+        "fast", description="How chat records are prepared: fast (the default) or reference (each stage's own "
+        "function per record); both write the same bytes."
+    )
     dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) to prepare shards on.")
     # preference data (method dpo)
     dpo_beta: float = Field(0.1, gt=0, le=2, description="DPO beta: how far training may move from the base model.")

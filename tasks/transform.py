@@ -153,8 +153,9 @@ def apply_system_prompt(messages: list[Any], prompt: str, mode: str) -> list[Any
 # --- dataset identity -----------------------------------------------------------------------
 
 
-def _collapsed(text: str) -> str:
-    """Case-folded text with each run of whitespace made one space, no space at either end."""
+def collapsed_text(text: str) -> str:
+    """Case-folded text with each run of whitespace made one space, no space at either end: how
+    the digests (`example_digests`) see a string."""
     # Most text has nothing to collapse: printable text holds no whitespace but the ASCII space,
     # so without two spaces in a row or one at an end, splitting and joining changes nothing.
     if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
@@ -165,10 +166,10 @@ def _collapsed(text: str) -> str:
 def _canonical(value: Any) -> Any:
     """Case-folded, whitespace-collapsed text; `weight` left out (it does not change the content)."""
     if isinstance(value, str):
-        return _collapsed(value)
+        return collapsed_text(value)
     if isinstance(value, dict):
         # Strings inline: a message is a dict of mostly strings, and this runs for every example.
-        return {k: _collapsed(v) if type(v) is str else _canonical(v) for k, v in value.items() if k != "weight"}
+        return {k: collapsed_text(v) if type(v) is str else _canonical(v) for k, v in value.items() if k != "weight"}
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     return value

@@ -52,6 +52,8 @@ def prepare(
     workers: Annotated[int | None, typer.Option(help="Processes preparing shards (default: all cores)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Prepare shards on this Dask scheduler")] = None,
     method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
+    engine: Annotated[str | None, typer.Option(help="fast|reference: how chat records are prepared "
+                                                    "(same outputs)")] = None,
 ) -> None:
     """Turn raw conversations into validated, budgeted chat-format JSONL (nothing is uploaded).
 
@@ -73,7 +75,7 @@ def prepare(
                 order_column=order_column, role_column=role_column, content_column=content_column,
                 system_prompt=system_prompt, system_prompt_mode=system_prompt_mode, pii=pii,
                 validation_fraction=validation_fraction, n_epochs=n_epochs, max_cost_usd=max_cost_usd, out_dir=out,
-                workers=workers, dask_address=dask_address, method=method,
+                workers=workers, dask_address=dask_address, method=method, engine=engine,
             )
             report_file.append(Path(settings.out_dir) / "report.json")
             api.connect()
@@ -103,6 +105,8 @@ def retrain(
     backend: Annotated[str | None, typer.Option(help="local|openai|azure|together|bedrock|fireworks")] = None,
     force: Annotated[bool, typer.Option(help="Train even if the data is unchanged; new job")] = False,
     method: Annotated[str | None, typer.Option(help="supervised|dpo (preference pairs)")] = None,
+    engine: Annotated[str | None, typer.Option(help="fast|reference: how chat records are prepared "
+                                                    "(same outputs)")] = None,
 ) -> None:
     """Run the whole pipeline once: prepare, budget, upload, fine-tune, evaluate, promote, record.
 
@@ -116,7 +120,7 @@ def retrain(
             settings = get_settings(runs_dir=runs_dir, model=model, system_prompt=system_prompt,
                                     baseline_prompt_file=baseline_prompt_file, eval_json_schema=json_schema,
                                     max_cost_usd=max_cost_usd, n_epochs=n_epochs, monthly_requests=monthly_requests,
-                                    backend=backend, method=method)
+                                    backend=backend, method=method, engine=engine)
             api.connect()
             return retrain_flow(sources=list(sources or ["data/raw/*"]), force=force, settings=settings)
 

@@ -21,7 +21,7 @@ from tasks.extract import reader_for
 from tasks.features import FEATURE_SCHEMA, feature_row
 from tasks.passes.base import RecordPass
 from tasks.readers import Candidate, ExtractOptions, Item, Rejection
-from tasks.readers.jsonl import read_json_lines
+from tasks.readers.jsonl import Decoder, decode_record, read_json_lines
 from tasks.readers.sql import read_sql
 from tasks.readers.table import read_parquet_table
 from tasks.readers.transcript import read_transcript_file
@@ -31,15 +31,17 @@ from tasks.transform import example_digests, normalize_example, split_for
 
 if TYPE_CHECKING:
     import pandas as pd
+    from tiktoken import Encoding
 
 SHARD_SCHEMA = shard_schema(FEATURE_SCHEMA)
 
 
-def shard_items(shard: Shard, options: ExtractOptions) -> Iterator[Item]:
-    """The records of one shard, with absolute locations."""
+def shard_items(shard: Shard, options: ExtractOptions, decode: Decoder = decode_record) -> Iterator[Item]:
+    """The records of one shard, with absolute locations (JSON lines each made by `decode`)."""
     path = Path(shard.source)
     if shard.kind == "lines":
-        return read_json_lines(path, options, start=shard.start, end=shard.end, first_line=shard.first_line)
+        return read_json_lines(path, options, start=shard.start, end=shard.end, first_line=shard.first_line,
+                               decode=decode)
     if shard.kind == "transcript":
         return read_transcript_file(path, options, start=shard.start, end=shard.end, first_line=shard.first_line)
     if shard.kind == "parquet":
@@ -73,22 +75,29 @@ class ChatPass(RecordPass):
                     files.reject("extract", **item.to_dict())
                     continue
                 assert isinstance(item, Candidate)
-                example, stats = normalize_example(item.example, self.transform)
-                result.trimmed_turns += stats.trimmed_turns
-                result.merged_turns += stats.merged_turns
-                pii.update(stats.pii)
-                try:
-                    tokens, assistant = check_example(example, encoding, self.training_context,
-                                                      max_record_depth=self.extract.max_record_depth)
-                except ExampleRejected as exc:
-                    files.reject("quality", item.source, item.loc, exc.reason, exc.detail, example)
-                    continue
-                content, conversation = example_digests(example)
-                row = feature_row(example, source=item.source, loc=item.loc,
-                                  split=split_for(conversation, self.validation_fraction), tokens=tokens,
-                                  assistant_tokens=assistant, pii=sum(stats.pii.values()), content_sha256=content)
-                files.keep(example, row, ordinal)
+                self.prepare_example(item, ordinal, files, pii, encoding)
         return files.finish(pii)
+
+    def prepare_example(self, item: Candidate, ordinal: int, files: ShardFiles, pii: Counter[str],
+                        encoding: Encoding) -> None:
+        """One record read, stage by stage: normalised, checked and counted, digested, kept or rejected
+        (`pii`: the shard's PII counts, added to)."""
+        result = files.result
+        example, stats = normalize_example(item.example, self.transform)
+        result.trimmed_turns += stats.trimmed_turns
+        result.merged_turns += stats.merged_turns
+        pii.update(stats.pii)
+        try:
+            tokens, assistant = check_example(example, encoding, self.training_context,
+                                              max_record_depth=self.extract.max_record_depth)
+        except ExampleRejected as exc:
+            files.reject("quality", item.source, item.loc, exc.reason, exc.detail, example)
+            return
+        content, conversation = example_digests(example)
+        row = feature_row(example, source=item.source, loc=item.loc,
+                          split=split_for(conversation, self.validation_fraction), tokens=tokens,
+                          assistant_tokens=assistant, pii=sum(stats.pii.values()), content_sha256=content)
+        files.keep(example, row, ordinal)
 
     def tally(self, features: pd.DataFrame, over_limit: int) -> tuple[dict[str, int], int]:
         """Every example's tokens; billed: each training example's, clipped to the training context."""

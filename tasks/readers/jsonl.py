@@ -28,6 +28,9 @@ WRAPPER_KEYS = ("data", "conversations", "records", "examples", "items")
 # What a decoded record becomes in its Candidate (RecordRejected if nothing): chat sources shape
 # it into an example (`record_to_example`), preference files keep it as written.
 Shape = Callable[[Any, ExtractOptions], Any]
+# What makes an Item of one record's bytes (source, loc, raw, options, shape): `decode_record`,
+# or a faster equivalent (tasks/passes/fast_chat.py).
+Decoder = Callable[[str, str, bytes, ExtractOptions, Shape], Item]
 
 
 def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
@@ -62,7 +65,8 @@ def record_to_example(record: Any, options: ExtractOptions) -> dict[str, Any]:
     raise InputError(f"format {shape!r} does not apply to JSON records")
 
 
-def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions, shape: Shape = record_to_example) -> Item:
+def decode_record(source: str, loc: str, raw: bytes, options: ExtractOptions,
+                  shape: Shape = record_to_example) -> Item:
     """One JSON record from its bytes: UTF-8, strict JSON (no lone surrogates), no repeated keys."""
     try:
         text = raw.decode("utf-8")
@@ -81,9 +85,9 @@ def _decode(source: str, loc: str, raw: bytes, options: ExtractOptions, shape: S
 
 def read_json_lines(
     path: Path, options: ExtractOptions, *, start: int = 0, end: int | None = None, first_line: int = 1,
-    shape: Shape = record_to_example,
+    shape: Shape = record_to_example, decode: Decoder = decode_record,
 ) -> Iterator[Item]:
-    """Records of the lines in bytes [start, end) (a shard), numbered from first_line."""
+    """Records of the lines in bytes [start, end) (a shard), numbered from first_line, each made by `decode`."""
     source = str(path)
     number = first_line - 1
     with open_source(path, options) as f:
@@ -92,7 +96,7 @@ def read_json_lines(
                 if isinstance(raw, TooLong):
                     yield too_long_rejection(source, f"line {number}", raw, options.max_record_bytes)
                 elif raw.strip():  # blank lines hold no record
-                    yield _decode(source, f"line {number}", raw, options, shape)
+                    yield decode(source, f"line {number}", raw, options, shape)
         except ReadFault as fault:
             yield fault_rejection(fault, source, f"line {number + 1}")
 
@@ -115,7 +119,7 @@ def _array_items(source: str, scanner: JsonScanner, options: ExtractOptions,
             raw = scanner.value()
         except JsonScanner.Truncated:
             raise _BrokenJson(f"item {index}", f"the file ends inside item {index}", scanner.rest()) from None
-        yield _decode(source, f"item {index}", raw, options, shape)
+        yield decode_record(source, f"item {index}", raw, options, shape)
         scanner.compact()
         if scanner.expect(b"]"):
             return
@@ -137,7 +141,7 @@ def _top_level_value(source: str, scanner: JsonScanner, options: ExtractOptions)
         raw = scanner.value()
     except JsonScanner.Truncated:
         raise _BrokenJson(f"line {line}", "the file ends inside this value", scanner.rest()) from None
-    return _decode(source, f"line {line}", raw, options)
+    return decode_record(source, f"line {line}", raw, options)
 
 
 def _wrapped_records(scanner: JsonScanner, options: ExtractOptions) -> bool:

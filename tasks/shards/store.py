@@ -134,7 +134,10 @@ class ShardFiles:
 
     def keep(self, record: dict[str, Any], row: dict[str, Any], ordinal: int) -> None:
         """Hold a kept example until `finish` writes it in order; its row locates its bytes."""
-        line = dumps_exact(record) + b"\n"
+        self.keep_line(dumps_exact(record) + b"\n", row, ordinal)
+
+    def keep_line(self, line: bytes, row: dict[str, Any], ordinal: int) -> None:
+        """`keep` for a record already serialised: `line` is its `dumps_exact` bytes and a newline."""
         self._kept.append((line, {**row, "ordinal": ordinal, "line_sha256": hashlib.sha256(line).hexdigest()}))
         self._kept_bytes += len(line)
         self.result.kept += 1

@@ -248,9 +248,10 @@ def test_a_missing_column_fails_its_shard_with_the_input_error_exit_code(tmp_pat
 
 def test_every_reader_and_record_pass_is_in_the_code_a_stored_shard_is_keyed_on():
     from tasks.passes.base import ENGINE_CODE, TASKS_DIR
+    from tasks.passes.fast_chat import FastChatPass
     from tasks.passes.preference import PreferencePass
 
-    keyed = {*ENGINE_CODE, *ChatPass.code, *PreferencePass.code}
+    keyed = {*ENGINE_CODE, *ChatPass.code, *FastChatPass.code, *PreferencePass.code}
     modules = {str(module.relative_to(TASKS_DIR)) for folder in ("readers", "passes")
                for module in (TASKS_DIR / folder).glob("*.py")}
     assert modules - {"passes/__init__.py"} <= keyed  # the package only picks the run's pass

@@ -1,0 +1,270 @@
+"""The fast chat pass: the chat pass's outputs, byte for byte, in fewer steps per record.
+
+The reference (tasks/passes/chat.py) runs each stage's own function on every record: the strict
+decoder, `normalize_example`, `check_example` (its token count too), `example_digests`,
+`feature_row`. This pass writes the same files (examples, rejections with their reasons and
+details, features, result.json; tests/unit/test_fast_pass.py holds the two to that on the
+sample data, every bad input, synthetic and generated records) in fewer steps:
+
+- a JSON line is decoded by orjson alone when the strict rules (ftflow/reading.py
+  `strict_loads`) cannot change what it gives: no run of 19 digits (found by a byte
+  translation, not a regex), fewer brackets than max_record_depth, no repeated key; any
+  other line is decoded by the reference's `decode_record`;
+- a record in the common shape (an example of `messages` alone, each message a `role` and a
+  `content` string) is normalised, checked, counted and digested in one walk of its messages,
+  and serialised once (the special-token look reads those bytes, as the reference's does);
+- what is done to a content string (stripped, PII found or masked, tokens counted, case-folded
+  for the digests) is remembered per distinct string for the shard, in a bounded memo: system
+  prompts and canned answers repeat.
+
+Every other record, and every record the walk finds the reference might reject (an unknown
+role, empty content, no assistant turn, a possible special token, too many tokens), goes
+through the reference's steps (`ChatPass.prepare_example`), so its rejection is the
+reference's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import orjson
+
+from ftflow.encodings import get_encoding
+from ftflow.reading import duplicate_key
+from tasks.budget import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE
+from tasks.features import feature_row
+from tasks.passes.chat import SHARD_SCHEMA, ChatPass, shard_items
+from tasks.pii import scan_text
+from tasks.readers import Candidate, ExtractOptions, Item, RecordRejected, Rejection
+from tasks.readers.jsonl import Shape, decode_record, record_to_example
+from tasks.shards.store import ShardFiles, ShardResult
+from tasks.transform import collapsed_text, map_role, split_for
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
+
+    from tasks.shards.plan import Shard
+
+# Digits to 0, every other byte to 1: a run of 19 digits is then a run of 19 zero bytes.
+_DIGITS_TO_ZERO = bytes(0 if 0x30 <= byte <= 0x39 else 1 for byte in range(256))
+_NINETEEN_DIGITS = bytes(19)
+# Distinct strings (and source roles) remembered per shard; the memo starts afresh when full.
+MEMO_ENTRIES = 1 << 16
+# The roles a message of the common shape may end with; any other is the reference's to reject.
+TRAINED_ROLES = ("system", "user", "assistant")
+
+
+def has_long_digit_run(raw: bytes) -> bool:
+    """Whether raw holds 19 digits in a row: what `LONG_NUMBER.search` (ftflow/jsonl.py) finds,
+    by one byte translation and one substring search."""
+    return _NINETEEN_DIGITS in raw.translate(_DIGITS_TO_ZERO)
+
+
+def decode_fast(source: str, loc: str, raw: bytes, options: ExtractOptions,
+                shape: Shape = record_to_example) -> Item:
+    """`decode_record`'s item for one record's bytes, by orjson alone where the strict rules
+    cannot change it.
+
+    orjson accepts only valid UTF-8 and rejects what strict_loads rejects but long integers,
+    nesting and repeated keys: a line that may hold one of those (19 digits in a row, more
+    brackets than max_record_depth, a repeated key by `duplicate_key`) or that orjson or the
+    shape refuse is decoded by the reference.
+    """
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return decode_record(source, loc, raw, options, shape)
+    if (has_long_digit_run(raw) or raw.count(b"[") + raw.count(b"{") > options.max_record_depth
+            or duplicate_key(raw, record) is not None):
+        return decode_record(source, loc, raw, options, shape)
+    try:
+        return Candidate(source, loc, shape(record, options))
+    except RecordRejected:
+        return decode_record(source, loc, raw, options, shape)
+
+
+class Text:
+    """What the pass makes of one distinct content string: the text kept (stripped, PII masked as
+    the run says), the PII found, and, once asked for, its tokens and its form in the digests."""
+
+    __slots__ = ("final", "pii", "empty", "tokens", "canonical")
+
+    def __init__(self, final: str, pii: tuple[tuple[str, int], ...]) -> None:
+        self.final, self.pii, self.empty = final, pii, not final.strip()
+        self.tokens = -1
+        self.canonical = b""
+
+
+class ExampleWalk:
+    """The one walk of a record in the common shape, with the shard's memo of strings.
+
+    `prepare` keeps a record exactly as the reference would, or does nothing and says so.
+    """
+
+    def __init__(self, record_pass: ChatPass, encoding: Encoding) -> None:
+        transform = record_pass.transform
+        self.role_map = transform.role_map
+        self.pii_action, self.pii_regions = transform.pii, transform.pii_regions
+        self.replace_system = transform.system_prompt_mode == "replace"
+        self.encode = encoding.encode_ordinary
+        self.limit = record_pass.training_context
+        self.validation_fraction = record_pass.validation_fraction
+        self.texts: dict[str, Text] = {}
+        self.roles: dict[str, str] = {}
+        self.role_tokens = {role: len(self.encode(role)) for role in TRAINED_ROLES}
+        self.lookups = self.hits = 0
+        prompt = transform.system_prompt
+        self.prompt = None if prompt is None else Text(prompt, ())  # put in as given: not stripped nor scanned
+
+    @property
+    def hit_rate(self) -> float:
+        """The share of content strings found in the memo."""
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def _text(self, content: str) -> Text:
+        self.lookups += 1
+        if (text := self.texts.get(content)) is not None:
+            self.hits += 1
+            return text
+        if len(self.texts) >= MEMO_ENTRIES:
+            self.texts.clear()
+        stripped = content.strip()
+        if self.pii_action == "off":
+            text = Text(stripped, ())
+        else:
+            counts: Counter[str] = Counter()
+            text = Text(scan_text(stripped, self.pii_action, counts, self.pii_regions), tuple(counts.items()))
+        self.texts[content] = text
+        return text
+
+    def _role(self, role: str) -> str:
+        if (mapped := self.roles.get(role)) is None:
+            if len(self.roles) >= MEMO_ENTRIES:
+                self.roles.clear()
+            mapped = self.roles[role] = map_role(role, self.role_map)
+        return mapped
+
+    def _tokens(self, text: Text) -> int:
+        if text.tokens < 0:
+            text.tokens = len(self.encode(text.final))
+        return text.tokens
+
+    @staticmethod
+    def _canonical(text: Text) -> bytes:
+        if not text.canonical:
+            text.canonical = orjson.dumps(collapsed_text(text.final))
+        return text.canonical
+
+    def prepare(self, item: Candidate, ordinal: int, files: ShardFiles, pii: Counter[str]) -> bool:
+        """Keep the record as the reference would and return True; or, when it is not in the common
+        shape or the reference might reject it, do nothing and return False."""
+        example = item.example
+        if type(example) is not dict or len(example) != 1:
+            return False
+        messages = example.get("messages")
+        if type(messages) is not list or not messages:
+            return False
+        # Normalise: roles mapped, text stripped and scanned (every turn, trimmed ones too, as the reference).
+        walked: list[tuple[str, Text, bool]] = []  # (role, text, whether `role` is the message's first key)
+        last_assistant = -1
+        for message in messages:
+            if type(message) is not dict or len(message) != 2:
+                return False
+            role, content = message.get("role"), message.get("content")
+            if type(role) is not str or type(content) is not str:
+                return False
+            role = self._role(role)
+            if role == "assistant":
+                last_assistant = len(walked)
+            walked.append((role, self._text(content), next(iter(message)) == "role"))
+        if last_assistant < 0:
+            return False
+        # Trim after the last assistant turn; merge turns of one role in a row.
+        cleaned: list[tuple[str, str, bool, Text | None]] = []  # (role, content, role first, its Text; None: merged)
+        for role, text, role_first in walked[: last_assistant + 1]:
+            if cleaned and cleaned[-1][0] == role:
+                before = cleaned[-1]
+                cleaned[-1] = (role, before[1] + "\n" + text.final, before[2], None)
+            else:
+                cleaned.append((role, text.final, role_first, text))
+        merged = last_assistant + 1 - len(cleaned)
+        if self.prompt is not None and (self.replace_system or all(c[0] != "system" for c in cleaned)):
+            cleaned = [("system", self.prompt.final, True, self.prompt), *(c for c in cleaned if c[0] != "system")]
+        # Check and count; digest.
+        tokens, assistant_tokens = REPLY_PRIMING_TOKENS, 0
+        out: list[dict[str, str]] = []
+        canonical: list[bytes] = []
+        conversation: list[bytes] = []
+        for role, content, role_first, text in cleaned:
+            role_tokens = self.role_tokens.get(role)
+            if role_tokens is None:
+                return False
+            if text is None:
+                text = Text(content, ())
+                if text.empty:
+                    return False
+            elif text.empty:
+                return False
+            n = self._tokens(text)
+            tokens += TOKENS_PER_MESSAGE + role_tokens + n
+            if role == "assistant":
+                assistant_tokens += n
+            out.append({"role": role, "content": content} if role_first else {"content": content, "role": role})
+            digested = b'{"content":' + self._canonical(text) + b',"role":"' + role.encode() + b'"}'
+            canonical.append(digested)
+            if role != "system":
+                conversation.append(digested)
+        if tokens > self.limit:
+            return False
+        normalised = {"messages": out}
+        line = orjson.dumps(normalised) + b"\n"
+        if b"<|" in line:  # the reference's look for special tokens starts so too
+            return False
+        content_sha256 = _digest(canonical)
+        found: Counter[str] = Counter()
+        for _, text, _ in walked:
+            for kind, count in text.pii:
+                found[kind] += count
+        result = files.result
+        result.trimmed_turns += len(walked) - last_assistant - 1
+        result.merged_turns += merged
+        pii.update(found)
+        row = feature_row(normalised, source=item.source, loc=item.loc,
+                          split=split_for(_digest(conversation), self.validation_fraction), tokens=tokens,
+                          assistant_tokens=assistant_tokens, pii=sum(found.values()), content_sha256=content_sha256)
+        files.keep_line(line, row, ordinal)
+        return True
+
+
+def _digest(messages: list[bytes]) -> str:
+    """`example_digests`'s sha256 of canonical messages (each as sort_keys JSON) and no tools."""
+    return hashlib.sha256(b'{"messages":[' + b",".join(messages) + b'],"tools":null}').hexdigest()
+
+
+@dataclass(frozen=True)
+class FastChatPass(ChatPass):
+    """The chat pass, its outputs byte for byte, in fewer steps per record (the module says how)."""
+
+    code: ClassVar[tuple[str, ...]] = (*ChatPass.code, "passes/fast_chat.py")
+
+    def write(self, shard: Shard, directory: Path) -> ShardResult:
+        return self.write_measured(shard, directory)[0]
+
+    def write_measured(self, shard: Shard, directory: Path) -> tuple[ShardResult, ExampleWalk]:
+        """`write`, and its walk: how often the memo of strings was hit (bench/record_pass.py)."""
+        encoding = get_encoding(self.encoding)
+        walk = ExampleWalk(self, encoding)
+        result = ShardResult(shard.name, shard.index, str(directory))
+        pii: Counter[str] = Counter()
+        with ShardFiles(result, directory, SHARD_SCHEMA) as files:
+            for ordinal, item in enumerate(shard_items(shard, self.extract, decode_fast)):
+                result.records_read += 1
+                if isinstance(item, Rejection):
+                    files.reject("extract", **item.to_dict())
+                elif not walk.prepare(item, ordinal, files, pii):
+                    self.prepare_example(item, ordinal, files, pii, encoding)
+        return files.finish(pii), walk
