@@ -117,6 +117,7 @@ class ExampleWalk:
         self.roles: dict[str, str] = {}
         self.role_tokens = {role: len(self.encode(role)) for role in TRAINED_ROLES}
         self.lookups = self.hits = 0
+        self.kept = 0  # records the walk kept (the rest went through the reference's steps)
         prompt = transform.system_prompt
         self.prompt = None if prompt is None else Text(prompt, ())  # put in as given: not stripped nor scanned
 
@@ -237,6 +238,7 @@ class ExampleWalk:
                           split=split_for(_digest(conversation), self.validation_fraction), tokens=tokens,
                           assistant_tokens=assistant_tokens, pii=sum(found.values()), content_sha256=content_sha256)
         files.keep_line(line, row, ordinal)
+        self.kept += 1
         return True
 
 
