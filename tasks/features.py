@@ -84,7 +84,9 @@ class FeatureWriter:
 
     def _flush(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            # Column by column: several times faster than Table.from_pylist, the same table (a missing key is null).
+            columns = {name: [row.get(name) for row in self._rows] for name in self.schema.names}
+            self._writer.write_table(pa.Table.from_pydict(columns, schema=self.schema))
             self._rows = []
 
     def __enter__(self) -> FeatureWriter:

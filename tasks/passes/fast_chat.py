@@ -89,7 +89,8 @@ def decode_fast(source: str, loc: str, raw: bytes, options: ExtractOptions,
 
 class Text:
     """What the pass makes of one distinct content string: the text kept (stripped, PII masked as
-    the run says), the PII found, and, once asked for, its tokens and its form in the digests."""
+    the run says), the PII found, and, once asked for, its tokens and its message's start in the
+    digests (`{"content":` and the case-folded text, as JSON)."""
 
     __slots__ = ("final", "pii", "empty", "tokens", "canonical")
 
@@ -97,6 +98,12 @@ class Text:
         self.final, self.pii, self.empty = final, pii, not final.strip()
         self.tokens = -1
         self.canonical = b""
+
+
+# How a canonical message ends in the digests, by role (sort_keys JSON: `content` before `role`).
+CANONICAL_ROLE = {role: b',"role":"' + role.encode() + b'"}' for role in TRAINED_ROLES}
+# Where the system prompt is put in, the message `apply_system_prompt` makes: role, then content.
+PROMPT_TURN = {"role": "system", "content": ""}
 
 
 class ExampleWalk:
@@ -116,7 +123,7 @@ class ExampleWalk:
         self.texts: dict[str, Text] = {}
         self.roles: dict[str, str] = {}
         self.role_tokens = {role: len(self.encode(role)) for role in TRAINED_ROLES}
-        self.lookups = self.hits = 0
+        self.lookups = self.misses = 0
         self.kept = 0  # records the walk kept (the rest went through the reference's steps)
         prompt = transform.system_prompt
         self.prompt = None if prompt is None else Text(prompt, ())  # put in as given: not stripped nor scanned
@@ -124,13 +131,11 @@ class ExampleWalk:
     @property
     def hit_rate(self) -> float:
         """The share of content strings found in the memo."""
-        return self.hits / self.lookups if self.lookups else 0.0
+        return 1 - self.misses / self.lookups if self.lookups else 0.0
 
     def _text(self, content: str) -> Text:
-        self.lookups += 1
-        if (text := self.texts.get(content)) is not None:
-            self.hits += 1
-            return text
+        """A content string not in the memo: stripped and scanned for PII as `normalize_example` does."""
+        self.misses += 1
         if len(self.texts) >= MEMO_ENTRIES:
             self.texts.clear()
         stripped = content.strip()
@@ -143,22 +148,11 @@ class ExampleWalk:
         return text
 
     def _role(self, role: str) -> str:
-        if (mapped := self.roles.get(role)) is None:
-            if len(self.roles) >= MEMO_ENTRIES:
-                self.roles.clear()
-            mapped = self.roles[role] = map_role(role, self.role_map)
+        """A source role not in the memo, mapped."""
+        if len(self.roles) >= MEMO_ENTRIES:
+            self.roles.clear()
+        mapped = self.roles[role] = map_role(role, self.role_map)
         return mapped
-
-    def _tokens(self, text: Text) -> int:
-        if text.tokens < 0:
-            text.tokens = len(self.encode(text.final))
-        return text.tokens
-
-    @staticmethod
-    def _canonical(text: Text) -> bytes:
-        if not text.canonical:
-            text.canonical = orjson.dumps(collapsed_text(text.final))
-        return text.canonical
 
     def prepare(self, item: Candidate, ordinal: int, files: ShardFiles, pii: Counter[str]) -> bool:
         """Keep the record as the reference would and return True; or, when it is not in the common
@@ -169,53 +163,56 @@ class ExampleWalk:
         messages = example.get("messages")
         if type(messages) is not list or not messages:
             return False
-        # Normalise: roles mapped, text stripped and scanned (every turn, trimmed ones too, as the reference).
-        walked: list[tuple[str, Text, bool]] = []  # (role, text, whether `role` is the message's first key)
-        last_assistant = -1
+        known_roles, known_texts = self.roles, self.texts
+        roles: list[str] = []
+        texts: list[Text] = []
         for message in messages:
             if type(message) is not dict or len(message) != 2:
                 return False
             role, content = message.get("role"), message.get("content")
             if type(role) is not str or type(content) is not str:
                 return False
-            role = self._role(role)
-            if role == "assistant":
-                last_assistant = len(walked)
-            walked.append((role, self._text(content), next(iter(message)) == "role"))
-        if last_assistant < 0:
+            roles.append(known_roles.get(role) or self._role(role))
+            # Every turn's text, trimmed ones too: the reference counts their PII.
+            texts.append(known_texts.get(content) or self._text(content))
+        self.lookups += len(texts)
+        if "assistant" not in roles:
             return False
-        # Trim after the last assistant turn; merge turns of one role in a row.
-        cleaned: list[tuple[str, str, bool, Text | None]] = []  # (role, content, role first, its Text; None: merged)
-        for role, text, role_first in walked[: last_assistant + 1]:
-            if cleaned and cleaned[-1][0] == role:
-                before = cleaned[-1]
-                cleaned[-1] = (role, before[1] + "\n" + text.final, before[2], None)
-            else:
-                cleaned.append((role, text.final, role_first, text))
-        merged = last_assistant + 1 - len(cleaned)
-        if self.prompt is not None and (self.replace_system or all(c[0] != "system" for c in cleaned)):
-            cleaned = [("system", self.prompt.final, True, self.prompt), *(c for c in cleaned if c[0] != "system")]
-        # Check and count; digest.
-        tokens, assistant_tokens = REPLY_PRIMING_TOKENS, 0
+        kept = len(roles) - roles[::-1].index("assistant")  # turns up to the last assistant one
+        trimmed = len(roles) - kept
+        turns = messages[:kept] if trimmed else messages  # the source messages: their key order is kept
+        kept_roles, kept_texts = (roles[:kept], texts[:kept]) if trimmed else (roles, texts)
+        if any(map(str.__eq__, kept_roles[1:], kept_roles)):  # turns of one role in a row are merged
+            turns, kept_roles, kept_texts = _merged(turns, kept_roles, kept_texts)
+        merged = kept - len(kept_roles)
+        if self.prompt is not None and (self.replace_system or "system" not in kept_roles):
+            others = [i for i, role in enumerate(kept_roles) if role != "system"]
+            turns = [PROMPT_TURN, *(turns[i] for i in others)]
+            kept_roles = ["system", *(kept_roles[i] for i in others)]
+            kept_texts = [self.prompt, *(kept_texts[i] for i in others)]
+        # Check and count (what the reference would reject goes back to it); serialise; digest.
+        role_tokens, encode = self.role_tokens, self.encode
+        tokens = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE * len(kept_roles)
+        assistant_tokens = 0
         out: list[dict[str, str]] = []
         canonical: list[bytes] = []
         conversation: list[bytes] = []
-        for role, content, role_first, text in cleaned:
-            role_tokens = self.role_tokens.get(role)
-            if role_tokens is None:
+        for turn, role, text in zip(turns, kept_roles, kept_texts, strict=True):
+            count = role_tokens.get(role)
+            if count is None or text.empty:
                 return False
-            if text is None:
-                text = Text(content, ())
-                if text.empty:
-                    return False
-            elif text.empty:
-                return False
-            n = self._tokens(text)
-            tokens += TOKENS_PER_MESSAGE + role_tokens + n
+            if (n := text.tokens) < 0:
+                n = text.tokens = len(encode(text.final))
+            tokens += count + n
             if role == "assistant":
                 assistant_tokens += n
-            out.append({"role": role, "content": content} if role_first else {"content": content, "role": role})
-            digested = b'{"content":' + self._canonical(text) + b',"role":"' + role.encode() + b'"}'
+            content = text.final
+            # The source message where nothing changed; else a copy in its key order, as the reference makes.
+            out.append(turn if turn["content"] is content and turn["role"] == role
+                       else {**turn, "role": role, "content": content})
+            if not (start := text.canonical):
+                start = text.canonical = b'{"content":' + orjson.dumps(collapsed_text(content))
+            digested = start + CANONICAL_ROLE[role]
             canonical.append(digested)
             if role != "system":
                 conversation.append(digested)
@@ -225,21 +222,36 @@ class ExampleWalk:
         line = orjson.dumps(normalised) + b"\n"
         if b"<|" in line:  # the reference's look for special tokens starts so too
             return False
-        content_sha256 = _digest(canonical)
-        found: Counter[str] = Counter()
-        for _, text, _ in walked:
+        found = 0
+        for text in texts:
             for kind, count in text.pii:
-                found[kind] += count
+                pii[kind] += count
+                found += count
         result = files.result
-        result.trimmed_turns += len(walked) - last_assistant - 1
+        result.trimmed_turns += trimmed
         result.merged_turns += merged
-        pii.update(found)
         row = feature_row(normalised, source=item.source, loc=item.loc,
                           split=split_for(_digest(conversation), self.validation_fraction), tokens=tokens,
-                          assistant_tokens=assistant_tokens, pii=sum(found.values()), content_sha256=content_sha256)
+                          assistant_tokens=assistant_tokens, pii=found, content_sha256=_digest(canonical))
         files.keep_line(line, row, ordinal)
         self.kept += 1
         return True
+
+
+def _merged(turns: list[dict[str, str]], roles: list[str], texts: list[Text]
+            ) -> tuple[list[dict[str, str]], list[str], list[Text]]:
+    """Turns of one role in a row as one, their texts joined by a newline (`normalize_example`)."""
+    merged_turns: list[dict[str, str]] = []
+    merged_roles: list[str] = []
+    merged_texts: list[Text] = []
+    for turn, role, text in zip(turns, roles, texts, strict=True):
+        if merged_roles and merged_roles[-1] == role:
+            merged_texts[-1] = Text(merged_texts[-1].final + "\n" + text.final, ())
+        else:
+            merged_turns.append(turn)
+            merged_roles.append(role)
+            merged_texts.append(text)
+    return merged_turns, merged_roles, merged_texts
 
 
 def _digest(messages: list[bytes]) -> str:
