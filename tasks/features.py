@@ -8,6 +8,7 @@ one, within the bounds of `DriftOptions`.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,9 +85,14 @@ class FeatureWriter:
 
     def _flush(self) -> None:
         if self._rows:
-            # Column by column: several times faster than Table.from_pylist, the same table (a missing key is null).
-            columns = {name: [row.get(name) for row in self._rows] for name in self.schema.names}
-            self._writer.write_table(pa.Table.from_pydict(columns, schema=self.schema))
+            # Column by column: several times faster than Table.from_pylist, the same table.
+            names = self.schema.names
+            try:
+                columns = zip(*map(operator.itemgetter(*names), self._rows), strict=True)
+                table = pa.Table.from_pydict(dict(zip(names, map(list, columns), strict=True)), schema=self.schema)
+            except KeyError:  # a row without some column: null there, as from_pylist has it
+                table = pa.Table.from_pylist(self._rows, schema=self.schema)
+            self._writer.write_table(table)
             self._rows = []
 
     def __enter__(self) -> FeatureWriter:

@@ -121,6 +121,7 @@ class ExampleWalk:
         self.limit = record_pass.training_context
         self.validation_fraction = record_pass.validation_fraction
         self.texts: dict[str, Text] = {}
+        self.counts: Counter[str] = Counter()  # what scanning one string found, cleared after each
         self.roles: dict[str, str] = {}
         self.role_tokens = {role: len(self.encode(role)) for role in TRAINED_ROLES}
         self.lookups = self.misses = 0
@@ -142,8 +143,10 @@ class ExampleWalk:
         if self.pii_action == "off":
             text = Text(stripped, ())
         else:
-            counts: Counter[str] = Counter()
-            text = Text(scan_text(stripped, self.pii_action, counts, self.pii_regions), tuple(counts.items()))
+            counts = self.counts
+            final = scan_text(stripped, self.pii_action, counts, self.pii_regions)
+            text = Text(final, tuple(counts.items()) if counts else ())
+            counts.clear()
         self.texts[content] = text
         return text
 
