@@ -47,7 +47,7 @@ def new_run_id() -> str:
 def inputs_sha256(sources: dict[str, str], record_pass: RecordPass, gates: GateOptions,
                   moderation: ModerationOptions, provider_rules: str | None) -> str:
     """One digest of what a prepared dataset is made of: each source's content (`sources`: path
-    -> sha256), the settings and code that shape its records (`record_pass.fingerprint()`, the
+    -> sha256), the settings and code that shape its records (`record_pass.outputs_fingerprint()`, the
     reduce), those that decide its gates (gate options, the suites), moderation where it
     removes records (`reject`; `report` changes none), and the backend whose rules quarantine
     records (`provider_rules`; None: no rules beyond OpenAI's)."""
@@ -57,7 +57,7 @@ def inputs_sha256(sources: dict[str, str], record_pass: RecordPass, gates: GateO
         code.update((here / name).read_bytes())
     for suite in (*SUITES, "preference"):
         code.update(resource_text(f"expectations/{suite}.json").encode())
-    described = {"sources": sources, "settings": record_pass.fingerprint(), "code": code.hexdigest(),
+    described = {"sources": sources, "settings": record_pass.outputs_fingerprint(), "code": code.hexdigest(),
                  "gates": asdict(gates)}
     if moderation.mode == "reject":
         described["moderation"] = {"mode": moderation.mode, "model": moderation.model}

@@ -53,6 +53,9 @@ class RecordPass:
     method: ClassVar[str]  # the training method it prepares for: report.json `method`
     feature_schema: ClassVar[pa.Schema]  # the published features.parquet
     code: ClassVar[tuple[str, ...]]  # its own modules, besides ENGINE_CODE
+    # The modules whose outputs it writes: its own, or, for a faster engine of another pass, that
+    # pass's (the same bytes: a dataset is not made of the engine that wrote it).
+    outputs_code: ClassVar[tuple[str, ...] | None] = None
     budget_columns: ClassVar[list[str] | None]  # the feature columns `tally` reads (None: all)
 
     @classmethod
@@ -72,8 +75,17 @@ class RecordPass:
                              TransformOptions.from_settings(settings), settings.validation_fraction)
 
     def fingerprint(self) -> str:
+        """Of the settings and the code that change what `write` writes: keys a stored shard."""
+        return self._fingerprint(self.code)
+
+    def outputs_fingerprint(self) -> str:
+        """Of the settings and the code its outputs are made of (`outputs_code`): `inputs_sha256`
+        (tasks/lineage.py) is the same whichever engine wrote them."""
+        return self._fingerprint(self.outputs_code if self.outputs_code is not None else self.code)
+
+    def _fingerprint(self, own_code: tuple[str, ...]) -> str:
         code = hashlib.sha256()
-        for name in (*ENGINE_CODE, *self.code):
+        for name in (*ENGINE_CODE, *own_code):
             code.update((TASKS_DIR / name).read_bytes())
         settings = orjson.dumps({"method": self.method, **asdict(self)}, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(settings + code.digest()).hexdigest()

@@ -267,6 +267,7 @@ class FastChatPass(ChatPass):
     """The chat pass, its outputs byte for byte, in fewer steps per record (the module says how)."""
 
     code: ClassVar[tuple[str, ...]] = (*ChatPass.code, "passes/fast_chat.py")
+    outputs_code: ClassVar[tuple[str, ...] | None] = ChatPass.code
 
     def write(self, shard: Shard, directory: Path) -> ShardResult:
         return self.write_measured(shard, directory)[0]

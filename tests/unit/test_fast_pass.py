@@ -325,7 +325,7 @@ def test_generated_records_give_the_same_shard(lines, transform, training_contex
 # --- choosing the engine --------------------------------------------------------------------------------------
 
 
-def test_the_engine_setting_chooses_the_pass_and_keys_stored_shards_apart():
+def test_the_engine_setting_chooses_the_pass_keys_stored_shards_apart_and_keeps_inputs_sha256():
     from ftflow.settings import Settings
 
     assert type(record_pass_for(Settings())) is FastChatPass
@@ -333,4 +333,5 @@ def test_the_engine_setting_chooses_the_pass_and_keys_stored_shards_apart():
     assert type(record_pass_for(Settings(engine="fast", method="dpo", model="gpt-4.1-mini-2025-04-14"))).__name__ \
         == "PreferencePass"
     reference, fast = passes()
-    assert reference.fingerprint() != fast.fingerprint()
+    assert reference.fingerprint() != fast.fingerprint()  # stored shards apart
+    assert reference.outputs_fingerprint() == fast.outputs_fingerprint()  # the same inputs_sha256
