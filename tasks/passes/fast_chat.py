@@ -8,8 +8,9 @@ sample data, every bad input, synthetic and generated records) in fewer steps:
 
 - a JSON line is decoded by orjson alone when the strict rules (ftflow/reading.py
   `strict_loads`) cannot change what it gives: no run of 19 digits (found by a byte
-  translation, not a regex), fewer brackets than max_record_depth, no repeated key; any
-  other line is decoded by the reference's `decode_record`;
+  translation, not a regex), nesting within max_record_depth, no repeated key (for a record
+  in the common shape, below: no more key marks than keys, without writing it out again);
+  any other line is decoded by the reference's `decode_record`;
 - a record in the common shape (an example of `messages` alone, each message a `role` and a
   `content` string) is normalised, checked, counted and digested in one walk of its messages,
   and serialised once (the special-token look reads those bytes, as the reference's does);
@@ -29,12 +30,12 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from ftflow.encodings import get_encoding
-from ftflow.reading import duplicate_key
+from ftflow.reading import duplicate_key, key_marks
 from tasks.budget import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE
 from tasks.features import feature_row
 from tasks.passes.chat import SHARD_SCHEMA, ChatPass, shard_items
@@ -56,6 +57,7 @@ _NINETEEN_DIGITS = bytes(19)
 MEMO_ENTRIES = 1 << 16
 # The roles a message of the common shape may end with; any other is the reference's to reject.
 TRAINED_ROLES = ("system", "user", "assistant")
+COMMON_SHAPE_DEPTH = 3  # an object of an array of objects of strings
 
 
 def has_long_digit_run(raw: bytes) -> bool:
@@ -78,13 +80,34 @@ def decode_fast(source: str, loc: str, raw: bytes, options: ExtractOptions,
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return decode_record(source, loc, raw, options, shape)
-    if (has_long_digit_run(raw) or raw.count(b"[") + raw.count(b"{") > options.max_record_depth
-            or duplicate_key(raw, record) is not None):
+    if has_long_digit_run(raw):
+        return decode_record(source, loc, raw, options, shape)
+    keys = common_shape_keys(record)
+    if keys is None or options.max_record_depth < COMMON_SHAPE_DEPTH:
+        if (raw.count(b"[") + raw.count(b"{") > options.max_record_depth
+                or duplicate_key(raw, record) is not None):
+            return decode_record(source, loc, raw, options, shape)
+    # In the common shape no key ends in a backslash: as many key marks as keys is none repeated
+    # (`duplicate_key` finds none when the text has no more marks than the record written out).
+    elif key_marks(raw) > keys and duplicate_key(raw, record) is not None:
         return decode_record(source, loc, raw, options, shape)
     try:
         return Candidate(source, loc, shape(record, options))
     except RecordRejected:
         return decode_record(source, loc, raw, options, shape)
+
+
+def common_shape_keys(record: Any) -> int | None:
+    """The number of keys of a record in the common shape (`messages` alone, each message a `role`
+    and a `content` string; it nests COMMON_SHAPE_DEPTH deep); None for any other record."""
+    messages = record.get("messages") if type(record) is dict and len(record) == 1 else None
+    if type(messages) is not list:
+        return None
+    for message in messages:
+        if (type(message) is not dict or len(message) != 2 or type(message.get("role")) is not str
+                or type(message.get("content")) is not str):
+            return None
+    return 1 + 2 * len(messages)
 
 
 class Text:

@@ -296,7 +296,11 @@ EXAMPLE = st.fixed_dictionaries(
     optional={"tools": st.one_of(st.just([{"type": "function", "function": {"name": "track"}}]), st.just("x")),
               "parallel_tool_calls": st.sampled_from([True, "yes"]), "extra": st.just(1)})
 COMMON_EXAMPLE = st.lists(COMMON, min_size=1, max_size=6).map(lambda messages: {"messages": messages})
+REPEATED_KEY = st.sampled_from([(rb'"role":', b'"role":"user","role":'), (rb'"content":', b'"content":"","content":'),
+                                ((rb'"messages":'), b'"messages":[],"messages":')])
 LINE = st.one_of(COMMON_EXAMPLE.map(orjson.dumps), COMMON_EXAMPLE.map(lambda e: json.dumps(e).encode()),
+                 st.tuples(COMMON_EXAMPLE.map(orjson.dumps), REPEATED_KEY).map(
+                     lambda case: re.sub(case[1][0], case[1][1], case[0], count=1)),
                  EXAMPLE.map(lambda e: json.dumps(e, ensure_ascii=False).encode()),
                  EXAMPLE.map(lambda e: json.dumps(e).encode()),
                  EXAMPLE.map(lambda e: json.dumps(e, separators=(",", ":")).encode()).map(
@@ -320,6 +324,13 @@ def test_generated_records_give_the_same_shard(lines, transform, training_contex
     source = write_lines(tmp_path / "input.jsonl", [line.replace(b"\n", b" ") for line in lines])
     reference, fast = passes(transform, training_context=training_context)
     assert_same_shards(plan_shards([str(source)], reference.extract).shards, tmp_path, reference, fast)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=LINE, max_record_depth=st.sampled_from([1, 2, 3, 4, 64]))
+def test_generated_lines_decode_to_the_reference_item(raw, max_record_depth):
+    options = ExtractOptions(max_record_depth=max_record_depth)
+    assert decode_fast("s", "line 1", raw, options) == decode_record("s", "line 1", raw, options)
 
 
 # --- choosing the engine --------------------------------------------------------------------------------------
