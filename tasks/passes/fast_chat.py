@@ -110,19 +110,6 @@ def common_shape_keys(record: Any) -> int | None:
     return 1 + 2 * len(messages)
 
 
-class Text:
-    """What the pass makes of one distinct content string: the text kept (stripped, PII masked as
-    the run says), the PII found, and, once asked for, its tokens and its message's start in the
-    digests (`{"content":` and the case-folded text, as JSON)."""
-
-    __slots__ = ("final", "pii", "empty", "tokens", "canonical")
-
-    def __init__(self, final: str, pii: tuple[tuple[str, int], ...]) -> None:
-        self.final, self.pii, self.empty = final, pii, not final.strip()
-        self.tokens = -1
-        self.canonical = b""
-
-
 # How a canonical message ends in the digests, by role (sort_keys JSON: `content` before `role`).
 CANONICAL_ROLE = {role: b',"role":"' + role.encode() + b'"}' for role in TRAINED_ROLES}
 # Where the system prompt is put in, the message `apply_system_prompt` makes: role, then content.
@@ -132,7 +119,10 @@ PROMPT_TURN = {"role": "system", "content": ""}
 class ExampleWalk:
     """The one walk of a record in the common shape, with the shard's memo of strings.
 
-    `prepare` keeps a record exactly as the reference would, or does nothing and says so.
+    `prepare` keeps a record exactly as the reference would, or does nothing and says so. The
+    memo is plain dicts of strings, numbers and bytes: the garbage collector does not track
+    such dicts, so a full memo costs its collections nothing (objects of their own per string
+    made the fast pass spend about a tenth of its time in collections).
     """
 
     def __init__(self, record_pass: ChatPass, encoding: Encoding) -> None:
@@ -140,38 +130,37 @@ class ExampleWalk:
         self.role_map = transform.role_map
         self.pii_action, self.pii_regions = transform.pii, transform.pii_regions
         self.replace_system = transform.system_prompt_mode == "replace"
+        self.prompt = transform.system_prompt  # put in as given: not stripped nor scanned
         self.encode = encoding.encode_ordinary
         self.limit = record_pass.training_context
         self.validation_fraction = record_pass.validation_fraction
-        self.texts: dict[str, Text] = {}
+        self.roles: dict[str, str] = {}  # source role -> role
+        self.finals: dict[str, str] = {}  # source content -> the text kept (stripped, PII masked as the run says)
+        self.found: dict[str, tuple[tuple[str, int], ...]] = {}  # source content -> the PII in it, where any
+        self.tokens: dict[str, int] = {}  # text kept -> its tokens
+        self.canonical: dict[str, bytes] = {}  # text kept -> its message's start in the digests
         self.counts: Counter[str] = Counter()  # what scanning one string found, cleared after each
-        self.roles: dict[str, str] = {}
         self.role_tokens = {role: len(self.encode(role)) for role in TRAINED_ROLES}
         self.lookups = self.misses = 0
         self.kept = 0  # records the walk kept (the rest went through the reference's steps)
-        prompt = transform.system_prompt
-        self.prompt = None if prompt is None else Text(prompt, ())  # put in as given: not stripped nor scanned
 
     @property
     def hit_rate(self) -> float:
         """The share of content strings found in the memo."""
         return 1 - self.misses / self.lookups if self.lookups else 0.0
 
-    def _text(self, content: str) -> Text:
+    def _final(self, content: str) -> str:
         """A content string not in the memo: stripped and scanned for PII as `normalize_example` does."""
         self.misses += 1
-        if len(self.texts) >= MEMO_ENTRIES:
-            self.texts.clear()
-        stripped = content.strip()
-        if self.pii_action == "off":
-            text = Text(stripped, ())
-        else:
+        final = content.strip()
+        if self.pii_action != "off":
             counts = self.counts
-            final = scan_text(stripped, self.pii_action, counts, self.pii_regions)
-            text = Text(final, tuple(counts.items()) if counts else ())
-            counts.clear()
-        self.texts[content] = text
-        return text
+            final = scan_text(final, self.pii_action, counts, self.pii_regions)
+            if counts:
+                self.found[content] = tuple(counts.items())
+                counts.clear()
+        self.finals[content] = final
+        return final
 
     def _role(self, role: str) -> str:
         """A source role not in the memo, mapped."""
@@ -189,9 +178,13 @@ class ExampleWalk:
         messages = example.get("messages")
         if type(messages) is not list or not messages:
             return False
-        known_roles, known_texts = self.roles, self.texts
+        if len(self.finals) >= MEMO_ENTRIES:  # between records: what one record found stays until it is kept
+            for memo in (self.finals, self.found, self.tokens, self.canonical):
+                memo.clear()
+        known_roles, finals = self.roles, self.finals
         roles: list[str] = []
-        texts: list[Text] = []
+        contents: list[str] = []
+        texts: list[str] = []
         for message in messages:
             if type(message) is not dict or len(message) != 2:
                 return False
@@ -199,8 +192,9 @@ class ExampleWalk:
             if type(role) is not str or type(content) is not str:
                 return False
             roles.append(known_roles.get(role) or self._role(role))
+            contents.append(content)
             # Every turn's text, trimmed ones too: the reference counts their PII.
-            texts.append(known_texts.get(content) or self._text(content))
+            texts.append(text if (text := finals.get(content)) is not None else self._final(content))
         self.lookups += len(texts)
         if "assistant" not in roles:
             return False
@@ -217,7 +211,7 @@ class ExampleWalk:
             kept_roles = ["system", *(kept_roles[i] for i in others)]
             kept_texts = [self.prompt, *(kept_texts[i] for i in others)]
         # Check and count (what the reference would reject goes back to it); serialise; digest.
-        role_tokens, encode = self.role_tokens, self.encode
+        role_tokens, known_tokens, known_canonical = self.role_tokens, self.tokens, self.canonical
         tokens = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE * len(kept_roles)
         assistant_tokens = 0
         out: list[dict[str, str]] = []
@@ -225,19 +219,18 @@ class ExampleWalk:
         conversation: list[bytes] = []
         for turn, role, text in zip(turns, kept_roles, kept_texts, strict=True):
             count = role_tokens.get(role)
-            if count is None or text.empty:
+            if count is None or not text.strip():
                 return False
-            if (n := text.tokens) < 0:
-                n = text.tokens = len(encode(text.final))
+            if (n := known_tokens.get(text)) is None:
+                n = known_tokens[text] = len(self.encode(text))
             tokens += count + n
             if role == "assistant":
                 assistant_tokens += n
-            content = text.final
             # The source message where nothing changed; else a copy in its key order, as the reference makes.
-            out.append(turn if turn["content"] is content and turn["role"] == role
-                       else {**turn, "role": role, "content": content})
-            if not (start := text.canonical):
-                start = text.canonical = b'{"content":' + orjson.dumps(collapsed_text(content))
+            out.append(turn if turn["content"] is text and turn["role"] == role
+                       else {**turn, "role": role, "content": text})
+            if (start := known_canonical.get(text)) is None:
+                start = known_canonical[text] = b'{"content":' + orjson.dumps(collapsed_text(text))
             digested = start + CANONICAL_ROLE[role]
             canonical.append(digested)
             if role != "system":
@@ -249,10 +242,11 @@ class ExampleWalk:
         if b"<|" in line:  # the reference's look for special tokens starts so too
             return False
         found = 0
-        for text in texts:
-            for kind, count in text.pii:
-                pii[kind] += count
-                found += count
+        if self.found:
+            for content in contents:
+                for kind, count in self.found.get(content, ()):
+                    pii[kind] += count
+                    found += count
         result = files.result
         result.trimmed_turns += trimmed
         result.merged_turns += merged
@@ -264,15 +258,15 @@ class ExampleWalk:
         return True
 
 
-def _merged(turns: list[dict[str, str]], roles: list[str], texts: list[Text]
-            ) -> tuple[list[dict[str, str]], list[str], list[Text]]:
+def _merged(turns: list[dict[str, str]], roles: list[str], texts: list[str]
+            ) -> tuple[list[dict[str, str]], list[str], list[str]]:
     """Turns of one role in a row as one, their texts joined by a newline (`normalize_example`)."""
     merged_turns: list[dict[str, str]] = []
     merged_roles: list[str] = []
-    merged_texts: list[Text] = []
+    merged_texts: list[str] = []
     for turn, role, text in zip(turns, roles, texts, strict=True):
         if merged_roles and merged_roles[-1] == role:
-            merged_texts[-1] = Text(merged_texts[-1].final + "\n" + text.final, ())
+            merged_texts[-1] += "\n" + text
         else:
             merged_turns.append(turn)
             merged_roles.append(role)

@@ -153,6 +153,18 @@ def test_synthetic_conversations_give_the_same_shards(tmp_path):
         assert sum(w["result.json"]["kept"] for w in written) > 1900
 
 
+def test_a_memo_cleared_every_few_strings_gives_the_same_shards(tmp_path, monkeypatch):
+    """The memo starts afresh when full: between records, never losing what one record found."""
+    import tasks.passes.fast_chat as fast_chat
+
+    monkeypatch.setattr(fast_chat, "MEMO_ENTRIES", 3)
+    source = tmp_path / "input.jsonl"
+    write_input(source, 1000)
+    reference, fast = passes(SETTINGS["prompt replaced"])
+    written = assert_same_shards(plan_shards([str(source)], reference.extract).shards, tmp_path, reference, fast)
+    assert written[0]["result.json"]["pii"]
+
+
 def test_examples_at_the_training_context_edge_give_the_same_shards(tmp_path):
     """The context at the median example: as many tokens is kept, one more is too long."""
     source = tmp_path / "input.jsonl"
