@@ -12,7 +12,8 @@ and the flows together. The `prepare` and `retrain` commands start that import f
   A third process competing with the server measured slower (20 lines: 12.3-13.5 s on a
   thread, 12.1-16.2 s in its own process).
 Anywhere else (a flow run by a Prefect worker, a test that calls a flow) `run` runs the suites
-in the calling process.
+in the calling process; so does a command in a process that has imported GX already (a program
+or test calling the commands' app again, `imported`): there is no import left to overlap.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def _import_suites() -> bool:
         log.debug("importing the quality suites early failed", exc_info=True)
         return False
     return True
+
+
+def imported() -> bool:
+    """Whether GX and the suites' code are imported in this process already."""
+    return all(module in sys.modules for module in SUITES_MODULES)
 
 
 STOPPED = 128 + signal.SIGTERM  # the exit code of a suites process stopped while still importing
@@ -170,6 +176,14 @@ def start_suites(own_process: bool) -> Iterator[None]:
     finally:
         _current = None
         started.close()
+
+
+def start_suites_for(server_booting: bool) -> contextlib.AbstractContextManager[None]:
+    """What a command starts (see above): GX's own process beside a running server, a thread
+    beside a booting one, and neither if GX is imported here already (`run` runs the suites here)."""
+    if imported():
+        return contextlib.nullcontext()
+    return start_suites(own_process=not server_booting)
 
 
 def run(function: Callable[..., T], *args: Any) -> T:

@@ -19,7 +19,7 @@ from ftflow.cli.reporting import run_reporting_errors
 from ftflow.cli.summaries import print_prepare_summary, print_run_summary
 from ftflow.prefect_api import prefect_api
 from ftflow.settings import get_settings
-from ftflow.suites_process import start_suites
+from ftflow.suites_process import start_suites_for
 
 
 def prepare(
@@ -60,7 +60,7 @@ def prepare(
     SOURCE: files or globs (.jsonl, .json, .txt, .csv, .parquet, .gz; none with --query).
     Options left out come from FTFLOW_*, then ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
+    with prefect_api(announce_prefect_server) as api, start_suites_for(api.booting):
         from flows.prepare import prepare as prepare_flow
         from tasks.transform import parse_mapping
 
@@ -113,7 +113,7 @@ def retrain(
     SOURCE: files or globs (default: data/raw/*). Options left out come from FTFLOW_*, then
     ftflow.toml, then the defaults (`ftflow config`).
     """
-    with prefect_api(announce_prefect_server) as api, start_suites(own_process=not api.booting):
+    with prefect_api(announce_prefect_server) as api, start_suites_for(api.booting):
         from flows.retrain import retrain as retrain_flow
 
         def action() -> Any:

@@ -15,6 +15,12 @@ def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=300):  # a loaded CI machine can take minutes
+        # GX imported once in this test process: the commands a test runs here (CliRunner) against this
+        # server then run the quality suites here, not each in a process of its own that imports GX
+        # again (seconds of CPU per command; ftflow.suites_process.start_suites_for). That process is
+        # tested in test_suites_process.py and runs in every command the tests start as a process.
+        import great_expectations  # noqa: F401
+
         yield
 
 

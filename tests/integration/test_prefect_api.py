@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ftflow import prefect_api
-from tests.conftest import chat, write_jsonl
+from tests.conftest import ROOT, chat, write_jsonl
 
 FTFLOW = Path(sys.executable).parent / "ftflow"
 
@@ -90,3 +90,19 @@ def test_a_server_started_before_the_settings_were_read_is_stopped_if_one_is_con
         api.connect()
     api.close()
     assert server.stopped == started_here and api.server is None
+
+
+def test_importing_the_flows_sets_prefect_home_and_analytics_before_prefect_reads_them(tmp_path):
+    """Run outside `make` (no PREFECT_* in the environment), ftflow still keeps Prefect under .ftflow/."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    code = ("import flows; from prefect.settings import get_current_settings as g; s = g(); "
+            "print(s.home); print(s.server.analytics_enabled)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(tmp_path / ".ftflow" / "prefect"), "False"]
+    assert "Warning" not in out.stderr and "Traceback" not in out.stderr
+    mine = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "mine"),
+                               "PREFECT_SERVER_ANALYTICS_ENABLED": "true"},
+                          capture_output=True, text=True, check=True)
+    assert mine.stdout.split() == [str(tmp_path / "mine"), "True"]

@@ -406,6 +406,10 @@ def test_finetune_runs_under_faults_make_one_file_per_content_and_one_job(prefec
     from tests.integration.test_service_faults import set_faults
 
     monkeypatch.setenv("FTFLOW_REQUEST_TIMEOUT_SECONDS", "0.5")
+    # A slow create registers 0.8 s after it was sent: look for it 3 s (as the other fault tests do), not the
+    # default 90 s that each injected 5xx, which creates nothing, would otherwise wait out.
+    for name, value in {"LOOKUP_DEADLINE_SECONDS": "3", "LOOKUP_INTERVAL_SECONDS": "0.1", "BACKOFF_SECONDS": "0.01"}.items():
+        monkeypatch.setenv(f"FTFLOW_{name}", value)
     folder = dataset(tmp_path, [chat(f"Frage {i}", f"Antwort {i}") for i in range(20)])
     creates = {"rate_limit": 0.2, "server_error": 0.2, "slow": 0.15, "lost_response": 0.25, "retry_after": 0.01,
                "slow_seconds": 0.8}

@@ -1,4 +1,5 @@
-"""The quality suites' own process (ftflow/suites_process.py), as `prepare` and `retrain` start it."""
+"""The quality suites' own process (ftflow/suites_process.py), as `prepare` and `retrain` start it,
+and the suites in threads of one process."""
 
 from __future__ import annotations
 
@@ -71,14 +72,19 @@ def test_beside_a_temporary_server_the_suites_are_imported_on_a_thread_and_run_h
 
 
 def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
+    """A command's process, which has not imported GX: beside a running server the suites run in a process of their own."""
     path = features_file(tmp_path)
     command = (
-        "from ftflow.suites_process import start_suites, run\n"
+        "import os\n"
+        "import ftflow.cli.pipeline, flows.prepare, flows.retrain\n"
+        "from ftflow import suites_process\n"
         "from tasks.features import DriftOptions\n"
         "from tasks.quality import run_suites_on_file\n"
         "from tests.unit.test_quality import PARAMS, TOTALS\n"
-        "with start_suites(own_process=True):\n"
-        f"    assert run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
+        "assert not suites_process.imported()  # the commands' own imports leave GX to the suites' process\n"
+        "with suites_process.start_suites_for(server_booting=False):\n"
+        "    assert suites_process.run(os.getpid) != os.getpid()\n"
+        f"    assert suites_process.run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
     )
     done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
@@ -89,3 +95,37 @@ def test_a_command_that_ends_while_the_suites_still_import_stops_them():
         process = suites_process._current._process
     # SIGTERM's own exit if it came before the process set its handler
     assert process.exitcode in (suites_process.STOPPED, -signal.SIGTERM)
+
+
+def test_a_command_in_a_process_that_imported_gx_already_runs_the_suites_here():
+    """A second command in one process (a program or test calling the app again): no import left to overlap."""
+    import great_expectations  # noqa: F401
+
+    assert suites_process.imported()
+    for booting in (False, True):
+        with suites_process.start_suites_for(server_booting=booting):
+            assert suites_process._current is None
+            assert suites_process.run(os.getpid) == os.getpid()
+
+
+def test_flow_runs_in_threads_of_one_process_validate_at_the_same_time():
+    """GX's suite-parameter parser breaks when two threads use it first at once; each fresh process races 8."""
+    script = (
+        "import threading\n"
+        "from tests.unit.test_quality import features, TOTALS, PARAMS\n"
+        "from tasks.quality import run_suites\n"
+        "barrier, errors = threading.Barrier(8), []\n"
+        "def validate():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        assert run_suites(features(20), TOTALS, PARAMS).success\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=validate) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for _ in range(4)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [o.strip().splitlines()[-1] for o in outputs] == ["[]"] * 4, outputs

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
@@ -201,24 +199,6 @@ def test_prefect_defaults_apply_only_what_the_user_has_not_set(tmp_path):
     defaults = prefect_defaults({"PREFECT_HOME": "/mine"}, tmp_path)
     assert "PREFECT_HOME" not in defaults and defaults["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert prefect_defaults({}, tmp_path)["PREFECT_HOME"] == str(tmp_path / ".ftflow" / "prefect")
-
-
-def test_importing_the_flows_sets_prefect_home_and_analytics_before_prefect_reads_them(tmp_path):
-    """Run outside `make` (no PREFECT_* in the environment), ftflow still keeps Prefect under .ftflow/."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    code = ("import flows; from prefect.settings import get_current_settings as g; s = g(); "
-            "print(s.home); print(s.server.analytics_enabled)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(tmp_path / ".ftflow" / "prefect"), "False"]
-    assert "Warning" not in out.stderr and "Traceback" not in out.stderr
-    mine = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
-                          env={**env, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "mine"),
-                               "PREFECT_SERVER_ANALYTICS_ENABLED": "true"},
-                          capture_output=True, text=True, check=True)
-    assert mine.stdout.split() == [str(tmp_path / "mine"), "True"]
 
 
 def test_cli_version_help_and_economics_read_cleanly():

@@ -35,10 +35,12 @@ def kill_then_rerun(pipeline, sources: list[str], point: str, *extra: str) -> No
 
 
 def rerun_each(pipeline, datasets: list[str], *extra: str) -> None:
-    """One process re-runs retrain on each dataset in turn (a process per re-run costs seconds of imports)."""
+    """One process re-runs retrain on each dataset in turn (a process per re-run costs seconds of imports;
+    with GX imported first, each runs its suites in that process, not in one of their own)."""
     runs_dir = str(pipeline.folder / "runs")
     script = (
         "import sys\n"
+        "import great_expectations\n"
         "from typer.testing import CliRunner\n"
         "from ftflow.cli import app\n"
         f"for source in {datasets!r}:\n"
