@@ -71,6 +71,7 @@ class Settings(BaseSettings):
         "endpoint (OpenAI, local), else off."
     )
     moderation_batch_size: int = Field(32, ge=1, le=1000, description="Examples per moderation request.")
+    moderation_concurrency: int = Field(4, ge=1, le=64, description="Moderation requests in flight at once.")
     pii_regions: Annotated[list[str], NoDecode] = Field(
         ["DE", "AT", "CH", "GB", "US"],
         min_length=1,

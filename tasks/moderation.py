@@ -14,10 +14,11 @@ This stage asks the backend's own endpoint first (OpenAI and the local service:
 
 It runs on the de-duplicated split, so each example is sent once. The text of an example is
 its messages' content (strings and text parts), one per line; of a DPO pair, its input's and
-both outputs'. Requests carry
-`moderation_batch_size` texts; each answer is stored at once in a cache keyed by the model and
-the text's sha256 (`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen
-before and a run stopped half-way goes on where it stopped.
+both outputs'. Requests carry `moderation_batch_size` texts, `moderation_concurrency` of them in
+flight at once (one after the other, a million examples waited minutes on round trips); each
+answer is stored as its request returns in a cache keyed by the model and the text's sha256
+(`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen before and a run
+stopped half-way goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,7 @@ class ModerationOptions:
     mode: str
     model: str | None
     batch_size: int
+    concurrency: int = 1
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModerationOptions:
@@ -63,7 +66,8 @@ class ModerationOptions:
         if mode != "off" and model is None:
             raise ConfigError(f"moderation = {mode}: the {settings.backend} backend has no moderation endpoint; "
                               "set moderation = off")
-        return cls(mode=mode, model=model, batch_size=settings.moderation_batch_size)
+        return cls(mode=mode, model=model, batch_size=settings.moderation_batch_size,
+                   concurrency=settings.moderation_concurrency)
 
 
 @dataclass
@@ -117,6 +121,11 @@ class ModerationCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
+        # A commit per batch: in WAL mode with synchronous=NORMAL it survives the process being
+        # killed (only a crash of the machine can lose the last ones, answers asked again), and
+        # does not wait for the disk each time.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS moderation (model TEXT, digest TEXT, categories TEXT, "
                         "PRIMARY KEY (model, digest))")
 
@@ -147,26 +156,52 @@ def _chunks(path: Path, size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
+@dataclass
+class Batch:
+    """One request's worth of texts: their digests in file order, the answers known before asking,
+    and the request for the rest (None: every answer was known)."""
+
+    start: int  # line index of its first text in the split file
+    digests: list[str]
+    known: dict[str, list[str]]
+    asked: list[str]
+    request: Future[list[list[str]]] | None
+
+
 def screen(path: Path, classify: Classifier, cache: ModerationCache, model: str, batch_size: int,
-           counts: Counter[str]) -> dict[int, list[str]]:
-    """Flagged categories by line index of one split file; only texts the cache lacks are sent, batch by batch."""
+           counts: Counter[str], concurrency: int = 1) -> dict[int, list[str]]:
+    """Flagged categories by line index of one split file; only texts the cache lacks are sent,
+    batch by batch, `concurrency` requests in flight (each answer stored as its request returns,
+    in file order; the cache is this thread's alone)."""
     flagged: dict[int, list[str]] = {}
-    index = 0
-    for chunk in _chunks(path, batch_size):
-        texts = [example_text(line) for line in chunk]
-        digests = [text_sha256(text) for text in texts]
-        known = cache.get_many(model, sorted(set(digests)))
-        ask = {d: t for d, t in zip(digests, texts, strict=True) if d not in known}
-        if ask:
-            answers = dict(zip(ask, classify(list(ask.values())), strict=True))
+    in_flight: deque[Batch] = deque()
+
+    def settle(batch: Batch) -> None:
+        known = batch.known
+        counts["cached"] += sum(d in known for d in batch.digests)
+        if batch.request is not None:
+            answers = dict(zip(batch.asked, batch.request.result(), strict=True))
             cache.put_many(model, answers)
             known |= answers
             counts["requests"] += 1
-        counts["cached"] += sum(d not in ask for d in digests)
-        for offset, digest in enumerate(digests):
+        for offset, digest in enumerate(batch.digests):
             if known[digest]:
-                flagged[index + offset] = known[digest]
-        index += len(chunk)
+                flagged[batch.start + offset] = known[digest]
+
+    index = 0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="moderation") as requests:
+        for chunk in _chunks(path, batch_size):
+            texts = [example_text(line) for line in chunk]
+            digests = [text_sha256(text) for text in texts]
+            known = cache.get_many(model, sorted(set(digests)))
+            ask = {d: t for d, t in zip(digests, texts, strict=True) if d not in known}
+            request = requests.submit(classify, list(ask.values())) if ask else None
+            in_flight.append(Batch(index, digests, known, list(ask), request))
+            index += len(chunk)
+            while len(in_flight) >= concurrency:
+                settle(in_flight.popleft())
+        while in_flight:
+            settle(in_flight.popleft())
     counts["examples"] += index
     return flagged
 
@@ -179,7 +214,8 @@ def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationO
         return result
     counts: Counter[str] = Counter()
     paths = {"train": Path(split.train_path), "validation": Path(split.validation_path)}
-    flagged = {name: screen(paths[name], classify, cache, options.model, options.batch_size, counts)
+    flagged = {name: screen(paths[name], classify, cache, options.model, options.batch_size, counts,
+                            options.concurrency)
                for name in SPLITS}
     by_category = Counter(category for found in flagged.values() for categories in found.values()
                           for category in categories)

@@ -45,6 +45,36 @@ def test_screen_batches_only_uncached_texts_and_a_second_pass_sends_nothing(tmp_
     assert cache.get_many("other-model", [text_sha256(example_text(lines[7].encode()))]) == {}  # keyed by model too
 
 
+def test_requests_in_flight_at_once_give_what_one_at_a_time_gives(tmp_path):
+    import threading
+    import time
+
+    lines = [json.dumps(chat(f"Frage {i}" if i % 5 else f"{VIOLENT[i % 2]} ({i})", "Antwort")) for i in range(40)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def classify(texts: list[str]) -> list[list[str]]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # a round trip: the requests overlap
+        with lock:
+            running[0] -= 1
+        return [["violence"] if "kill" in t or "erschießen" in t else [] for t in texts]
+
+    results = {}
+    for concurrency in (1, 4):
+        counts: Counter[str] = Counter()
+        flagged = screen(path, classify, ModerationCache(tmp_path / f"{concurrency}.sqlite3"), "m", 3, counts,
+                         concurrency)
+        results[concurrency] = (flagged, dict(counts))
+    assert results[1] == results[4] and len(results[1][0]) == 8
+    assert results[4][1] == {"examples": 40, "requests": 14, "cached": 0}
+    assert most[0] == 4  # four requests were in flight together
+
+
 def test_the_default_follows_the_backends_endpoint_and_reject_needs_one():
     assert ModerationOptions.from_settings(get_settings(backend="local")).mode == "report"
     assert ModerationOptions.from_settings(get_settings(backend="openai")).model == "omni-moderation-latest"
