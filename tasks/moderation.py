@@ -15,7 +15,7 @@ This stage asks the backend's own endpoint first (OpenAI and the local service:
 It runs on the de-duplicated split, so each example is sent once. The text of an example is
 its messages' content (strings and text parts), one per line; of a DPO pair, its input's and
 both outputs'. Requests carry `moderation_batch_size` texts, `moderation_concurrency` of them in
-flight at once (one after the other, a million examples waited minutes on round trips); each
+flight at once (a remote endpoint's requests mostly wait on the network); each
 answer is stored as its request returns in a cache keyed by the model and the text's sha256
 (`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen before and a run
 stopped half-way goes on where it stopped.
@@ -55,7 +55,7 @@ class ModerationOptions:
     mode: str
     model: str | None
     batch_size: int
-    concurrency: int = 1
+    concurrency: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModerationOptions:
