@@ -104,33 +104,36 @@ def parts(texts: list[str], batch_size: int) -> None:
     else:
         print(f"classify     {per_text(new_cpu, n)}")
 
-    from fastapi.encoders import jsonable_encoder
+    from pydantic import TypeAdapter
 
     batches = [{"id": "modr-x", "model": "omni-moderation-latest", "results": new[i: i + batch_size]}
                for i in range(0, n, batch_size)]
+    as_dict = TypeAdapter(dict)
 
-    def fastapi_way() -> list[bytes]:  # what FastAPI did with the route's dict (JSONResponse.render)
-        return [json.dumps(jsonable_encoder(b), ensure_ascii=False, allow_nan=False, indent=None,
-                           separators=(",", ":")).encode("utf-8") for b in batches]
+    def fastapi_way() -> list[bytes]:  # what FastAPI does with a route's `-> dict`: validate a copy, then dump it
+        return [as_dict.dump_json(as_dict.validate_python(b, from_attributes=True)) for b in batches]
 
     _, old_cpu, old_bodies = timed(fastapi_way)
-    render = getattr(moderations, "render", None)
-    if render is not None:
-        _, new_cpu, new_bodies = timed(lambda: [render(b) for b in batches])
-        assert new_bodies == old_bodies, "the route's bytes differ from FastAPI's"
-        print(f"serialize    jsonable_encoder+dumps {per_text(old_cpu, n)}, render {per_text(new_cpu, n)}: "
-              f"{old_cpu / new_cpu:.2f}x")
+    try:
+        from localai.openai.routes import json_response
+    except ImportError:
+        print(f"serialize    FastAPI's `-> dict` {per_text(old_cpu, n)}")
     else:
-        print(f"serialize    jsonable_encoder+dumps {per_text(old_cpu, n)}")
+        _, new_cpu, responses = timed(lambda: [json_response(b) for b in batches])
+        assert [r.body for r in responses] == old_bodies, "the route's bytes differ from FastAPI's"
+        print(f"serialize    FastAPI's `-> dict` {per_text(old_cpu, n)}, json_response {per_text(new_cpu, n)}: "
+              f"{old_cpu / new_cpu:.2f}x")
 
+    import orjson
+    from openai._models import construct_type
     from openai.types import ModerationCreateResponse
 
     from tasks import moderation as task
 
-    def sdk_way() -> list[list[list[str]]]:
+    def sdk_way() -> list[list[list[str]]]:  # what openai_classifier did: the SDK's models, two model_dumps
         out = []
         for body in old_bodies:
-            response = ModerationCreateResponse.model_validate(json.loads(body))
+            response = construct_type(type_=ModerationCreateResponse, value=json.loads(body))  # as the SDK does
             answers = []
             for result in response.results:
                 categories = result.categories.model_dump(by_alias=True)
@@ -143,7 +146,7 @@ def parts(texts: list[str], batch_size: int) -> None:
     _, old_cpu, old_answers = timed(sdk_way)
     answers_of = getattr(task, "flagged_categories", None)
     if answers_of is not None:
-        _, new_cpu, new_answers = timed(lambda: [answers_of(json.loads(body)) for body in old_bodies])
+        _, new_cpu, new_answers = timed(lambda: [answers_of(orjson.loads(body)) for body in old_bodies])
         assert new_answers == old_answers, "the raw parse differs from the SDK models'"
         print(f"client parse SDK models {per_text(old_cpu, n)}, raw JSON {per_text(new_cpu, n)}: "
               f"{old_cpu / new_cpu:.2f}x")

@@ -139,3 +139,16 @@ def test_flagged_lines_are_counted_then_quarantined_and_a_rerun_asks_nothing(pre
     again = prepare("reject", "reject")  # into the same folder: what moderation rewrote is still ftflow's
     assert again["dataset_sha256"] == quarantined["dataset_sha256"]
     assert not (tmp_path / "reject" / ".staged").exists()  # the quarantined lines live on in rejected.jsonl only
+
+
+@pytest.mark.service
+def test_the_classifier_reads_the_services_json_as_the_sdks_models_read_it(local_service, client):
+    from tasks.moderation import flagged_categories_reference, openai_classifier
+
+    texts = ["Wo ist Bestellung AR-1?", *VIOLENT, *SELF_HARM, "I want to kill myself", "ÜBERALL BLUT, zerstückelt",
+             "Kill them. Kill you. Stab him."]
+    answers = openai_classifier(client, "omni-moderation-latest")(texts)
+    assert answers == flagged_categories_reference(client.moderations.create(model="omni-moderation-latest",
+                                                                              input=texts))
+    assert answers[0] == [] and answers[1] == ["violence"] and answers[5] == ["self-harm/intent", "self-harm"]
+    assert local_service.service.openai.moderations.requests == 2
