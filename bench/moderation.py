@@ -1,6 +1,6 @@
 """The moderation pre-check on the in-process local service, end to end and part by part.
 
-    .venv/bin/python bench/moderation.py [N] [--concurrency C] [--batch-size B]
+    .venv/bin/python bench/moderation.py [N] [--concurrency C] [--batch-size B] [--skip-parts]
 
 Writes N de-duplicated chat examples (default 50,000; bench/prepare_vs_cookbook.py's generator,
 about 1 in 100 with a phrase the local service flags) as a train split, starts the local service
@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--skip-parts", action="store_true", help="end to end only (to profile it)")
     args = parser.parse_args()
 
     from localai.server import LocalService
@@ -196,8 +197,9 @@ def main() -> None:
         if not args.skip_end_to_end:
             with LocalService(data_dir=split_dir / "service") as service:
                 end_to_end(service, split_dir, args.n, args.batch_size, args.concurrency)
-        parts([example_text(line) for line in lines], args.batch_size)
-        pipeline_parts(lines, args.batch_size)
+        if not args.skip_parts:
+            parts([example_text(line) for line in lines], args.batch_size)
+            pipeline_parts(lines, args.batch_size)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
