@@ -8,11 +8,14 @@ in this process (as `ftflow prepare` does on the local backend) and times, with 
 - end to end: `moderate_dataset` with `openai_classifier` over the official SDK, `report` mode,
   the settings' defaults (batch 32, 4 in flight); wall and CPU (user+sys of the whole process:
   client, service and cache share it), microseconds per text;
-- then each part on the same texts, old (reference) against new in this run, µs per text:
+- then each part on the same texts, old (reference) against new in this run, µs of CPU per text:
   the service's `classify` (`classify_reference`, the plain definition, against the fast path),
-  serializing a response (FastAPI's `jsonable_encoder` + `json.dumps` against the bytes the
-  route now writes), the client's parse (the SDK's pydantic models against the raw JSON), and
-  the pipeline's own work per text (`example_text`, `text_sha256`, the cache).
+  serializing an answer (what FastAPI does with a route's `-> dict`: a validated copy, then
+  pydantic's JSON, against `json_response`; the bytes compared), the client's parse (the SDK's
+  models as it builds them, and two `model_dump`s, against `flagged_categories` on the JSON),
+  and the pipeline's own work per text (`example_text`, `text_sha256`, the cache).
+The end to end figure of an older commit: copy this script into a checkout of it and run it
+there with this venv (it imports the code next to it; parts that commit lacks are skipped).
 Prints the load average: the machine is shared, so figures move between runs.
 """
 
