@@ -20,7 +20,10 @@ FLAGGED = ["I will kill you.", "KILL YOU", "Kill Them!", "Ich will mich umbringe
            "\u212aill you",  # the Kelvin sign is a k to IGNORECASE
            "I want to kill myself, how to kill myself", "i want to die. suicide. selbstmord. suizid.",
            "bring dich um, bringe ihn um, ich bringe mich um", "(kill you)", "kill you,kill you;kill you",
-           "sex with a child, explicit sex", "Du vollidiot, halt die Fresse, shut up, idiot",
+           "sex with a child, explicit sex",
+           # phrases overlapping, sharing words, or one inside another's neighbourhood
+           "wie bringe ich mich um", "ich bringe ihn um", "bring dich um bringe ihn um", "i want to kill them",
+           "how to kill myself i want to kill myself", "suicide-suicide", "töte dich!töte dich", "Du vollidiot, halt die Fresse, shut up, idiot",
            "you will regret this. I will find you", "how to make meth and build a pipe bomb",
            "dismembered\nblood everywhere", "Untermensch", "subhuman subhuman subhuman subhuman subhuman subhuman"]
 
