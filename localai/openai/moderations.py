@@ -44,15 +44,52 @@ _PATTERNS = {category: re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in
              for category, phrases in PHRASES.items()}
 
 
+def _alternation(phrases: list[str]) -> str:
+    """A regex for exactly these phrases, factored by common prefixes (a trie): `kill them|kill you`
+    becomes `(?:k(?:i(?:l(?:l(?:\\ (?:t(?:h(?:e(?:m)))|y(?:o(?:u))))))))`, so at each position the engine tries
+    one branch per distinct next character instead of every phrase in turn. It matches the same strings
+    as the plain alternation (concatenation distributes over `|`)."""
+    groups: dict[str, list[str]] = {}
+    for phrase in phrases:
+        if phrase:
+            groups.setdefault(phrase[0], []).append(phrase[1:])
+    if not groups:
+        return ""
+    body = "(?:" + "|".join(re.escape(first) + _alternation(rests) for first, rests in sorted(groups.items())) + ")"
+    return body + "?" if "" in phrases else body  # one phrase is a prefix of others: they may stop here
+
+
+# Every phrase of every category, with the categories' boundaries and flags: it finds a match in a text
+# if and only if at least one category's pattern does. So when it finds none, no category can be hit,
+# and `classify` answers without the 13 counts (most texts of a data set; 43 µs instead of 314 µs on
+# the bench's texts).
+_ANY_PHRASE = re.compile(r"(?<!\w)" + _alternation(sorted({p for ps in PHRASES.values() for p in ps})) + r"(?!\w)",
+                         re.IGNORECASE)
+
+
+def _floor(text: str) -> float:
+    """The score of a category the text does not hit: fixed per text, < 0.001."""
+    return round(int(hashlib.sha256(text.encode()).hexdigest()[:6], 16) / 16**6 * 1e-3, 9)
+
+
 def classify(text: str) -> dict[str, Any]:
-    """One moderation result for one text, in OpenAI's wire shape."""
+    """One moderation result for one text, in OpenAI's wire shape (`classify_reference`, faster)."""
+    if _ANY_PHRASE.search(text) is not None:
+        return classify_reference(text)
+    return {"flagged": False, "categories": dict.fromkeys(CATEGORIES, False),
+            "category_scores": dict.fromkeys(CATEGORIES, _floor(text)),
+            "category_applied_input_types": {c: ["text"] for c in CATEGORIES}}
+
+
+def classify_reference(text: str) -> dict[str, Any]:
+    """One moderation result for one text: the plain definition, phrase counts per category."""
     hits = {category: len(pattern.findall(text)) for category, pattern in _PATTERNS.items()}
     for category in CATEGORIES:  # a sub-category flags its parent
         parent = category.split("/")[0]
         if "/" in category and hits[category] and not hits[parent]:
             hits[parent] = hits[category]
-    floor = int(hashlib.sha256(text.encode()).hexdigest()[:6], 16) / 16**6 * 1e-3  # fixed per text, < 0.001
-    scores = {c: round(min(0.99, 0.5 + 0.1 * hits[c]), 6) if hits[c] else round(floor, 9) for c in CATEGORIES}
+    floor = _floor(text)
+    scores = {c: round(min(0.99, 0.5 + 0.1 * hits[c]), 6) if hits[c] else floor for c in CATEGORIES}
     categories = {c: scores[c] >= 0.5 for c in CATEGORIES}
     return {"flagged": any(categories.values()), "categories": categories, "category_scores": scores,
             "category_applied_input_types": {c: ["text"] for c in CATEGORIES}}

@@ -24,6 +24,31 @@ def test_example_text_is_the_messages_content():
     assert example_text(line) == "a\nb"
 
 
+@pytest.mark.parametrize("line", [
+    '{"messages": [{"role": "user", "content": "Zahl 12345678901234567890123"}], "n": 123456789012345678901234}',
+    '{"messages": [{"role": "user", "content": 123456789012345678901234}, {"role": "assistant", "content": "b"}]}',
+    '{"messages": [{"role": "user", "content": "lone \\ud800 surrogate"}]}',
+    '{"messages": [{"role": "user", "content": "x", "weight": NaN}]}',
+    '{"messages": [{"role": "user", "content": "lone \\ud800 surrogate, 1234567890123456789"}]}',
+    '{"messages": [{"role": "user", "content": "first", "content": "second"}]}',
+    '{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, "s", {"text": 1}]}]}',
+    '{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", '
+    '"content": "\\u00fc \\n gut"}], "non_preferred_output": [{"role": "assistant", "content": "schlecht"}]}',
+    '{"messages": [{"role": "user", "content": "Emoji \\ud83d\\udeb2 und \\"Zitat\\" \\\\ 1.5e400"}]}',
+])
+def test_example_text_reads_as_the_exact_reader_does(line):
+    from ftflow.jsonl import loads_exact
+    from tasks.moderation import record_text
+
+    def outcome(read):
+        try:
+            return read()
+        except ValueError as exc:  # what ftflow did not write: the same refusal
+            return type(exc)
+
+    assert outcome(lambda: example_text(line.encode())) == outcome(lambda: record_text(loads_exact(line.encode())))
+
+
 def test_screen_batches_only_uncached_texts_and_a_second_pass_sends_nothing(tmp_path):
     lines = [json.dumps(chat(f"Frage {i}", "Antwort")) for i in range(7)] + [json.dumps(chat(VIOLENT[1], "Nein"))]
     path = tmp_path / "train.jsonl"
@@ -139,3 +164,16 @@ def test_flagged_lines_are_counted_then_quarantined_and_a_rerun_asks_nothing(pre
     again = prepare("reject", "reject")  # into the same folder: what moderation rewrote is still ftflow's
     assert again["dataset_sha256"] == quarantined["dataset_sha256"]
     assert not (tmp_path / "reject" / ".staged").exists()  # the quarantined lines live on in rejected.jsonl only
+
+
+@pytest.mark.service
+def test_the_classifier_reads_the_services_json_as_the_sdks_models_read_it(local_service, client):
+    from tasks.moderation import flagged_categories_reference, openai_classifier
+
+    texts = ["Wo ist Bestellung AR-1?", *VIOLENT, *SELF_HARM, "I want to kill myself", "ÜBERALL BLUT, zerstückelt",
+             "Kill them. Kill you. Stab him."]
+    answers = openai_classifier(client, "omni-moderation-latest")(texts)
+    assert answers == flagged_categories_reference(client.moderations.create(model="omni-moderation-latest",
+                                                                              input=texts))
+    assert answers[0] == [] and answers[1] == ["violence"] and answers[5] == ["self-harm/intent", "self-harm"]
+    assert local_service.service.openai.moderations.requests == 2
