@@ -248,27 +248,22 @@ def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationO
     return result
 
 
+def by_score(categories: dict[str, bool], scores: dict[str, float]) -> list[str]:
+    """The flagged categories, highest score first; on a tie the more specific one."""
+    return sorted((c for c, on in categories.items() if on), key=lambda c: (-scores.get(c, 0), "/" not in c, c))
+
+
 def flagged_categories(response: dict[str, Any]) -> list[list[str]]:
     """Per result of a moderation answer (its JSON), its flagged categories, highest score first; on a
     tie the more specific one (`self-harm/intent` before `self-harm`). As `flagged_categories_reference`
     on the SDK's models, without building them (they cost more than the rest of the client's work)."""
-    answers = []
-    for result in response["results"]:
-        scores = result["category_scores"]
-        answers.append(sorted((c for c, on in result["categories"].items() if on),
-                              key=lambda c: (-scores.get(c, 0), "/" not in c, c)))
-    return answers
+    return [by_score(result["categories"], result["category_scores"]) for result in response["results"]]
 
 
 def flagged_categories_reference(response: Any) -> list[list[str]]:
     """`flagged_categories` of the SDK's `ModerationCreateResponse`: the plain definition."""
-    answers = []
-    for result in response.results:
-        categories = result.categories.model_dump(by_alias=True)
-        scores = result.category_scores.model_dump(by_alias=True)
-        answers.append(sorted((c for c, on in categories.items() if on),
-                              key=lambda c: (-scores.get(c, 0), "/" not in c, c)))  # a tie: the specific one
-    return answers
+    return [by_score(result.categories.model_dump(by_alias=True), result.category_scores.model_dump(by_alias=True))
+            for result in response.results]
 
 
 def openai_classifier(client: Any, model: str) -> Classifier:
