@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import gc
 import multiprocessing
 import os
@@ -22,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -72,14 +73,33 @@ def _stop(signum: int, _frame: Any) -> None:
         raise Stopped(signum)
 
 
+def _raise_again(unraisable: Any, passed_on: Callable[[Any], None]) -> None:
+    """A Stopped raised where Python ignores exceptions (a weakref or import-lock callback, a
+    `__del__`: "Exception ignored in ...") would be lost and the command would go on. Raising it
+    here would be ignored too, so an alarm raises it again a moment later, in whatever code runs
+    then (and again, should that be such a callback too)."""
+    if not isinstance(unraisable.exc_value, Stopped):
+        passed_on(unraisable)
+        return
+    signum = unraisable.exc_value.signum
+    signal.signal(signal.SIGALRM, lambda _alarm, frame: _stop(signum, frame))
+    signal.setitimer(signal.ITIMER_REAL, 0.01)
+
+
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[list[int]]:
     """SIGTERM and SIGINT stop the command as Ctrl-C does (see Stopped); yields the signals received."""
     _received.clear()
     previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGALRM] = signal.getsignal(signal.SIGALRM)  # _raise_again's, once stopping
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_raise_again, passed_on=previous_hook)
     try:
         yield _received
     finally:
+        if _received:  # an alarm of _raise_again's must not go off after this
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

@@ -69,6 +69,39 @@ def test_sigterm_stops_the_command_as_ctrl_c_does_and_waits_for_a_step_that_must
         steps.append("published again")
 
 
+def test_a_signal_that_lands_where_python_ignores_exceptions_still_stops_the_command():
+    """SIGINT at start-up once landed in an import lock's weakref callback: "Exception ignored in",
+    and the command went on as if never stopped (tests/integration/chaos/test_signals.py, under load)."""
+    import gc
+    import signal
+    import time
+    import weakref
+
+    from ftflow.process_exit import Stopped, stopped_by_signals
+
+    class Thing:
+        pass
+
+    def callback(_ref) -> None:  # Python prints and drops what a weakref callback raises
+        signal.raise_signal(signal.SIGINT)
+        sum(range(1000))  # the handler runs here, inside the callback
+
+    steps = []
+    with stopped_by_signals() as received, pytest.raises(Stopped):
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        gc.collect()
+        steps.append("went on after the signal")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the command's work after the callback
+            time.sleep(0.01)
+        steps.append("went on for 10 s")
+    assert ref() is None and received[0] == signal.SIGINT
+    assert "went on for 10 s" not in steps
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_sigkilled(tmp_path):
     parent = (
         "import os, signal, subprocess, sys\n"
