@@ -2,7 +2,7 @@
 
 What `check-quality` (tasks/quality.py) runs, and what the command's suites process imports
 (ftflow/suites_process.py): that process imports Great Expectations and this module, not
-Prefect, which would cost it about as much again. The suites are described in tasks/quality.py.
+Prefect, which added almost half as much again. The suites are described in tasks/quality.py.
 """
 
 from __future__ import annotations
