@@ -1,5 +1,6 @@
-"""The flows of ftflow. Importing them applies ftflow's Prefect defaults first (ftflow.environment) and
-names the task finish lines in run logs (ftflow.runlog)."""
+"""The flows of ftflow. Importing them applies ftflow's Prefect defaults first (ftflow.environment),
+names the task finish lines in run logs (ftflow.runlog) and lets a flow run end without waiting
+out its heartbeat thread's sleep (ftflow.heartbeats)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import ftflow  # noqa: F401 - applies the Prefect defaults before any flow module imports prefect
+from ftflow.heartbeats import stop_heartbeats_without_waiting
 from ftflow.runlog import name_finished_tasks
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 name_finished_tasks()
+stop_heartbeats_without_waiting()
 
 
 def untraced(subflow_result: T) -> T:

@@ -354,8 +354,21 @@ def option_of(name: str) -> str:
     return CLI_OPTIONS.get(name, "--" + name.replace("_", "-"))
 
 
+# A SQLite file URL of plain characters (the default registry_url is one): it holds no password,
+# and SQLAlchemy renders it exactly as given (tests/unit/test_settings.py compares the two).
+_PLAIN_SQLITE_URL = re.compile(r"sqlite(\+[a-z]+)?://(/[A-Za-z0-9_./-]*)?")
+
+
 def redact_url(url: str) -> str:
-    """A database URL without its password."""
+    """A database URL without its password (`redact_url_reference`, without importing SQLAlchemy
+    for a plain SQLite URL: a flow run's parameters are serialised with it before its first task)."""
+    if _PLAIN_SQLITE_URL.fullmatch(url):
+        return url
+    return redact_url_reference(url)
+
+
+def redact_url_reference(url: str) -> str:
+    """A database URL without its password, as SQLAlchemy renders it."""
     from sqlalchemy.engine import make_url
 
     try:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SUITES_MODULES = ("great_expectations", "tasks.quality")
+SUITES_MODULES = ("great_expectations", "tasks.suites")  # the suites without Prefect (tasks/quality.py has the task)
 # GX imports SciPy's statistics (a quarter of its import) for expectations and metrics the suites
 # never use (KL divergence, KS tests); in the suites' process they load on first use instead.
 LAZY_PACKAGES = ("scipy",)
@@ -95,14 +95,23 @@ def _stop(*_: Any) -> None:
         raise SystemExit(STOPPED)
 
 
+def _drop_logs() -> None:
+    """No log record or warning of the suites' process reaches the terminal, which shows the
+    command's own output and its one `error:` line only; none has a flow run to go to either: the
+    process runs no flow or task run, where a shard worker's API log handler (ftflow/terminal.py)
+    would drop each record made outside one. Done without Prefect, whose import took this
+    process almost half as long as importing GX."""
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.captureWarnings(True)
+
+
 def _serve(connection: Connection) -> None:
     """The suites' process: import, then run what it is sent, one call at a time."""
     from ftflow.process_exit import exit_with_parent, skip_final_collections
-    from ftflow.terminal import run_logs_only
 
     exit_with_parent()
     skip_final_collections()
-    run_logs_only()
+    _drop_logs()
     # Stopped by the command while importing (SIGTERM): exit as on return. Never in the middle
     # of its own exit, which closes what the suites opened (tqdm's write lock, which GX creates,
     # is a named semaphore: else reported leaked at the command's exit).

@@ -77,7 +77,7 @@ def one_line_errors() -> Iterator[None]:
 
 
 def run_logs_only() -> None:
-    """In a worker process (shards, the quality suites): every log record goes to the flow run
+    """In a shard worker process: every log record goes to the flow run
     through Prefect's API log handler, none to the terminal, which shows the command's own
     output and its one `error:` line only.
 

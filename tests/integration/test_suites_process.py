@@ -43,9 +43,12 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
         assert suites_process.run(os.getpid) != os.getpid()
         there = suites_process.run(run_suites_on_file, *arguments)
         process = suites_process._current._process
+        # Asked before `statistics_loaded`, whose module (this one) imports Prefect there.
+        prefect_there = suites_process.run(eval, "'prefect' in __import__('sys').modules")
         statistics_there = suites_process.run(statistics_loaded)
     assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
     assert not statistics_there  # GX imports them for expectations the suites do not use: left lazy there
+    assert not prefect_there  # the suites run without it (tasks/suites.py): its import there took almost half GX's
     assert process.exitcode == 0  # idle, it left on its own when the block ended
     assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process
 
@@ -85,6 +88,9 @@ def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
         "with suites_process.start_suites_for(server_booting=False):\n"
         "    assert suites_process.run(os.getpid) != os.getpid()\n"
         f"    assert suites_process.run(run_suites_on_file, {path!r}, TOTALS, PARAMS, DriftOptions(), None).success\n"
+        "    import logging, warnings\n"
+        "    suites_process.run(logging.warning, 'a library warning logged there')  # no terminal there: dropped\n"
+        "    suites_process.run(warnings.warn, 'a warning raised there')\n"
     )
     done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")  # e.g. no "leaked semaphore objects" from the stopped process
