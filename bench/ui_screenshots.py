@@ -4,13 +4,14 @@ Starts a Prefect server on a free port (state in a temporary folder), deploys pr
 starts a process worker, runs the `retrain` deployment once, then photographs with headless
 Chromium (Debian's `chromium`, driven by Playwright):
 the run page, the Task Runs tab, the summary and loss-plot artifacts, the deployments page;
-then retrain's prepare subflow: its run page (graph expanded), its moderation table and report.
+then retrain's prepare subflow: its run page (its tasks, which retrain's graph folds), the Task
+inputs tab of its method-figures task, its moderation table and its report.
 It fails when the browser console reports "Invalid TaskInputResponse", a Task Runs tab says
 "No task runs", or the prepare subflow lacks one of its tasks (method-figures among them).
 
 `--dpo` also runs `ftflow prepare` on the DPO sample (data/preference/*) against the same server,
 as an operator would from a shell, and photographs that run (dpo-run.png, dpo-task-runs.png,
-dpo-quality.png: the `preference` suite); not part of docs/img.
+dpo-quality.png: the `preference` suite); docs/img holds none of them (leave --dpo off there).
 
     apt-get install -y chromium && .venv/bin/pip install -e ".[ui]"
     .venv/bin/python bench/ui_screenshots.py [--out docs/img] [--chromium /usr/bin/chromium] [--dpo]
@@ -113,8 +114,8 @@ def photograph(stack: PrefectStack, run: object, out: Path, chromium: str, dpo: 
         shoot(f"{stack.ui_url}/deployments", "deployments.png", height=600, width=1900)
         # the prepare subflow on its own page: the graph shows its tasks, which retrain's keeps folded
         shoot(f"{stack.ui_url}/runs/flow-run/{prepare.id}", "prepare-run.png")
-        for key, name, height in (("ftflow-moderation", "moderation.png", 900),
-                                  ("ftflow-prepare-report", "prepare-report.png", 1800)):
+        for key, name, height in (("ftflow-moderation", "moderation.png", 500),
+                                  ("ftflow-prepare-report", "prepare-report.png", 1400)):
             if key in prepare_artifacts:
                 shoot(f"{stack.ui_url}/artifacts/artifact/{prepare_artifacts[key]}", name, height=height)
             else:
@@ -122,13 +123,13 @@ def photograph(stack: PrefectStack, run: object, out: Path, chromium: str, dpo: 
         # the task the prepare body gained last; its "Task inputs" tab shows what the UI reads of its inputs
         figures = next((i for name, i in prepare_tasks.items() if name.startswith("method-figures-")), None)
         if figures:
-            shoot(f"{stack.ui_url}/runs/task-run/{figures}", "method-figures.png", height=900)
-            tab = page.get_by_text("Task inputs", exact=True)
-            if tab.count():
-                tab.first.click()
-                time.sleep(4)
-                page.screenshot(path=str(out / "method-figures-inputs.png"))
-                print(f"wrote {out / 'method-figures-inputs.png'}")
+            page.set_viewport_size({"width": 1400, "height": 700})
+            page.goto(f"{stack.ui_url}/runs/task-run/{figures}")
+            page.wait_for_load_state("networkidle")
+            page.get_by_text("Task inputs", exact=True).first.click()
+            time.sleep(4)
+            page.screenshot(path=str(out / "method-figures.png"))
+            print(f"wrote {out / 'method-figures.png'}")
         if dpo is not None:
             shoot(f"{stack.ui_url}/runs/flow-run/{dpo.id}", "dpo-run.png")
             task_runs_tab("dpo-task-runs.png")
@@ -174,7 +175,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ftflow-ui-") as tmp:
         folder = Path(tmp)
         worker_env = {"FTFLOW_REGISTRY_URL": f"sqlite:///{folder / 'registry.sqlite3'}",
-                      "FTFLOW_SERVICE_DATA_DIR": str(folder / "service"), "FTFLOW_RUNS_DIR": str(folder / "runs")}
+                      "FTFLOW_SERVICE_DATA_DIR": str(folder / "service"), "FTFLOW_RUNS_DIR": str(folder / "runs"),
+                      # shards prepared afresh, as in a new checkout (not reused from .ftflow/work)
+                      "FTFLOW_WORK_DIR": str(folder / "work")}
         with PrefectStack(folder, worker_env=worker_env) as stack:
             print(f"Prefect server at {stack.ui_url}; deploying prefect.yaml and running retrain/retrain")
             stack.deploy()
