@@ -217,25 +217,30 @@ def build_report(
 
 
 def report_markdown(report: dict[str, Any]) -> str:
+    """The `ftflow-prepare-report` artifact: a table of figures (its first row, the method, is its header:
+    an empty header row reads as a glitch in the Prefect UI), then the rejection reasons and gate failures."""
+    written = report["examples_written"]
     rows = [
         ("method", report.get("method", "supervised")),
-        ("records read", report["records_read"]),
-        ("train / validation", f"{report['examples_written']['train']} / {report['examples_written']['validation']}"),
-        ("rejected", sum(report["rejected"].values())),
-        ("duplicates removed", report["duplicates_removed"]),
-        ("PII found", sum(report["pii"].values())),
-        ("tokens (total / p95 example)", f"{report['tokens']['total']} / {report['tokens']['p95_example']}"),
+        ("records read", f"{report['records_read']:,}"),
+        ("train / validation", f"{written['train']:,} / {written['validation']:,}"),
+        ("rejected", f"{sum(report['rejected'].values()):,}"),
+        ("duplicates removed", f"{report['duplicates_removed']:,}"),
+        ("PII found", f"{sum(report['pii'].values()):,}"),
+        ("tokens (total / p95 example)", f"{report['tokens']['total']:,} / {report['tokens']['p95_example']:,}"),
         ("epochs", report["n_epochs"]),
-        ("billing tokens", report["billing_tokens"]),
+        ("billing tokens", f"{report['billing_tokens']:,}"),
         ("estimated cost", f"${report['estimated_cost_usd']:.4f} (prices as of {report['prices_as_of']})"),
         ("gate", "passed" if report["gate"]["passed"] else "FAILED"),
         ("inputs digest", (report.get("inputs_sha256") or "none (a SQL source)")[:12]),
     ]
-    lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
+    (key, value), *rest = rows
+    lines = [f"# Prepared dataset `{report['dataset_sha256'][:12]}` for {report['model']}", "",
+             f"| {key} | {value} |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rest]
     if report["rejected"]:
         lines += ["", "| rejected for | records |", "|---|---|"]
-        lines += [f"| `{k}` | {v} |" for k, v in report["rejected"].items()]
+        lines += [f"| `{k}` | {v:,} |" for k, v in report["rejected"].items()]
     for failure in report["gate"]["failures"]:
         lines.append(f"\n- gate: {failure}")
     return "\n".join(lines)

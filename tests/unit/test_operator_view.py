@@ -13,6 +13,7 @@ from ftflow.cli.summaries import print_prepare_summary
 from ftflow.environment import prefect_defaults
 from ftflow.formatting import usd
 from tasks.jobs import JobEventLog, parse_step_metrics, sample_curve
+from tasks.report import report_markdown
 from tasks.summary import history_row, outcome, run_name, summary_markdown, trigger_tag
 from tests.conftest import ROOT
 
@@ -115,6 +116,20 @@ def test_the_prepare_summary_shows_epochs_times_tokens_and_signed_money(capsys):
     out = capsys.readouterr().out
     assert "3 x 36,922 -> 110,766" in out
     assert "$0.3323" in out
+
+
+def test_the_prepare_report_artifact_has_a_header_row_and_grouped_counts():
+    """The Prefect UI draws an empty header row (`| | |`) as a bare bar above the figures."""
+    report = {**prepare_report(), "records_read": 1_000_000, "method": "dpo", "inputs_sha256": "23677de305ad" * 5,
+              "gate": {"passed": False, "failures": ["budget: $12.00 over the $10.00 limit"]}}
+    lines = report_markdown(report).splitlines()
+    assert lines[0] == "# Prepared dataset `0440c9f11ef4` for gpt-4o-mini-2024-07-18"
+    assert lines[2:4] == ["| method | dpo |", "|---|---|"]
+    for expected in ("| records read | 1,000,000 |", "| train / validation | 341 / 40 |",
+                     "| tokens (total / p95 example) | 41,230 / 123 |", "| billing tokens | 110,766 |",
+                     "| gate | FAILED |", "| inputs digest | 23677de305ad |", "| `invalid_json` | 1 |",
+                     "- gate: budget: $12.00 over the $10.00 limit"):
+        assert expected in lines, expected
 
 
 def test_the_summary_says_outcome_dataset_job_evaluation_and_cost():
