@@ -20,9 +20,9 @@ from tasks.extract import fingerprint_sources, resolve_sources
 from tasks.moderation import ModerationOptions
 from tasks.passes import RecordPass, record_pass_for
 from tasks.provider_rules import rules_backend
-from tasks.quality import SUITES
 from tasks.report import GateOptions
 from tasks.shards.plan import Plan
+from tasks.suites import SUITES
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is retrain's, not prepare's: loaded with the resources
     from ftflow.run_resources import RunResources

@@ -24,15 +24,10 @@ from prefect.artifacts import create_markdown_artifact
 from ftflow.caching import RUN_CACHE
 from ftflow.outputs import writing
 from tasks.features import DriftOptions
-
-# The suites themselves (tasks/suites.py, without Prefect), under the names this module always had.
-from tasks.suites import SUITES, QualityResult, quality_markdown, run_suites, run_suites_on_file
+from tasks.suites import QualityResult, quality_markdown, run_suites_on_file
 
 if TYPE_CHECKING:
     from tasks.passes.base import RecordPass
-
-__all__ = ["SUITES", "QualityResult", "check_quality", "method_figures", "quality_markdown", "run_suites",
-           "run_suites_on_file"]
 
 
 @task(name="method-figures", cache_policy=RUN_CACHE)

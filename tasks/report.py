@@ -28,9 +28,9 @@ from ftflow.outputs import Manifest, refuse_foreign, refuse_sources_inside, writ
 from ftflow.process_exit import signals_deferred
 from ftflow.settings import Settings, default
 from tasks.budget import Budget
-from tasks.quality import QualityResult
 from tasks.reduce import ReduceResult
 from tasks.shards.store import ShardResult
+from tasks.suites import QualityResult
 
 if TYPE_CHECKING:
     from tasks.moderation import ModerationResult

@@ -17,7 +17,7 @@ import pytest
 
 from flows.prepare import prepare
 from ftflow.errors import QualityGateFailed
-from tasks.quality import SUITES
+from tasks.suites import SUITES
 from tests.conftest import ROOT, chat, write_jsonl
 
 GATES = {"validation_fraction": 0.3}  # 40 examples: held-out ones for certain, whatever the hash

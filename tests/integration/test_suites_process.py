@@ -14,7 +14,7 @@ import pytest
 from ftflow import suites_process
 from ftflow.errors import ConfigError
 from tasks.features import DriftOptions
-from tasks.quality import run_suites_on_file
+from tasks.suites import run_suites_on_file
 from tests.conftest import ROOT
 from tests.unit.test_quality import PARAMS, TOTALS, features
 
@@ -82,7 +82,7 @@ def test_a_command_whose_suites_ran_there_exits_without_a_warning(tmp_path):
         "import ftflow.cli.pipeline, flows.prepare, flows.retrain\n"
         "from ftflow import suites_process\n"
         "from tasks.features import DriftOptions\n"
-        "from tasks.quality import run_suites_on_file\n"
+        "from tasks.suites import run_suites_on_file\n"
         "from tests.unit.test_quality import PARAMS, TOTALS\n"
         "assert not suites_process.imported()  # the commands' own imports leave GX to the suites' process\n"
         "with suites_process.start_suites_for(server_booting=False):\n"
@@ -119,7 +119,7 @@ def test_flow_runs_in_threads_of_one_process_validate_at_the_same_time():
     script = (
         "import threading\n"
         "from tests.unit.test_quality import features, TOTALS, PARAMS\n"
-        "from tasks.quality import run_suites\n"
+        "from tasks.suites import run_suites\n"
         "barrier, errors = threading.Barrier(8), []\n"
         "def validate():\n"
         "    barrier.wait()\n"

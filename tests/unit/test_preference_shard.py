@@ -14,12 +14,12 @@ from ftflow.errors import ConfigError
 from tasks.budget import estimate
 from tasks.passes.preference import PAIR_FEATURE_SCHEMA, PreferencePass, figures_of
 from tasks.preference import PreferenceFigures
-from tasks.quality import run_suites
 from tasks.readers import ExtractOptions
 from tasks.reduce import dedup_and_split
 from tasks.report import PreferenceGates
 from tasks.shards.plan import plan_whole_files
 from tasks.shards.store import prepare_shard
+from tasks.suites import run_suites
 from tasks.transform import TransformOptions
 from tests.conftest import write_jsonl
 

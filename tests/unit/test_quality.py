@@ -8,7 +8,7 @@ import pytest
 from ftflow.encodings import get_encoding
 from tasks.checks import REASONS, ExampleRejected, check_example
 from tasks.features import DriftOptions, drift_changes, feature_summary
-from tasks.quality import run_suites
+from tasks.suites import run_suites
 from tests.conftest import ROOT
 
 ENC = get_encoding("o200k_base")
