@@ -91,17 +91,3 @@ def wait_for_job(client, job_id: str, *, statuses=("succeeded", "failed", "cance
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
-
-
-# The longest tests start first, so that under pytest-xdist no worker is left with one of them
-# at the end while the others idle (xdist hands tests out in collection order). Within a rank
-# the collection order stays.
-LONGEST_FIRST = ("chaos", "ui", "wheel", "slow", "dask")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        return next((i for i, marker in enumerate(LONGEST_FIRST) if item.get_closest_marker(marker)),
-                    len(LONGEST_FIRST))
-
-    items.sort(key=rank)

@@ -18,10 +18,9 @@ from tests.conftest import ROOT
 from tests.integration.chaos.conftest import dataset
 from tests.integration.chaos.killpoint import POINTS
 
-# Each test has its own service and registry, and the Prefect server of its xdist worker, so
-# chaos tests on two workers share nothing; within a test, runs go at most four at once (ten
-# at once made Prefect's SQLite test server answer 503).
-pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service]
+# One chaos test at a time in the whole suite (one xdist group for both chaos modules): more runs
+# at once starve the shared cores, and Prefect's SQLite test server answers 503.
+pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service, pytest.mark.xdist_group("chaos")]
 SAMPLES = str(ROOT / "data/raw/*")
 KILLED = -9
 

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT, chat, write_jsonl
 from tests.integration.chaos.conftest import KILLPOINT
 
-pytestmark = [pytest.mark.chaos, pytest.mark.flow]  # each run with a Prefect server and a PREFECT_HOME of its own
+pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.xdist_group("chaos")]  # see test_chaos.py
 EXIT = {"TERM": 143, "INT": 130, "KILL": -9}  # 128 + the signal's number, as a shell reports it
 MOMENTS = ("start-up", "mid-shard", "reduce")
 
