@@ -101,7 +101,8 @@ def stopped_by_signals() -> Iterator[list[int]]:
             signal.setitimer(signal.ITIMER_REAL, 0)
         sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
