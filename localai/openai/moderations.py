@@ -76,9 +76,7 @@ def classify(text: str) -> dict[str, Any]:
     """One moderation result for one text, in OpenAI's wire shape (`classify_reference`, faster)."""
     if _ANY_PHRASE.search(text) is not None:
         return classify_reference(text)
-    return {"flagged": False, "categories": dict.fromkeys(CATEGORIES, False),
-            "category_scores": dict.fromkeys(CATEGORIES, _floor(text)),
-            "category_applied_input_types": {c: ["text"] for c in CATEGORIES}}
+    return _result(dict.fromkeys(CATEGORIES, _floor(text)))
 
 
 def classify_reference(text: str) -> dict[str, Any]:
@@ -89,7 +87,11 @@ def classify_reference(text: str) -> dict[str, Any]:
         if "/" in category and hits[category] and not hits[parent]:
             hits[parent] = hits[category]
     floor = _floor(text)
-    scores = {c: round(min(0.99, 0.5 + 0.1 * hits[c]), 6) if hits[c] else floor for c in CATEGORIES}
+    return _result({c: round(min(0.99, 0.5 + 0.1 * hits[c]), 6) if hits[c] else floor for c in CATEGORIES})
+
+
+def _result(scores: dict[str, float]) -> dict[str, Any]:
+    """A result in OpenAI's wire shape from its category scores (flagged at 0.5 and above)."""
     categories = {c: scores[c] >= 0.5 for c in CATEGORIES}
     return {"flagged": any(categories.values()), "categories": categories, "category_scores": scores,
             "category_applied_input_types": {c: ["text"] for c in CATEGORIES}}
