@@ -5,8 +5,8 @@
 Writes N de-duplicated chat examples (default 50,000; bench/prepare_vs_cookbook.py's generator,
 about 1 in 100 with a phrase the local service flags) as a train split, starts the local service
 in this process (as `ftflow prepare` does on the local backend) and times, with a fresh cache:
-- end to end: `moderate_dataset` with `openai_classifier` over the official SDK, `report` mode,
-  the settings' defaults (batch 32, 4 in flight); wall and CPU (user+sys of the whole process:
+- end to end: `screen` (what moderation does with one shard's examples) with `openai_classifier`
+  over the official SDK, the settings' defaults (batch 32, 4 in flight); wall and CPU (user+sys of the whole process:
   client, service and cache share it), microseconds per text;
 - then each part on the same texts, old (reference) against new in this run, µs of CPU per text:
   the service's `classify` (`classify_reference`, the plain definition, against the fast path),
@@ -68,25 +68,24 @@ def per_text(seconds: float, n: int) -> str:
 
 
 def end_to_end(service, split_dir: Path, n: int, batch_size: int, concurrency: int) -> dict:
+    from collections import Counter
+
     import openai
 
-    from tasks.moderation import ModerationCache, ModerationOptions, moderate_dataset, openai_classifier
-    from tasks.reduce import ReduceResult
+    from tasks.moderation import ModerationCache, openai_classifier, screen
 
-    split = ReduceResult(train=n, validation=0, duplicates_removed=0, train_path=str(split_dir / "train.jsonl"),
-                         validation_path=str(split_dir / "validation.jsonl"), duplicates_path="", features_path="",
-                         train_sha256="", validation_sha256="")
     client = openai.OpenAI(base_url=service.base_url, api_key=service.api_key, max_retries=2)
-    options = ModerationOptions(mode="report", model="omni-moderation-latest", batch_size=batch_size,
-                                concurrency=concurrency)
+    model, counts = "omni-moderation-latest", Counter()
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = ModerationCache(Path(cache_dir) / "moderation.sqlite3")
         try:
-            wall, cpu, result = timed(lambda: moderate_dataset(split, split_dir, options,
-                                                               openai_classifier(client, options.model), cache))
+            wall, cpu, flagged = timed(lambda: screen(split_dir / "train.jsonl", openai_classifier(client, model),
+                                                      cache, model, batch_size, counts, concurrency))
         finally:
             cache.close()
-    report = result.report()  # type: ignore[attr-defined]
+    found: dict = flagged  # type: ignore[assignment]
+    by_category = Counter(category for categories in found.values() for category in categories)
+    report = {"flagged": len(found), "by_category": dict(by_category.most_common()), "requests": counts["requests"]}
     print(f"end to end   {n} texts, batch {batch_size}, {concurrency} in flight: wall {wall:.1f} s "
           f"({per_text(wall, n)}/text), CPU {cpu:.1f} s ({per_text(cpu, n)}/text); "
           f"{report['flagged']} flagged {report['by_category']}, {report['requests']} requests")

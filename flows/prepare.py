@@ -79,7 +79,7 @@ def prepare(
         # The tasks that read the shards get their futures: Prefect then draws each shard's edge to
         # them, which it cannot trace from results returned by a worker process.
         split = reduce_shards(shards, staged, out_dir, record_pass)
-        moderated = moderate_examples(split, staged, moderation, resources)  # report or quarantine flagged ones
+        moderated = moderate_examples(shards, split, staged, moderation, resources)  # report or quarantine the flagged
         ruled = check_provider_rules(moderated.split, staged, settings.backend)  # quarantine what the backend refuses
         split = ruled.split
         totals = compute_totals(shards, split)

@@ -12,20 +12,26 @@ This stage asks the backend's own endpoint first (OpenAI and the local service:
   one, `self-harm/intent` before `self-harm`; the detail names all);
 - `off`: nothing (the default where the backend has no moderation endpoint).
 
-It runs on the de-duplicated split, so each example is sent once. The text of an example is
+Each shard's kept examples are screened once, and what was found is stored with the shard's
+result (`ShardScreening`): a re-run on grown input screens only its new shards, and reads
+nothing of the others but their few flagged lines. The verdicts then follow the examples into
+the de-duplicated split (`locate`), so duplicates are counted once. The text of an example is
 its messages' content (strings and text parts), one per line; of a DPO pair, its input's and
 both outputs'. Requests carry `moderation_batch_size` texts, `moderation_concurrency` of them in
 flight at once (a remote endpoint's requests mostly wait on the network); each
 answer is stored as its request returns in a cache keyed by the model and the text's sha256
-(`<work_dir>/moderation.sqlite3`), so a re-run sends nothing for texts seen before and a run
-stopped half-way goes on where it stopped.
+(`<work_dir>/moderation.sqlite3`), so a text answered once is not sent again, in any shard or
+run, and a run stopped half-way goes on where it stopped.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import sqlite3
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -41,6 +50,7 @@ from ftflow.errors import ConfigError
 from ftflow.jsonl import loads_exact
 from tasks.quarantine import SPLITS, quarantine
 from tasks.reduce import ReduceResult
+from tasks.shards.store import ShardResult
 
 if TYPE_CHECKING:
     from ftflow.run_resources import RunResources
@@ -82,7 +92,9 @@ class ModerationResult:
     flagged: int = 0
     by_category: dict[str, int] = field(default_factory=dict)  # flagged examples per category
     requests: int = 0  # moderation requests this run sent
-    cached: int = 0  # examples answered from the cache
+    # Of the shards' examples (before de-duplication), those answered without a request of this
+    # run: from the cache of answers, or a shard's stored screening.
+    cached: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # `moderation:<category>` -> examples quarantined
     rejected_path: str | None = None
 
@@ -221,20 +233,106 @@ def screen(path: Path, classify: Classifier, cache: ModerationCache, model: str,
     return flagged
 
 
-def moderate_dataset(split: ReduceResult, staged_dir: Path, options: ModerationOptions, classify: Classifier,
-                     cache: ModerationCache) -> ModerationResult:
-    """Screen train/validation; with `reject`, move the flagged examples into `moderation-rejected.jsonl`."""
+@dataclass
+class ShardScreening:
+    """What moderation found among one shard's kept examples: the flagged ones by the sha256 of
+    their line (the `line_sha256` the shard stores), with their content digest and categories."""
+
+    model: str
+    examples: int
+    flagged: dict[str, tuple[str, list[str]]]  # line_sha256 -> (content_sha256, categories)
+
+    @staticmethod
+    def path(directory: Path, model: str) -> Path:
+        """Where a shard's screening by `model` is stored, beside its result. Keyed by this module's
+        code too: a change in what moderation reads of an example screens every shard again (the
+        cache of answers still answers the texts that did not change)."""
+        key = hashlib.sha256(model.encode() + Path(__file__).read_bytes()).hexdigest()[:16]
+        return directory / "moderation" / f"{key}.json"
+
+    @classmethod
+    def stored(cls, directory: Path, model: str) -> ShardScreening | None:
+        path = cls.path(directory, model)
+        if not path.exists():
+            return None
+        stored = orjson.loads(path.read_bytes())
+        return cls(model=stored["model"], examples=stored["examples"],
+                   flagged={line: (content, categories) for line, (content, categories) in stored["flagged"].items()})
+
+    def store(self, directory: Path) -> None:
+        """Written whole, then renamed into place: a reader sees all of it or nothing."""
+        path = self.path(directory, self.model)
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        temporary.write_bytes(orjson.dumps({"model": self.model, "examples": self.examples, "flagged": self.flagged}))
+        os.replace(temporary, path)
+
+
+def screen_shard(directory: Path, classifier: Callable[[], Classifier], cache: ModerationCache,
+                 options: ModerationOptions, counts: Counter[str]) -> ShardScreening:
+    """The shard's stored screening, else its examples screened (only texts the cache lacks are sent;
+    `classifier` is called for the classifier only then) and the screening stored."""
+    assert options.model is not None
+    if (stored := ShardScreening.stored(directory, options.model)) is not None:
+        counts["cached"] += stored.examples
+        return stored
+    screened: Counter[str] = Counter()
+    found = screen(directory / "examples.jsonl", classifier(), cache, options.model, options.batch_size, screened,
+                   options.concurrency)
+    counts["cached"] += screened["cached"]
+    counts["requests"] += screened["requests"]
+    rows = pq.read_table(directory / "features.parquet", columns=["line_sha256", "content_sha256"])
+    lines, contents = rows.column("line_sha256"), rows.column("content_sha256")
+    screening = ShardScreening(options.model, screened["examples"], {
+        lines[index].as_py(): (contents[index].as_py(), categories) for index, categories in found.items()})
+    screening.store(directory)
+    return screening
+
+
+def locate(split: ReduceResult, flagged: dict[str, tuple[str, list[str]]]) -> dict[str, dict[int, list[str]]]:
+    """Flagged categories by line index of each split file, for the flagged lines (by line_sha256) it holds.
+
+    The split holds one example per content digest, but not always the copy that was flagged (a
+    copy differing in case or spaces may be kept): the features' content digests name the
+    candidate lines, and the sha256 of each candidate's bytes decides."""
+    found: dict[str, dict[int, list[str]]] = {name: {} for name in SPLITS}
+    if not flagged:
+        return found
+    features = pq.read_table(split.features_path, columns=["split", "content_sha256"])
+    contents = pa.array(sorted({content for content, _ in flagged.values()}), pa.string())
+    paths = {"train": split.train_path, "validation": split.validation_path}
+    for name in SPLITS:
+        in_split = features.filter(pc.equal(features.column("split"), name)).column("content_sha256")
+        candidates = set(pc.indices_nonzero(pc.is_in(in_split, value_set=contents)).to_pylist())
+        if not candidates:
+            continue
+        last = max(candidates)
+        with open(paths[name], "rb") as lines:
+            for index, line in enumerate(lines):
+                if index in candidates and (hit := flagged.get(hashlib.sha256(line).hexdigest())) is not None:
+                    found[name][index] = hit[1]
+                if index == last:
+                    break
+    return found
+
+
+def moderate_dataset(split: ReduceResult, shards: list[ShardResult], staged_dir: Path, options: ModerationOptions,
+                     classifier: Callable[[], Classifier], cache: ModerationCache) -> ModerationResult:
+    """Screen the shards' examples, count what the split holds of the flagged; with `reject`, move
+    those into `moderation-rejected.jsonl`. `classifier` gives the classifier, called only when a
+    shard has no stored screening (a re-run on unchanged input asks the backend nothing)."""
     result = ModerationResult(mode=options.mode, model=options.model, split=split)
     if options.mode == "off" or options.model is None:
         return result
     counts: Counter[str] = Counter()
-    paths = {"train": Path(split.train_path), "validation": Path(split.validation_path)}
-    flagged = {name: screen(paths[name], classify, cache, options.model, options.batch_size, counts,
-                            options.concurrency)
-               for name in SPLITS}
+    flagged_lines: dict[str, tuple[str, list[str]]] = {}
+    for shard in sorted(shards, key=lambda shard: shard.index):
+        flagged_lines |= screen_shard(Path(shard.directory), classifier, cache, options, counts).flagged
+    flagged = locate(split, flagged_lines)
     by_category = Counter(category for found in flagged.values() for categories in found.values()
                           for category in categories)
-    result.examples, result.requests, result.cached = counts["examples"], counts["requests"], counts["cached"]
+    result.examples = split.train + split.validation
+    result.requests, result.cached = counts["requests"], counts["cached"]
     result.flagged = sum(len(found) for found in flagged.values())
     result.by_category = dict(sorted(by_category.items(), key=lambda item: (-item[1], item[0])))
     if options.mode != "reject" or not result.flagged:
@@ -285,7 +383,7 @@ def moderation_table(result: ModerationResult) -> list[dict[str, Any]]:
 
 
 @task(name="moderate-examples", cache_policy=NO_CACHE)
-def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationOptions,
+def moderate_examples(shards: list[ShardResult], split: ReduceResult, staged_dir: str, options: ModerationOptions,
                       resources: RunResources) -> ModerationResult:
     """Return what moderation found (and, with `reject`, the split without the flagged examples)."""
     from prefect.artifacts import create_table_artifact
@@ -293,10 +391,11 @@ def moderate_examples(split: ReduceResult, staged_dir: str, options: ModerationO
 
     if options.mode == "off" or options.model is None:
         return ModerationResult(mode="off", model=options.model, split=split)
-    client = resources.provider.chat_client()
+    model = options.model
+    classifier = functools.cache(lambda: openai_classifier(resources.provider.chat_client(), model))
     cache = ModerationCache(Path(resources.settings.work_dir) / "moderation.sqlite3")
     try:
-        result = moderate_dataset(split, Path(staged_dir), options, openai_classifier(client, options.model), cache)
+        result = moderate_dataset(split, shards, Path(staged_dir), options, classifier, cache)
     finally:
         cache.close()
     create_table_artifact(moderation_table(result) or [{"category": "(none flagged)", "flagged examples": 0,
