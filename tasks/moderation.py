@@ -125,12 +125,12 @@ def record_text(record: dict[str, Any]) -> str:
 
 
 def example_text(line: bytes) -> str:
-    """`record_text` of one line of a split file.
+    """`record_text` of one kept example's line (a shard's `examples.jsonl`).
 
     Read by orjson, not `loads_exact`: only strings are taken from it, which orjson reads as the
     standard library does; `loads_exact`'s scan of the line for 19-digit runs (to keep integers
-    beyond 64 bits exact) cost more than the parse. A line orjson refuses (a lone surrogate
-    escape, NaN) is read by `loads_exact` as before."""
+    beyond 64 bits exact) cost more than the parse. A line orjson refuses goes to `loads_exact`,
+    which reads it, or refuses it, as before (a differential test compares the two)."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
