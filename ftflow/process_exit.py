@@ -8,6 +8,12 @@ exit. Nothing an ftflow process needs happens in those collections: its files ar
 then and Prefect's log and event workers were drained by their exit hooks, which run first.
 `gc.freeze` in an exit hook moves the heap out of the collector's sight; objects are still
 freed by reference counting, and `weakref.finalize` callbacks and `atexit` hooks still run.
+
+The command goes one step further (`end_after_exit_hooks`): once every exit hook has run, it
+ends (`os._exit`) without the interpreter's teardown of its modules, 0.10-0.14 s of CPU after
+the last hook of a 20-line `prepare` (load 5 on the 2-core machine, 2026-12-07). Logging (every
+handler closed), multiprocessing (its children, named semaphores) and Prefect (its log and event
+workers drained) do what they must at exit in their own hooks, which run before it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,42 @@ from typing import Any
 def skip_final_collections() -> None:
     """Freeze the heap when this process exits, before the interpreter's final collections."""
     atexit.register(gc.freeze)
+
+
+_exit_status: list[int] = []  # set by end_after_exit_hooks: the status to end with after the last hook
+
+
+def exit_status(code: object) -> int:
+    """The status Python exits with on `SystemExit(code)`: None is 0, an int itself, else 1 (the
+    interpreter prints anything else on stderr first)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def end_after_exit_hooks(code: object) -> None:
+    """When this process exits with `SystemExit(code)`, end it right after its exit hooks."""
+    _exit_status[:] = [exit_status(code)]
+
+
+def _end_now() -> None:
+    """The last exit hook (registered before any other, ftflow/__init__.py): end here if asked to,
+    with the streams written out; should that fail, Python's own exit reports it, as ever."""
+    if not _exit_status:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(_exit_status[0])
+
+
+def register_last_exit_hook() -> None:
+    """Register `_end_now`; done before any other exit hook, it runs after all of them. It does
+    nothing until `end_after_exit_hooks` is called."""
+    atexit.register(_end_now)
 
 
 def exit_with_parent() -> None:

@@ -61,13 +61,17 @@ app.add_typer(server.server_app, name="server")
 
 def main() -> None:
     """The `ftflow` console entry point; SIGTERM stops it as Ctrl-C does, exit 128 + the signal (143)."""
-    from ftflow.process_exit import skip_final_collections, stopped_by_signals
+    from ftflow.process_exit import end_after_exit_hooks, skip_final_collections, stopped_by_signals
 
     skip_final_collections()  # a second or more at exit otherwise (ftflow/process_exit.py)
-    with stopped_by_signals() as received:
-        try:
-            app()
-        except SystemExit:
-            if received:  # Prefect and the runner report the interrupt as their own failure
-                sys.exit(128 + received[0])
-            raise
+    try:
+        with stopped_by_signals() as received:
+            try:
+                app()
+            except SystemExit:
+                if received:  # Prefect and the runner report the interrupt as their own failure
+                    sys.exit(128 + received[0])
+                raise
+    except SystemExit as exited:
+        end_after_exit_hooks(exited.code)  # no interpreter teardown after the exit hooks
+        raise

@@ -44,6 +44,47 @@ def test_the_cycle_reports_when_the_final_collections_run():
     assert done.stdout == "final collection ran\n"
 
 
+# The command as the console script runs it, with what its exit must still do: a library's exit
+# hook, and logging's (which closes every handler); `os._exit` reports the status it ends with.
+ENDING = """
+import sys
+from ftflow.cli import main
+import atexit, logging, os
+class Closing(logging.Handler):
+    def close(self, write=os.write):
+        write(1, b"log handler closed\\n")
+        super().close()
+logging.getLogger("probe").addHandler(Closing())
+atexit.register(os.write, 1, b"exit hook ran\\n")
+real_exit = os._exit
+def ending(status, write=os.write):
+    write(1, f"ended with {status}\\n".encode())
+    real_exit(status)
+os._exit = ending
+"""
+
+
+@pytest.mark.parametrize(("argv", "status", "stderr"), [
+    (["ftflow", "--version"], 0, ""),
+    (["ftflow", "no-such-command"], 2, "No such command"),
+])
+def test_the_command_ends_after_its_exit_hooks_without_the_teardown(argv, status, stderr):
+    script = ENDING + f"sys.argv = {argv!r}\nmain()"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == status, done.stderr
+    assert stderr in done.stderr
+    assert done.stdout.endswith(f"exit hook ran\nlog handler closed\nended with {status}\n")
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (True, 1), ("error: message", 1)])
+def test_the_status_is_the_one_python_exits_with(code, status):
+    from ftflow.process_exit import exit_status
+
+    assert exit_status(code) == status
+    done = subprocess.run([sys.executable, "-c", f"raise SystemExit({code!r})"], capture_output=True, timeout=60)
+    assert done.returncode == status
+
+
 def test_the_console_script_is_the_entry_that_skips_them():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "ftflow"]
     assert script.value == "ftflow.cli:main"

@@ -28,6 +28,11 @@ def statistics_loaded() -> bool:
     return "scipy.stats._stats_py" in sys.modules
 
 
+def charts_loaded() -> bool:
+    """Whether Altair ran its code in this process (its lazy module has not: no submodule imported)."""
+    return "altair.vegalite" in sys.modules
+
+
 def features_file(tmp_path) -> str:
     """A features file as the reduce writes it, of a dataset the suites pass."""
     path = tmp_path / "features.parquet"
@@ -46,8 +51,10 @@ def test_the_suites_run_in_the_commands_suites_process_with_the_same_verdict(tmp
         # Asked before `statistics_loaded`, whose module (this one) imports Prefect there.
         prefect_there = suites_process.run(eval, "'prefect' in __import__('sys').modules")
         statistics_there = suites_process.run(statistics_loaded)
+        charts_there = suites_process.run(charts_loaded)
     assert (there.success, there.failed, there.features) == (here.success, here.failed, here.features)
     assert not statistics_there  # GX imports them for expectations the suites do not use: left lazy there
+    assert not charts_there  # likewise Altair, for one expectation's chart
     assert not prefect_there  # the suites run without it (tasks/suites.py): its import there took almost half GX's
     assert process.exitcode == 0  # idle, it left on its own when the block ended
     assert suites_process.run(os.getpid) == os.getpid()  # no command around: in this process

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from ftflow import encodings
@@ -37,6 +39,26 @@ def test_a_tampered_bpe_file_is_refused(monkeypatch):
             encodings.get_encoding("cl100k_base")
     finally:
         encodings.get_encoding.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGED_BPE))
+def test_the_packaged_ranks_are_what_tiktoken_s_loader_reads(name, monkeypatch):
+    import tiktoken.load
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # the reference reads the file, writes no copy
+    filename, sha256 = PACKAGED_BPE[name]
+    path = str(resources.files("ftflow").joinpath(f"data/tiktoken/{filename}"))
+    reference = tiktoken.load.load_tiktoken_bpe(path, expected_hash=sha256)
+    assert list(encodings.read_ranks(path, sha256).items()) == list(reference.items())  # in the same order too
+
+
+def test_a_bpe_file_changed_since_it_was_packaged_is_refused(tmp_path):
+    filename, sha256 = PACKAGED_BPE["cl100k_base"]
+    changed = tmp_path / filename
+    contents = resources.files("ftflow").joinpath(f"data/tiktoken/{filename}").read_bytes()
+    changed.write_bytes(contents.replace(b" 0\n", b" 1\n", 1))
+    with pytest.raises(ConfigError, match="sha256 differs"):
+        encodings.read_ranks(str(changed), sha256)
 
 
 def test_unknown_model_is_a_config_error():
