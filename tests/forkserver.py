@@ -57,6 +57,11 @@ def _differing(server_env: dict[str, str], env: dict[str, str]) -> list[str]:
     return sorted(n for n in names if server_env.get(n) != env.get(n) and not n.startswith(UNCHECKED))
 
 
+def _text(output: bytes) -> str:
+    """Output as `subprocess.Popen(..., text=True)` gives it: decoded, universal newlines."""
+    return output.decode().replace("\r\n", "\n").replace("\r", "\n")
+
+
 class ForkedProcess:
     """A fork server's child, as `subprocess.Popen` shows a process to the tests: pid, poll, wait,
     communicate, kill, terminate, returncode (-N after signal N)."""
@@ -69,6 +74,8 @@ class ForkedProcess:
         self.stderr = stderr
         self.pid = int(self._answers.readline())
         self.returncode: int | None = None
+        # What communicate has read from each pipe; a pipe read to its end is closed.
+        self._read: dict[IO[str], list[bytes]] = {stream: [] for stream in (stdout, stderr) if stream is not None}
 
     def poll(self) -> int | None:
         if self.returncode is None and select.select([self._connection], [], [], 0)[0]:
@@ -78,7 +85,7 @@ class ForkedProcess:
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             if not select.select([self._connection], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
             self._read_exit()
         assert self.returncode is not None
         return self.returncode
@@ -92,26 +99,22 @@ class ForkedProcess:
         self._connection.close()
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str | None]:
-        """Read stdout (and stderr, if a pipe of its own) to their ends, then wait, within `timeout`."""
+        """Read stdout (and stderr, if a pipe of its own) to their ends, then wait, within `timeout`;
+        after a TimeoutExpired, a call again goes on reading where this one stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        streams = [s for s in (self.stdout, self.stderr) if s is not None]
-        chunks: dict[int, list[bytes]] = {s.fileno(): [] for s in streams}
-        open_fds = list(chunks)
-        while open_fds:
+        while open_streams := [stream for stream in self._read if not stream.closed]:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = select.select(open_fds, [], [], left)[0]
+            ready = select.select(open_streams, [], [], left)[0]
             if not ready:
-                raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
-            for fd in ready:
-                if chunk := os.read(fd, 65536):
-                    chunks[fd].append(chunk)
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            for stream in ready:
+                if chunk := os.read(stream.fileno(), 65536):
+                    self._read[stream].append(chunk)
                 else:
-                    open_fds.remove(fd)
-        texts = [b"".join(chunks[s.fileno()]).decode() for s in streams]
-        for stream in streams:
-            stream.close()
+                    stream.close()
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return texts[0], texts[1] if self.stderr is not None else None
+        out = _text(b"".join(self._read[self.stdout]))
+        return out, None if self.stderr is None else _text(b"".join(self._read[self.stderr]))
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:  # not yet reaped by the server: the pid is still the child's

@@ -42,15 +42,17 @@ def test_a_script_and_a_module_run_as_main_with_stderr_into_stdout(fork_server):
         assert out.startswith("ftflow "), out
 
 
-def test_sigkill_gives_minus_nine_and_wait_times_out_before(fork_server):
-    process = fork_server.popen([sys.executable, "-c", "import time; time.sleep(60)"], env=fork_server.env, cwd=ROOT)
+def test_sigkill_gives_minus_nine_and_what_was_read_before_a_timeout_is_kept(fork_server):
+    code = "import sys, time; print('started', flush=True); time.sleep(60)"
+    process = fork_server.popen([sys.executable, "-c", code], env=fork_server.env, cwd=ROOT)
     with pytest.raises(subprocess.TimeoutExpired):
         process.wait(timeout=0.2)
     with pytest.raises(subprocess.TimeoutExpired):
-        process.communicate(timeout=0.2)
+        process.communicate(timeout=2)
     assert process.poll() is None
     process.kill()
-    assert process.wait(timeout=30) == -9 == process.returncode
+    assert process.communicate(timeout=30) == ("started\n", None)
+    assert process.returncode == -9
     with pytest.raises(ProcessLookupError):
         os.kill(process.pid, 0)  # reaped by the server: nothing of it is left
 
