@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, FAST, postgres_engine_or_skip, postgres_url
+from tests.conftest import DATA, FAST, ROOT, postgres_engine_or_skip, postgres_url
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,20 @@ def prefect_server():
         import great_expectations  # noqa: F401
 
         yield
+
+
+@pytest.fixture(scope="session")
+def fork_server(prefect_server, tmp_path_factory):
+    """A fork server (tests/forkserver.py) of this test process's environment, pointed at its Prefect
+    server: the `python` processes a test starts only to run a command fork from it, imports done."""
+    from prefect.settings import get_current_settings
+
+    from tests.forkserver import ForkServer
+
+    server = ForkServer({**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}, ROOT,
+                        tmp_path_factory.mktemp("forkserver"))
+    yield server
+    server.close()
 
 
 # The parts of OpenAI's OpenAPI spec the service implements, vendored (tests/data/openai-openapi.SOURCE.md).

@@ -74,15 +74,12 @@ def test_an_existing_file_as_out_is_named(tmp_path):
 
 
 @pytest.mark.flow
-def test_worker_processes_log_to_the_run_and_the_terminal_shows_one_line(prefect_server, tmp_path):
+def test_worker_processes_log_to_the_run_and_the_terminal_shows_one_line(fork_server, tmp_path):
     """Shards in worker processes (FTFLOW_SHARD_MB=1) and a CSV without the needed columns: the
     run said its `error:` line, and its workers printed 43 more lines, tracebacks included."""
     import json
-    import os
     import subprocess
     import sys
-
-    from prefect.settings import get_current_settings
 
     from tests.conftest import ROOT
 
@@ -91,13 +88,13 @@ def test_worker_processes_log_to_the_run_and_the_terminal_shows_one_line(prefect
             f.write(json.dumps({"messages": [{"role": "user", "content": f"Frage {i} " + "x" * 200},
                                              {"role": "assistant", "content": f"Antwort {i}"}]}) + "\n")
     (tmp_path / "m.csv").write_text("id,text\n1,x\n")
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "FTFLOW_SHARD_MB": "1",
-           "FTFLOW_WORKERS": "2", "FTFLOW_WORK_DIR": str(tmp_path / "work")}
-    done = subprocess.run([sys.executable, "-m", "ftflow.cli", "prepare", str(tmp_path / "big.jsonl"),
-                           str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == [f"error: shard 0003-m.csv ({tmp_path / 'm.csv'}) failed: {tmp_path / 'm.csv'}: "
-                                        "missing column(s) ['conversation_id', 'turn', 'role', 'content']; "
-                                        "have ['id', 'text']"]
-    assert "prepared: " not in done.stdout  # the workers' shard logs went to the run, not to stdout either
+    env = {**fork_server.env, "FTFLOW_SHARD_MB": "1", "FTFLOW_WORKERS": "2", "FTFLOW_WORK_DIR": str(tmp_path / "work")}
+    process = fork_server.popen([sys.executable, "-m", "ftflow.cli", "prepare", str(tmp_path / "big.jsonl"),
+                                 str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")],
+                                env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 2, stderr
+    assert stderr.splitlines() == [f"error: shard 0003-m.csv ({tmp_path / 'm.csv'}) failed: {tmp_path / 'm.csv'}: "
+                                   "missing column(s) ['conversation_id', 'turn', 'role', 'content']; "
+                                   "have ['id', 'text']"]
+    assert "prepared: " not in stdout  # the workers' shard logs went to the run, not to stdout either

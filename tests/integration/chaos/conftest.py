@@ -18,6 +18,7 @@ import pytest
 
 from localai.server import free_port
 from tests.conftest import ROOT
+from tests.forkserver import ForkedProcess, ForkServer
 
 KILLPOINT = Path(__file__).with_name("killpoint.py")
 
@@ -79,10 +80,12 @@ def service(tmp_path):
 
 @dataclass
 class Pipeline:
-    """Runs `ftflow` as real processes against one service, one registry, one Prefect server."""
+    """Runs `ftflow` as real processes (forked from the fork server) against one service, one
+    registry, one Prefect server."""
 
     service: Service
     prefect_api: str
+    fork_server: ForkServer
     folder: Path
     settings_env: dict = field(default_factory=dict)
     started: list = field(default_factory=list)
@@ -101,11 +104,14 @@ class Pipeline:
             env["FTFLOW_CHAOS_KILL_AT"] = kill_at
         return env
 
-    def start(self, *args: str, kill_at: str | None = None) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, str(KILLPOINT), *args], env=self.env(kill_at), cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def popen(self, args: list[str], *, kill_at: str | None = None) -> ForkedProcess:
+        """`python ARGS...` with this pipeline's environment, stdout and stderr in one pipe."""
+        process = self.fork_server.popen([sys.executable, *args], env=self.env(kill_at), cwd=ROOT)
         self.started.append(process)
         return process
+
+    def start(self, *args: str, kill_at: str | None = None) -> ForkedProcess:
+        return self.popen([str(KILLPOINT), *args], kill_at=kill_at)
 
     def run(self, *args: str, kill_at: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         process = self.start(*args, kill_at=kill_at)
@@ -156,9 +162,9 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(service, prefect_api, tmp_path):
+def pipeline(service, prefect_api, fork_server, tmp_path):
     (tmp_path / "runs").mkdir()
-    pipeline = Pipeline(service=service, prefect_api=prefect_api, folder=tmp_path)
+    pipeline = Pipeline(service=service, prefect_api=prefect_api, fork_server=fork_server, folder=tmp_path)
     yield pipeline
     for process in pipeline.started:  # a failed test leaves no run behind
         if process.poll() is None:

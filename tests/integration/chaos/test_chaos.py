@@ -1,7 +1,8 @@
 """Chaos: concurrent runs, SIGKILLs at named points (with and without --force), service faults.
 
 Everything runs as real processes: the local service (`python -m localai`) and each `ftflow
-retrain` (tests/integration/chaos/killpoint.py, which SIGKILLs itself at the named point). After every
+retrain` (tests/integration/chaos/killpoint.py, which SIGKILLs itself at the named point), forked
+with its imports done from the worker's fork server (tests/forkserver.py). After every
 re-run: 1 file per content, 1 job per key, 0 orphan jobs, 0 `creating` ledger rows and 0
 flow runs left `Running`.
 """
@@ -9,8 +10,6 @@ flow runs left `Running`.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -32,26 +31,6 @@ def kill_then_rerun(pipeline, sources: list[str], point: str, *extra: str) -> No
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     pipeline.assert_exactly_once()
     assert pipeline.running_flow_runs() == []
-
-
-def rerun_each(pipeline, datasets: list[str], *extra: str) -> None:
-    """One process re-runs retrain on each dataset in turn (a process per re-run costs seconds of imports;
-    with GX imported first, each runs its suites in that process, not in one of their own)."""
-    runs_dir = str(pipeline.folder / "runs")
-    script = (
-        "import sys\n"
-        "import great_expectations\n"
-        "from typer.testing import CliRunner\n"
-        "from ftflow.cli import app\n"
-        f"for source in {datasets!r}:\n"
-        f"    result = CliRunner().invoke(app, ['retrain', source, '--runs-dir', {runs_dir!r}, *{list(extra)!r}])\n"
-        "    print(result.output)\n"
-        "    if result.exit_code:\n"
-        "        sys.exit(result.exit_code)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
-                          capture_output=True, timeout=1200)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
 
 def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and_one_job(pipeline, tmp_path):
@@ -76,9 +55,7 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
         "print('THREAD RESULTS', results)\n"
         "sys.exit(0 if all(r in ('succeeded', 'skipped') for r in results) else 1)\n"
     )
-    threads = subprocess.Popen([sys.executable, "-c", script], env=pipeline.env(), cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pipeline.started.append(threads)
+    threads = pipeline.popen(["-c", script])
     processes = [pipeline.start("retrain", sources[0], "--runs-dir", runs_dir) for _ in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in [threads, *processes]]
     tails = "\n".join(o[o.find("Traceback") if "Traceback" in o else -3000:][-6000:] for o in outputs)
@@ -105,7 +82,9 @@ def test_sigkill_at_each_point_then_rerun_without_force(pipeline, tmp_path):
         for point, process in killed.items():
             output = process.communicate(timeout=900)[0]
             assert process.returncode == KILLED, f"{point}: {output[-3000:]}"
-    rerun_each(pipeline, list(datasets.values()))
+    for point, source in datasets.items():
+        rerun = pipeline.run("retrain", source, "--runs-dir", str(tmp_path / "runs"))
+        assert rerun.returncode == 0, f"{point}: {rerun.stdout[-3000:]}"
     pipeline.assert_exactly_once()
     assert pipeline.running_flow_runs() == []
     assert len(pipeline.ledger("runs")) == len(POINTS) + 1  # record-after's run was recorded before the kill
