@@ -1,4 +1,5 @@
-"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing.
+"""Streaming file helpers shared by the stages: gzip-aware JSONL, one record at a time; hashing;
+small files written whole.
 
 JSON is read and written by orjson, except where it would change a number: orjson reads an
 integer beyond 64 bits as a float (`123456789012345678901234567890` -> `1.2345678901234568e+29`)
@@ -12,7 +13,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -106,6 +109,18 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
         for chunk in read_chunks(f, chunk_size=chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place: a reader (or a
+    process writing the same file at once) sees the old file or all of the new one, never a part."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from ftflow.errors import ConfigError, EnvironmentFailure
-from ftflow.jsonl import file_sha256
+from ftflow.jsonl import file_sha256, write_whole
 
 MANIFEST = ".ftflow-outputs.json"
 
@@ -55,14 +54,8 @@ class Manifest:
             self.path.unlink(missing_ok=True)
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.partial"
         with os_errors_named(self.path):
-            try:
-                temporary.write_bytes(orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))
-                os.replace(temporary, self.path)
-            except OSError:
-                temporary.unlink(missing_ok=True)
-                raise
+            write_whole(self.path, orjson.dumps(dict(sorted(entries.items())), option=orjson.OPT_INDENT_2))
 
     def owns(self, name: str, entries: dict[str, str | None]) -> bool:
         """Whether the file `name` is ftflow's: recorded, and its bytes unchanged (or claimed, being written)."""

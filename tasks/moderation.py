@@ -29,9 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sqlite3
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +45,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import ConfigError
-from ftflow.jsonl import loads_exact
+from ftflow.jsonl import loads_exact, write_whole
 from tasks.quarantine import SPLITS, quarantine
 from tasks.reduce import ReduceResult
 from tasks.shards.store import ShardResult
@@ -260,12 +258,10 @@ class ShardScreening:
                    flagged={line: (content, categories) for line, (content, categories) in stored["flagged"].items()})
 
     def store(self, directory: Path) -> None:
-        """Written whole, then renamed into place: a reader sees all of it or nothing."""
+        """Written whole (a reader sees all of it or nothing)."""
         path = self.path(directory, self.model)
         path.parent.mkdir(exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        temporary.write_bytes(orjson.dumps({"model": self.model, "examples": self.examples, "flagged": self.flagged}))
-        os.replace(temporary, path)
+        write_whole(path, orjson.dumps({"model": self.model, "examples": self.examples, "flagged": self.flagged}))
 
 
 def screen_shard(directory: Path, classifier: Callable[[], Classifier], cache: ModerationCache,

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from ftflow.errors import ConfigError, ProviderRefused
 from ftflow.exactly_once import Outcome
 from ftflow.formats.gemini import render_jsonl, text_of
+from ftflow.jsonl import write_whole
 from ftflow.providers.base import (
     ChatReply,
     JobEvent,
@@ -112,9 +113,7 @@ class VertexProvider(Provider):
         target = Path(self.settings.work_dir) / "vertex" / f"{hashlib.sha256(data).hexdigest()}.gemini.jsonl"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(render_jsonl(data))
-            partial.replace(target)
+            write_whole(target, render_jsonl(data))
         return target
 
     def _bucket(self) -> Any:

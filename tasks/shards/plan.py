@@ -16,8 +16,6 @@ record pass (tasks/passes/) prepares it; the runner (tasks/shards/runner.py) say
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
@@ -30,7 +28,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ftflow.errors import InputError
-from ftflow.jsonl import file_sha256, read_chunks
+from ftflow.jsonl import file_sha256, read_chunks, write_whole
 from ftflow.settings import default
 from tasks.extract import fingerprint_sources, reader_for, resolve_sources
 from tasks.readers import ExtractOptions
@@ -159,9 +157,7 @@ class CutHistory:
     def save(self, path: Path, kind: ShardKind, shard_bytes: int, cuts: list[Cut]) -> None:
         target = self._file(path, kind, shard_bytes)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(f".{uuid.uuid4().hex[:8]}.partial")
-        temporary.write_bytes(orjson.dumps([astuple(cut) for cut in cuts]))
-        os.replace(temporary, target)
+        write_whole(target, orjson.dumps([astuple(cut) for cut in cuts]))
 
 
 def _plan_ranges(path: Path, kind: ShardKind, shard_bytes: int, first_index: int,
