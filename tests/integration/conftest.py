@@ -12,10 +12,10 @@ from tests.conftest import DATA, FAST, ROOT, postgres_engine_or_skip, postgres_u
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A temporary Prefect server with its own database, for tests that run whole flows."""
-    from prefect.testing.utilities import prefect_test_harness
+    """A temporary Prefect server with its own database (on PostgreSQL), for tests that run whole flows."""
+    from tests.integration.prefect_harness import prefect_test_server
 
-    with prefect_test_harness(server_startup_timeout=300):  # a loaded CI machine can take minutes
+    with prefect_test_server(startup_timeout=300):  # a loaded CI machine can take minutes
         # GX imported once in this test process: the commands a test runs here (CliRunner) against this
         # server then run the quality suites here, not each in a process of its own that imports GX
         # again (seconds of CPU per command; ftflow.suites_process.start_suites_for). That process is

@@ -18,7 +18,8 @@ from tests.integration.chaos.conftest import dataset
 from tests.integration.chaos.killpoint import POINTS
 
 # One chaos test at a time in the whole suite (one xdist group for both chaos modules): more runs
-# at once starve the shared cores, and Prefect's SQLite test server answers 503.
+# at once starve the shared cores (and on SQLite, where no PostgreSQL answers, Prefect's test
+# server answers 503).
 pytestmark = [pytest.mark.chaos, pytest.mark.flow, pytest.mark.service, pytest.mark.xdist_group("chaos")]
 SAMPLES = str(ROOT / "data/raw/*")
 KILLED = -9
@@ -73,7 +74,8 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
 def test_sigkill_at_each_point_then_rerun_without_force(pipeline, tmp_path):
     """Ten runs on ten datasets, each SIGKILLed at its own point (two at a time), then a re-run of each.
 
-    Two at a time: ten flow-running processes at once overload Prefect's SQLite test server (503s).
+    Two at a time: ten flow-running processes at once overload the two cores (and, on SQLite, Prefect's
+    test server: 503s).
     """
     datasets = {point: dataset(tmp_path, point) for point in POINTS}
     for pair in (POINTS[i:i + 2] for i in range(0, len(POINTS), 2)):
