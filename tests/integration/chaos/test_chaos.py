@@ -72,21 +72,23 @@ def test_concurrent_runs_two_threads_two_processes_make_one_file_per_content_and
 
 
 def test_sigkill_at_each_point_then_rerun_without_force(pipeline, tmp_path):
-    """Ten runs on ten datasets, each SIGKILLed at its own point (two at a time), then a re-run of each.
+    """Ten runs on ten datasets, each SIGKILLed at its own point, then a re-run of each; two at a time.
 
     Two at a time: ten flow-running processes at once overload the two cores (and, on SQLite, Prefect's
     test server: 503s).
     """
     datasets = {point: dataset(tmp_path, point) for point in POINTS}
-    for pair in (POINTS[i:i + 2] for i in range(0, len(POINTS), 2)):
-        killed = {point: pipeline.start("retrain", datasets[point], "--runs-dir", str(tmp_path / "runs"),
-                                        kill_at=point) for point in pair}
-        for point, process in killed.items():
-            output = process.communicate(timeout=900)[0]
-            assert process.returncode == KILLED, f"{point}: {output[-3000:]}"
-    for point, source in datasets.items():
-        rerun = pipeline.run("retrain", source, "--runs-dir", str(tmp_path / "runs"))
-        assert rerun.returncode == 0, f"{point}: {rerun.stdout[-3000:]}"
+
+    def two_at_a_time(kill: bool) -> None:
+        for pair in (POINTS[i:i + 2] for i in range(0, len(POINTS), 2)):
+            runs = {point: pipeline.start("retrain", datasets[point], "--runs-dir", str(tmp_path / "runs"),
+                                          kill_at=point if kill else None) for point in pair}
+            for point, process in runs.items():
+                output = process.communicate(timeout=900)[0]
+                assert process.returncode == (KILLED if kill else 0), f"{point}: {output[-3000:]}"
+
+    two_at_a_time(kill=True)
+    two_at_a_time(kill=False)
     pipeline.assert_exactly_once()
     assert pipeline.running_flow_runs() == []
     assert len(pipeline.ledger("runs")) == len(POINTS) + 1  # record-after's run was recorded before the kill
