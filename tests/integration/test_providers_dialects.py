@@ -23,7 +23,7 @@ from tests.integration.dialects import root
 from tests.integration.test_service_faults import set_faults
 
 pytestmark = pytest.mark.service
-POLICY = OncePolicy(lookup_deadline_seconds=3, lookup_interval_seconds=0.1, backoff_seconds=0.01, create_attempts=6)
+POLICY = OncePolicy(lookup_deadline_seconds=0.5, lookup_interval_seconds=0.1, backoff_seconds=0.01, create_attempts=6)
 BACKENDS = {
     "azure-v1": ("azure", "gpt-4o-mini-2024-07-18", {"FTFLOW_AZURE_SURFACE": "v1"}),
     "azure-dated": ("azure", "gpt-4o-mini-2024-07-18", {"FTFLOW_AZURE_SURFACE": "dated"}),
