@@ -25,8 +25,8 @@ PREFIX = "ftflow_prefect_test_"  # then the pid of the test process that made it
 
 
 @contextlib.contextmanager
-def prefect_test_server(startup_timeout: int = 300) -> Iterator[str]:
-    """A temporary Prefect server for this process's flows; yields where its database lives."""
+def prefect_test_server(startup_timeout: int = 300) -> Iterator[None]:
+    """A temporary Prefect server for this process's flows, its database on PostgreSQL (else SQLite)."""
     import sqlalchemy as sa
     from prefect.testing.utilities import prefect_test_harness
 
@@ -37,7 +37,7 @@ def prefect_test_server(startup_timeout: int = 300) -> Iterator[str]:
         warnings.warn(f"no PostgreSQL at {postgres_url()} ({exc.orig}): the tests' Prefect server runs on "
                       "SQLite, slower and prone to 503s under load", stacklevel=3)
         with prefect_test_harness(server_startup_timeout=startup_timeout):
-            yield "sqlite"
+            yield
         return
     database = f"{PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
@@ -46,7 +46,7 @@ def prefect_test_server(startup_timeout: int = 300) -> Iterator[str]:
     try:
         url = sa.engine.make_url(postgres_url()).set(drivername="postgresql+asyncpg", database=database)
         with _harness_on(url.render_as_string(hide_password=False), startup_timeout):
-            yield f"postgresql database {database}"
+            yield
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -74,19 +74,20 @@ def _harness_on(database_url: str, startup_timeout: int) -> Iterator[None]:
         server = SubprocessASGIServer(port=_find_available_port())
         prior_default = SubprocessASGIServer._instances.get(None)
         SubprocessASGIServer._instances[None] = server
-        server.start(timeout=startup_timeout)
-        stack.enter_context(prefect.settings.temporary_settings(
-            updates={prefect.settings.PREFECT_API_URL: server.api_url}))
-        stack.enter_context(prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()))
         try:
-            yield
-        finally:
-            async def drain() -> None:  # called in a loop, each returns an awaitable
-                with contextlib.suppress(RuntimeError):  # the log worker never started
-                    await _settled(APILogWorker.instance().drain())
-                await _settled(EventsWorker.drain_all())
+            server.start(timeout=startup_timeout)
+            with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url}), \
+                    prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+                try:
+                    yield
+                finally:
+                    async def drain() -> None:  # called in a loop, each returns an awaitable
+                        with contextlib.suppress(RuntimeError):  # the log worker never started
+                            await _settled(APILogWorker.instance().drain())
+                        await _settled(EventsWorker.drain_all())
 
-            run_coro_as_sync(drain())
+                    run_coro_as_sync(drain())
+        finally:
             server.stop()
             if prior_default is not None:
                 SubprocessASGIServer._instances[None] = prior_default
@@ -103,7 +104,7 @@ def _drop_orphans(conn) -> None:
     import sqlalchemy as sa
 
     names = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
-                         {"prefix": PREFIX + "%"}).scalars()
+                         {"prefix": PREFIX + "%"}).scalars().all()
     for name in names:
         pid = name.removeprefix(PREFIX).split("_")[0]
         if pid.isdigit() and not _running(int(pid)):
