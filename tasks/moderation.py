@@ -245,8 +245,7 @@ class ShardScreening:
         """Where a shard's screening by `model` is stored, beside its result. Keyed by this module's
         code too: a change in what moderation reads of an example screens every shard again (the
         cache of answers still answers the texts that did not change)."""
-        key = hashlib.sha256(model.encode() + Path(__file__).read_bytes()).hexdigest()[:16]
-        return directory / "moderation" / f"{key}.json"
+        return directory / "moderation" / f"{_screening_key(model)}.json"
 
     @classmethod
     def stored(cls, directory: Path, model: str) -> ShardScreening | None:
@@ -262,6 +261,12 @@ class ShardScreening:
         path = self.path(directory, self.model)
         path.parent.mkdir(exist_ok=True)
         write_whole(path, orjson.dumps({"model": self.model, "examples": self.examples, "flagged": self.flagged}))
+
+
+@functools.cache
+def _screening_key(model: str) -> str:
+    """The model and this module's code, hashed once per process (not once per shard read or stored)."""
+    return hashlib.sha256(model.encode() + Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def screen_shard(directory: Path, classifier: Callable[[], Classifier], cache: ModerationCache,
