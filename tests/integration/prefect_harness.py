@@ -60,17 +60,13 @@ def _harness_on(database_url: str, startup_timeout: int) -> Iterator[None]:
     log and event workers drained before it stops."""
     import prefect.context
     import prefect.settings
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.server.database.dependencies import temporary_database_interface
     from prefect.testing.utilities import _find_available_port
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(temporary_database_interface())
-        stack.enter_context(prefect.settings.temporary_settings(
-            updates={prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}))
+    with temporary_database_interface(), prefect.settings.temporary_settings(
+            updates={prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}):
         server = SubprocessASGIServer(port=_find_available_port())
         prior_default = SubprocessASGIServer._instances.get(None)
         SubprocessASGIServer._instances[None] = server
@@ -81,18 +77,23 @@ def _harness_on(database_url: str, startup_timeout: int) -> Iterator[None]:
                 try:
                     yield
                 finally:
-                    async def drain() -> None:  # called in a loop, each returns an awaitable
-                        with contextlib.suppress(RuntimeError):  # the log worker never started
-                            await _settled(APILogWorker.instance().drain())
-                        await _settled(EventsWorker.drain_all())
-
-                    run_coro_as_sync(drain())
+                    run_coro_as_sync(_drain_workers())
         finally:
             server.stop()
             if prior_default is not None:
                 SubprocessASGIServer._instances[None] = prior_default
             else:
                 SubprocessASGIServer._instances.pop(None, None)
+
+
+async def _drain_workers() -> None:
+    """Prefect's log and event workers written out (in a loop each returns an awaitable)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # the log worker never started
+        await _settled(APILogWorker.instance().drain())
+    await _settled(EventsWorker.drain_all())
 
 
 async def _settled(result: object) -> object:
