@@ -7,6 +7,7 @@ Prefect, which added almost half as much again. The suites are described in task
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -97,15 +98,35 @@ def _quiet_gx() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@functools.cache
+def _batch_definition(name: str) -> Any:
+    """The whole-dataframe batch definition of one suite's frame, on one ephemeral context per process.
+
+    Built once: each asset GX adds saves the context's whole project config again (a YAML dump),
+    which cost about as much as the validations of a small prepare. Each run passes its own frame
+    as a batch parameter. Called under _GX_LOCK.
+    """
+    return _pandas_source().add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+
+
+@functools.cache
+def _pandas_source() -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx()  # before the context: it logs where it put its docs site
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
+    return context.data_sources.add_pandas("ftflow")
+
+
 def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[str, Any],
                drift: DriftOptions = DriftOptions(), figures: dict[str, dict[str, Any]] | None = None) -> QualityResult:
     """Validate example features, dataset totals and their drift against the suites in expectations/.
 
     `figures` adds suites run on one row each (suite name -> row), e.g. `preference`.
     """
-    import great_expectations as gx
     import pandas as pd
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     _quiet_gx()
     summary = feature_summary(features, totals)
@@ -118,12 +139,8 @@ def run_suites(features: pd.DataFrame, totals: dict[str, Any], parameters: dict[
     failed: list[str] = []
     suites: dict[str, Any] = {}
     with _GX_LOCK:
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
-        source = context.data_sources.add_pandas("ftflow")
         for name, frame in frames.items():
-            batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-            result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+            result = _batch_definition(name).get_batch(batch_parameters={"dataframe": frame}).validate(
                 load_suite(name), result_format="SUMMARY", expectation_parameters={**parameters, **drift.parameters()}
             )
             suite_failed, suites[name] = _describe(name, result)
