@@ -27,7 +27,10 @@ logged: `Provider.identity` names a backend without its key.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import ssl
 import threading
 from typing import Any
 
@@ -75,22 +78,46 @@ def _required(env_name: str, why: str) -> str:
     return value
 
 
+class _SdkHttpClient(openai.DefaultHttpxClient):
+    """The SDK's own HTTP client (its defaults), closed when collected as the SDK closes the ones it
+    builds; on the process's one TLS context."""
+
+    def __init__(self) -> None:
+        super().__init__(verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit, as the SDK's own
+            self.close()
+
+
+@functools.cache
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """Python's default verifying context (the system's CAs, or SSL_CERT_FILE/SSL_CERT_DIR), built once
+    per process and per those two: each build loads the CA bundle again, about 20 ms of CPU, and a
+    run builds a client for each provider it uses."""
+    return ssl.create_default_context()
+
+
 def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.OpenAI, str]:
     """(client, key) of the OpenAI-dialect surface of `settings.backend` (local, openai or azure)."""
-    timeout = settings.request_timeout_seconds
+    sdk = openai.AzureOpenAI if settings.backend == "azure" and settings.azure_surface != "v1" else openai.OpenAI
+    client, key = _openai_client_arguments(settings)
+    return sdk(**client, max_retries=max_retries, timeout=settings.request_timeout_seconds,
+               http_client=_SdkHttpClient()), key
+
+
+def _openai_client_arguments(settings: Settings) -> tuple[dict[str, Any], str]:
+    """(the SDK client's endpoint and credential arguments, key) of `settings.backend`."""
     if settings.backend == "local":
         if settings.service_url:
             key = _required("FTFLOW_SERVICE_API_KEY", "FTFLOW_SERVICE_URL")
-            return openai.OpenAI(base_url=settings.service_url, api_key=key, max_retries=max_retries,
-                                 timeout=timeout), key
+            return {"base_url": settings.service_url, "api_key": key}, key
         service = local_service(settings)
-        return openai.OpenAI(base_url=service.base_url, api_key=service.api_key, max_retries=max_retries,
-                             timeout=timeout), service.api_key
+        return {"base_url": service.base_url, "api_key": service.api_key}, service.api_key
     if settings.backend == "openai":
         key = _required("OPENAI_API_KEY", "backend openai")
-        return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout,
-                             base_url=settings.openai_base_url, organization=settings.openai_organization,
-                             project=settings.openai_project), key
+        return {"api_key": key, "base_url": settings.openai_base_url, "organization": settings.openai_organization,
+                "project": settings.openai_project}, key
     if settings.backend == "azure":
         key = _required("AZURE_OPENAI_API_KEY", "backend azure")
         endpoint = settings.azure_endpoint
@@ -98,18 +125,15 @@ def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.O
             raise ConfigError("backend azure needs an endpoint: azure_endpoint or AZURE_OPENAI_ENDPOINT")
         if settings.azure_surface == "v1":
             # Azure's v1 surface takes the key in `api-key`; the SDK's bearer header is accepted too.
-            return openai.OpenAI(base_url=f"{endpoint.rstrip('/')}/openai/v1/", api_key=key,
-                                 default_headers={"api-key": key}, max_retries=max_retries, timeout=timeout), key
-        return openai.AzureOpenAI(api_key=key, azure_endpoint=endpoint, api_version=settings.azure_api_version,
-                                  max_retries=max_retries, timeout=timeout), key
+            return {"base_url": f"{endpoint.rstrip('/')}/openai/v1/", "api_key": key,
+                    "default_headers": {"api-key": key}}, key
+        return {"api_key": key, "azure_endpoint": endpoint, "api_version": settings.azure_api_version}, key
     if settings.backend == "fireworks":
         key = _required("FIREWORKS_API_KEY", "backend fireworks")
-        return openai.OpenAI(base_url=f"{settings.fireworks_base_url.rstrip('/')}/inference/v1", api_key=key,
-                             max_retries=max_retries, timeout=timeout), key
+        return {"base_url": f"{settings.fireworks_base_url.rstrip('/')}/inference/v1", "api_key": key}, key
     if settings.backend == "together":
         key = _required("TOGETHER_API_KEY", "backend together")
-        return openai.OpenAI(base_url=f"{together_base_url(settings)}/v1", api_key=key, max_retries=max_retries,
-                             timeout=timeout), key
+        return {"base_url": f"{together_base_url(settings)}/v1", "api_key": key}, key
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 
