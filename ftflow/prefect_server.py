@@ -2,7 +2,10 @@
 
 Both run uvicorn on Prefect's `create_app` with the UI off, as Prefect's own temporary server
 (`SubprocessASGIServer`) does, on a free local port, with the database in PREFECT_HOME:
-- `TemporaryServer`: one command's, stopped at its end, and dying with it (SIGKILL included).
+- `TemporaryServer`: one command's, stopped at its end, and dying with it (SIGKILL included). It
+  writes to `ftflow-temporary-server.log` in PREFECT_HOME, not to the command's terminal: its
+  services log errors with tracebacks when stopped mid-write (the write is done again before it
+  exits), which would read as the command's own failure.
 - `BackgroundServer`: started by a command for itself and the commands after it, which find it
   through `$PREFECT_HOME/ftflow-server.json`; `ftflow server stop` ends it. It runs in a session
   of its own (Ctrl-C in the terminal does not reach it), writes to `ftflow-server.log` beside
@@ -37,9 +40,10 @@ from ftflow.process_exit import die_with_parent
 # Prefect's own values for its temporary server (prefect/server/api/server.py).
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 PORTS = range(8000, 9000)
-PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind
+STARTUP_FAILURE_EXIT = 3  # uvicorn's exit code when it cannot bind, and when the app fails to start
 APP = "prefect.server.api.server:create_app"
 STATE_FILE = "ftflow-server.json"
+TEMPORARY_LOG = "ftflow-temporary-server.log"
 
 
 def server_command(port: int) -> list[str]:
@@ -52,13 +56,25 @@ def server_command(port: int) -> list[str]:
 def free_port() -> int:
     for _ in range(50):
         port = random.choice(PORTS)
-        with contextlib.closing(socket.socket()) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if not port_taken(port):
             return port
     raise FtflowError(f"no free port for a Prefect server in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def port_taken(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def lost_its_port(code: int | None, port: int) -> bool:
+    """True if a server that ended with `code` could not bind `port` (another process took it since
+    it was picked): start another. Any other start-up failure (a database it cannot open, say)
+    ends with the same code, and starting again would only fail again."""
+    return code == STARTUP_FAILURE_EXIT and port_taken(port)
 
 
 def api_url(port: int) -> str:
@@ -85,6 +101,7 @@ class TemporaryServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.log_path = prefect_home() / TEMPORARY_LOG
         self._start()
 
     @property
@@ -93,10 +110,13 @@ class TemporaryServer:
 
     def _start(self) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            server_command(self.port), env={**os.environ, **SERVER_ENV},
-            preexec_fn=die_with_parent,  # a killed command (SIGKILL) leaves no server behind
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # appended: commands may share the home
+            self.process = subprocess.Popen(
+                server_command(self.port), env={**os.environ, **SERVER_ENV}, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # a killed command (SIGKILL) leaves no server behind
+            )
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the server answers its health check; FtflowError if it never does."""
@@ -104,17 +124,18 @@ class TemporaryServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             code = self.process.poll()
-            if code == PORT_IN_USE_EXIT:  # another process took the port since it was picked
+            if lost_its_port(code, self.port):
                 self._start()
                 continue
             if code is not None:
-                raise FtflowError(f"Prefect's temporary server exited with code {code} while starting")
+                raise FtflowError(f"Prefect's temporary server exited with code {code} while starting; "
+                                  f"its log: {self.log_path}")
             if healthy(self.api_url):
                 return
             time.sleep(0.1)
         self.stop()
         raise FtflowError(f"Prefect's temporary server did not start within {timeout:.0f} s "
-                          "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+                          f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); its log: {self.log_path}")
 
     def stop(self) -> None:
         if self.process is None:
@@ -200,7 +221,7 @@ class BackgroundServer:
             with _locked():
                 # the port was taken since it was picked: start again; else the command that
                 # started it may have started another since
-                record = _spawn() if code == PORT_IN_USE_EXIT else _living_record()
+                record = _spawn() if lost_its_port(code, self.record.port) else _living_record()
             if record is None:
                 raise FtflowError(f"the background Prefect server (pid {ended}) ended while starting; "
                                   f"its log: {prefect_home() / 'ftflow-server.log'}")

@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from ftflow import prefect_api, prefect_server
+from ftflow.errors import FtflowError
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_prefect_api import FTFLOW, _server_processes
 
@@ -33,6 +34,29 @@ def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch):
         finally:
             server.stop()
     assert server.process is None
+
+
+@pytest.mark.flow
+@pytest.mark.parametrize("kind", ["temporary", "background"])
+def test_a_server_that_cannot_start_is_reported_at_once_naming_its_log(kind, tmp_path, monkeypatch):
+    """uvicorn ends with one exit code both when its port was taken and when the app cannot start:
+    only the first is worth another try."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    starts = []
+    command = prefect_server.server_command
+    monkeypatch.setattr(prefect_server, "server_command", lambda port: starts.append(port) or command(port))
+    server = prefect_server.TemporaryServer() if kind == "temporary" else prefect_server.background_server(start=True)
+    try:
+        with pytest.raises(FtflowError, match="while starting; its log: ") as raised:
+            server.wait_ready(timeout=300)
+    finally:
+        server.stop()
+    log = tmp_path / ("ftflow-temporary-server.log" if kind == "temporary" else "ftflow-server.log")
+    assert str(raised.value).endswith(str(log))
+    assert "Application startup failed" in log.read_text()  # what the server said, kept for the person who asks
+    assert len(starts) == 1  # not started again and again until the start-up timeout
+    assert not (tmp_path / "ftflow-server.json").exists()
 
 
 @pytest.mark.flow
