@@ -81,11 +81,14 @@ class PrefectStack:
         raise RuntimeError(f"prefect server did not answer within 240 s on {self.api_url}")
 
     def __exit__(self, *exc: Any) -> None:
-        for process in reversed(self.processes):
+        for process in reversed(self.processes):  # the worker before the server it reports to
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
-                    process.wait(timeout=30)
+                    # Each stops in under a second, but in the full suite Prefect's worker has now
+                    # and then not ended on SIGTERM at all (its log stops at "Sending SIGINT to the
+                    # process worker"): a longer grace only waited longer (30 s before).
+                    process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
