@@ -92,10 +92,12 @@ class _SdkHttpClient(openai.DefaultHttpxClient):
 
 @functools.cache
 def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    """Python's default verifying context (the system's CAs, or SSL_CERT_FILE/SSL_CERT_DIR), built once
-    per process and per those two: each build loads the CA bundle again, about 20 ms of CPU, and a
-    run builds a client for each provider it uses."""
-    return ssl.create_default_context()
+    """The context the SDK's client builds for itself (httpx2's default: the system's CAs, or
+    SSL_CERT_FILE/SSL_CERT_DIR), once per process and per those two: each build loads the CA
+    bundle again, about 20 ms of CPU, and a run builds a client for each provider it uses."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 def openai_client(settings: Settings, *, max_retries: int = 2) -> tuple[openai.OpenAI, str]:
