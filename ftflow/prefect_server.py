@@ -8,10 +8,11 @@ Both run uvicorn on Prefect's `create_app` with the UI off, as Prefect's own tem
   exits), which would read as the command's own failure.
 - `BackgroundServer`: started by a command for itself and the commands after it, which find it
   through `$PREFECT_HOME/ftflow-server.json`; `ftflow server stop` ends it. It runs in a session
-  of its own (Ctrl-C in the terminal does not reach it), writes to `ftflow-server.log` beside
-  that file, and gets the command's environment without API keys (ftflow.settings.SECRETS).
+  of its own (Ctrl-C in the terminal does not reach it) and writes to `ftflow-server.log` beside
+  that file.
   One per PREFECT_HOME, i.e. per database: a lock file keeps two commands starting at once
   from starting two. One that another Prefect version started is replaced.
+Both get the command's environment without API keys (ftflow.settings.SECRETS).
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ def server_command(port: int) -> list[str]:
     assert spec is not None and spec.origin is not None
     return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory", APP,
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+
+
+def server_environment() -> dict[str, str]:
+    """The command's environment without API keys (ftflow.settings.SECRETS), with Prefect's server values."""
+    from ftflow.settings import SECRETS
+
+    return {**{name: value for name, value in os.environ.items() if name not in SECRETS}, **SERVER_ENV}
+
+
+def open_log(path: Path) -> int:
+    """A server's log, appended to (commands may share PREFECT_HOME), readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def free_port() -> int:
@@ -110,13 +124,15 @@ class TemporaryServer:
 
     def _start(self) -> None:
         self.port = free_port()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:  # appended: commands may share the home
+        log = open_log(self.log_path)
+        try:
             self.process = subprocess.Popen(
-                server_command(self.port), env={**os.environ, **SERVER_ENV}, stdin=subprocess.DEVNULL,
+                server_command(self.port), env=server_environment(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,  # a killed command (SIGKILL) leaves no server behind
             )
+        finally:
+            os.close(log)
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the server answers its health check; FtflowError if it never does."""
@@ -276,18 +292,18 @@ def _living_record() -> ServerRecord | None:
 
 def _spawn() -> ServerRecord:
     """Start a server in a session of its own, not a child the command waits for, and record it."""
-    from ftflow.settings import SECRETS
-
     home = prefect_home()
     port = free_port()
-    environment = {name: value for name, value in os.environ.items() if name not in SECRETS}
-    log = home / "ftflow-server.log"
+    log = open_log(home / "ftflow-server.log")
     command = server_command(port)
-    pid = os.posix_spawn(command[0], command, {**environment, **SERVER_ENV}, setsid=True, file_actions=[
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ])
+    try:
+        pid = os.posix_spawn(command[0], command, server_environment(), setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ])
+    finally:
+        os.close(log)
     record = ServerRecord(pid=pid, port=port, prefect_version=_prefect_version(), started_at=time.time())
     path = home / STATE_FILE
     path.with_suffix(".tmp").write_text(json.dumps(asdict(record)), "utf-8")

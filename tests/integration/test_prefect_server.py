@@ -22,6 +22,7 @@ from tests.integration.test_prefect_api import FTFLOW, _server_processes
 
 @pytest.mark.flow
 def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-the-server")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -31,6 +32,7 @@ def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch):
         try:
             server.wait_ready(timeout=300)
             assert server.port != taken.getsockname()[1]
+            assert b"sk-not-for-the-server" not in open(f"/proc/{server.process.pid}/environ", "rb").read()
         finally:
             server.stop()
     assert server.process is None
