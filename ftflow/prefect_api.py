@@ -15,7 +15,8 @@ it boots on another core meanwhile. Once Prefect's settings can be read, `connec
 points this process and its children at the server or, when a server is configured after all
 (a Prefect profile, `prefect.toml`), stops one it started.
 
-Stopping a temporary server waits for it to shut down, which stores what the run sent it.
+Stopping a temporary server waits for it to shut down, which stores what the run sent it, but
+for a task-run state its recorder was writing at that moment (docs/scheduling.md).
 """
 
 from __future__ import annotations

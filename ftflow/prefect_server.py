@@ -4,8 +4,8 @@ Both run uvicorn on Prefect's `create_app` with the UI off, as Prefect's own tem
 (`SubprocessASGIServer`) does, on a free local port, with the database in PREFECT_HOME:
 - `TemporaryServer`: one command's, stopped at its end, and dying with it (SIGKILL included). It
   writes to `ftflow-temporary-server.log` in PREFECT_HOME, not to the command's terminal: its
-  services log errors with tracebacks when stopped mid-write (the write is done again before it
-  exits), which would read as the command's own failure.
+  task-run recorder logs a traceback when stopped mid-write, which would read as the command's
+  own failure (docs/scheduling.md says what that write loses).
 - `BackgroundServer`: started by a command for itself and the commands after it, which find it
   through `$PREFECT_HOME/ftflow-server.json`; `ftflow server stop` ends it. It runs in a session
   of its own (Ctrl-C in the terminal does not reach it) and writes to `ftflow-server.log` beside
