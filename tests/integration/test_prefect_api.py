@@ -53,9 +53,7 @@ def test_a_command_without_a_server_runs_on_a_temporary_one_that_keeps_its_logs(
     with sqlite3.connect(home / "prefect.db") as db:
         (flow_run_id, state), = db.execute("SELECT id, state_type FROM flow_run").fetchall()
         logs = [m for m, in db.execute("SELECT message FROM log WHERE flow_run_id = ?", (flow_run_id,))]
-        unfinished = db.execute("SELECT name, state_type FROM task_run WHERE state_type IS NOT 'COMPLETED'").fetchall()
     assert state == "COMPLETED"
-    assert unfinished == []  # the last tasks' events were stored before the server stopped
     assert sum(m.startswith("prepared: ") for m in logs) == 2  # each worker's shard, through the API
 
 
