@@ -15,15 +15,18 @@ it boots on another core meanwhile. Once Prefect's settings can be read, `connec
 points this process and its children at the server or, when a server is configured after all
 (a Prefect profile, `prefect.toml`), stops one it started.
 
-Stopping a temporary server waits for it to shut down, which stores what the run sent it, but
-for a task-run state its recorder was writing at that moment (docs/scheduling.md).
+Before a temporary server is stopped, the command waits until it has stored the task runs its
+flows sent: Prefect's server records them from events, a moment after they arrive, and a stop
+cancels a write in progress for good (`wait_until_stored`, docs/scheduling.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from ftflow.prefect_server import BackgroundServer, TemporaryServer, background_server, startup_timeout
@@ -36,6 +39,7 @@ class PrefectApi:
         self.server = server
         self._announce = announce
         self.connected = False
+        self._connected_at: datetime.datetime | None = None
         self._saved_environment: dict[str, str | None] = {}
 
     @property
@@ -59,6 +63,7 @@ class PrefectApi:
         # No UI is served: no "View at" links to it.
         self._set_environment({"PREFECT_API_URL": self.server.api_url, "PREFECT_UI_URL": ""})
         self.connected = True
+        self._connected_at = datetime.datetime.now(datetime.UTC)
 
     def _set_environment(self, variables: dict[str, str | None]) -> None:
         """Set (None: remove) variables for this process, every thread, and the processes it starts.
@@ -80,6 +85,8 @@ class PrefectApi:
     def close(self) -> None:
         if self.connected:
             _drain_prefect_workers()  # logs and events still queued reach the server before the command ends
+            if isinstance(self.server, TemporaryServer) and self._connected_at is not None:
+                _wait_until_task_runs_stored(self._connected_at)
             self._set_environment(dict(self._saved_environment))
             self.connected = False
         if self.server is not None:
@@ -93,6 +100,72 @@ def _drain_prefect_workers() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+SETTLE_S = 0.2  # nothing new for this long: the recorder has nothing left (one write takes milliseconds)
+IDLE_S = 2.0  # nothing new for this long while some are not final: nothing more is coming
+BOUND_S = 10.0
+
+
+def wait_until_stored(read: Callable[[], list[tuple[str, str]]], *, clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Poll `read`, the (task-run id, state type) pairs a server has stored, until every task run is
+    final and the pairs have not changed for SETTLE_S. Return the ids still not final when it gives
+    up instead: nothing changed for IDLE_S, or BOUND_S passed ([] when all were stored).
+
+    Prefect's server records task runs from their events one at a time, in the order they were
+    sent; until it has caught up, some task run shows an earlier state than its last, or is
+    missing. A missing one cannot be told from one that never was, hence the settling time.
+    """
+    start = changed_at = clock()
+    seen: list[tuple[str, str]] | None = None
+    while True:
+        pairs = sorted(read())
+        now = clock()
+        if pairs != seen:
+            seen, changed_at = pairs, now
+        unfinished = [task_run_id for task_run_id, state in pairs if state not in FINAL_STATES]
+        if now - changed_at >= (IDLE_S if unfinished else SETTLE_S) or now - start >= BOUND_S:
+            return unfinished
+        sleep(0.05)
+
+
+def _wait_until_task_runs_stored(since: datetime.datetime) -> None:
+    """Wait until the server has stored the task runs of the flow runs that finished since `since`
+    (Completed or Failed: a cancelled or crashed one may have left task runs unfinished for good)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    finished = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since - datetime.timedelta(seconds=1)),
+                             state=FlowRunFilterState(type=FlowRunFilterStateType(
+                                 any_=[StateType.COMPLETED, StateType.FAILED])))
+    page = 200  # the server's most per request
+
+    with get_client(sync_client=True) as client:
+        def read() -> list[tuple[str, str]]:
+            pairs: list[tuple[str, str]] = []
+            while True:
+                batch = client.read_task_runs(flow_run_filter=finished, limit=page, offset=len(pairs))
+                pairs += [(str(run.id), run.state_type.value if run.state_type else "") for run in batch]
+                if len(batch) < page:
+                    return pairs
+
+        try:
+            unfinished = wait_until_stored(read)
+        except Exception as error:  # noqa: BLE001 - the run is over; a server that stopped answering keeps it no longer
+            print(f"could not ask Prefect's temporary server whether it stored every task run: {error}",
+                  file=sys.stderr, flush=True)
+            return
+    if unfinished:
+        print(f"Prefect's temporary server had not stored the last state of {len(unfinished)} task run(s) after "
+              f"waiting; they stay unfinished in its database (docs/scheduling.md)", file=sys.stderr, flush=True)
 
 
 def _configured() -> bool:

@@ -3,9 +3,9 @@
 Both run uvicorn on Prefect's `create_app` with the UI off, as Prefect's own temporary server
 (`SubprocessASGIServer`) does, on a free local port, with the database in PREFECT_HOME:
 - `TemporaryServer`: one command's, stopped at its end, and dying with it (SIGKILL included). It
-  writes to `ftflow-temporary-server.log` in PREFECT_HOME, not to the command's terminal: its
-  task-run recorder logs a traceback when stopped mid-write, which would read as the command's
-  own failure (docs/scheduling.md says what that write loses).
+  writes to `ftflow-temporary-server.log` in PREFECT_HOME, not to the command's terminal: what
+  it logs (a traceback, should it be stopped mid-write) would read as the command's own failure.
+  The command waits for it to store its task runs before stopping it (ftflow/prefect_api.py).
 - `BackgroundServer`: started by a command for itself and the commands after it, which find it
   through `$PREFECT_HOME/ftflow-server.json`; `ftflow server stop` ends it. It runs in a session
   of its own (Ctrl-C in the terminal does not reach it) and writes to `ftflow-server.log` beside

@@ -53,8 +53,54 @@ def test_a_command_without_a_server_runs_on_a_temporary_one_that_keeps_its_logs(
     with sqlite3.connect(home / "prefect.db") as db:
         (flow_run_id, state), = db.execute("SELECT id, state_type FROM flow_run").fetchall()
         logs = [m for m, in db.execute("SELECT message FROM log WHERE flow_run_id = ?", (flow_run_id,))]
+        unfinished = db.execute("SELECT name, state_type FROM task_run WHERE state_type IS NOT 'COMPLETED'").fetchall()
     assert state == "COMPLETED"
+    assert unfinished == []  # the server stored the last tasks' states before it was stopped
     assert sum(m.startswith("prepared: ") for m in logs) == 2  # each worker's shard, through the API
+
+
+SLOW_RECORDER = Path(__file__).with_name("slow_recorder_server.py")
+FOUR_TASKS_AT_ONCE = f"""
+import sys, threading
+from ftflow import prefect_api, prefect_server
+
+command = prefect_server.server_command
+prefect_server.server_command = lambda port: [sys.executable, {str(SLOW_RECORDER)!r}, *command(port)[3:]]  # not -m uvicorn
+
+from prefect import flow, task
+
+all_started = threading.Barrier(4)  # the four complete after all started: their last events come last
+
+@task
+def step(i):
+    all_started.wait(timeout=30)
+    return i
+
+@flow
+def four_at_once():
+    return step.map(range(4)).result()
+
+with prefect_api.prefect_api(announce=lambda: None) as api:
+    api.connect()
+    four_at_once()
+"""
+
+
+@pytest.mark.flow
+def test_a_temporary_server_is_stopped_only_once_it_stored_every_task_run(tmp_path):
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "PREFECT_UI_URL"}
+    env |= {"PREFECT_HOME": str(home), "FTFLOW_PREFECT_SERVER": "temporary", "PYTHONPATH": str(ROOT),
+            "PREFECT_LOGGING_LEVEL": "WARNING"}  # no run logs: stderr shows only what went wrong
+    done = subprocess.run([sys.executable, "-c", FOUR_TASKS_AT_ONCE], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    with sqlite3.connect(home / "prefect.db") as db:
+        task_runs = db.execute("SELECT state_type, count(*) FROM task_run GROUP BY 1").fetchall()
+    # 12 events at 0.2 s each: the recorder was seconds behind when the flow ended
+    assert task_runs == [("COMPLETED", 4)]
 
 
 def test_no_temporary_server_when_a_server_is_configured(monkeypatch):
