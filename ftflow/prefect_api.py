@@ -164,8 +164,8 @@ def _wait_until_task_runs_stored(since: datetime.datetime) -> None:
                   file=sys.stderr, flush=True)
             return
     if unfinished:
-        print(f"Prefect's temporary server had not stored the last state of {len(unfinished)} task run(s) after "
-              f"waiting; they stay unfinished in its database (docs/scheduling.md)", file=sys.stderr, flush=True)
+        print(f"Prefect's temporary server still shows {len(unfinished)} task run(s) of this command unfinished "
+              f"after waiting for it; they stay so in its database (docs/scheduling.md)", file=sys.stderr, flush=True)
 
 
 def _configured() -> bool:

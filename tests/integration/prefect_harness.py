@@ -67,9 +67,13 @@ def _harness_on(database_url: str, startup_timeout: int) -> Iterator[None]:
 
     # No test reads the events feed or sets an automation: the services that store every event and
     # match it against automations stay off (about a tenth of this server's CPU in the suite).
-    # The task-run recorder, which turns events into the task runs the tests read, stays on.
+    # The task-run recorder, which turns events into the task runs the tests read, stays on, and
+    # writes them in batches, at least once a second, not one transaction per event (the tests
+    # that read task runs wait for them: they reach the server after the flow run anyway).
     quiet_services = {prefect.settings.PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
-                      prefect.settings.PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: False}
+                      prefect.settings.PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: False,
+                      prefect.settings.PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE: 200,
+                      prefect.settings.PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL: 1}
     with temporary_database_interface(), prefect.settings.temporary_settings(
             updates={prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url, **quiet_services}):
         server = SubprocessASGIServer(port=_find_available_port())
