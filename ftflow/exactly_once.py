@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the providers import this module for `Outcome` alone: no SQ
 
 T = TypeVar("T")
 log = logging.getLogger("ftflow.exactly_once")
+JITTER = random.Random()  # not the global generator: a program seeding it gets the same numbers with ftflow
 Outcome = Literal["not_done", "unknown", "permanent"]
 
 
@@ -136,7 +137,7 @@ def _renewed(ledger: Ledger, kind: str, provider: str, key: str, owner: str, sec
 
 
 def _pause(seconds: float) -> None:
-    time.sleep(min(1.0, seconds / 10) * (0.5 + random.random()))
+    time.sleep(min(1.0, seconds / 10) * (0.5 + JITTER.random()))
 
 
 @contextmanager
@@ -232,7 +233,7 @@ def create_with_retries(create: Callable[[], T], lookup: Callable[[], T | None],
                     return found
             else:
                 delay = min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + random.random() / 2))
+                time.sleep(delay * (0.5 + JITTER.random() / 2))
     raise AssertionError("unreachable")
 
 

@@ -45,6 +45,7 @@ STARTUP_FAILURE_EXIT = 3  # uvicorn's exit code when it cannot bind, and when th
 APP = "prefect.server.api.server:create_app"
 STATE_FILE = "ftflow-server.json"
 TEMPORARY_LOG = "ftflow-temporary-server.log"
+PICK = random.Random()  # not the global generator: a program seeding it gets the same numbers with ftflow
 
 
 def server_command(port: int) -> list[str]:
@@ -69,7 +70,7 @@ def open_log(path: Path) -> int:
 
 def free_port() -> int:
     for _ in range(50):
-        port = random.choice(PORTS)
+        port = PICK.choice(PORTS)
         if not port_taken(port):
             return port
     raise FtflowError(f"no free port for a Prefect server in {PORTS.start}-{PORTS.stop - 1}")
