@@ -83,14 +83,16 @@ class PrefectApi:
         refresh_global_settings_context()
 
     def close(self) -> None:
-        if self.connected:
-            _drain_prefect_workers()  # logs and events still queued reach the server before the command ends
-            if isinstance(self.server, TemporaryServer) and self._connected_at is not None:
-                _wait_until_task_runs_stored(self._connected_at)
-            self._set_environment(dict(self._saved_environment))
-            self.connected = False
-        if self.server is not None:
-            self.server.leave()
+        try:
+            if self.connected:
+                _drain_prefect_workers()  # logs and events still queued reach the server before the command ends
+                if isinstance(self.server, TemporaryServer) and self._connected_at is not None:
+                    _wait_until_task_runs_stored(self._connected_at)
+                self._set_environment(dict(self._saved_environment))
+                self.connected = False
+        finally:  # a second Ctrl-C during the waits above still stops a temporary server
+            if self.server is not None:
+                self.server.leave()
 
 
 def _drain_prefect_workers() -> None:

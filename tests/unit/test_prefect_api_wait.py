@@ -62,3 +62,24 @@ def test_nothing_or_only_final_states_settle_at_once(pairs):
 
     assert wait_until_stored(lambda: pairs, clock=clock, sleep=clock.sleep) == []
     assert clock.now < SETTLE_S + 0.1
+
+
+def test_a_server_is_stopped_even_when_the_waits_before_its_stop_are_interrupted(monkeypatch):
+    from ftflow import prefect_api
+
+    class Server:
+        booting = False
+        left = False
+
+        def leave(self) -> None:
+            self.left = True
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # a second Ctrl-C while the last logs and events are sent
+
+    monkeypatch.setattr(prefect_api, "_drain_prefect_workers", interrupted)
+    api = prefect_api.PrefectApi(Server(), announce=lambda: None)
+    api.connected = True
+    with pytest.raises(KeyboardInterrupt):
+        api.close()
+    assert api.server.left
