@@ -114,8 +114,7 @@ def _pandas_source() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    _quiet_gx()  # before the context: it logs where it put its docs site
-    context = gx.get_context(mode="ephemeral")
+    context = gx.get_context(mode="ephemeral")  # after run_suites' _quiet_gx: it logs where it put its docs site
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in the run's output
     return context.data_sources.add_pandas("ftflow")
 
