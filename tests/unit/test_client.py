@@ -21,7 +21,7 @@ def test_clients_verify_tls_on_one_context_per_process_and_keep_the_timeout(monk
     first, _ = openai_client(openai_backend)
     second, _ = openai_client(openai_backend)
     azure, _ = openai_client(Settings(backend="azure", azure_surface="dated",
-                                              azure_endpoint="https://example.openai.azure.com"))
+                                      azure_endpoint="https://example.openai.azure.com"))
     assert isinstance(azure, openai.AzureOpenAI)
     context = tls_context(first)
     assert context is tls_context(second) is tls_context(azure)
