@@ -1,8 +1,9 @@
 """The one client factory: every SDK client ftflow uses is built here; the only place keys are read.
 
 - `local`: the bundled service. With `service_url` set (FTFLOW_SERVICE_URL), the client talks
-  to that one, with the key in FTFLOW_SERVICE_API_KEY; otherwise a service is started in this
-  process on a free loopback port (once per process) with a fresh random key.
+  to that one, with the key in FTFLOW_SERVICE_API_KEY; otherwise a service is started on a free
+  loopback port (once per process) with a fresh random key: on a thread of this process, or in a
+  process of its own when much is to be screened (`expect_local_requests`).
 - `openai`: OPENAI_API_KEY; the settings openai_base_url, openai_organization, openai_project (which the
   resolver also reads from OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID).
 - `azure`: AZURE_OPENAI_API_KEY, the endpoint (azure_endpoint, or AZURE_OPENAI_ENDPOINT); `AzureOpenAI`
@@ -40,7 +41,11 @@ from ftflow.errors import ConfigError
 from ftflow.settings import Settings
 
 _local_lock = threading.Lock()
-_local_service: Any = None
+_local_service: Any = None  # localai's LocalService (a thread) or ServiceProcess
+# Texts to moderate from which the local service's own process pays for its start (see
+# expect_local_requests): 100,000 took 12-13 s there against 19-22 s on a thread, about 80 µs
+# saved a text, and the process's start costs about a second of CPU on a 2-core machine.
+SERVICE_PROCESS_TEXTS = 10_000
 
 
 def secret(env_name: str) -> str | None:
@@ -61,14 +66,31 @@ def secret(env_name: str) -> str | None:
 
 
 def local_service(settings: Settings) -> Any:
-    """The in-process local service, started on first use."""
+    """This process's local service, started on first use: on a thread of this process, unless
+    `expect_local_requests` asked for a process of its own first."""
     global _local_service
     with _local_lock:
         if _local_service is None:
             from localai.server import LocalService
 
             _local_service = LocalService(settings.service_config()).start()
-        return _local_service
+    return _local_service  # a ServiceProcess's base_url waits until it serves
+
+
+def expect_local_requests(settings: Settings, texts: int) -> None:
+    """The caller is about to send the local service `texts` texts to read (the moderation
+    pre-check). From `SERVICE_PROCESS_TEXTS` up, a service not started yet starts in a process of
+    its own (localai/process.py): its requests then use the machine's other core, not this
+    interpreter. Below, a thread is cheaper: the process's start costs about a second of CPU
+    (docs/moderation.md). Nothing changes for a service already started, or another backend."""
+    global _local_service
+    if settings.backend != "local" or settings.service_url or texts < SERVICE_PROCESS_TEXTS:
+        return
+    with _local_lock:
+        if _local_service is None:
+            from localai.process import ServiceProcess
+
+            _local_service = ServiceProcess(settings.service_config())
 
 
 def _required(env_name: str, why: str) -> str:

@@ -9,6 +9,7 @@ pipeline is imported here.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from pydantic import Field
@@ -37,3 +38,10 @@ class ServiceConfig(BaseSettings):
         0.8, ge=0, le=1, description="How often a base model follows its system prompt's format and language."
     )
     openapi: bool = Field(False, description="Serve the service's own schema at /openapi.json (needs the key).")
+
+
+def with_key(config: ServiceConfig) -> ServiceConfig:
+    """The config with an API key: the configured one, or a fresh random one."""
+    if config.api_key:
+        return config
+    return config.model_copy(update={"api_key": f"sk-local-{secrets.token_urlsafe(24)}"})

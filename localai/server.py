@@ -1,8 +1,8 @@
-"""Run the service: in a thread on a free loopback port (flows, tests), or in the foreground."""
+"""Run the service: in a thread on a free loopback port (tests, and the child process of
+localai/process.py, the pipeline's), or in the foreground (`python -m localai`, `ftflow service`)."""
 
 from __future__ import annotations
 
-import secrets
 import socket
 import threading
 import time
@@ -12,20 +12,13 @@ from typing import Any
 import uvicorn
 
 from localai.app import create_app
-from localai.config import ServiceConfig
+from localai.config import ServiceConfig, with_key
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def with_key(config: ServiceConfig) -> ServiceConfig:
-    """The config with an API key: the configured one, or a fresh random one."""
-    if config.api_key:
-        return config
-    return config.model_copy(update={"api_key": f"sk-local-{secrets.token_urlsafe(24)}"})
 
 
 class LocalService:

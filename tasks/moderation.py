@@ -269,6 +269,11 @@ def _screening_key(model: str) -> str:
     return hashlib.sha256(model.encode() + Path(__file__).read_bytes()).hexdigest()[:16]
 
 
+def unscreened_examples(shards: list[ShardResult], model: str) -> int:
+    """The kept examples of the shards without a stored screening by `model`: what is left to screen."""
+    return sum(shard.kept for shard in shards if not ShardScreening.path(Path(shard.directory), model).exists())
+
+
 def screen_shard(directory: Path, classifier: Callable[[], Classifier], cache: ModerationCache,
                  options: ModerationOptions, counts: Counter[str]) -> ShardScreening:
     """The shard's stored screening, else its examples screened (only texts the cache lacks are sent;
@@ -390,10 +395,18 @@ def moderate_examples(shards: list[ShardResult], split: ReduceResult, staged_dir
     from prefect.artifacts import create_table_artifact
     from prefect.logging import get_run_logger
 
+    from ftflow.client import expect_local_requests
+
     if options.mode == "off" or options.model is None:
         return ModerationResult(mode="off", model=options.model, split=split)
     model = options.model
-    classifier = functools.cache(lambda: openai_classifier(resources.provider.chat_client(), model))
+
+    @functools.cache
+    def classifier() -> Classifier:
+        # Much to screen on the local backend: its service then runs in a process of its own.
+        expect_local_requests(resources.settings, unscreened_examples(shards, model))
+        return openai_classifier(resources.provider.chat_client(), model)
+
     cache = ModerationCache(Path(resources.settings.work_dir) / "moderation.sqlite3")
     try:
         result = moderate_dataset(split, shards, Path(staged_dir), options, classifier, cache)

@@ -2,8 +2,8 @@
 
 The dialects build on the shared machinery (the engine, the store, the errors, the gateway's
 Dialect) and never on each other; the shared machinery knows no dialect, except the app that
-assembles the service from them (and the server and `python -m localai` that run it). No
-module imports itself back through a chain, lazy imports inside functions included.
+assembles the service from them (and the server, its child process and `python -m localai` that
+run it). No module imports itself back through a chain, lazy imports inside functions included.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import grimp
 import pytest
 
 DIALECTS = ("localai.openai", "localai.azure", "localai.together", "localai.vertex", "localai.aws", "localai.fireworks")
-ASSEMBLY = ("localai.app", "localai.server", "localai.__main__")
+ASSEMBLY = ("localai.app", "localai.server", "localai.process", "localai.__main__")
 
 
 @pytest.fixture(scope="module")
