@@ -9,7 +9,8 @@ records), then in the same run times:
 - ftflow: `ftflow prepare` through the CLI, start-up included, default options, a fresh work
   dir; peak RSS of every process of the run (CLI, Prefect's temporary server, shard workers);
 - warm start: `ftflow prepare` on 20 lines with a warm PREFECT_HOME, with Prefect's temporary
-  server and with a running one (`prefect server start`, PREFECT_API_URL set);
+  server and with a running one (`prefect server start`, PREFECT_API_URL set), each against
+  `python -c "import prefect"` (the median of three, right after);
 - scaling: `--dask-address` on a dask.distributed LocalCluster of 2 single-threaded worker
   processes against one of 1 worker (same outputs);
 - incremental: 1% more lines appended, the re-run (reusing unchanged shards) against the
@@ -277,6 +278,9 @@ def main() -> None:
             served = prepare(small, tmp_path / "small-out", tmp_path / "small-work-4",
                              env={"PREFECT_API_URL": api_url})
         print(describe("20 lines, running Prefect server", served))
+        imports = sorted(timed([sys.executable, "-c", "import prefect"])["seconds"] for _ in range(3))
+        print(f"python -c 'import prefect': {imports[1]:.2f} s (median of 3); 20 lines: warm PREFECT_HOME "
+              f"{warm['seconds'] / imports[1]:.2f}x, running server {served['seconds'] / imports[1]:.2f}x")
 
         if not args.skip_incremental:
             # Logs grow in place: append to the very file the full run read (a stored shard is

@@ -20,8 +20,8 @@ its messages' content (strings and text parts), one per line; of a DPO pair, its
 both outputs'. Requests carry `moderation_batch_size` texts, `moderation_concurrency` of them in
 flight at once (a remote endpoint's requests mostly wait on the network); each
 answer is stored as its request returns in a cache keyed by the model and the text's sha256
-(`<work_dir>/moderation.sqlite3`), so a text answered once is not sent again, in any shard or
-run, and a run stopped half-way goes on where it stopped.
+(`<work_dir>/moderation.sqlite3`, committed every half second), so a text answered once is not
+sent again, in any shard or run, and a run stopped half-way goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import sqlite3
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -141,18 +142,27 @@ def text_sha256(text: str) -> str:
 
 
 class ModerationCache:
-    """Answers of the moderation endpoint by (model, sha256 of the text), in SQLite; each batch committed."""
+    """Answers of the moderation endpoint by (model, sha256 of the text), in SQLite.
+
+    Answers are committed at least every `COMMIT_SECONDS`, at the end of each screening and on
+    close: a commit per batch cost about 0.55 ms of CPU, a sixth of the client's work per
+    request. A process killed between commits loses at most that half second of answers, which
+    the next run asks again.
+    """
+
+    COMMIT_SECONDS = 0.5
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
-        # A commit per batch: in WAL mode with synchronous=NORMAL it survives the process being
-        # killed (only a crash of the machine can lose the last ones, answers asked again), and
-        # does not wait for the disk each time.
+        # In WAL mode with synchronous=NORMAL a commit survives the process being killed (only a
+        # crash of the machine can lose the last ones, answers asked again), and does not wait
+        # for the disk each time.
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS moderation (model TEXT, digest TEXT, categories TEXT, "
                         "PRIMARY KEY (model, digest))")
+        self._committed = time.monotonic()
 
     def get_many(self, model: str, digests: list[str]) -> dict[str, list[str]]:
         marks = ",".join("?" * len(digests))
@@ -161,11 +171,17 @@ class ModerationCache:
         return {digest: json.loads(categories) for digest, categories in rows}
 
     def put_many(self, model: str, answers: dict[str, list[str]]) -> None:
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO moderation VALUES (?, ?, ?)",
-                                [(model, digest, json.dumps(c)) for digest, c in answers.items()])
+        self.db.executemany("INSERT OR REPLACE INTO moderation VALUES (?, ?, ?)",
+                            [(model, digest, json.dumps(c)) for digest, c in answers.items()])
+        if time.monotonic() - self._committed >= self.COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        self.db.commit()
+        self._committed = time.monotonic()
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 
@@ -227,6 +243,7 @@ def screen(path: Path, classify: Classifier, cache: ModerationCache, model: str,
                 settle(in_flight.popleft())
         while in_flight:
             settle(in_flight.popleft())
+    cache.commit()
     counts["examples"] += index
     return flagged
 

@@ -70,6 +70,20 @@ def test_screen_batches_only_uncached_texts_and_a_second_pass_sends_nothing(tmp_
     assert cache.get_many("other-model", [text_sha256(example_text(lines[7].encode()))]) == {}  # keyed by model too
 
 
+def test_answers_are_committed_every_half_second_and_on_close(tmp_path, monkeypatch):
+    path = tmp_path / "cache.sqlite3"
+    cache = ModerationCache(path)
+    cache.put_many("m", {"a": []})
+    assert ModerationCache(path).get_many("m", ["a"]) == {}  # within the half second: not committed yet
+    monkeypatch.setattr(ModerationCache, "COMMIT_SECONDS", 0.0)
+    cache.put_many("m", {"b": ["violence"]})
+    assert ModerationCache(path).get_many("m", ["a", "b"]) == {"a": [], "b": ["violence"]}
+    monkeypatch.setattr(ModerationCache, "COMMIT_SECONDS", 3600.0)
+    cache.put_many("m", {"c": []})
+    cache.close()
+    assert ModerationCache(path).get_many("m", ["c"]) == {"c": []}
+
+
 def test_requests_in_flight_at_once_give_what_one_at_a_time_gives(tmp_path):
     import threading
     import time
