@@ -14,7 +14,8 @@ records), then in the same run times:
 - scaling: `--dask-address` on a dask.distributed LocalCluster of 2 single-threaded worker
   processes against one of 1 worker (same outputs);
 - incremental: 1% more lines appended, the re-run (reusing unchanged shards) against the
-  full run, and its dataset_sha256 against a from-scratch run on the grown input.
+  full run, with the temporary server and with a running one, and their dataset_sha256 against
+  a from-scratch run on the grown input.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -286,14 +288,23 @@ def main() -> None:
             # Logs grow in place: append to the very file the full run read (a stored shard is
             # keyed by its file's path too, since rejections and features name it).
             write_input(source, max(1, args.n // 100), mode="a", start=args.n)
+            # The same re-run with a running server (what `prefect_server = "auto"` keeps at a
+            # terminal), on a copy of the work dir as the full run left it.
+            shutil.copytree(tmp_path / "work", tmp_path / "work-served")
             again = prepare(source, tmp_path / "out-inc", tmp_path / "work")
+            with running_prefect_server() as api_url:
+                prepare(small, tmp_path / "small-out", tmp_path / "small-work-5", env={"PREFECT_API_URL": api_url})
+                again_served = prepare(source, tmp_path / "out-inc-served", tmp_path / "work-served",
+                                       env={"PREFECT_API_URL": api_url})
             scratch = prepare(source, tmp_path / "out-scratch", tmp_path / "work-scratch")
-            print(describe("+1% appended, re-run", again) + f"   reused {again['report']['shards']['reused']}"
-                  f"/{again['report']['shards']['total']} shards")
+            for name, run in (("+1% appended, re-run", again), ("  the same, running Prefect server", again_served)):
+                print(describe(name, run) + f"   reused {run['report']['shards']['reused']}"
+                      f"/{run['report']['shards']['total']} shards; {run['seconds'] / book['seconds']:.0%} of the "
+                      "cookbook loop on the whole input")
             print(describe("+1% appended, from scratch", scratch))
-            same = again["report"]["dataset_sha256"] == scratch["report"]["dataset_sha256"]
-            print(f"incremental / full: {again['seconds'] / full['seconds']:.0%}; incremental / cookbook loop on "
-                  f"the whole input: {again['seconds'] / book['seconds']:.0%}; same dataset_sha256 as from "
+            same = {run["report"]["dataset_sha256"] for run in (again, again_served, scratch)} == {
+                scratch["report"]["dataset_sha256"]}
+            print(f"incremental / full: {again['seconds'] / full['seconds']:.0%}; same dataset_sha256 as from "
                   f"scratch: {same}")
 
         if not args.skip_scaling:

@@ -43,9 +43,10 @@ from ftflow.settings import Settings
 _local_lock = threading.Lock()
 _local_service: Any = None  # localai's LocalService (a thread) or ServiceProcess
 # Texts to moderate from which the local service's own process pays for its start (see
-# expect_local_requests): 100,000 took 12-13 s there against 19-22 s on a thread, about 80 µs
-# saved a text, and the process's start costs about a second of CPU on a 2-core machine.
-SERVICE_PROCESS_TEXTS = 10_000
+# expect_local_requests). The moderation stage, thread / process, on the 2-core machine: 2,600
+# texts 0.80 / 0.85 s, 5,000 1.31 / 1.13 s, 10,000 2.40 / 2.17 s, 97,506 21.5 / 13.4 s; 20
+# texts: the whole command about a second slower with the process (docs/moderation.md).
+SERVICE_PROCESS_TEXTS = 5_000
 
 
 def secret(env_name: str) -> str | None:
