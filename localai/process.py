@@ -51,6 +51,10 @@ class ServiceProcess:
         assert self.config.api_key
         return self.config.api_key
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def wait_started(self, timeout: float = 60.0) -> ServiceProcess:
         """Return once the child serves (at once if it did already)."""
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -56,7 +55,7 @@ def test_the_service_process_answers_the_sdk_and_never_shows_its_key(tmp_path):
         client = openai.OpenAI(base_url=service.base_url, api_key=service.api_key, max_retries=0)
         answer = client.moderations.create(model="omni-moderation-latest", input=["I will kill you.", "Danke!"])
         assert [result.flagged for result in answer.results] == [True, False]
-        child = child_of(os.getpid())
+        child = service.pid
         shown = Path(f"/proc/{child}/cmdline").read_bytes() + Path(f"/proc/{child}/environ").read_bytes()
         assert service.api_key.encode() not in shown
         with pytest.raises(openai.AuthenticationError):
